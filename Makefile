@@ -1,0 +1,51 @@
+# The two commands of the README, and a few more for developers.
+#   make run    install what is missing, build, start tern with the demo config
+#   make test   install what is missing, build, run every test
+BUILD    ?= build
+ASAN_BUILD ?= build-asan
+CONFIG   ?= etc/tern-demo.conf
+PYTEST   ?= python3 -m pytest
+
+.PHONY: all deps build run test unit integration asan test-asan bench clean
+
+all: build
+
+deps:
+	@sh scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j2
+
+run: build
+	@sh scripts/demo-setup.sh $(BUILD) $(CONFIG)
+	exec $(BUILD)/tern -c $(CONFIG) serve
+
+unit: build
+	ctest --test-dir $(BUILD) --output-on-failure
+
+integration: build
+	TERN_BIN=$(CURDIR)/$(BUILD)/tern $(PYTEST) -q tests/integration
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure
+	TERN_BIN=$(CURDIR)/$(BUILD)/tern $(PYTEST) -q tests
+	$(MAKE) test-asan
+
+asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTERN_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j2
+
+# The sanitizer build runs the C unit tests and the embedded-store
+# integration suite (the Cassandra suites run once, in the normal build).
+test-asan: asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --test-dir $(ASAN_BUILD) --output-on-failure
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		TERN_BIN=$(CURDIR)/$(ASAN_BUILD)/tern TERN_SANITIZED=1 $(PYTEST) -q tests/integration
+
+bench: build
+	@sh bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
