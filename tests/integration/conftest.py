@@ -1,0 +1,436 @@
+"""Fixtures for the black-box integration suite.
+
+The suite starts the real `tern` binary ($TERN_BIN, default build/tern) on
+loopback with a temporary data_dir and free ports, and talks to it with real
+clients. A `TernServer` owns one configuration and one process; it can be
+started, stopped (SIGTERM, must exit 0), killed (SIGKILL) and restarted on the
+same ports and data.
+
+After every test each running server is checked: a server that died, or whose
+stderr shows a sanitizer report (TERN_SANITIZED=1), fails the test.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import (SANITIZED, TIMEOUT, LineConn, Pop3, Smtp, make_message,
+                     unstuff, wait_until)
+
+REPO = Path(__file__).resolve().parents[2]
+STOP_TIMEOUT = 30.0 if SANITIZED else 5.0
+CLI_TIMEOUT = 120.0 if SANITIZED else 30.0
+SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer")
+
+# EX_* from sysexits.h
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOUSER, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 67, 75, 78
+
+_RUNNING = []  # servers started and not stopped, checked after each test
+
+
+def binary_path():
+    return Path(os.environ.get("TERN_BIN") or (REPO / "build" / "tern"))
+
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1 (bound together, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def require_tool(name):
+    path = shutil.which(name)
+    if not path:
+        pytest.fail("required tool '%s' is not installed (scripts/install-deps.sh installs it)" % name)
+    return path
+
+
+def render_ini(sections):
+    out = []
+    for name, keys in sections.items():
+        if keys is None:
+            continue
+        out.append("[%s]" % name)
+        for k, v in keys.items():
+            if v is not None:
+                out.append("%s = %s" % (k, v))
+        out.append("")
+    return "\n".join(out)
+
+
+class TernServer:
+    DOMAIN = "example.test"
+
+    def __init__(self, binary, workdir, cert=None, pop3_ids="messageid", tls=True,
+                 overrides=None, hostname="tern.test", max_message_size=200000,
+                 max_recipients=5):
+        self.binary = str(binary)
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.dir / "data"
+        self.data_dir.mkdir(exist_ok=True)
+        self.config_path = self.dir / "tern.conf"
+        self.log_path = self.dir / "server.log"
+        self.hostname = hostname
+        self.max_message_size = max_message_size
+        self.max_recipients = max_recipients
+        (self.smtp_port, self.smtps_port, self.lmtp_port,
+         self.pop3_port, self.pop3s_port) = free_ports(5)
+        self.tls = bool(tls and cert)
+        self.sections = {
+            "server": {"hostname": hostname, "data_dir": str(self.data_dir)},
+            "smtp": {"listen": "127.0.0.1:%d" % self.smtp_port,
+                     "max_message_size": str(max_message_size),
+                     "max_recipients": str(max_recipients)},
+            "lmtp": {"listen": "127.0.0.1:%d" % self.lmtp_port},
+            "pop3": {"listen": "127.0.0.1:%d" % self.pop3_port},
+            "store": {"backend": "sqlite", "pop3_ids": pop3_ids},
+        }
+        if self.tls:
+            self.sections["smtp"]["listen_tls"] = "127.0.0.1:%d" % self.smtps_port
+            self.sections["pop3"]["listen_tls"] = "127.0.0.1:%d" % self.pop3s_port
+            self.sections["tls"] = {"cert": str(cert[0]), "key": str(cert[1])}
+        for sec, keys in (overrides or {}).items():
+            if keys is None:
+                self.sections.pop(sec, None)
+                continue
+            self.sections.setdefault(sec, {}).update(keys)
+        self.proc = None
+        self.domains = set()
+        self.users = {}
+        self._user_seq = 0
+        self._log_checked = 0
+        self.write_config()
+
+    # --- configuration and process -------------------------------------
+    def write_config(self, text=None):
+        self.config_path.write_text(text if text is not None else render_ini(self.sections))
+
+    def listen_ports(self):
+        ports = []
+        for sec in ("smtp", "lmtp", "pop3"):
+            for key in ("listen", "listen_tls"):
+                v = self.sections.get(sec, {}).get(key)
+                if v:
+                    for hp in v.split(","):
+                        ports.append(int(hp.strip().rsplit(":", 1)[1]))
+        return ports
+
+    def env(self):
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        return env
+
+    def start(self, wait=True):
+        assert self.proc is None, "server already running"
+        self._log = open(self.log_path, "ab")
+        self._log.write(b"---- start ----\n")
+        self._log.flush()
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.config_path), "serve"],
+                                     stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=self._log, env=self.env())
+        _RUNNING.append(self)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self):
+        deadline = time.monotonic() + TIMEOUT
+        for port in self.listen_ports():
+            while True:
+                if self.proc.poll() is not None:
+                    rc = self.proc.returncode
+                    self._forget()
+                    pytest.fail("tern serve exited with %s during start-up:\n%s" % (rc, self.log_tail()))
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        pytest.fail("tern serve did not accept on port %d within %ss:\n%s"
+                                    % (port, TIMEOUT, self.log_tail()))
+                    time.sleep(0.02)
+
+    def _forget(self):
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        self.proc = None
+        try:
+            self._log.close()
+        except Exception:
+            pass
+
+    def stop(self, sig=signal.SIGTERM):
+        """Stops the server with `sig`; it must exit 0 within STOP_TIMEOUT."""
+        if self.proc is None:
+            return
+        proc = self.proc
+        if proc.poll() is not None:
+            rc = proc.returncode
+            self._forget()
+            raise AssertionError("tern serve had already exited (rc %s):\n%s" % (rc, self.log_tail()))
+        proc.send_signal(sig)
+        try:
+            rc = proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            self._forget()
+            raise AssertionError("tern serve did not exit within %ss of %s:\n%s"
+                                 % (STOP_TIMEOUT, signal.Signals(sig).name, self.log_tail()))
+        self._forget()
+        assert rc == 0, "tern serve exited %s after %s (want 0):\n%s" % (
+            rc, signal.Signals(sig).name, self.log_tail())
+        self.check_sanitizer()
+
+    def kill9(self):
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        self._forget()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def check_sanitizer(self):
+        text = self.log_text()
+        new = text[self._log_checked:]
+        self._log_checked = len(text)
+        if SANITIZED and SANITIZER_RE.search(new):
+            raise AssertionError("sanitizer report in server stderr:\n%s" % new[-6000:])
+
+    # --- CLI -----------------------------------------------------------
+    def cli(self, *args, input=None, config=None):
+        cmd = [self.binary, "-c", str(config or self.config_path)] + [str(a) for a in args]
+        return subprocess.run(cmd, input=input, capture_output=True, text=True,
+                              timeout=CLI_TIMEOUT, env=self.env())
+
+    def cli_ok(self, *args, input=None):
+        r = self.cli(*args, input=input)
+        assert r.returncode == 0, "tern %s -> %s\nstdout: %s\nstderr: %s" % (
+            " ".join(map(str, args)), r.returncode, r.stdout, r.stderr)
+        return r
+
+    def add_domain(self, domain):
+        if domain not in self.domains:
+            self.cli_ok("domain", "add", domain)
+            self.domains.add(domain)
+
+    def add_user(self, address, password):
+        self.add_domain(address.split("@", 1)[1])
+        self.cli_ok("user", "add", address, input=password + "\n")
+        self.users[address] = password
+        return address, password
+
+    def new_user(self, tag="u", domain=None):
+        """A fresh user with a unique address; returns (address, password)."""
+        self._user_seq += 1
+        addr = "%s%d@%s" % (re.sub(r"[^a-z0-9]", "", tag.lower())[:40] or "u",
+                             self._user_seq, domain or self.DOMAIN)
+        return self.add_user(addr, "pw-%d-secret" % self._user_seq)
+
+    # --- clients -------------------------------------------------------
+    def pop3(self, **kw):
+        return Pop3(self.pop3_port, **kw)
+
+    def pop3s(self, **kw):
+        return Pop3(self.pop3s_port, tls=True, **kw)
+
+    def smtp(self, **kw):
+        return Smtp(self.smtp_port, **kw)
+
+    def lmtp(self, **kw):
+        return Smtp(self.lmtp_port, **kw)
+
+    def login(self, user, password):
+        p = self.pop3()
+        p.login(user, password)
+        return p
+
+    def deliver_smtp(self, rcpts, message, sender="sender@remote.test"):
+        """One SMTP transaction; every recipient must be accepted and the
+        message must get 250."""
+        if isinstance(rcpts, str):
+            rcpts = [rcpts]
+        s = self.smtp()
+        try:
+            s.ehlo()
+            r = s.cmd("MAIL FROM:<%s>" % sender)
+            assert r.code == 250, "MAIL: %r" % r
+            for rc in rcpts:
+                r = s.cmd("RCPT TO:<%s>" % rc)
+                assert r.code == 250, "RCPT %s: %r" % (rc, r)
+            r = s.data(message)
+            assert r.code == 250, "end of DATA: %r" % r
+        finally:
+            s.quit()
+
+    def deliver_smtp_many(self, rcpt, messages, sender="sender@remote.test"):
+        """Several transactions on one SMTP connection, each must get 250."""
+        s = self.smtp()
+        try:
+            s.ehlo()
+            for m in messages:
+                r = s.cmd("MAIL FROM:<%s>" % sender)
+                assert r.code == 250, "MAIL: %r" % r
+                r = s.cmd("RCPT TO:<%s>" % rcpt)
+                assert r.code == 250, "RCPT %s: %r" % (rcpt, r)
+                r = s.data(m)
+                assert r.code == 250, "end of DATA: %r" % r
+        finally:
+            s.quit()
+
+    def mailbox(self, n, tag="box"):
+        """A new user with n delivered messages (Subject: TAG-i, i from 1)."""
+        addr, pw = self.new_user(tag)
+        msgs = [make_message("%s-%d" % (tag, i), "Body of message %d.\r\n" % i, to=addr)
+                for i in range(1, n + 1)]
+        if msgs:
+            self.deliver_smtp_many(addr, msgs)
+        return addr, pw, msgs
+
+    def deliver_cli(self, address, message):
+        r = subprocess.run([self.binary, "-c", str(self.config_path), "deliver", address],
+                           input=message, capture_output=True, timeout=CLI_TIMEOUT, env=self.env())
+        return r
+
+    def fetch_all(self, user, password):
+        """[(uidl, size, message)] for the whole maildrop; QUITs without deleting."""
+        p = self.login(user, password)
+        try:
+            sizes = dict(p.list())
+            uid = dict(p.uidl())
+            out = [(uid[n], sizes[n], p.retr(n)) for n in sorted(sizes)]
+            assert p.quit().startswith("+OK")
+            return out
+        finally:
+            p.close()
+
+    def count(self, user, password):
+        p = self.login(user, password)
+        try:
+            return p.stat()[0]
+        finally:
+            p.quit()
+
+
+class ServerPool:
+    def __init__(self, binary, tmp_factory, cert):
+        self.binary = binary
+        self.tmp_factory = tmp_factory
+        self.cert = cert
+        self.servers = []
+
+    def create(self, start=True, name="tern", **kw):
+        kw.setdefault("cert", self.cert)
+        s = TernServer(self.binary, self.tmp_factory.mktemp(name), **kw)
+        self.servers.append(s)
+        if start:
+            s.start()
+        return s
+
+    def stop_all(self):
+        errors = []
+        for s in self.servers:
+            try:
+                s.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+        if errors:
+            pytest.fail("\n\n".join(errors))
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+@pytest.fixture(scope="session")
+def tern_bin():
+    path = binary_path()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail("tern binary not found at %s (build it: cmake -S . -B build && "
+                    "cmake --build build, or set TERN_BIN)" % path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory):
+    """A self-signed RSA certificate for CN=localhost: (cert_path, key_path)."""
+    openssl = require_tool("openssl")
+    d = tmp_path_factory.mktemp("cert")
+    crt, key = d / "cert.pem", d / "key.pem"
+    r = subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return crt, key
+
+
+@pytest.fixture(scope="module")
+def module_servers(tern_bin, tmp_path_factory, cert):
+    pool = ServerPool(tern_bin, tmp_path_factory, cert)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def servers(tern_bin, tmp_path_factory, cert):
+    """Per-test servers (for tests that need their own configuration)."""
+    pool = ServerPool(tern_bin, tmp_path_factory, cert)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture(scope="module")
+def server(module_servers):
+    """The default server of a module: SQLite, TLS configured, messageid."""
+    return module_servers.create()
+
+
+@pytest.fixture(autouse=True)
+def _server_health():
+    """After each test: every server still meant to run must be alive and
+    free of sanitizer reports. A dead server is restarted for the next test."""
+    yield
+    problems = []
+    for s in list(_RUNNING):
+        if s.proc is not None and s.proc.poll() is not None:
+            rc = s.proc.returncode
+            s._forget()
+            problems.append("tern serve died during the test (rc %s):\n%s" % (rc, s.log_tail()))
+            try:
+                s.start()
+            except BaseException as e:  # keep reporting the original death
+                problems.append("restart failed: %s" % e)
+            continue
+        try:
+            s.check_sanitizer()
+        except AssertionError as e:
+            problems.append(str(e))
+    if problems:
+        pytest.fail("\n\n".join(problems))
