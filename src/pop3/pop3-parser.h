@@ -24,11 +24,14 @@ struct pop3_command {
 	const char *verb_text;        /* as sent, NUL-terminated */
 	unsigned int argc;            /* number of space-separated arguments */
 	const char *argv[POP3_ARGS_MAX]; /* the first ones */
-	const char *rest;             /* everything after "VERB " ("" if none) */
+	const char *rest;             /* PASS: everything after "PASS " ("" if none);
+				       * other verbs: argv[0] once split ("" if none) */
 };
 
-/* Returns 0, or -1 with *error_r (empty line, NUL byte, control characters,
- * more arguments than any command takes, over-long keyword). */
+/* line must have room for len + 1 bytes: line[len] is set to NUL. Arguments
+ * are split on runs of spaces (PASS excepted). Returns 0, or -1 with *error_r
+ * (empty line, NUL byte, control characters, more arguments than any command
+ * takes, keyword over 4 characters). */
 int pop3_parse_command(char *line, size_t len, struct pop3_command *cmd_r,
 		       const char **error_r);
 /* A message number: decimal digits only, 1..UINT32_MAX. 0 or -1. */

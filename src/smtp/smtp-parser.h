@@ -38,13 +38,18 @@ struct smtp_path_args {
 	struct smtp_param params[SMTP_PARAMS_MAX];
 };
 
-/* Splits the line into verb and arguments. Returns 0, or -1 with *error_r
- * for a line that is not a command at all (empty, NUL bytes, non-ASCII verb).
+/* Splits the line into verb and arguments. line must have room for len + 1
+ * bytes: line[len] is set to NUL. Trailing blanks of the arguments are
+ * dropped. Returns 0, or -1 with *error_r for a line that is not a command at
+ * all (empty, NUL bytes, control characters other than HT, non-ASCII verb).
  * An unknown but well-formed verb gives 0 and SMTP_VERB_UNKNOWN. */
 int smtp_parse_command(char *line, size_t len, struct smtp_command *cmd_r,
 		       const char **error_r);
 /* Parses "FROM:<path> [params]" (MAIL; null path allowed) or "TO:<path>
- * [params]" (RCPT). A space after the colon is tolerated. Returns 0, or -1
+ * [params]" (RCPT). A space after the colon is tolerated. RCPT TO:<Postmaster>
+ * (no domain, RFC 5321 4.5.1) gives local "postmaster" and an empty domain.
+ * Duplicate parameters, more than SMTP_PARAMS_MAX, and empty values are
+ * refused; unknown keywords are returned for the session to judge. Returns 0, or -1
  * with a reason suitable for a 501 reply. */
 int smtp_parse_mail_args(char *args, struct smtp_path_args *out, const char **error_r);
 int smtp_parse_rcpt_args(char *args, struct smtp_path_args *out, const char **error_r);

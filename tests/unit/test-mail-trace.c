@@ -1,0 +1,2 @@
+#include "test.h"
+int main(void) { TEST_MAIN_END(); }
