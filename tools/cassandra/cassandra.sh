@@ -1,0 +1,294 @@
+#!/bin/sh
+# Runs a real Apache Cassandra (jars from Maven Central) for tern's tests.
+#
+#   cassandra.sh fetch                 resolve the pinned jars (reused when present)
+#   cassandra.sh start-single DIR      one node: 127.0.0.1:9042, dc1
+#   cassandra.sh start-two-dc DIR      node1 127.0.0.1 dc1, node2 127.0.0.2 dc2
+#   cassandra.sh stop DIR              stop every node started under DIR
+#   cassandra.sh stop-node DIR N       stop node N only (kill: SIGKILL at once)
+#   cassandra.sh start-node DIR N      start node N again on its existing data
+#   cassandra.sh status DIR            print each node's pid and state
+#
+# Invariants: DIR is wiped before a fresh start; a node is stopped only through
+# the pid this script recorded in DIR/nodeN/pid, and only if that pid is still
+# the java process launched with DIR's config; a start that does not reach
+# "CQL answers and the peers are known" fails with the log tail.
+#
+# Environment: TERN_CASSANDRA_LIB (jar directory, default <repo>/build/cassandra/lib),
+# TERN_CASSANDRA_HEAP (default 512m), TERN_CASSANDRA_START_TIMEOUT (s, default 180).
+set -eu
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+LIB=${TERN_CASSANDRA_LIB:-$REPO/build/cassandra/lib}
+HEAP=${TERN_CASSANDRA_HEAP:-512m}
+START_TIMEOUT=${TERN_CASSANDRA_START_TIMEOUT:-180}
+PING="python3 $HERE/cqlping.py"
+
+die() { echo "cassandra.sh: $*" >&2; exit 1; }
+
+need_tools() {
+	command -v java >/dev/null 2>&1 || die "java not found: install OpenJDK 17 (apt-get install openjdk-17-jdk-headless), or set TERN_SKIP_CASSANDRA=1 to skip the Cassandra tests"
+	command -v mvn >/dev/null 2>&1 || die "mvn not found: install Maven (apt-get install maven), or set TERN_SKIP_CASSANDRA=1 to skip the Cassandra tests"
+	jv=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+	[ "$jv" = 17 ] || die "Cassandra 5.0 needs Java 17, found '$jv' (set JAVA_HOME/PATH to a JDK 17)"
+}
+
+version() { sed -n 's:.*<cassandra.version>\(.*\)</cassandra.version>.*:\1:p' "$HERE/pom.xml"; }
+
+cmd_fetch() {
+	need_tools
+	v=$(version)
+	if [ -f "$LIB/.fetched-$v" ] && [ -f "$LIB/cassandra-all-$v.jar" ]; then
+		return 0
+	fi
+	mkdir -p "$LIB"
+	rm -f "$LIB"/*.jar "$LIB"/.fetched-*
+	echo "cassandra.sh: fetching cassandra-all $v and its dependencies with Maven" >&2
+	if ! mvn -B -q -f "$HERE/pom.xml" \
+		org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+		-DoutputDirectory="$LIB" >"$LIB/../fetch.log" 2>&1; then
+		tail -n 40 "$LIB/../fetch.log" >&2
+		die "maven could not fetch cassandra-all $v"
+	fi
+	[ -f "$LIB/cassandra-all-$v.jar" ] || die "cassandra-all-$v.jar missing after fetch"
+	touch "$LIB/.fetched-$v"
+}
+
+# write_node DIR N ADDR DC TOKEN SEEDS
+write_node() {
+	node=$1/node$2
+	rm -rf "$node"
+	mkdir -p "$node/conf" "$node/data" "$node/commitlog" "$node/hints" \
+		"$node/saved_caches" "$node/cdc_raw" "$node/logs" "$node/triggers"
+	cat >"$node/conf/cassandra.yaml" <<EOF
+cluster_name: terntest
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+num_tokens: 1
+initial_token: $5
+auto_bootstrap: false
+endpoint_snitch: GossipingPropertyFileSnitch
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "$6"
+listen_address: $3
+rpc_address: $3
+storage_port: 7000
+native_transport_port: 9042
+start_native_transport: true
+data_file_directories: [ $node/data ]
+commitlog_directory: $node/commitlog
+hints_directory: $node/hints
+saved_caches_directory: $node/saved_caches
+cdc_raw_directory: $node/cdc_raw
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+commitlog_segment_size: 32MiB
+memtable_allocation_type: heap_buffers
+memtable_heap_space: 64MiB
+concurrent_compactors: 1
+disk_access_mode: standard
+auto_snapshot: false
+incremental_backups: false
+phi_convict_threshold: 5
+authenticator: AllowAllAuthenticator
+authorizer: AllowAllAuthorizer
+storage_compatibility_mode: NONE
+EOF
+	printf 'dc=%s\nrack=rack1\n' "$4" >"$node/conf/cassandra-rackdc.properties"
+	cat >"$node/conf/logback.xml" <<'EOF'
+<configuration scan="false">
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>${cassandra.logdir}/system.log</file>
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="FILE" /></root>
+</configuration>
+EOF
+	echo "$3" >"$node/address"
+}
+
+launch_node() {
+	node=$1/node$2
+	addr=$(cat "$node/address")
+	[ -f "$LIB/jamm-0.4.0.jar" ] || die "jars missing in $LIB: run '$0 fetch'"
+	if $PING "$addr" 9042 --quick 2>/dev/null; then
+		die "something already answers CQL on $addr:9042; stop it first"
+	fi
+	(
+		cd "$node"
+		exec java -Xms$HEAP -Xmx$HEAP -Xss256k -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+			-ea -da:net.openhft... -javaagent:"$LIB/jamm-0.4.0.jar" \
+			-Djava.net.preferIPv4Stack=true -Djdk.attach.allowAttachSelf=true \
+			-Dio.netty.tryReflectionSetAccessible=true \
+			-Dio.netty.allocator.useCacheForAllThreads=true -Dio.netty.allocator.maxOrder=11 \
+			-Dchronicle.analytics.disable=true -Dchronicle.announcer.disable=true \
+			--add-exports java.base/jdk.internal.misc=ALL-UNNAMED \
+			--add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED \
+			--add-exports java.management/com.sun.jmx.remote.security=ALL-UNNAMED \
+			--add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED \
+			--add-exports java.rmi/sun.rmi.server=ALL-UNNAMED \
+			--add-exports java.sql/java.sql=ALL-UNNAMED \
+			--add-exports java.base/java.lang.ref=ALL-UNNAMED \
+			--add-exports jdk.unsupported/sun.misc=ALL-UNNAMED \
+			--add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED \
+			--add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED \
+			--add-opens java.base/java.lang.module=ALL-UNNAMED \
+			--add-opens java.base/jdk.internal.loader=ALL-UNNAMED \
+			--add-opens java.base/jdk.internal.ref=ALL-UNNAMED \
+			--add-opens java.base/jdk.internal.reflect=ALL-UNNAMED \
+			--add-opens java.base/jdk.internal.math=ALL-UNNAMED \
+			--add-opens java.base/jdk.internal.module=ALL-UNNAMED \
+			--add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED \
+			--add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED \
+			--add-opens java.base/sun.nio.ch=ALL-UNNAMED \
+			--add-opens java.base/java.io=ALL-UNNAMED \
+			--add-opens java.base/java.lang.reflect=ALL-UNNAMED \
+			--add-opens java.base/java.lang=ALL-UNNAMED \
+			--add-opens java.base/java.util=ALL-UNNAMED \
+			--add-opens java.base/java.nio=ALL-UNNAMED \
+			--add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED \
+			-Dcassandra-foreground=yes \
+			-Dcassandra.config="file://$node/conf/cassandra.yaml" \
+			-Dcassandra-rackdc.properties="file://$node/conf/cassandra-rackdc.properties" \
+			-Dcassandra.storagedir="$node" -Dcassandra.logdir="$node/logs" \
+			-Dcassandra.triggers_dir="$node/triggers" \
+			-Dlogback.configurationFile="$node/conf/logback.xml" \
+			-Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000 \
+			-Dcassandra.skip_sync=true -Dcassandra.unsafesystem=true \
+			-Dcassandra.superuser_setup_delay_ms=0 -Dcassandra.available_processors=2 \
+			-Dtern.node="$node" \
+			-cp "$node/conf:$LIB/*" org.apache.cassandra.service.CassandraDaemon \
+			>"$node/logs/stdout.log" 2>&1 </dev/null
+	) &
+	echo $! >"$node/pid"
+	date +%s.%N >"$node/started"
+}
+
+node_alive() {
+	pidf=$1/pid
+	[ -f "$pidf" ] || return 1
+	pid=$(cat "$pidf")
+	kill -0 "$pid" 2>/dev/null || return 1
+	# Only our own JVM: its command line names this node's directory.
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dtern.node=$1 " || return 1
+}
+
+fail_node() {
+	node=$1
+	echo "cassandra.sh: $2; last lines of $node/logs:" >&2
+	tail -n 30 "$node/logs/stdout.log" >&2 2>/dev/null || true
+	tail -n 40 "$node/logs/system.log" >&2 2>/dev/null || true
+	exit 1
+}
+
+# wait_node DIR N PEERS: CQL answers on the node and it knows PEERS peers.
+wait_node() {
+	node=$1/node$2
+	addr=$(cat "$node/address")
+	deadline=$(($(date +%s) + START_TIMEOUT))
+	while :; do
+		node_alive "$node" || fail_node "$node" "node$2 ($addr) exited during start-up"
+		if $PING "$addr" 9042 --peers "$3" 2>/dev/null; then
+			break
+		fi
+		[ "$(date +%s)" -lt "$deadline" ] || fail_node "$node" "node$2 ($addr) not ready after ${START_TIMEOUT}s"
+		sleep 0.5
+	done
+	t0=$(cat "$node/started")
+	t1=$(date +%s.%N)
+	rss=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$node/pid")/status" 2>/dev/null || echo 0)
+	printf 'cassandra.sh: node%s %s ready in %.1fs, RSS %d MiB\n' "$2" "$addr" \
+		"$(awk "BEGIN {print $t1 - $t0}")" $((rss / 1024)) >&2
+}
+
+stop_node() {
+	node=$1/node$2
+	node_alive "$node" || { rm -f "$node/pid"; return 0; }
+	pid=$(cat "$node/pid")
+	if [ "${3:-term}" = kill ]; then
+		kill -KILL "$pid" 2>/dev/null || true
+	else
+		kill -TERM "$pid" 2>/dev/null || true
+	fi
+	i=0
+	while kill -0 "$pid" 2>/dev/null; do
+		i=$((i + 1))
+		if [ $i -ge 300 ]; then
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		sleep 0.1
+	done
+	rm -f "$node/pid"
+}
+
+abs_dir() {
+	[ -n "${1:-}" ] || die "missing DIR"
+	mkdir -p "$1"
+	cd "$1" && pwd
+}
+
+cmd=${1:-}
+case "$cmd" in
+fetch)
+	cmd_fetch
+	;;
+start-single)
+	dir=$(abs_dir "${2:-}")
+	cmd_fetch
+	[ -d "$dir" ] && sh "$0" stop "$dir"
+	rm -rf "$dir"/node*
+	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "127.0.0.1:7000"
+	launch_node "$dir" 1
+	wait_node "$dir" 1 0
+	;;
+start-two-dc)
+	dir=$(abs_dir "${2:-}")
+	cmd_fetch
+	sh "$0" stop "$dir"
+	rm -rf "$dir"/node*
+	seeds="127.0.0.1:7000,127.0.0.2:7000"
+	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "$seeds"
+	write_node "$dir" 2 127.0.0.2 dc2 -9223372036854775708 "$seeds"
+	launch_node "$dir" 1
+	wait_node "$dir" 1 0
+	launch_node "$dir" 2
+	wait_node "$dir" 2 1
+	wait_node "$dir" 1 1
+	;;
+start-node)
+	dir=$(abs_dir "${2:-}")
+	n=${3:?node number}
+	node_alive "$dir/node$n" && exit 0
+	peers=$(($(ls -d "$dir"/node* | wc -l) - 1))
+	launch_node "$dir" "$n"
+	wait_node "$dir" "$n" "$peers"
+	;;
+stop-node)
+	dir=$(abs_dir "${2:-}")
+	stop_node "$dir" "${3:?node number}" "${4:-term}"
+	;;
+stop)
+	dir=$(abs_dir "${2:-}")
+	for node in "$dir"/node*; do
+		[ -d "$node" ] || continue
+		stop_node "$dir" "${node##*/node}"
+	done
+	;;
+status)
+	dir=$(abs_dir "${2:-}")
+	for node in "$dir"/node*; do
+		[ -d "$node" ] || continue
+		if node_alive "$node"; then
+			echo "${node##*/}: running pid $(cat "$node/pid") on $(cat "$node/address")"
+		else
+			echo "${node##*/}: stopped"
+		fi
+	done
+	;;
+*)
+	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+	;;
+esac
