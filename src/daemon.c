@@ -1,0 +1,322 @@
+/*
+ * daemon: `tern serve`. Binds the configured listeners, accepts connections
+ * into protocol sessions, and shuts down cleanly: on SIGTERM/SIGINT it stops
+ * accepting, lets store jobs in flight finish (so every commit that started
+ * completes), then frees every session and exits 0. SIGHUP reloads the TLS
+ * certificate and key; sessions in progress keep the context they started
+ * with.
+ */
+#include "daemon.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+#include "pop3-session.h"
+#include "serve.h"
+#include "smtp-session.h"
+#include "store.h"
+#include "worker-pool.h"
+
+#define WORKER_THREADS 4
+#define SHUTDOWN_GRACE_SECS 30
+
+enum listener_kind { L_SMTP, L_SMTP_TLS, L_LMTP, L_POP3, L_POP3_TLS };
+
+struct listener {
+	struct daemon *d;
+	enum listener_kind kind;
+	struct evconnlistener *l;
+	struct listener *next;
+};
+
+struct serve_state {
+	struct daemon d;
+	struct listener *listeners;
+	struct event *sig_term, *sig_int, *sig_hup, *shutdown_timer;
+	time_t shutdown_started;
+};
+
+void daemon_session_register(struct daemon *d, struct daemon_session *s)
+{
+	s->next = d->sessions.next;
+	s->prev = &d->sessions;
+	d->sessions.next->prev = s;
+	d->sessions.next = s;
+	d->session_count++;
+}
+
+void daemon_session_unregister(struct daemon *d, struct daemon_session *s)
+{
+	if (s->next == NULL)
+		return;
+	s->prev->next = s->next;
+	s->next->prev = s->prev;
+	s->next = s->prev = NULL;
+	d->session_count--;
+}
+
+SSL_CTX *daemon_tls_context(const struct tern_settings *set, const char **error_r)
+{
+	static char errbuf[512];
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL) {
+		*error_r = "cannot create a TLS context";
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, set->tls_min_version);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+					 SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS");
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (SSL_CTX_use_certificate_chain_file(ctx, set->tls_cert) != 1) {
+		snprintf(errbuf, sizeof(errbuf), "%s: [tls] cert %s: cannot load: %s", set->path,
+			 set->tls_cert, ERR_reason_error_string(ERR_get_error()));
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, set->tls_key, SSL_FILETYPE_PEM) != 1) {
+		snprintf(errbuf, sizeof(errbuf), "%s: [tls] key %s: cannot load: %s", set->path,
+			 set->tls_key, ERR_reason_error_string(ERR_get_error()));
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(errbuf, sizeof(errbuf), "%s: [tls] key %s does not match cert %s",
+			 set->path, set->tls_key, set->tls_cert);
+		goto fail;
+	}
+	return ctx;
+fail:
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
+	*error_r = errbuf;
+	return NULL;
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
+		      int socklen, void *arg)
+{
+	struct listener *li = arg;
+	struct daemon *d = li->d;
+	if (d->shutting_down) {
+		close(fd);
+		return;
+	}
+	switch (li->kind) {
+	case L_SMTP:
+		smtp_session_create(d, fd, addr, (socklen_t)socklen, SMTP_PROTOCOL_SMTP, false);
+		break;
+	case L_SMTP_TLS:
+		smtp_session_create(d, fd, addr, (socklen_t)socklen, SMTP_PROTOCOL_SMTP, true);
+		break;
+	case L_LMTP:
+		smtp_session_create(d, fd, addr, (socklen_t)socklen, SMTP_PROTOCOL_LMTP, false);
+		break;
+	case L_POP3:
+		pop3_session_create(d, fd, addr, (socklen_t)socklen, false);
+		break;
+	case L_POP3_TLS:
+		pop3_session_create(d, fd, addr, (socklen_t)socklen, true);
+		break;
+	}
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+	log_error("accept: %s", evutil_socket_error_to_string(err));
+}
+
+/* Binds every host:port of a listen list. 0 or -1 with a message logged. */
+static int bind_list(struct serve_state *ss, const char *list, enum listener_kind kind,
+		     const char *what)
+{
+	if (list == NULL || *list == '\0')
+		return 0;
+	char *copy = xstrdup(list);
+	char *save = NULL;
+	int ret = 0;
+	for (char *item = strtok_r(copy, ",", &save); item != NULL && ret == 0;
+	     item = strtok_r(NULL, ",", &save)) {
+		while (*item == ' ')
+			item++;
+		size_t n = strlen(item);
+		while (n > 0 && item[n - 1] == ' ')
+			item[--n] = '\0';
+		char *colon = strrchr(item, ':');
+		*colon = '\0';
+		const char *host = item, *port = colon + 1;
+		if (host[0] == '[') {
+			host++;
+			char *rb = strchr(host, ']');
+			if (rb != NULL)
+				*rb = '\0';
+		}
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+					  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+		struct addrinfo *res = NULL;
+		int gai = getaddrinfo(*host == '\0' || strcmp(host, "*") == 0 ? NULL : host, port,
+				      &hints, &res);
+		if (gai != 0) {
+			log_error("%s listen %s:%s: %s", what, host, port, gai_strerror(gai));
+			ret = -1;
+			break;
+		}
+		struct listener *li = xcalloc(1, sizeof(*li));
+		li->d = &ss->d;
+		li->kind = kind;
+		li->l = evconnlistener_new_bind(ss->d.base, accept_cb, li,
+						LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+							LEV_OPT_CLOSE_ON_EXEC,
+						512, res->ai_addr, (int)res->ai_addrlen);
+		freeaddrinfo(res);
+		if (li->l == NULL) {
+			log_error("%s: cannot listen on %s:%s: %s", what, host, port,
+				  strerror(errno));
+			free(li);
+			ret = -1;
+			break;
+		}
+		evconnlistener_set_error_cb(li->l, accept_error_cb);
+		li->next = ss->listeners;
+		ss->listeners = li;
+		log_info("%s listening on %s:%s", what, host, port);
+	}
+	free(copy);
+	return ret;
+}
+
+static void free_listeners(struct serve_state *ss)
+{
+	while (ss->listeners != NULL) {
+		struct listener *li = ss->listeners;
+		ss->listeners = li->next;
+		evconnlistener_free(li->l);
+		free(li);
+	}
+}
+
+static void shutdown_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct serve_state *ss = arg;
+	unsigned int pending = worker_pool_pending(ss->d.pool);
+	if (pending == 0 || time(NULL) - ss->shutdown_started > SHUTDOWN_GRACE_SECS) {
+		if (pending > 0)
+			log_warn("shutdown: %u store jobs still running after %d s", pending,
+				 SHUTDOWN_GRACE_SECS);
+		event_base_loopexit(ss->d.base, NULL);
+	}
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct serve_state *ss = arg;
+	if (sig == SIGHUP) {
+		if (ss->d.set->tls_cert == NULL)
+			return;
+		const char *error;
+		SSL_CTX *ctx = daemon_tls_context(ss->d.set, &error);
+		if (ctx == NULL) {
+			log_error("SIGHUP: TLS reload failed, keeping the old certificate: %s", error);
+			return;
+		}
+		/* Sessions hold their own reference through their SSL objects. */
+		SSL_CTX_free(ss->d.tls);
+		ss->d.tls = ctx;
+		log_info("SIGHUP: TLS certificate and key reloaded");
+		return;
+	}
+	if (ss->d.shutting_down)
+		return;
+	log_info("shutting down: no new connections; finishing %u store jobs in flight",
+		 worker_pool_pending(ss->d.pool));
+	ss->d.shutting_down = true;
+	free_listeners(ss);
+	ss->shutdown_started = time(NULL);
+	struct timeval tv = { 0, 50000 };
+	ss->shutdown_timer = event_new(ss->d.base, -1, EV_PERSIST, shutdown_tick, ss);
+	event_add(ss->shutdown_timer, &tv);
+}
+
+int serve(const struct tern_settings *set)
+{
+	struct serve_state ss;
+	memset(&ss, 0, sizeof(ss));
+	struct daemon *d = &ss.d;
+	d->set = set;
+	d->sessions.next = d->sessions.prev = &d->sessions;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (set->tls_cert != NULL) {
+		const char *error;
+		d->tls = daemon_tls_context(set, &error);
+		if (d->tls == NULL) {
+			log_error("%s", error);
+			return 78;
+		}
+	} else if ((set->smtp_listen_tls != NULL && *set->smtp_listen_tls != '\0') ||
+		   (set->pop3_listen_tls != NULL && *set->pop3_listen_tls != '\0')) {
+		log_error("%s: listen_tls is set but [tls] has no cert and key", set->path);
+		return 78;
+	}
+	const char *error;
+	d->store = store_open(&set->store, &error);
+	if (d->store == NULL) {
+		log_error("cannot open the %s store: %s", set->store.backend, error);
+		SSL_CTX_free(d->tls);
+		return 75;
+	}
+	d->base = event_base_new();
+	d->pool = worker_pool_create(d->base, WORKER_THREADS);
+
+	int ret = 0;
+	if (bind_list(&ss, set->smtp_listen, L_SMTP, "smtp") < 0 ||
+	    bind_list(&ss, set->smtp_listen_tls, L_SMTP_TLS, "smtps") < 0 ||
+	    bind_list(&ss, set->lmtp_listen, L_LMTP, "lmtp") < 0 ||
+	    bind_list(&ss, set->pop3_listen, L_POP3, "pop3") < 0 ||
+	    bind_list(&ss, set->pop3_listen_tls, L_POP3_TLS, "pop3s") < 0) {
+		ret = 71; /* EX_OSERR */
+	} else if (ss.listeners == NULL) {
+		log_error("%s: nothing to serve: no listen address is configured", set->path);
+		ret = 78;
+	} else {
+		ss.sig_term = evsignal_new(d->base, SIGTERM, signal_cb, &ss);
+		ss.sig_int = evsignal_new(d->base, SIGINT, signal_cb, &ss);
+		ss.sig_hup = evsignal_new(d->base, SIGHUP, signal_cb, &ss);
+		event_add(ss.sig_term, NULL);
+		event_add(ss.sig_int, NULL);
+		event_add(ss.sig_hup, NULL);
+		log_info("tern ready (store: %s, pop3_ids: %s)", store_backend_name(d->store),
+			 set->store.pop3_ids == STORE_POP3_IDS_UID ? "uid" : "messageid");
+		event_base_dispatch(d->base);
+	}
+
+	free_listeners(&ss);
+	worker_pool_destroy(&d->pool);
+	while (d->sessions.next != &d->sessions) {
+		struct daemon_session *s = d->sessions.next;
+		s->destroy(s);
+	}
+	if (ss.sig_term != NULL) {
+		event_free(ss.sig_term);
+		event_free(ss.sig_int);
+		event_free(ss.sig_hup);
+	}
+	if (ss.shutdown_timer != NULL)
+		event_free(ss.shutdown_timer);
+	store_close(&d->store);
+	SSL_CTX_free(d->tls);
+	event_base_free(d->base);
+	if (ret == 0)
+		log_info("tern stopped");
+	return ret;
+}

@@ -1,0 +1,411 @@
+/*
+ * store-mem: a process-local backend for unit tests of the layers above the
+ * store. Same semantics as the persistent backends (ordering by message id,
+ * bodies shared between recipients, idempotent writes), no durability. One
+ * mutex guards everything; it is not meant to be fast.
+ */
+#include "store-private.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mem_body {
+	struct uuid id;
+	char *data;
+	size_t len;
+	unsigned int refs;
+};
+
+struct mem_row {
+	struct uuid mailbox;
+	uint8_t key[16];
+	struct uuid id;
+	char uidl[72];
+	char *prefix;
+	struct mem_body *body;
+};
+
+struct mem_user {
+	char *address, *hash;
+	uint32_t next_uid;
+};
+
+struct mem_store {
+	struct store store;
+	pthread_mutex_t lock;
+	char **domains;
+	unsigned int ndomains;
+	struct mem_user *users;
+	unsigned int nusers;
+	struct mem_row *rows;  /* kept sorted by (mailbox, key) */
+	unsigned int nrows;
+	struct mem_body **bodies;
+	unsigned int nbodies;
+};
+
+static struct store *mem_open(const struct store_settings *set, const char **error_r)
+{
+	struct mem_store *m = xcalloc(1, sizeof(*m));
+	pthread_mutex_init(&m->lock, NULL);
+	return &m->store;
+}
+
+static void body_unref(struct mem_store *m, struct mem_body *b)
+{
+	if (--b->refs > 0)
+		return;
+	for (unsigned int i = 0; i < m->nbodies; i++) {
+		if (m->bodies[i] == b) {
+			m->bodies[i] = m->bodies[--m->nbodies];
+			break;
+		}
+	}
+	free(b->data);
+	free(b);
+}
+
+static void mem_close(struct store *store)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	for (unsigned int i = 0; i < m->ndomains; i++)
+		free(m->domains[i]);
+	for (unsigned int i = 0; i < m->nusers; i++) {
+		free(m->users[i].address);
+		free(m->users[i].hash);
+	}
+	for (unsigned int i = 0; i < m->nrows; i++)
+		free(m->rows[i].prefix);
+	for (unsigned int i = 0; i < m->nbodies; i++) {
+		free(m->bodies[i]->data);
+		free(m->bodies[i]);
+	}
+	free(m->domains);
+	free(m->users);
+	free(m->rows);
+	free(m->bodies);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+static int find_domain(struct mem_store *m, const char *d)
+{
+	for (unsigned int i = 0; i < m->ndomains; i++)
+		if (strcmp(m->domains[i], d) == 0)
+			return (int)i;
+	return -1;
+}
+
+static struct mem_user *find_user(struct mem_store *m, const char *a)
+{
+	for (unsigned int i = 0; i < m->nusers; i++)
+		if (strcmp(m->users[i].address, a) == 0)
+			return &m->users[i];
+	return NULL;
+}
+
+#define LOCKED(m, expr) do { pthread_mutex_lock(&(m)->lock); enum store_status _st = (expr); \
+	pthread_mutex_unlock(&(m)->lock); return _st; } while (0)
+
+static enum store_status domain_add_locked(struct mem_store *m, const char *d)
+{
+	if (find_domain(m, d) >= 0)
+		return STORE_EXISTS;
+	m->domains = xrealloc(m->domains, (m->ndomains + 1) * sizeof(char *));
+	m->domains[m->ndomains++] = xstrdup(d);
+	return STORE_OK;
+}
+
+static enum store_status mem_domain_add(struct store *store, const char *d)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, domain_add_locked(m, d));
+}
+
+static enum store_status domain_del_locked(struct mem_store *m, const char *d)
+{
+	int i = find_domain(m, d);
+	if (i < 0)
+		return STORE_NOTFOUND;
+	for (unsigned int u = 0; u < m->nusers; u++) {
+		const char *at = strrchr(m->users[u].address, '@');
+		if (strcmp(at + 1, d) == 0)
+			return STORE_EXISTS;
+	}
+	free(m->domains[i]);
+	m->domains[i] = m->domains[--m->ndomains];
+	return STORE_OK;
+}
+
+static enum store_status mem_domain_del(struct store *store, const char *d)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, domain_del_locked(m, d));
+}
+
+static enum store_status mem_domain_exists(struct store *store, const char *d)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, find_domain(m, d) >= 0 ? STORE_OK : STORE_NOTFOUND);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static enum store_status mem_domain_list(struct store *store, struct buf *out)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	pthread_mutex_lock(&m->lock);
+	qsort(m->domains, m->ndomains, sizeof(char *), cmp_str);
+	for (unsigned int i = 0; i < m->ndomains; i++)
+		buf_printf(out, "%s\n", m->domains[i]);
+	pthread_mutex_unlock(&m->lock);
+	return STORE_OK;
+}
+
+static enum store_status user_add_locked(struct mem_store *m, const char *a, const char *h)
+{
+	if (find_user(m, a) != NULL)
+		return STORE_EXISTS;
+	m->users = xrealloc(m->users, (m->nusers + 1) * sizeof(*m->users));
+	m->users[m->nusers++] = (struct mem_user){ xstrdup(a), xstrdup(h), 1 };
+	return STORE_OK;
+}
+
+static enum store_status mem_user_add(struct store *store, const char *a, const char *h)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, user_add_locked(m, a, h));
+}
+
+static void delete_row(struct mem_store *m, unsigned int i)
+{
+	free(m->rows[i].prefix);
+	body_unref(m, m->rows[i].body);
+	memmove(&m->rows[i], &m->rows[i + 1], (m->nrows - i - 1) * sizeof(*m->rows));
+	m->nrows--;
+}
+
+static enum store_status user_del_locked(struct mem_store *m, const char *a)
+{
+	struct mem_user *u = find_user(m, a);
+	if (u == NULL)
+		return STORE_NOTFOUND;
+	struct uuid mbox;
+	uuid_v5(a, strlen(a), &mbox);
+	for (unsigned int i = m->nrows; i-- > 0;)
+		if (memcmp(&m->rows[i].mailbox, &mbox, 16) == 0)
+			delete_row(m, i);
+	free(u->address);
+	free(u->hash);
+	*u = m->users[--m->nusers];
+	return STORE_OK;
+}
+
+static enum store_status mem_user_del(struct store *store, const char *a)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, user_del_locked(m, a));
+}
+
+static enum store_status user_passwd_locked(struct mem_store *m, const char *a, const char *h)
+{
+	struct mem_user *u = find_user(m, a);
+	if (u == NULL)
+		return STORE_NOTFOUND;
+	free(u->hash);
+	u->hash = xstrdup(h);
+	return STORE_OK;
+}
+
+static enum store_status mem_user_set_password(struct store *store, const char *a,
+					       const char *h)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, user_passwd_locked(m, a, h));
+}
+
+static enum store_status user_get_locked(struct mem_store *m, const char *a, struct buf *out)
+{
+	struct mem_user *u = find_user(m, a);
+	if (u == NULL)
+		return STORE_NOTFOUND;
+	buf_append_str(out, u->hash);
+	return STORE_OK;
+}
+
+static enum store_status mem_user_get(struct store *store, const char *a, struct buf *out)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, user_get_locked(m, a, out));
+}
+
+static enum store_status mem_user_list(struct store *store, struct buf *out)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	pthread_mutex_lock(&m->lock);
+	for (unsigned int i = 0; i < m->nusers; i++)
+		buf_printf(out, "%s\n", m->users[i].address);
+	pthread_mutex_unlock(&m->lock);
+	return STORE_OK;
+}
+
+static int row_cmp(const struct uuid *mbox, const uint8_t key[16], const struct mem_row *r)
+{
+	int c = memcmp(mbox->b, r->mailbox.b, 16);
+	return c != 0 ? c : memcmp(key, r->key, 16);
+}
+
+static enum store_status deliver_locked(struct mem_store *m, struct store_delivery *d)
+{
+	struct mem_body *body = NULL;
+	for (unsigned int i = 0; i < m->nbodies; i++)
+		if (memcmp(&m->bodies[i]->id, &d->message_id, 16) == 0)
+			body = m->bodies[i];
+	if (body == NULL) {
+		body = xcalloc(1, sizeof(*body));
+		body->id = d->message_id;
+		body->data = xstrndup(d->body, d->body_len);
+		body->len = d->body_len;
+		m->bodies = xrealloc(m->bodies, (m->nbodies + 1) * sizeof(*m->bodies));
+		m->bodies[m->nbodies++] = body;
+	}
+	body->refs++; /* held during delivery */
+	uint8_t key[16];
+	store_sort_key(&d->message_id, key);
+	for (unsigned int r = 0; r < d->rcpt_count; r++) {
+		struct store_rcpt *rc = &d->rcpts[r];
+		struct mem_user *u = find_user(m, rc->address);
+		if (u == NULL) {
+			rc->status = STORE_NOTFOUND;
+			continue;
+		}
+		struct uuid mbox;
+		uuid_v5(rc->address, strlen(rc->address), &mbox);
+		unsigned int pos = 0;
+		while (pos < m->nrows && row_cmp(&mbox, key, &m->rows[pos]) > 0)
+			pos++;
+		if (pos < m->nrows && row_cmp(&mbox, key, &m->rows[pos]) == 0) {
+			str_copy(rc->uidl, m->rows[pos].uidl, sizeof(rc->uidl));
+			rc->status = STORE_OK;
+			continue;
+		}
+		m->rows = xrealloc(m->rows, (m->nrows + 1) * sizeof(*m->rows));
+		memmove(&m->rows[pos + 1], &m->rows[pos], (m->nrows - pos) * sizeof(*m->rows));
+		m->nrows++;
+		struct mem_row *row = &m->rows[pos];
+		row->mailbox = mbox;
+		memcpy(row->key, key, 16);
+		row->id = d->message_id;
+		if (m->store.set.pop3_ids == STORE_POP3_IDS_UID)
+			store_uidl_from_uid(u->next_uid++, 1, row->uidl);
+		else
+			uuid_format(&d->message_id, row->uidl);
+		row->prefix = xstrdup(rc->prefix);
+		row->body = body;
+		body->refs++;
+		str_copy(rc->uidl, row->uidl, sizeof(rc->uidl));
+		rc->status = STORE_OK;
+	}
+	body_unref(m, body);
+	return STORE_OK;
+}
+
+static enum store_status mem_deliver(struct store *store, struct store_delivery *d)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, deliver_locked(m, d));
+}
+
+static enum store_status maildrop_read_locked(struct mem_store *m, struct store_maildrop *md)
+{
+	if (find_user(m, md->address) == NULL)
+		return STORE_NOTFOUND;
+	for (unsigned int i = 0; i < m->nrows; i++) {
+		struct mem_row *r = &m->rows[i];
+		if (memcmp(&r->mailbox, &md->mailbox_id, 16) != 0)
+			continue;
+		md->entries = xrealloc(md->entries, (md->count + 1) * sizeof(*md->entries));
+		struct store_listing_entry *e = &md->entries[md->count++];
+		e->id = r->id;
+		e->size = strlen(r->prefix) + r->body->len;
+		str_copy(e->uidl, r->uidl, sizeof(e->uidl));
+		md->total_size += e->size;
+	}
+	return STORE_OK;
+}
+
+static enum store_status mem_maildrop_read(struct store *store, struct store_maildrop *md)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, maildrop_read_locked(m, md));
+}
+
+static int find_row(struct mem_store *m, const struct uuid *mbox, const struct uuid *id)
+{
+	uint8_t key[16];
+	store_sort_key(id, key);
+	for (unsigned int i = 0; i < m->nrows; i++)
+		if (row_cmp(mbox, key, &m->rows[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+static enum store_status mem_message_read(struct store_maildrop *md, unsigned int i,
+					  store_chunk_sink_t *sink, void *ctx)
+{
+	struct mem_store *m = (struct mem_store *)md->store;
+	pthread_mutex_lock(&m->lock);
+	int r = find_row(m, &md->mailbox_id, &md->entries[i].id);
+	if (r < 0) {
+		pthread_mutex_unlock(&m->lock);
+		return STORE_NOTFOUND;
+	}
+	struct mem_row *row = &m->rows[r];
+	if (!sink(ctx, row->prefix, strlen(row->prefix))) {
+		/* Feed the body in small pieces to exercise chunked readers. */
+		for (size_t off = 0; off < row->body->len;) {
+			size_t n = row->body->len - off < 4096 ? row->body->len - off : 4096;
+			if (sink(ctx, row->body->data + off, n))
+				break;
+			off += n;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	return STORE_OK;
+}
+
+static enum store_status mem_expunge(struct store_maildrop *md, const unsigned int *idx,
+				     unsigned int n)
+{
+	struct mem_store *m = (struct mem_store *)md->store;
+	pthread_mutex_lock(&m->lock);
+	for (unsigned int k = 0; k < n; k++) {
+		int r = find_row(m, &md->mailbox_id, &md->entries[idx[k]].id);
+		if (r >= 0)
+			delete_row(m, (unsigned int)r);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return STORE_OK;
+}
+
+const struct store_vfuncs store_mem_vfuncs = {
+	.name = "mem",
+	.open = mem_open,
+	.close = mem_close,
+	.domain_add = mem_domain_add,
+	.domain_del = mem_domain_del,
+	.domain_exists = mem_domain_exists,
+	.domain_list = mem_domain_list,
+	.user_add = mem_user_add,
+	.user_del = mem_user_del,
+	.user_set_password = mem_user_set_password,
+	.user_get = mem_user_get,
+	.user_list = mem_user_list,
+	.deliver = mem_deliver,
+	.maildrop_read = mem_maildrop_read,
+	.message_read = mem_message_read,
+	.expunge = mem_expunge,
+};

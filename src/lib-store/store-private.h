@@ -1,0 +1,56 @@
+#ifndef TERN_STORE_PRIVATE_H
+#define TERN_STORE_PRIVATE_H
+/*
+ * The backend side of store.h. A backend embeds struct store first in its
+ * own struct and provides a const struct store_vfuncs, registered by name in
+ * store.c's table. The generic layer (store.c) does argument checks and the
+ * POP3 encoding; backends only move bytes.
+ */
+#include "store.h"
+
+/* Receives a message in chunks; returns true to stop reading early. */
+typedef bool store_chunk_sink_t(void *ctx, const char *data, size_t len);
+
+struct store_vfuncs {
+	const char *name;
+	struct store *(*open)(const struct store_settings *set, const char **error_r);
+	void (*close)(struct store *store);
+
+	enum store_status (*domain_add)(struct store *, const char *domain);
+	enum store_status (*domain_del)(struct store *, const char *domain);
+	enum store_status (*domain_exists)(struct store *, const char *domain);
+	enum store_status (*domain_list)(struct store *, struct buf *out);
+
+	enum store_status (*user_add)(struct store *, const char *address, const char *hash);
+	enum store_status (*user_del)(struct store *, const char *address);
+	enum store_status (*user_set_password)(struct store *, const char *address,
+					       const char *hash);
+	enum store_status (*user_get)(struct store *, const char *address, struct buf *hash_r);
+	enum store_status (*user_list)(struct store *, struct buf *out);
+
+	enum store_status (*deliver)(struct store *, struct store_delivery *d);
+	/* Fills md->entries/count/total_size (md->address and mailbox_id are set). */
+	enum store_status (*maildrop_read)(struct store *, struct store_maildrop *md);
+	/* Streams message i (prefix, then body) to sink until it returns true. */
+	enum store_status (*message_read)(struct store_maildrop *md, unsigned int i,
+					  store_chunk_sink_t *sink, void *ctx);
+	enum store_status (*expunge)(struct store_maildrop *md, const unsigned int *indexes,
+				     unsigned int n);
+};
+
+struct store {
+	const struct store_vfuncs *v;
+	struct store_settings set;
+};
+
+extern const struct store_vfuncs store_sqlite_vfuncs;
+extern const struct store_vfuncs store_mem_vfuncs;
+
+/* Helpers shared by backends. */
+/* The UIDL for uid mode: Dovecot's "%08Xu%08Xv" layout. */
+void store_uidl_from_uid(uint32_t uid, uint32_t uidvalidity, char out[72]);
+/* A 16-byte key whose memcmp order is Cassandra's TimeUUID order. */
+void store_sort_key(const struct uuid *id, uint8_t key_r[16]);
+void store_sort_key_to_uuid(const uint8_t key[16], struct uuid *id_r);
+
+#endif

@@ -1,0 +1,693 @@
+/*
+ * store-sqlite: the embedded backend. One database file, data_dir/tern.db,
+ * in WAL mode with synchronous=FULL, so a COMMIT returns only after fsync:
+ * that is what makes a 250 durable.
+ *
+ * Threads: each thread gets its own connection (created on first use, closed
+ * with the store); SQLite serialises writers, readers see a snapshot. Every
+ * write is one transaction; a delivery to several recipients stores the body
+ * once and one listing row per recipient, all or nothing.
+ *
+ * Listing order: rows are keyed by (mailbox_id, sort_key) where sort_key is a
+ * byte string whose memcmp order is the TimeUUID order (store_sort_key), so
+ * the listing is one range scan in arrival order.
+ *
+ * Bodies are reference-counted implicitly: a body row is deleted in the same
+ * transaction that deletes its last listing row, never while one remains.
+ */
+#include "store-private.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "log.h"
+
+#define SQLITE_SCHEMA_VERSION 1
+#define SQLITE_BUSY_TIMEOUT_MS 10000
+#define READ_CHUNK (64 * 1024)
+
+struct sqlite_conn {
+	sqlite3 *db;
+	struct sqlite_conn *next;
+};
+
+struct sqlite_store {
+	struct store store;
+	char *path;
+	pthread_key_t key;
+	pthread_mutex_t lock;
+	struct sqlite_conn *conns;
+};
+
+static const char *const schema_sql =
+	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS users ("
+	"  address TEXT PRIMARY KEY, domain TEXT NOT NULL, password TEXT NOT NULL,"
+	"  mailbox_id BLOB NOT NULL UNIQUE, uidvalidity INTEGER NOT NULL,"
+	"  next_uid INTEGER NOT NULL DEFAULT 1);"
+	"CREATE INDEX IF NOT EXISTS users_domain ON users(domain);"
+	"CREATE TABLE IF NOT EXISTS bodies ("
+	"  id INTEGER PRIMARY KEY, message_id BLOB NOT NULL UNIQUE, data BLOB NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS listing ("
+	"  mailbox_id BLOB NOT NULL, sort_key BLOB NOT NULL, size INTEGER NOT NULL,"
+	"  uidl TEXT NOT NULL, prefix BLOB NOT NULL, body INTEGER NOT NULL,"
+	"  PRIMARY KEY (mailbox_id, sort_key)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS listing_body ON listing(body);";
+
+static enum store_status status_from_rc(sqlite3 *db, int rc, const char *what)
+{
+	switch (rc) {
+	case SQLITE_OK:
+	case SQLITE_DONE:
+	case SQLITE_ROW:
+		return STORE_OK;
+	case SQLITE_CONSTRAINT:
+		return STORE_EXISTS;
+	case SQLITE_TOOBIG:
+		return STORE_TOOBIG;
+	default:
+		log_error("sqlite: %s: %s", what, db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		return STORE_TEMPFAIL;
+	}
+}
+
+static int exec_sql(sqlite3 *db, const char *sql)
+{
+	char *err = NULL;
+	int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+	if (rc != SQLITE_OK) {
+		log_error("sqlite: %s: %s", sql, err != NULL ? err : sqlite3_errstr(rc));
+		sqlite3_free(err);
+	}
+	return rc;
+}
+
+static sqlite3 *conn_open(const char *path, const char **error_r)
+{
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db,
+				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+					 SQLITE_OPEN_NOMUTEX,
+				 NULL);
+	if (rc != SQLITE_OK) {
+		*error_r = sqlite3_errstr(rc);
+		sqlite3_close(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, SQLITE_BUSY_TIMEOUT_MS);
+	/* FULL: in WAL mode, COMMIT fsyncs the log before returning. */
+	if (exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+			 "PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;") != SQLITE_OK) {
+		*error_r = "cannot set the database to WAL mode";
+		sqlite3_close(db);
+		return NULL;
+	}
+	return db;
+}
+
+/* This thread's connection, opened on first use. */
+static sqlite3 *get_db(struct sqlite_store *s)
+{
+	struct sqlite_conn *c = pthread_getspecific(s->key);
+	if (c != NULL)
+		return c->db;
+	const char *error = "unknown error";
+	sqlite3 *db = conn_open(s->path, &error);
+	if (db == NULL) {
+		log_error("sqlite: cannot open %s: %s", s->path, error);
+		return NULL;
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->db = db;
+	pthread_mutex_lock(&s->lock);
+	c->next = s->conns;
+	s->conns = c;
+	pthread_mutex_unlock(&s->lock);
+	pthread_setspecific(s->key, c);
+	return db;
+}
+
+static struct store *sqlite_open(const struct store_settings *set, const char **error_r)
+{
+	static char errbuf[512];
+	const char *dir = set->data_dir != NULL ? set->data_dir : ".";
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+		snprintf(errbuf, sizeof(errbuf), "cannot create data_dir %s: %s", dir,
+			 strerror(errno));
+		*error_r = errbuf;
+		return NULL;
+	}
+	struct sqlite_store *s = xcalloc(1, sizeof(*s));
+	struct buf path;
+	buf_init(&path, 0);
+	buf_printf(&path, "%s/tern.db", dir);
+	s->path = buf_steal(&path);
+	buf_deinit(&path);
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_key_create(&s->key, NULL);
+
+	const char *error = NULL;
+	sqlite3 *db = get_db(s);
+	if (db == NULL) {
+		snprintf(errbuf, sizeof(errbuf), "cannot open database %s", s->path);
+		error = errbuf;
+	} else if (exec_sql(db, "BEGIN IMMEDIATE") != SQLITE_OK ||
+		   exec_sql(db, schema_sql) != SQLITE_OK) {
+		exec_sql(db, "ROLLBACK");
+		error = "cannot create the database schema";
+	} else {
+		sqlite3_stmt *st = NULL;
+		int version = 0;
+		if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key='schema_version'",
+				       -1, &st, NULL) == SQLITE_OK &&
+		    sqlite3_step(st) == SQLITE_ROW)
+			version = atoi((const char *)sqlite3_column_text(st, 0));
+		sqlite3_finalize(st);
+		if (version > SQLITE_SCHEMA_VERSION) {
+			snprintf(errbuf, sizeof(errbuf),
+				 "database %s has schema version %d, newer than this tern (%d)",
+				 s->path, version, SQLITE_SCHEMA_VERSION);
+			error = errbuf;
+			exec_sql(db, "ROLLBACK");
+		} else if (exec_sql(db, "INSERT OR REPLACE INTO meta VALUES ('schema_version', '1');"
+					"COMMIT") != SQLITE_OK) {
+			exec_sql(db, "ROLLBACK");
+			error = "cannot write the schema version";
+		}
+	}
+	if (error != NULL) {
+		*error_r = error;
+		s->store.v = &store_sqlite_vfuncs;
+		store_sqlite_vfuncs.close(&s->store);
+		return NULL;
+	}
+	return &s->store;
+}
+
+static void sqlite_close(struct store *store)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	struct sqlite_conn *c = s->conns;
+	while (c != NULL) {
+		struct sqlite_conn *next = c->next;
+		sqlite3_close_v2(c->db);
+		free(c);
+		c = next;
+	}
+	pthread_key_delete(s->key);
+	pthread_mutex_destroy(&s->lock);
+	free(s->path);
+	free(s);
+}
+
+/* A prepared statement with bound text parameters; NULL on error. */
+static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		log_error("sqlite: prepare %s: %s", sql, sqlite3_errmsg(db));
+		return NULL;
+	}
+	return st;
+}
+
+/* Runs a one-statement write with up to two text parameters; returns the
+ * status and the number of changed rows. */
+static enum store_status simple_write(struct sqlite_store *s, const char *sql,
+				      const char *p1, const char *p2, int *changes_r)
+{
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, sql);
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_text(st, 1, p1, -1, SQLITE_STATIC);
+	if (p2 != NULL)
+		sqlite3_bind_text(st, 2, p2, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (changes_r != NULL)
+		*changes_r = sqlite3_changes(db);
+	return status_from_rc(db, rc, sql);
+}
+
+/* Runs a query with one text parameter and appends column 0 of each row
+ * followed by '\n' to out; returns NOTFOUND when no row matched and
+ * out == NULL is used as "exists?". */
+static enum store_status simple_read(struct sqlite_store *s, const char *sql,
+				     const char *p1, struct buf *out, bool one)
+{
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, sql);
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	if (p1 != NULL)
+		sqlite3_bind_text(st, 1, p1, -1, SQLITE_STATIC);
+	int rc, rows = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		rows++;
+		if (out != NULL) {
+			buf_append_str(out, (const char *)sqlite3_column_text(st, 0));
+			if (!one)
+				buf_append_c(out, '\n');
+		}
+		if (one)
+			break;
+	}
+	enum store_status ret = rc == SQLITE_ROW ? STORE_OK : status_from_rc(db, rc, sql);
+	sqlite3_finalize(st);
+	if (ret == STORE_OK && one && rows == 0)
+		return STORE_NOTFOUND;
+	return ret;
+}
+
+static enum store_status sqlite_domain_add(struct store *store, const char *domain)
+{
+	return simple_write((struct sqlite_store *)store,
+			    "INSERT INTO domains (name) VALUES (?)", domain, NULL, NULL);
+}
+
+static enum store_status sqlite_domain_del(struct store *store, const char *domain)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	if (simple_read(s, "SELECT address FROM users WHERE domain = ? LIMIT 1", domain,
+			NULL, true) == STORE_OK)
+		return STORE_EXISTS;
+	int changes = 0;
+	enum store_status st = simple_write(s, "DELETE FROM domains WHERE name = ?", domain,
+					    NULL, &changes);
+	return st == STORE_OK && changes == 0 ? STORE_NOTFOUND : st;
+}
+
+static enum store_status sqlite_domain_exists(struct store *store, const char *domain)
+{
+	return simple_read((struct sqlite_store *)store,
+			   "SELECT name FROM domains WHERE name = ?", domain, NULL, true);
+}
+
+static enum store_status sqlite_domain_list(struct store *store, struct buf *out)
+{
+	return simple_read((struct sqlite_store *)store,
+			   "SELECT name FROM domains ORDER BY name", NULL, out, false);
+}
+
+static enum store_status sqlite_user_add(struct store *store, const char *address,
+					 const char *hash)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	struct uuid mbox;
+	uuid_v5(address, strlen(address), &mbox);
+	const char *at = strrchr(address, '@');
+	sqlite3_stmt *st = prep(db, "INSERT INTO users (address, domain, password, mailbox_id,"
+				    " uidvalidity) VALUES (?, ?, ?, ?, ?)");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, at + 1, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 4, mbox.b, 16, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)(time(NULL) & 0xffffffff));
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return status_from_rc(db, rc, "user add");
+}
+
+static enum store_status delete_mailbox_rows(sqlite3 *db, const uint8_t mbox[16])
+{
+	sqlite3_stmt *st = prep(db, "DELETE FROM listing WHERE mailbox_id = ? RETURNING body");
+	sqlite3_stmt *del = prep(db, "DELETE FROM bodies WHERE id = ? AND NOT EXISTS"
+				     " (SELECT 1 FROM listing WHERE body = ?)");
+	if (st == NULL || del == NULL) {
+		sqlite3_finalize(st);
+		sqlite3_finalize(del);
+		return STORE_TEMPFAIL;
+	}
+	sqlite3_bind_blob(st, 1, mbox, 16, SQLITE_STATIC);
+	/* Collect body ids first: RETURNING rows are produced before the
+	 * statement completes. */
+	sqlite3_int64 *ids = NULL;
+	size_t n = 0, alloc = 0;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == alloc) {
+			alloc = alloc ? alloc * 2 : 64;
+			ids = xrealloc(ids, alloc * sizeof(*ids));
+		}
+		ids[n++] = sqlite3_column_int64(st, 0);
+	}
+	sqlite3_finalize(st);
+	enum store_status ret = status_from_rc(db, rc, "delete listing");
+	for (size_t i = 0; i < n && ret == STORE_OK; i++) {
+		sqlite3_reset(del);
+		sqlite3_bind_int64(del, 1, ids[i]);
+		sqlite3_bind_int64(del, 2, ids[i]);
+		ret = status_from_rc(db, sqlite3_step(del), "delete body");
+	}
+	sqlite3_finalize(del);
+	free(ids);
+	return ret;
+}
+
+static enum store_status sqlite_user_del(struct store *store, const char *address)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	struct uuid mbox;
+	uuid_v5(address, strlen(address), &mbox);
+	if (exec_sql(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, "DELETE FROM users WHERE address = ?");
+	enum store_status ret = STORE_TEMPFAIL;
+	if (st != NULL) {
+		sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+		ret = status_from_rc(db, sqlite3_step(st), "user del");
+		sqlite3_finalize(st);
+		if (ret == STORE_OK && sqlite3_changes(db) == 0)
+			ret = STORE_NOTFOUND;
+	}
+	if (ret == STORE_OK)
+		ret = delete_mailbox_rows(db, mbox.b);
+	if (ret == STORE_OK && exec_sql(db, "COMMIT") == SQLITE_OK)
+		return STORE_OK;
+	exec_sql(db, "ROLLBACK");
+	return ret == STORE_OK ? STORE_TEMPFAIL : ret;
+}
+
+static enum store_status sqlite_user_set_password(struct store *store, const char *address,
+						  const char *hash)
+{
+	int changes = 0;
+	enum store_status st = simple_write((struct sqlite_store *)store,
+					    "UPDATE users SET password = ?2 WHERE address = ?1",
+					    address, hash, &changes);
+	return st == STORE_OK && changes == 0 ? STORE_NOTFOUND : st;
+}
+
+static enum store_status sqlite_user_get(struct store *store, const char *address,
+					 struct buf *hash_r)
+{
+	return simple_read((struct sqlite_store *)store,
+			   "SELECT password FROM users WHERE address = ?", address, hash_r, true);
+}
+
+static enum store_status sqlite_user_list(struct store *store, struct buf *out)
+{
+	return simple_read((struct sqlite_store *)store,
+			   "SELECT address FROM users ORDER BY domain, address", NULL, out, false);
+}
+
+/* Inserts the body once (idempotent on the message id) and returns its rowid. */
+static enum store_status put_body(sqlite3 *db, const struct store_delivery *d,
+				  sqlite3_int64 *rowid_r)
+{
+	sqlite3_stmt *st = prep(db, "INSERT INTO bodies (message_id, data) VALUES (?, ?)"
+				    " ON CONFLICT (message_id) DO UPDATE SET message_id = excluded.message_id"
+				    " RETURNING id");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, d->message_id.b, 16, SQLITE_STATIC);
+	sqlite3_bind_blob64(st, 2, d->body, d->body_len, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*rowid_r = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? STORE_OK : status_from_rc(db, rc, "insert body");
+}
+
+static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
+					 struct store_delivery *d, struct store_rcpt *r,
+					 sqlite3_int64 body)
+{
+	/* uid mode: allocate the next UID in this same transaction; UIDs are
+	 * never reused because next_uid only grows. */
+	sqlite3_stmt *st;
+	if (s->store.set.pop3_ids == STORE_POP3_IDS_UID)
+		st = prep(db, "UPDATE users SET next_uid = next_uid + 1 WHERE address = ?"
+			      " RETURNING mailbox_id, next_uid - 1, uidvalidity");
+	else
+		st = prep(db, "SELECT mailbox_id, 0, 0 FROM users WHERE address = ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_text(st, 1, r->address, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		return rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "find user");
+	}
+	uint8_t mbox[16];
+	if (sqlite3_column_bytes(st, 0) != 16) {
+		sqlite3_finalize(st);
+		return STORE_PERM;
+	}
+	memcpy(mbox, sqlite3_column_blob(st, 0), 16);
+	uint32_t uid = (uint32_t)sqlite3_column_int64(st, 1);
+	uint32_t uidvalidity = (uint32_t)sqlite3_column_int64(st, 2);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		;
+	sqlite3_finalize(st);
+
+	char uidl[72];
+	if (s->store.set.pop3_ids == STORE_POP3_IDS_UID)
+		store_uidl_from_uid(uid, uidvalidity, uidl);
+	else
+		uuid_format(&d->message_id, uidl);
+
+	uint8_t key[16];
+	store_sort_key(&d->message_id, key);
+	size_t prefix_len = strlen(r->prefix);
+	st = prep(db, "INSERT INTO listing (mailbox_id, sort_key, size, uidl, prefix, body)"
+		      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, mbox, 16, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, key, 16, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)(prefix_len + d->body_len));
+	sqlite3_bind_text(st, 4, uidl, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 5, r->prefix, (int)prefix_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, body);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return status_from_rc(db, rc, "insert listing");
+	str_copy(r->uidl, uidl, sizeof(r->uidl));
+	return STORE_OK;
+}
+
+static enum store_status sqlite_deliver(struct store *store, struct store_delivery *d)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	if (exec_sql(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+		return STORE_TEMPFAIL;
+	sqlite3_int64 body = 0;
+	enum store_status ret = put_body(db, d, &body);
+	unsigned int delivered = 0;
+	for (unsigned int i = 0; i < d->rcpt_count && ret == STORE_OK; i++) {
+		enum store_status st = put_listing_row(s, db, d, &d->rcpts[i], body);
+		if (st == STORE_OK)
+			delivered++;
+		else if (st == STORE_NOTFOUND)
+			d->rcpts[i].status = STORE_NOTFOUND;
+		else
+			ret = st;
+	}
+	if (ret == STORE_OK && delivered == 0) {
+		/* Nobody to deliver to: leave no orphaned body behind. */
+		sqlite3_stmt *st = prep(db, "DELETE FROM bodies WHERE id = ?");
+		if (st != NULL) {
+			sqlite3_bind_int64(st, 1, body);
+			sqlite3_step(st);
+			sqlite3_finalize(st);
+		}
+	}
+	if (ret == STORE_OK && exec_sql(db, "COMMIT") == SQLITE_OK) {
+		for (unsigned int i = 0; i < d->rcpt_count; i++)
+			if (d->rcpts[i].status != STORE_NOTFOUND)
+				d->rcpts[i].status = STORE_OK;
+		return STORE_OK;
+	}
+	exec_sql(db, "ROLLBACK");
+	for (unsigned int i = 0; i < d->rcpt_count; i++)
+		if (d->rcpts[i].status != STORE_NOTFOUND)
+			d->rcpts[i].status = STORE_TEMPFAIL;
+	return ret == STORE_OK ? STORE_TEMPFAIL : ret;
+}
+
+static enum store_status sqlite_maildrop_read(struct store *store, struct store_maildrop *md)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	if (simple_read(s, "SELECT address FROM users WHERE address = ?", md->address, NULL,
+			true) == STORE_NOTFOUND)
+		return STORE_NOTFOUND;
+	sqlite3_stmt *st = prep(db, "SELECT sort_key, size, uidl FROM listing"
+				    " WHERE mailbox_id = ? ORDER BY sort_key");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, md->mailbox_id.b, 16, SQLITE_STATIC);
+	unsigned int alloc = 0;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (md->count == alloc) {
+			alloc = alloc ? alloc * 2 : 32;
+			md->entries = xrealloc(md->entries, alloc * sizeof(*md->entries));
+		}
+		struct store_listing_entry *e = &md->entries[md->count++];
+		if (sqlite3_column_bytes(st, 0) != 16) {
+			rc = SQLITE_CORRUPT;
+			break;
+		}
+		store_sort_key_to_uuid(sqlite3_column_blob(st, 0), &e->id);
+		e->size = (uint64_t)sqlite3_column_int64(st, 1);
+		str_copy(e->uidl, (const char *)sqlite3_column_text(st, 2), sizeof(e->uidl));
+		md->total_size += e->size;
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? STORE_OK : status_from_rc(db, rc, "read listing");
+}
+
+static enum store_status sqlite_message_read(struct store_maildrop *md, unsigned int i,
+					     store_chunk_sink_t *sink, void *ctx)
+{
+	struct sqlite_store *s = (struct sqlite_store *)md->store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	/* One read transaction: a concurrent expunge cannot remove the body
+	 * while it is being streamed. */
+	if (exec_sql(db, "BEGIN") != SQLITE_OK)
+		return STORE_TEMPFAIL;
+	uint8_t key[16];
+	store_sort_key(&md->entries[i].id, key);
+	enum store_status ret = STORE_OK;
+	sqlite3_stmt *st = prep(db, "SELECT prefix, body FROM listing"
+				    " WHERE mailbox_id = ? AND sort_key = ?");
+	sqlite3_blob *blob = NULL;
+	if (st == NULL) {
+		ret = STORE_TEMPFAIL;
+		goto out;
+	}
+	sqlite3_bind_blob(st, 1, md->mailbox_id.b, 16, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, key, 16, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		ret = rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "read message");
+		goto out;
+	}
+	bool stop = sink(ctx, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+	sqlite3_int64 body = sqlite3_column_int64(st, 1);
+	if (stop)
+		goto out;
+	rc = sqlite3_blob_open(db, "main", "bodies", "data", body, 0, &blob);
+	if (rc != SQLITE_OK) {
+		ret = status_from_rc(db, rc, "open body");
+		goto out;
+	}
+	int total = sqlite3_blob_bytes(blob);
+	char *chunk = xmalloc(READ_CHUNK);
+	for (int off = 0; off < total && !stop;) {
+		int n = total - off < READ_CHUNK ? total - off : READ_CHUNK;
+		rc = sqlite3_blob_read(blob, chunk, n, off);
+		if (rc != SQLITE_OK) {
+			ret = status_from_rc(db, rc, "read body");
+			break;
+		}
+		stop = sink(ctx, chunk, (size_t)n);
+		off += n;
+	}
+	free(chunk);
+out:
+	if (blob != NULL)
+		sqlite3_blob_close(blob);
+	sqlite3_finalize(st);
+	exec_sql(db, "COMMIT");
+	return ret;
+}
+
+static enum store_status sqlite_expunge(struct store_maildrop *md, const unsigned int *indexes,
+					unsigned int n)
+{
+	struct sqlite_store *s = (struct sqlite_store *)md->store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *del = prep(db, "DELETE FROM listing WHERE mailbox_id = ? AND sort_key = ?"
+				     " RETURNING body");
+	sqlite3_stmt *gc = prep(db, "DELETE FROM bodies WHERE id = ?1 AND NOT EXISTS"
+				    " (SELECT 1 FROM listing WHERE body = ?1)");
+	enum store_status ret = STORE_TEMPFAIL;
+	if (del == NULL || gc == NULL || exec_sql(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+		goto out;
+	ret = STORE_OK;
+	for (unsigned int k = 0; k < n && ret == STORE_OK; k++) {
+		uint8_t key[16];
+		store_sort_key(&md->entries[indexes[k]].id, key);
+		sqlite3_reset(del);
+		sqlite3_bind_blob(del, 1, md->mailbox_id.b, 16, SQLITE_STATIC);
+		sqlite3_bind_blob(del, 2, key, 16, SQLITE_TRANSIENT);
+		int rc = sqlite3_step(del);
+		if (rc == SQLITE_DONE)
+			continue; /* already expunged by another session */
+		if (rc != SQLITE_ROW) {
+			ret = status_from_rc(db, rc, "expunge");
+			break;
+		}
+		sqlite3_int64 body = sqlite3_column_int64(del, 0);
+		while ((rc = sqlite3_step(del)) == SQLITE_ROW)
+			;
+		if (rc != SQLITE_DONE) {
+			ret = status_from_rc(db, rc, "expunge");
+			break;
+		}
+		sqlite3_reset(gc);
+		sqlite3_bind_int64(gc, 1, body);
+		ret = status_from_rc(db, sqlite3_step(gc), "delete body");
+	}
+	if (ret == STORE_OK && exec_sql(db, "COMMIT") != SQLITE_OK)
+		ret = STORE_TEMPFAIL;
+	if (ret != STORE_OK)
+		exec_sql(db, "ROLLBACK");
+out:
+	sqlite3_finalize(del);
+	sqlite3_finalize(gc);
+	return ret;
+}
+
+const struct store_vfuncs store_sqlite_vfuncs = {
+	.name = "sqlite",
+	.open = sqlite_open,
+	.close = sqlite_close,
+	.domain_add = sqlite_domain_add,
+	.domain_del = sqlite_domain_del,
+	.domain_exists = sqlite_domain_exists,
+	.domain_list = sqlite_domain_list,
+	.user_add = sqlite_user_add,
+	.user_del = sqlite_user_del,
+	.user_set_password = sqlite_user_set_password,
+	.user_get = sqlite_user_get,
+	.user_list = sqlite_user_list,
+	.deliver = sqlite_deliver,
+	.maildrop_read = sqlite_maildrop_read,
+	.message_read = sqlite_message_read,
+	.expunge = sqlite_expunge,
+};

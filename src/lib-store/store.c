@@ -1,0 +1,251 @@
+/*
+ * store: backend lookup by name and the generic half of every store call:
+ * argument checks, mailbox identity (a name-based UUID of the address, so no
+ * coordination is ever needed to agree on it), and the POP3 encoding of
+ * messages read by the backends.
+ */
+#include "store-private.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mail-data.h"
+
+static const struct store_vfuncs *const backends[] = {
+	&store_sqlite_vfuncs,
+	&store_mem_vfuncs,
+};
+
+const char *store_status_name(enum store_status st)
+{
+	switch (st) {
+	case STORE_OK: return "ok";
+	case STORE_NOTFOUND: return "not found";
+	case STORE_EXISTS: return "already exists";
+	case STORE_TEMPFAIL: return "temporary failure";
+	case STORE_UNCERTAIN: return "uncertain outcome";
+	case STORE_PERM: return "permanent failure";
+	case STORE_TOOBIG: return "too big";
+	case STORE_INVALID: return "invalid";
+	}
+	return "unknown";
+}
+
+struct store *store_open(const struct store_settings *set, const char **error_r)
+{
+	const char *name = set->backend != NULL ? set->backend : "sqlite";
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		if (strcmp(backends[i]->name, name) == 0) {
+			struct store *store = backends[i]->open(set, error_r);
+			if (store != NULL) {
+				store->v = backends[i];
+				store->set = *set;
+			}
+			return store;
+		}
+	}
+	*error_r = "unknown store backend (this build has: sqlite, mem)";
+	return NULL;
+}
+
+void store_close(struct store **storep)
+{
+	struct store *store = *storep;
+	if (store == NULL)
+		return;
+	*storep = NULL;
+	store->v->close(store);
+}
+
+const char *store_backend_name(const struct store *store)
+{
+	return store->v->name;
+}
+
+enum store_status store_domain_add(struct store *store, const char *domain)
+{
+	return store->v->domain_add(store, domain);
+}
+
+enum store_status store_domain_del(struct store *store, const char *domain)
+{
+	return store->v->domain_del(store, domain);
+}
+
+enum store_status store_domain_exists(struct store *store, const char *domain)
+{
+	return store->v->domain_exists(store, domain);
+}
+
+enum store_status store_domain_list(struct store *store, struct buf *out)
+{
+	return store->v->domain_list(store, out);
+}
+
+static const char *address_domain(const char *address)
+{
+	const char *at = strrchr(address, '@');
+	return at == NULL || at == address || at[1] == '\0' ? NULL : at + 1;
+}
+
+enum store_status store_user_add(struct store *store, const char *address, const char *hash)
+{
+	const char *domain = address_domain(address);
+	if (domain == NULL || *hash == '\0')
+		return STORE_INVALID;
+	enum store_status st = store->v->domain_exists(store, domain);
+	if (st != STORE_OK)
+		return st;
+	return store->v->user_add(store, address, hash);
+}
+
+enum store_status store_user_del(struct store *store, const char *address)
+{
+	return store->v->user_del(store, address);
+}
+
+enum store_status store_user_set_password(struct store *store, const char *address,
+					  const char *hash)
+{
+	if (*hash == '\0')
+		return STORE_INVALID;
+	return store->v->user_set_password(store, address, hash);
+}
+
+enum store_status store_user_get(struct store *store, const char *address, struct buf *hash_r)
+{
+	return store->v->user_get(store, address, hash_r);
+}
+
+enum store_status store_user_list(struct store *store, struct buf *out)
+{
+	return store->v->user_list(store, out);
+}
+
+void store_delivery_init(struct store_delivery *d)
+{
+	timeuuid_generate(&d->message_id);
+}
+
+enum store_status store_deliver(struct store *store, struct store_delivery *d)
+{
+	if (d->rcpt_count == 0)
+		return STORE_INVALID;
+	for (unsigned int i = 0; i < d->rcpt_count; i++) {
+		d->rcpts[i].status = STORE_TEMPFAIL;
+		d->rcpts[i].uidl[0] = '\0';
+	}
+	return store->v->deliver(store, d);
+}
+
+enum store_status store_maildrop_open(struct store *store, const char *address,
+				      struct store_maildrop **md_r)
+{
+	struct store_maildrop *md = xcalloc(1, sizeof(*md));
+	md->store = store;
+	md->address = xstrdup(address);
+	uuid_v5(address, strlen(address), &md->mailbox_id);
+	enum store_status st = store->v->maildrop_read(store, md);
+	if (st != STORE_OK) {
+		store_maildrop_free(&md);
+		return st;
+	}
+	*md_r = md;
+	return STORE_OK;
+}
+
+void store_maildrop_free(struct store_maildrop **mdp)
+{
+	struct store_maildrop *md = *mdp;
+	if (md == NULL)
+		return;
+	*mdp = NULL;
+	free(md->entries);
+	free(md->address);
+	free(md);
+}
+
+struct pop3_sink_ctx {
+	struct mail_pop3_encoder enc;
+	struct buf *out;
+};
+
+static bool pop3_sink(void *ctx, const char *data, size_t len)
+{
+	struct pop3_sink_ctx *c = ctx;
+	mail_pop3_encoder_feed(&c->enc, data, len, c->out);
+	return c->enc.finished;
+}
+
+enum store_status store_message_read_pop3(struct store_maildrop *md, unsigned int i,
+					  long body_lines, struct buf *out)
+{
+	if (i >= md->count)
+		return STORE_NOTFOUND;
+	struct pop3_sink_ctx ctx = { .out = out };
+	mail_pop3_encoder_init(&ctx.enc, body_lines);
+	size_t start = out->len;
+	enum store_status st = md->store->v->message_read(md, i, pop3_sink, &ctx);
+	if (st != STORE_OK) {
+		out->len = start;
+		out->data[start] = '\0';
+		return st;
+	}
+	mail_pop3_encoder_finish(&ctx.enc, out);
+	return STORE_OK;
+}
+
+static bool raw_sink(void *ctx, const char *data, size_t len)
+{
+	buf_append(ctx, data, len);
+	return false;
+}
+
+enum store_status store_message_read_raw(struct store_maildrop *md, unsigned int i,
+					 struct buf *out)
+{
+	if (i >= md->count)
+		return STORE_NOTFOUND;
+	return md->store->v->message_read(md, i, raw_sink, out);
+}
+
+enum store_status store_maildrop_expunge(struct store_maildrop *md,
+					 const unsigned int *indexes, unsigned int n)
+{
+	for (unsigned int k = 0; k < n; k++)
+		if (indexes[k] >= md->count)
+			return STORE_INVALID;
+	if (n == 0)
+		return STORE_OK;
+	return md->store->v->expunge(md, indexes, n);
+}
+
+void store_uidl_from_uid(uint32_t uid, uint32_t uidvalidity, char out[72])
+{
+	snprintf(out, 72, "%08X%08X", uid, uidvalidity);
+}
+
+void store_sort_key(const struct uuid *id, uint8_t key[16])
+{
+	uint64_t t = timeuuid_ticks(id);
+	for (int i = 0; i < 8; i++)
+		key[i] = (uint8_t)(t >> (56 - 8 * i));
+	/* Cassandra breaks timestamp ties by comparing the low bytes signed;
+	 * flipping the sign bit makes an unsigned memcmp agree. */
+	for (int i = 8; i < 16; i++)
+		key[i] = id->b[i] ^ 0x80;
+}
+
+void store_sort_key_to_uuid(const uint8_t key[16], struct uuid *id_r)
+{
+	uint64_t t = 0;
+	for (int i = 0; i < 8; i++)
+		t = (t << 8) | key[i];
+	uint8_t node[6];
+	for (int i = 0; i < 6; i++)
+		node[i] = key[10 + i] ^ 0x80;
+	uint16_t cs = (uint16_t)((((key[8] ^ 0x80) & 0x3f) << 8) | (key[9] ^ 0x80));
+	timeuuid_from_ticks(t, cs, node, id_r);
+	id_r->b[8] = key[8] ^ 0x80;
+}

@@ -1,0 +1,415 @@
+/*
+ * conn: libevent bufferevents (socket, or OpenSSL filter over the socket
+ * after STARTTLS) with line framing, caps, pauses and deferred callbacks.
+ *
+ * Invariants: input is only parsed by process_input(), which stops as soon
+ * as the session pauses, switches mode, starts TLS or closes; closed() is
+ * only ever delivered by the deferred event; after closed() the bufferevent
+ * is disabled and no callback can reach the session.
+ */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define CONN_INPUT_HIGH_WATER (256 * 1024)
+
+struct conn {
+	struct event_base *base;
+	struct bufferevent *bev;
+	const struct conn_callbacks *cb;
+	void *ctx;
+	struct event *deferred;
+	struct buf line;
+	size_t line_max;
+	unsigned int idle_timeout;
+	char peer_ip[INET6_ADDRSTRLEN];
+	char local_ip[INET6_ADDRSTRLEN];
+	bool loopback;
+	bool paused, raw, tls, closing, closed_sent, discarding_line;
+	bool close_pending;   /* deliver closed() from the deferred event */
+	enum conn_close_reason close_reason;
+};
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void schedule(struct conn *conn)
+{
+	event_active(conn->deferred, EV_TIMEOUT, 0);
+}
+
+static void finish(struct conn *conn, enum conn_close_reason reason)
+{
+	if (conn->close_pending || conn->closed_sent)
+		return;
+	conn->close_pending = true;
+	conn->close_reason = reason;
+	conn->closing = true;
+	bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
+	schedule(conn);
+}
+
+static void process_input(struct conn *conn)
+{
+	struct evbuffer *in = bufferevent_get_input(conn->bev);
+	while (!conn->paused && !conn->closing && evbuffer_get_length(in) > 0) {
+		if (conn->raw) {
+			size_t before = evbuffer_get_length(in);
+			conn->cb->raw(conn->ctx, in);
+			if (evbuffer_get_length(in) == before)
+				break; /* wants more input */
+			continue;
+		}
+		size_t eol_len = 0;
+		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		if (p.pos < 0) {
+			size_t avail = evbuffer_get_length(in);
+			if (avail > conn->line_max) {
+				evbuffer_drain(in, avail);
+				if (!conn->discarding_line) {
+					conn->discarding_line = true;
+					conn->cb->line_too_long(conn->ctx);
+				}
+			}
+			break;
+		}
+		size_t len = (size_t)p.pos;
+		if (conn->discarding_line) {
+			evbuffer_drain(in, len + eol_len);
+			conn->discarding_line = false;
+			continue;
+		}
+		if (len > conn->line_max) {
+			evbuffer_drain(in, len + eol_len);
+			conn->cb->line_too_long(conn->ctx);
+			continue;
+		}
+		buf_reset(&conn->line);
+		if (buf_reserve(&conn->line, len) < 0)
+			panic("conn: line buffer");
+		evbuffer_remove(in, conn->line.data, len);
+		evbuffer_drain(in, eol_len);
+		bool bare_lf = true;
+		if (len > 0 && conn->line.data[len - 1] == '\r') {
+			len--;
+			bare_lf = false;
+		}
+		conn->line.len = len;
+		conn->line.data[len] = '\0';
+		conn->cb->line(conn->ctx, conn->line.data, len, bare_lf);
+	}
+}
+
+static void deferred_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *conn = arg;
+	if (conn->close_pending && !conn->closed_sent) {
+		conn->closed_sent = true;
+		conn->cb->closed(conn->ctx, conn->close_reason);
+		return;
+	}
+	if (!conn->closing && !conn->paused)
+		process_input(conn);
+}
+
+static void setup_bev(struct conn *conn)
+{
+	bufferevent_setcb(conn->bev, conn_read_cb, conn_write_cb, conn_event_cb, conn);
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, CONN_INPUT_HIGH_WATER);
+	if (conn->idle_timeout > 0) {
+		struct timeval tv = { conn->idle_timeout, 0 };
+		bufferevent_set_timeouts(conn->bev, &tv, NULL);
+	}
+	bufferevent_enable(conn->bev, conn->paused ? EV_WRITE : EV_READ | EV_WRITE);
+}
+
+static SSL *new_ssl(SSL_CTX *tls)
+{
+	SSL *ssl = SSL_new(tls);
+	if (ssl == NULL)
+		log_error("TLS: SSL_new failed");
+	return ssl;
+}
+
+struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr *peer,
+			 socklen_t peer_len, SSL_CTX *tls, const struct conn_callbacks *cb,
+			 void *ctx)
+{
+	struct conn *conn = xcalloc(1, sizeof(*conn));
+	conn->base = base;
+	conn->cb = cb;
+	conn->ctx = ctx;
+	conn->line_max = 1024;
+	buf_init(&conn->line, 0);
+	conn->deferred = event_new(base, -1, 0, deferred_cb, conn);
+	evutil_make_socket_nonblocking(fd);
+
+	if (peer->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)peer;
+		inet_ntop(AF_INET, &sin->sin_addr, conn->peer_ip, sizeof(conn->peer_ip));
+		conn->loopback = (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+	} else if (peer->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)peer;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, conn->peer_ip, sizeof(conn->peer_ip));
+		conn->loopback = IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr);
+	} else {
+		str_copy(conn->peer_ip, "unknown", sizeof(conn->peer_ip));
+	}
+	struct sockaddr_storage local;
+	socklen_t llen = sizeof(local);
+	if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0) {
+		if (local.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&local)->sin_addr,
+				  conn->local_ip, sizeof(conn->local_ip));
+		else if (local.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&local)->sin6_addr,
+				  conn->local_ip, sizeof(conn->local_ip));
+	}
+
+	if (tls != NULL) {
+		SSL *ssl = new_ssl(tls);
+		if (ssl == NULL) {
+			close(fd);
+			conn->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+			finish(conn, CONN_CLOSE_ERROR);
+			return conn;
+		}
+		conn->bev = bufferevent_openssl_socket_new(base, fd, ssl,
+							   BUFFEREVENT_SSL_ACCEPTING,
+							   BEV_OPT_CLOSE_ON_FREE);
+		bufferevent_openssl_set_allow_dirty_shutdown(conn->bev, 1);
+		conn->tls = true;
+	} else {
+		conn->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
+	setup_bev(conn);
+	return conn;
+}
+
+void conn_free(struct conn **connp)
+{
+	struct conn *conn = *connp;
+	if (conn == NULL)
+		return;
+	*connp = NULL;
+	if (conn->bev != NULL)
+		bufferevent_free(conn->bev);
+	event_free(conn->deferred);
+	buf_deinit(&conn->line);
+	free(conn);
+}
+
+void conn_set_line_max(struct conn *conn, size_t max)
+{
+	conn->line_max = max;
+}
+
+void conn_set_idle_timeout(struct conn *conn, unsigned int seconds)
+{
+	conn->idle_timeout = seconds;
+	struct timeval tv = { seconds, 0 };
+	bufferevent_set_timeouts(conn->bev, seconds > 0 ? &tv : NULL, NULL);
+}
+
+void conn_set_raw(struct conn *conn, bool raw)
+{
+	conn->raw = raw;
+}
+
+void conn_write(struct conn *conn, const void *data, size_t len)
+{
+	if (conn->close_pending)
+		return;
+	bufferevent_write(conn->bev, data, len);
+}
+
+void conn_puts(struct conn *conn, const char *s)
+{
+	conn_write(conn, s, strlen(s));
+}
+
+void conn_printf(struct conn *conn, const char *fmt, ...)
+{
+	if (conn->close_pending)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(bufferevent_get_output(conn->bev), fmt, ap);
+	va_end(ap);
+}
+
+static void free_ref(const void *data, size_t len, void *arg)
+{
+	free(arg);
+}
+
+void conn_write_buf(struct conn *conn, struct buf *b)
+{
+	if (conn->close_pending || b->len == 0) {
+		buf_reset(b);
+		return;
+	}
+	size_t len = b->len;
+	char *data = buf_steal(b);
+	if (evbuffer_add_reference(bufferevent_get_output(conn->bev), data, len, free_ref,
+				   data) < 0)
+		free(data);
+}
+
+size_t conn_output_pending(const struct conn *conn)
+{
+	return evbuffer_get_length(bufferevent_get_output(conn->bev));
+}
+
+void conn_pause(struct conn *conn)
+{
+	conn->paused = true;
+	if (!conn->closing)
+		bufferevent_disable(conn->bev, EV_READ);
+}
+
+void conn_resume(struct conn *conn)
+{
+	if (!conn->paused)
+		return;
+	conn->paused = false;
+	if (conn->closing)
+		return;
+	bufferevent_enable(conn->bev, EV_READ);
+	schedule(conn); /* buffered input may already hold the next commands */
+}
+
+int conn_start_tls(struct conn *conn, SSL_CTX *tls)
+{
+	/* Plaintext pipelined after STARTTLS/STLS must never be executed. */
+	struct evbuffer *in = bufferevent_get_input(conn->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	SSL *ssl = new_ssl(tls);
+	if (ssl == NULL) {
+		conn_close(conn);
+		return -1;
+	}
+	struct bufferevent *tbev = bufferevent_openssl_filter_new(conn->base, conn->bev, ssl,
+								  BUFFEREVENT_SSL_ACCEPTING,
+								  BEV_OPT_CLOSE_ON_FREE);
+	if (tbev == NULL) {
+		SSL_free(ssl);
+		conn_close(conn);
+		return -1;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(tbev, 1);
+	conn->bev = tbev;
+	conn->tls = true;
+	conn->discarding_line = false;
+	setup_bev(conn);
+	return 0;
+}
+
+bool conn_is_tls(const struct conn *conn)
+{
+	return conn->tls;
+}
+
+void conn_close(struct conn *conn)
+{
+	if (conn->closing)
+		return;
+	conn->closing = true;
+	bufferevent_disable(conn->bev, EV_READ);
+	if (conn_output_pending(conn) == 0)
+		finish(conn, CONN_CLOSE_LOCAL);
+	/* else conn_write_cb finishes once the output has drained */
+}
+
+bool conn_is_closing(const struct conn *conn)
+{
+	return conn->closing;
+}
+
+const char *conn_peer_ip(const struct conn *conn)
+{
+	return conn->peer_ip;
+}
+
+bool conn_peer_is_loopback(const struct conn *conn)
+{
+	return conn->loopback;
+}
+
+const char *conn_local_ip(const struct conn *conn)
+{
+	return conn->local_ip;
+}
+
+const char *conn_tls_description(const struct conn *conn, char *out, size_t outsize)
+{
+	if (!conn->tls)
+		return NULL;
+	SSL *ssl = bufferevent_openssl_get_ssl(conn->bev);
+	if (ssl == NULL)
+		return NULL;
+	snprintf(out, outsize, "%s %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+	return out;
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *conn = arg;
+	process_input(conn);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *conn = arg;
+	if (conn->closing && !conn->close_pending && conn_output_pending(conn) == 0)
+		finish(conn, CONN_CLOSE_LOCAL);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *conn = arg;
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (conn->closing) {
+			finish(conn, CONN_CLOSE_TIMEOUT);
+			return;
+		}
+		if (conn->cb->timeout != NULL)
+			conn->cb->timeout(conn->ctx);
+		conn->close_reason = CONN_CLOSE_TIMEOUT;
+		/* Say goodbye, but do not wait long for a peer that reads nothing. */
+		struct timeval tv = { 5, 0 };
+		bufferevent_set_timeouts(conn->bev, NULL, &tv);
+		conn->closing = true;
+		bufferevent_disable(conn->bev, EV_READ);
+		bufferevent_enable(conn->bev, EV_WRITE);
+		if (conn_output_pending(conn) == 0)
+			finish(conn, CONN_CLOSE_TIMEOUT);
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		finish(conn, CONN_CLOSE_EOF);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		unsigned long err;
+		while ((err = bufferevent_get_openssl_error(bev)) != 0) {
+			char msg[256];
+			ERR_error_string_n(err, msg, sizeof(msg));
+			log_info("conn %s: TLS error: %s", conn->peer_ip, msg);
+		}
+		finish(conn, CONN_CLOSE_ERROR);
+	}
+}

@@ -1,0 +1,87 @@
+#ifndef TERN_CONN_H
+#define TERN_CONN_H
+/*
+ * conn: the transport under every protocol session: a TCP connection, plain
+ * or TLS (implicit, or upgraded in place by STARTTLS/STLS), cut into lines
+ * with a cap, or handed over raw (SMTP DATA). No protocol knowledge.
+ *
+ * Callbacks never fire from inside a conn_* call made by the session: input
+ * is processed from libevent callbacks or a deferred event, and the closed
+ * callback always comes from a deferred event. The session receives exactly
+ * one closed() and must then call conn_free() (it may wait, e.g. for a store
+ * job to finish). No other callback follows closed().
+ *
+ * While paused (conn_pause), no input is processed, so replies stay in order
+ * when a command waits for a worker: this is how pipelining is kept safe.
+ */
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+struct evbuffer;
+struct conn;
+
+enum conn_close_reason {
+	CONN_CLOSE_LOCAL,    /* conn_close() finished flushing */
+	CONN_CLOSE_EOF,      /* the client closed */
+	CONN_CLOSE_ERROR,    /* socket or TLS error */
+	CONN_CLOSE_TIMEOUT,  /* idle timeout: the session may not write any more */
+};
+
+struct conn_callbacks {
+	/* One line without its line ending; line[len] == '\0'. bare_lf: it
+	 * ended with LF alone. The buffer is valid until the callback returns
+	 * and may be modified. */
+	void (*line)(void *ctx, char *line, size_t len, bool bare_lf);
+	/* A line exceeded the cap; its bytes up to the next LF are dropped. */
+	void (*line_too_long)(void *ctx);
+	/* Raw mode: consume what you want from in. */
+	void (*raw)(void *ctx, struct evbuffer *in);
+	/* Idle timeout: called before closed(TIMEOUT) so the session can say
+	 * goodbye; the conn then flushes and closes. May be NULL. */
+	void (*timeout)(void *ctx);
+	void (*closed)(void *ctx, enum conn_close_reason reason);
+};
+
+/* Takes ownership of fd. tls: non-NULL for implicit TLS (handshake first). */
+struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr *peer,
+			 socklen_t peer_len, SSL_CTX *tls, const struct conn_callbacks *cb,
+			 void *ctx);
+void conn_free(struct conn **conn);
+
+void conn_set_line_max(struct conn *conn, size_t max);
+void conn_set_idle_timeout(struct conn *conn, unsigned int seconds);
+void conn_set_raw(struct conn *conn, bool raw);
+
+void conn_write(struct conn *conn, const void *data, size_t len);
+void conn_puts(struct conn *conn, const char *s);
+void conn_printf(struct conn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Queues the buffer's contents without copying; takes ownership of b's data. */
+void conn_write_buf(struct conn *conn, struct buf *b);
+size_t conn_output_pending(const struct conn *conn);
+
+void conn_pause(struct conn *conn);
+void conn_resume(struct conn *conn);
+
+/* Starts a server-side TLS handshake on the connection (STARTTLS/STLS).
+ * Input already buffered (pipelined plaintext) is discarded, never read as
+ * commands after the handshake. Output already queued is sent in clear
+ * first. 0, or -1 when TLS could not be set up (the conn is then closed). */
+int conn_start_tls(struct conn *conn, SSL_CTX *tls);
+bool conn_is_tls(const struct conn *conn);
+/* Flushes what is queued, then closes; closed(LOCAL) follows. */
+void conn_close(struct conn *conn);
+bool conn_is_closing(const struct conn *conn);
+
+const char *conn_peer_ip(const struct conn *conn);
+bool conn_peer_is_loopback(const struct conn *conn);
+const char *conn_local_ip(const struct conn *conn);
+/* The negotiated protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384",
+ * or NULL when not TLS. */
+const char *conn_tls_description(const struct conn *conn, char *out, size_t outsize);
+
+#endif

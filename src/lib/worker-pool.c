@@ -1,0 +1,154 @@
+/*
+ * worker-pool: pthreads fed from a FIFO; completions are handed back to the
+ * event loop through a pipe whose read end is watched by libevent, so done()
+ * always runs on the loop thread, one at a time.
+ */
+#include "worker-pool.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+
+struct worker_pool {
+	struct event_base *base;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct worker_job *queue_head, *queue_tail;
+	struct worker_job *done_head, *done_tail;
+	pthread_t *threads;
+	unsigned int nthreads;
+	unsigned int pending;  /* loop thread only */
+	bool stopping;
+	int notify_fd[2];
+	struct event *notify_ev;
+	void (*thread_exit)(void);
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker_pool *pool = arg;
+	for (;;) {
+		pthread_mutex_lock(&pool->lock);
+		while (pool->queue_head == NULL && !pool->stopping)
+			pthread_cond_wait(&pool->cond, &pool->lock);
+		struct worker_job *job = pool->queue_head;
+		if (job == NULL) {
+			pthread_mutex_unlock(&pool->lock);
+			break;
+		}
+		pool->queue_head = job->next;
+		if (pool->queue_head == NULL)
+			pool->queue_tail = NULL;
+		pthread_mutex_unlock(&pool->lock);
+
+		job->work(job);
+
+		pthread_mutex_lock(&pool->lock);
+		job->next = NULL;
+		bool was_empty = pool->done_head == NULL;
+		if (pool->done_tail != NULL)
+			pool->done_tail->next = job;
+		else
+			pool->done_head = job;
+		pool->done_tail = job;
+		pthread_mutex_unlock(&pool->lock);
+		if (was_empty) {
+			char c = 1;
+			while (write(pool->notify_fd[1], &c, 1) < 0 && errno == EINTR)
+				;
+		}
+	}
+	if (pool->thread_exit != NULL)
+		pool->thread_exit();
+	return NULL;
+}
+
+static void notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker_pool *pool = arg;
+	char drain[64];
+	while (read(fd, drain, sizeof(drain)) > 0)
+		;
+	pthread_mutex_lock(&pool->lock);
+	struct worker_job *job = pool->done_head;
+	pool->done_head = pool->done_tail = NULL;
+	pthread_mutex_unlock(&pool->lock);
+	while (job != NULL) {
+		struct worker_job *next = job->next;
+		pool->pending--;
+		job->done(job);
+		job = next;
+	}
+}
+
+struct worker_pool *worker_pool_create(struct event_base *base, unsigned int threads)
+{
+	struct worker_pool *pool = xcalloc(1, sizeof(*pool));
+	pool->base = base;
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_cond_init(&pool->cond, NULL);
+	if (pipe2(pool->notify_fd, O_NONBLOCK | O_CLOEXEC) < 0)
+		fatal("pipe: %s", strerror(errno));
+	pool->notify_ev = event_new(base, pool->notify_fd[0], EV_READ | EV_PERSIST,
+				    notify_cb, pool);
+	event_add(pool->notify_ev, NULL);
+	pool->nthreads = threads;
+	pool->threads = xcalloc(threads, sizeof(pthread_t));
+	for (unsigned int i = 0; i < threads; i++) {
+		if (pthread_create(&pool->threads[i], NULL, worker_main, pool) != 0)
+			fatal("pthread_create failed");
+	}
+	return pool;
+}
+
+void worker_pool_set_thread_exit(struct worker_pool *pool, void (*fn)(void))
+{
+	pool->thread_exit = fn;
+}
+
+void worker_pool_submit(struct worker_pool *pool, struct worker_job *job)
+{
+	job->next = NULL;
+	pool->pending++;
+	pthread_mutex_lock(&pool->lock);
+	if (pool->queue_tail != NULL)
+		pool->queue_tail->next = job;
+	else
+		pool->queue_head = job;
+	pool->queue_tail = job;
+	pthread_cond_signal(&pool->cond);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+unsigned int worker_pool_pending(const struct worker_pool *pool)
+{
+	return pool->pending;
+}
+
+void worker_pool_destroy(struct worker_pool **poolp)
+{
+	struct worker_pool *pool = *poolp;
+	if (pool == NULL)
+		return;
+	*poolp = NULL;
+	pthread_mutex_lock(&pool->lock);
+	pool->stopping = true;
+	pthread_cond_broadcast(&pool->cond);
+	pthread_mutex_unlock(&pool->lock);
+	for (unsigned int i = 0; i < pool->nthreads; i++)
+		pthread_join(pool->threads[i], NULL);
+	event_free(pool->notify_ev);
+	close(pool->notify_fd[0]);
+	close(pool->notify_fd[1]);
+	pthread_mutex_destroy(&pool->lock);
+	pthread_cond_destroy(&pool->cond);
+	free(pool->threads);
+	free(pool);
+}

@@ -1,0 +1,707 @@
+/*
+ * smtp-session: the SMTP/LMTP receiving state machine over a conn.
+ *
+ * Invariants:
+ * - 250 after DATA only once the store has committed the message for that
+ *   recipient; any storage failure is 451 4.3.0, never 2xx or 5xx.
+ * - Only recipients in local domains are accepted (550 5.7.1 otherwise):
+ *   tern is never an open relay.
+ * - The end of data is only CRLF "." CRLF (mail-data's decoder); messages
+ *   containing bare LF or bare CR are refused with 550 5.6.0 after the data
+ *   (tern's policy: no normalisation, so no smuggling ambiguity).
+ * - One store job at a time, input paused meanwhile: replies stay in order
+ *   under PIPELINING.
+ * - Every store error maps to a reply in smtp_store_error() only.
+ */
+#include "smtp-session.h"
+
+#include <event2/buffer.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "buf.h"
+#include "conn.h"
+#include "daemon.h"
+#include "log.h"
+#include "mail-address.h"
+#include "mail-data.h"
+#include "mail-trace.h"
+#include "smtp-parser.h"
+#include "store.h"
+#include "worker-pool.h"
+
+#define SMTP_LINE_MAX 2048          /* command lines: RFC 5321 says 512 */
+#define SMTP_TIMEOUT 300            /* RFC 5321 4.5.3.2: 5 minutes */
+#define SMTP_BAD_COMMANDS_MAX 20
+#define SMTP_DATA_LINE_MAX 65536    /* longest text line accepted in DATA */
+
+enum smtp_state {
+	SMTP_STATE_INIT = 1 << 0,   /* before HELO/EHLO/LHLO */
+	SMTP_STATE_READY = 1 << 1,  /* after HELO, no transaction */
+	SMTP_STATE_MAIL = 1 << 2,   /* after MAIL FROM */
+	SMTP_STATE_RCPT = 1 << 3,   /* at least one RCPT accepted */
+	SMTP_STATE_DATA = 1 << 4,   /* reading message data */
+};
+
+enum smtp_job_kind { JOB_RCPT, JOB_DELIVER };
+
+struct smtp_rcpt {
+	char address[MAIL_ADDRESS_MAX + 1];
+	int same_as;   /* index of the first identical recipient, or -1 */
+};
+
+struct smtp_session {
+	struct daemon_session ds;
+	struct daemon *daemon;
+	struct conn *conn;
+	enum smtp_protocol proto;
+	uint64_t id;
+	enum smtp_state state;
+	unsigned int bad_commands;
+	bool esmtp;
+	char helo[256];
+	bool dead, job_running;
+
+	/* transaction */
+	char mail_from[MAIL_ADDRESS_MAX + 1];
+	bool mail_from_null;
+	struct smtp_rcpt *rcpts;
+	unsigned int rcpt_count;
+	struct mail_data_decoder decoder;
+	struct buf data;
+
+	/* the one job slot */
+	struct worker_job job;
+	enum smtp_job_kind job_kind;
+	struct mail_address job_addr;
+	char job_rcpt[MAIL_ADDRESS_MAX + 1];
+	enum store_status job_status;
+	bool job_domain_local;
+	struct store_delivery delivery;
+	struct store_rcpt *store_rcpts;
+	char **prefixes;
+	unsigned int store_rcpt_count;
+};
+
+static void smtp_session_free(struct smtp_session *s);
+
+static const char *proto_name(const struct smtp_session *s)
+{
+	return s->proto == SMTP_PROTOCOL_LMTP ? "lmtp" : "smtp";
+}
+
+static void reply(struct smtp_session *s, const char *text)
+{
+	conn_puts(s->conn, text);
+	conn_puts(s->conn, "\r\n");
+}
+
+/* The one place a store error becomes an SMTP reply. */
+static void smtp_store_error(struct smtp_session *s, enum store_status st, const char *who)
+{
+	switch (st) {
+	case STORE_NOTFOUND:
+		conn_printf(s->conn, "550 5.1.1 <%s>: User unknown\r\n", who);
+		break;
+	case STORE_TOOBIG:
+		reply(s, "552 5.3.4 Message too big");
+		break;
+	default:
+		/* 451 for everything else: a storage failure is never 5xx. */
+		reply(s, "451 4.3.0 Temporary storage failure, try again later");
+		break;
+	}
+}
+
+static void bad_command(struct smtp_session *s, const char *text)
+{
+	reply(s, text);
+	if (++s->bad_commands >= SMTP_BAD_COMMANDS_MAX) {
+		reply(s, "421 4.7.0 Too many errors, closing connection");
+		log_info("%s #%llu: too many bad commands", proto_name(s),
+			 (unsigned long long)s->id);
+		conn_close(s->conn);
+	}
+}
+
+static void reset_transaction(struct smtp_session *s)
+{
+	s->mail_from[0] = '\0';
+	s->mail_from_null = false;
+	free(s->rcpts);
+	s->rcpts = NULL;
+	s->rcpt_count = 0;
+	buf_deinit(&s->data);
+	buf_init(&s->data, 0);
+	if (s->state & (SMTP_STATE_MAIL | SMTP_STATE_RCPT | SMTP_STATE_DATA))
+		s->state = SMTP_STATE_READY;
+}
+
+static void run_job(struct smtp_session *s, enum smtp_job_kind kind);
+
+/* --- commands --- */
+
+static void send_ehlo(struct smtp_session *s)
+{
+	const struct tern_settings *set = s->daemon->set;
+	conn_printf(s->conn, "250-%s\r\n", set->hostname);
+	conn_puts(s->conn, "250-PIPELINING\r\n");
+	conn_printf(s->conn, "250-SIZE %llu\r\n", (unsigned long long)set->max_message_size);
+	if (s->proto == SMTP_PROTOCOL_SMTP && s->daemon->tls != NULL && !conn_is_tls(s->conn))
+		conn_puts(s->conn, "250-STARTTLS\r\n");
+	conn_puts(s->conn, "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n");
+}
+
+static void set_helo(struct smtp_session *s, const char *arg)
+{
+	str_escape_for_log(s->helo, sizeof(s->helo), arg, strlen(arg), 200);
+}
+
+static void cmd_helo(struct smtp_session *s, struct smtp_command *cmd)
+{
+	if (s->proto == SMTP_PROTOCOL_LMTP) {
+		bad_command(s, "500 5.5.1 Use LHLO in LMTP");
+		return;
+	}
+	if (*cmd->args == '\0') {
+		bad_command(s, "501 5.5.4 Syntax: HELO hostname");
+		return;
+	}
+	reset_transaction(s);
+	set_helo(s, cmd->args);
+	s->esmtp = false;
+	s->state = SMTP_STATE_READY;
+	conn_printf(s->conn, "250 %s\r\n", s->daemon->set->hostname);
+}
+
+static void cmd_ehlo(struct smtp_session *s, struct smtp_command *cmd)
+{
+	bool lhlo = cmd->verb == SMTP_VERB_LHLO;
+	if (lhlo != (s->proto == SMTP_PROTOCOL_LMTP)) {
+		bad_command(s, lhlo ? "500 5.5.1 LHLO is for LMTP; use EHLO"
+				    : "500 5.5.1 Use LHLO in LMTP");
+		return;
+	}
+	if (*cmd->args == '\0') {
+		bad_command(s, "501 5.5.4 Syntax: EHLO hostname");
+		return;
+	}
+	reset_transaction(s);
+	set_helo(s, cmd->args);
+	s->esmtp = true;
+	s->state = SMTP_STATE_READY;
+	send_ehlo(s);
+}
+
+static void cmd_mail(struct smtp_session *s, struct smtp_command *cmd)
+{
+	if (s->state == SMTP_STATE_INIT) {
+		bad_command(s, "503 5.5.1 Send HELO/EHLO first");
+		return;
+	}
+	if (s->state != SMTP_STATE_READY) {
+		bad_command(s, "503 5.5.1 Nested MAIL command");
+		return;
+	}
+	struct smtp_path_args pa;
+	const char *error;
+	if (smtp_parse_mail_args(cmd->args, &pa, &error) < 0) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "501 5.5.4 %s", error);
+		bad_command(s, msg);
+		return;
+	}
+	for (unsigned int i = 0; i < pa.param_count; i++) {
+		const struct smtp_param *p = &pa.params[i];
+		if (strcmp(p->keyword, "SIZE") == 0) {
+			unsigned long long size;
+			if (p->value == NULL || smtp_parse_size(p->value, &size) < 0) {
+				bad_command(s, "501 5.5.4 Invalid SIZE parameter");
+				return;
+			}
+			if (size > s->daemon->set->max_message_size) {
+				conn_printf(s->conn, "552 5.3.4 Message size exceeds fixed limit of %llu octets\r\n",
+					    (unsigned long long)s->daemon->set->max_message_size);
+				return;
+			}
+		} else if (strcmp(p->keyword, "BODY") == 0) {
+			if (p->value == NULL || (strcasecmp(p->value, "7BIT") != 0 &&
+						 strcasecmp(p->value, "8BITMIME") != 0)) {
+				bad_command(s, "501 5.5.4 Unsupported BODY type");
+				return;
+			}
+		} else if (strcmp(p->keyword, "SMTPUTF8") == 0) {
+			/* accepted: messages are stored as octets */
+		} else {
+			bad_command(s, "555 5.5.4 Unsupported MAIL parameter");
+			return;
+		}
+	}
+	if (!s->esmtp && pa.param_count > 0) {
+		bad_command(s, "555 5.5.4 MAIL parameters need EHLO");
+		return;
+	}
+	mail_address_format(&pa.addr, s->mail_from, sizeof(s->mail_from));
+	s->mail_from_null = pa.addr.null_path;
+	s->state = SMTP_STATE_MAIL;
+	reply(s, "250 2.1.0 Ok");
+}
+
+static void cmd_rcpt(struct smtp_session *s, struct smtp_command *cmd)
+{
+	if (!(s->state & (SMTP_STATE_MAIL | SMTP_STATE_RCPT))) {
+		bad_command(s, "503 5.5.1 Need MAIL before RCPT");
+		return;
+	}
+	struct smtp_path_args pa;
+	const char *error;
+	if (smtp_parse_rcpt_args(cmd->args, &pa, &error) < 0) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "501 5.5.4 %s", error);
+		bad_command(s, msg);
+		return;
+	}
+	if (pa.param_count > 0) {
+		bad_command(s, "555 5.5.4 Unsupported RCPT parameter");
+		return;
+	}
+	if (s->rcpt_count >= s->daemon->set->max_recipients) {
+		reply(s, "452 4.5.3 Too many recipients");
+		return;
+	}
+	s->job_addr = pa.addr;
+	mail_address_format(&pa.addr, s->job_rcpt, sizeof(s->job_rcpt));
+	run_job(s, JOB_RCPT);
+}
+
+static void cmd_data(struct smtp_session *s, struct smtp_command *cmd)
+{
+	if (*cmd->args != '\0') {
+		bad_command(s, "501 5.5.4 DATA takes no arguments");
+		return;
+	}
+	if (s->state != SMTP_STATE_RCPT) {
+		bad_command(s, s->state == SMTP_STATE_MAIL ? "554 5.5.1 No valid recipients"
+							   : "503 5.5.1 Need RCPT before DATA");
+		return;
+	}
+	buf_deinit(&s->data);
+	/* Room for the trace header on top of the limit. */
+	buf_init(&s->data, s->daemon->set->max_message_size + 1);
+	mail_data_decoder_init(&s->decoder);
+	s->state = SMTP_STATE_DATA;
+	reply(s, "354 End data with <CR><LF>.<CR><LF>");
+	conn_set_raw(s->conn, true);
+}
+
+static void cmd_rset(struct smtp_session *s, struct smtp_command *cmd)
+{
+	reset_transaction(s);
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_noop(struct smtp_session *s, struct smtp_command *cmd)
+{
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_quit(struct smtp_session *s, struct smtp_command *cmd)
+{
+	conn_printf(s->conn, "221 2.0.0 %s closing connection\r\n", s->daemon->set->hostname);
+	conn_close(s->conn);
+}
+
+static void cmd_vrfy(struct smtp_session *s, struct smtp_command *cmd)
+{
+	reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_expn(struct smtp_session *s, struct smtp_command *cmd)
+{
+	reply(s, "502 5.5.1 EXPN not available");
+}
+
+static void cmd_help(struct smtp_session *s, struct smtp_command *cmd)
+{
+	reply(s, "214 2.0.0 See RFC 5321 (SMTP) and RFC 2033 (LMTP)");
+}
+
+static void cmd_starttls(struct smtp_session *s, struct smtp_command *cmd)
+{
+	if (s->proto != SMTP_PROTOCOL_SMTP || s->daemon->tls == NULL) {
+		bad_command(s, "502 5.5.1 STARTTLS not available");
+		return;
+	}
+	if (conn_is_tls(s->conn)) {
+		bad_command(s, "554 5.5.1 TLS already active");
+		return;
+	}
+	if (*cmd->args != '\0') {
+		bad_command(s, "501 5.5.4 STARTTLS takes no arguments");
+		return;
+	}
+	reply(s, "220 2.0.0 Ready to start TLS");
+	/* RFC 3207 4.2: forget everything learnt before TLS. */
+	reset_transaction(s);
+	s->state = SMTP_STATE_INIT;
+	s->helo[0] = '\0';
+	conn_start_tls(s->conn, s->daemon->tls);
+}
+
+static void cmd_auth(struct smtp_session *s, struct smtp_command *cmd)
+{
+	bad_command(s, "502 5.5.1 AUTH not available");
+}
+
+static void cmd_bdat(struct smtp_session *s, struct smtp_command *cmd)
+{
+	bad_command(s, "502 5.5.1 CHUNKING not available");
+}
+
+struct smtp_command_def {
+	enum smtp_verb verb;
+	void (*handler)(struct smtp_session *s, struct smtp_command *cmd);
+};
+
+static const struct smtp_command_def commands[] = {
+	{ SMTP_VERB_HELO, cmd_helo },
+	{ SMTP_VERB_EHLO, cmd_ehlo },
+	{ SMTP_VERB_LHLO, cmd_ehlo },
+	{ SMTP_VERB_MAIL, cmd_mail },
+	{ SMTP_VERB_RCPT, cmd_rcpt },
+	{ SMTP_VERB_DATA, cmd_data },
+	{ SMTP_VERB_RSET, cmd_rset },
+	{ SMTP_VERB_NOOP, cmd_noop },
+	{ SMTP_VERB_QUIT, cmd_quit },
+	{ SMTP_VERB_VRFY, cmd_vrfy },
+	{ SMTP_VERB_EXPN, cmd_expn },
+	{ SMTP_VERB_HELP, cmd_help },
+	{ SMTP_VERB_STARTTLS, cmd_starttls },
+	{ SMTP_VERB_AUTH, cmd_auth },
+	{ SMTP_VERB_BDAT, cmd_bdat },
+};
+
+static void on_line(void *ctx, char *line, size_t len, bool bare_lf)
+{
+	struct smtp_session *s = ctx;
+	struct smtp_command cmd;
+	const char *error;
+	if (smtp_parse_command(line, len, &cmd, &error) < 0) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "500 5.5.2 %s", error);
+		bad_command(s, msg);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (commands[i].verb == cmd.verb) {
+			commands[i].handler(s, &cmd);
+			return;
+		}
+	}
+	bad_command(s, "500 5.5.2 Command unrecognized");
+}
+
+static void on_line_too_long(void *ctx)
+{
+	bad_command(ctx, "500 5.5.2 Line too long");
+}
+
+/* Builds the delivery once the data has ended, or answers the refusal. */
+static void data_finished(struct smtp_session *s)
+{
+	conn_set_raw(s->conn, false);
+	const struct tern_settings *set = s->daemon->set;
+	if (s->decoder.discard || s->decoder.size > set->max_message_size) {
+		conn_printf(s->conn, "552 5.3.4 Message size exceeds fixed limit of %llu octets\r\n",
+			    (unsigned long long)set->max_message_size);
+		reset_transaction(s);
+		return;
+	}
+	if (s->decoder.bare_lf > 0 || s->decoder.bare_cr > 0) {
+		reply(s, "550 5.6.0 Message contains bare LF or bare CR; lines must end with CRLF (RFC 5321 2.3.8)");
+		reset_transaction(s);
+		return;
+	}
+	if (s->decoder.max_line_len > SMTP_DATA_LINE_MAX) {
+		conn_printf(s->conn, "552 5.3.4 Message line too long (limit %d octets)\r\n",
+			    SMTP_DATA_LINE_MAX);
+		reset_transaction(s);
+		return;
+	}
+
+	/* Unique recipients go to the store; duplicates share their result. */
+	unsigned int n = 0;
+	for (unsigned int i = 0; i < s->rcpt_count; i++)
+		if (s->rcpts[i].same_as < 0)
+			n++;
+	s->store_rcpts = xcalloc(n, sizeof(*s->store_rcpts));
+	s->prefixes = xcalloc(n, sizeof(char *));
+	s->store_rcpt_count = n;
+	store_delivery_init(&s->delivery);
+	char id[UUID_STR_LEN + 1];
+	uuid_format(&s->delivery.message_id, id);
+	struct buf tmp;
+	buf_init(&tmp, 0);
+	for (unsigned int i = 0, k = 0; i < s->rcpt_count; i++) {
+		if (s->rcpts[i].same_as >= 0)
+			continue;
+		buf_reset(&tmp);
+		mail_trace_return_path(&tmp, s->mail_from);
+		mail_trace_delivered_to(&tmp, s->rcpts[i].address);
+		s->prefixes[k] = xstrndup(tmp.data, tmp.len);
+		s->store_rcpts[k].address = s->rcpts[i].address;
+		s->store_rcpts[k].prefix = s->prefixes[k];
+		k++;
+	}
+
+	/* The Received: header, common to all recipients, goes before the data. */
+	char tlsdesc[128];
+	const char *proto;
+	bool tls = conn_tls_description(s->conn, tlsdesc, sizeof(tlsdesc)) != NULL;
+	if (s->proto == SMTP_PROTOCOL_LMTP)
+		proto = "LMTP";
+	else if (!s->esmtp)
+		proto = "SMTP";
+	else
+		proto = tls ? "ESMTPS" : "ESMTP";
+	buf_reset(&tmp);
+	mail_trace_received(&tmp, s->helo, conn_peer_ip(s->conn), NULL, set->hostname, proto, id,
+			    n == 1 ? s->store_rcpts[0].address : NULL, time(NULL));
+	struct buf body;
+	buf_init(&body, 0);
+	buf_append(&body, tmp.data, tmp.len);
+	buf_append(&body, s->data.data, s->data.len);
+	buf_deinit(&tmp);
+	buf_deinit(&s->data);
+	s->data = body;
+	s->delivery.body = s->data.data;
+	s->delivery.body_len = s->data.len;
+	s->delivery.rcpts = s->store_rcpts;
+	s->delivery.rcpt_count = n;
+	run_job(s, JOB_DELIVER);
+}
+
+static void on_raw(void *ctx, struct evbuffer *in)
+{
+	struct smtp_session *s = ctx;
+	while (evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		bool done = false;
+		size_t used = mail_data_decoder_feed(&s->decoder, v.iov_base, v.iov_len, &s->data,
+						     &done);
+		evbuffer_drain(in, used);
+		if (done) {
+			data_finished(s);
+			return;
+		}
+	}
+}
+
+static void on_timeout(void *ctx)
+{
+	struct smtp_session *s = ctx;
+	reply(s, "421 4.4.2 Idle timeout, closing connection");
+}
+
+static void on_closed(void *ctx, enum conn_close_reason reason)
+{
+	struct smtp_session *s = ctx;
+	if (s->state == SMTP_STATE_DATA && !s->job_running)
+		log_info("%s #%llu: connection lost during DATA; nothing stored",
+			 proto_name(s), (unsigned long long)s->id);
+	s->dead = true;
+	if (!s->job_running)
+		smtp_session_free(s);
+}
+
+static const struct conn_callbacks smtp_conn_callbacks = {
+	.line = on_line,
+	.line_too_long = on_line_too_long,
+	.raw = on_raw,
+	.timeout = on_timeout,
+	.closed = on_closed,
+};
+
+/* --- jobs --- */
+
+static struct smtp_session *job_session(struct worker_job *job)
+{
+	return (struct smtp_session *)((char *)job - offsetof(struct smtp_session, job));
+}
+
+static void job_work(struct worker_job *job)
+{
+	struct smtp_session *s = job_session(job);
+	struct store *store = s->daemon->store;
+	switch (s->job_kind) {
+	case JOB_RCPT: {
+		s->job_status = store_domain_exists(store, s->job_addr.domain);
+		s->job_domain_local = s->job_status == STORE_OK;
+		if (s->job_status != STORE_OK)
+			break;
+		struct buf hash;
+		buf_init(&hash, 1024);
+		s->job_status = store_user_get(store, s->job_rcpt, &hash);
+		buf_wipe(&hash);
+		buf_deinit(&hash);
+		break;
+	}
+	case JOB_DELIVER:
+		s->job_status = store_deliver(store, &s->delivery);
+		break;
+	}
+}
+
+static void finish_rcpt(struct smtp_session *s)
+{
+	enum store_status st = s->job_status;
+	if (!s->job_domain_local && st == STORE_NOTFOUND) {
+		conn_printf(s->conn, "550 5.7.1 <%s>: Relay access denied (not a local domain)\r\n",
+			    s->job_rcpt);
+		return;
+	}
+	if (st != STORE_OK) {
+		smtp_store_error(s, st, s->job_rcpt);
+		return;
+	}
+	s->rcpts = xrealloc(s->rcpts, (s->rcpt_count + 1) * sizeof(*s->rcpts));
+	struct smtp_rcpt *r = &s->rcpts[s->rcpt_count];
+	str_copy(r->address, s->job_rcpt, sizeof(r->address));
+	r->same_as = -1;
+	for (unsigned int i = 0; i < s->rcpt_count; i++) {
+		if (strcmp(s->rcpts[i].address, r->address) == 0) {
+			r->same_as = (int)i;
+			break;
+		}
+	}
+	s->rcpt_count++;
+	s->state = SMTP_STATE_RCPT;
+	reply(s, "250 2.1.5 Ok");
+}
+
+static void finish_deliver(struct smtp_session *s)
+{
+	char id[UUID_STR_LEN + 1];
+	uuid_format(&s->delivery.message_id, id);
+	if (s->job_status != STORE_OK) {
+		for (unsigned int i = 0; i < s->store_rcpt_count; i++)
+			s->store_rcpts[i].status = s->job_status;
+	}
+	unsigned int ok = 0;
+	for (unsigned int i = 0; i < s->store_rcpt_count; i++) {
+		struct store_rcpt *r = &s->store_rcpts[i];
+		if (r->status == STORE_OK)
+			ok++;
+		log_info("%s #%llu: %s from=<%s> to=<%s> size=%zu: %s", proto_name(s),
+			 (unsigned long long)s->id, id, s->mail_from, r->address,
+			 s->delivery.body_len, r->status == STORE_OK ? "stored" : store_status_name(r->status));
+	}
+	if (s->proto == SMTP_PROTOCOL_LMTP) {
+		/* RFC 2033 4.2: one reply per accepted RCPT, in order. */
+		for (unsigned int i = 0; i < s->rcpt_count; i++) {
+			unsigned int first = s->rcpts[i].same_as < 0 ? i : (unsigned int)s->rcpts[i].same_as;
+			unsigned int k = 0;
+			for (unsigned int j = 0; j < first; j++)
+				if (s->rcpts[j].same_as < 0)
+					k++;
+			struct store_rcpt *r = &s->store_rcpts[k];
+			if (r->status == STORE_OK)
+				conn_printf(s->conn, "250 2.0.0 <%s> %s Saved\r\n", r->address, id);
+			else
+				smtp_store_error(s, r->status, r->address);
+		}
+	} else {
+		/* SMTP has one reply: 250 only when every accepted recipient has
+		 * it durably; a recipient deleted meanwhile is reported in the log. */
+		bool temp = false;
+		for (unsigned int i = 0; i < s->store_rcpt_count; i++)
+			if (s->store_rcpts[i].status != STORE_OK &&
+			    s->store_rcpts[i].status != STORE_NOTFOUND)
+				temp = true;
+		if (temp || ok == 0)
+			smtp_store_error(s, temp ? STORE_TEMPFAIL : STORE_NOTFOUND,
+					 s->store_rcpts[0].address);
+		else
+			conn_printf(s->conn, "250 2.0.0 Ok: queued as %s\r\n", id);
+	}
+	for (unsigned int i = 0; i < s->store_rcpt_count; i++)
+		free(s->prefixes[i]);
+	free(s->prefixes);
+	free(s->store_rcpts);
+	s->prefixes = NULL;
+	s->store_rcpts = NULL;
+	s->store_rcpt_count = 0;
+	reset_transaction(s);
+}
+
+static void job_done(struct worker_job *job)
+{
+	struct smtp_session *s = job_session(job);
+	s->job_running = false;
+	if (s->dead) {
+		smtp_session_free(s);
+		return;
+	}
+	if (s->job_kind == JOB_RCPT)
+		finish_rcpt(s);
+	else
+		finish_deliver(s);
+	conn_resume(s->conn);
+}
+
+static void run_job(struct smtp_session *s, enum smtp_job_kind kind)
+{
+	s->job_kind = kind;
+	s->job_running = true;
+	s->job.work = job_work;
+	s->job.done = job_done;
+	conn_pause(s->conn);
+	worker_pool_submit(s->daemon->pool, &s->job);
+}
+
+/* --- lifetime --- */
+
+static void smtp_session_free(struct smtp_session *s)
+{
+	daemon_session_unregister(s->daemon, &s->ds);
+	conn_free(&s->conn);
+	for (unsigned int i = 0; i < s->store_rcpt_count; i++)
+		free(s->prefixes[i]);
+	free(s->prefixes);
+	free(s->store_rcpts);
+	free(s->rcpts);
+	buf_deinit(&s->data);
+	free(s);
+}
+
+static void smtp_session_destroy(struct daemon_session *ds)
+{
+	smtp_session_free((struct smtp_session *)ds);
+}
+
+void smtp_session_create(struct daemon *d, int fd, const struct sockaddr *peer,
+			 socklen_t peer_len, enum smtp_protocol proto, bool implicit_tls)
+{
+	struct smtp_session *s = xcalloc(1, sizeof(*s));
+	s->daemon = d;
+	s->proto = proto;
+	s->id = ++d->next_session_id;
+	s->ds.destroy = smtp_session_destroy;
+	s->state = SMTP_STATE_INIT;
+	buf_init(&s->data, 0);
+	s->conn = conn_create(d->base, fd, peer, peer_len, implicit_tls ? d->tls : NULL,
+			      &smtp_conn_callbacks, s);
+	daemon_session_register(d, &s->ds);
+	conn_set_line_max(s->conn, SMTP_LINE_MAX);
+	conn_set_idle_timeout(s->conn, SMTP_TIMEOUT);
+	log_info("%s #%llu: connect from %s%s", proto_name(s), (unsigned long long)s->id,
+		 conn_peer_ip(s->conn), implicit_tls ? " (TLS)" : "");
+	conn_printf(s->conn, "220 %s %s tern ready\r\n", d->set->hostname,
+		    proto == SMTP_PROTOCOL_LMTP ? "LMTP" : "ESMTP");
+}

@@ -1,0 +1,383 @@
+/*
+ * tern: the command line. `tern -c FILE COMMAND ...`:
+ *   serve                          run the daemon in the foreground
+ *   domain add|del DOMAIN, domain list
+ *   user add|del|passwd ADDRESS, user list   (password: first line of stdin)
+ *   deliver [-f SENDER] ADDRESS    local delivery of the message on stdin
+ * Administrative commands talk to the store directly, so they work whether
+ * or not the daemon runs. Mistakes print one line naming the problem and
+ * exit non-zero with a sysexits.h code.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+#include "mail-address.h"
+#include "mail-data.h"
+#include "mail-trace.h"
+#include "password.h"
+#include "serve.h"
+#include "settings.h"
+#include "store.h"
+
+#define DEFAULT_CONFIG "/etc/tern/tern.conf"
+#define PASSWORD_MAX 1024
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: tern [-c FILE] COMMAND [ARGS]\n"
+		"  serve                         run the server in the foreground\n"
+		"  domain add|del DOMAIN         add or remove a local domain\n"
+		"  domain list                   list local domains\n"
+		"  user add|passwd ADDRESS       add a user or change a password; the password\n"
+		"                                (or a {SCHEME}-prefixed hash) is read from stdin\n"
+		"  user del ADDRESS              remove a user and their mail\n"
+		"  user list                     list users\n"
+		"  deliver [-f SENDER] ADDRESS   deliver the message on stdin\n"
+		"FILE defaults to $TERN_CONFIG, then " DEFAULT_CONFIG ".\n");
+}
+
+static int die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int die(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("tern: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	return code;
+}
+
+static int store_exit(enum store_status st)
+{
+	switch (st) {
+	case STORE_OK: return EX_OK;
+	case STORE_NOTFOUND: return EX_NOUSER;
+	case STORE_EXISTS: return EX_CANTCREAT;
+	case STORE_INVALID: return EX_DATAERR;
+	case STORE_TOOBIG: return EX_DATAERR;
+	case STORE_PERM: return EX_SOFTWARE;
+	default: return EX_TEMPFAIL;
+	}
+}
+
+/* Normalises an address argument; prints the problem and returns -1. */
+static int parse_address(const char *arg, char out[MAIL_ADDRESS_MAX + 1])
+{
+	struct mail_address addr;
+	const char *error;
+	if (mail_address_parse(arg, strlen(arg), &addr, &error) < 0) {
+		fprintf(stderr, "tern: invalid address \"%s\": %s\n", arg, error);
+		return -1;
+	}
+	mail_address_format(&addr, out, MAIL_ADDRESS_MAX + 1);
+	return 0;
+}
+
+static int read_password(struct buf *pw)
+{
+	if (isatty(STDIN_FILENO))
+		fprintf(stderr, "Password: ");
+	int c;
+	while ((c = getchar()) != EOF && c != '\n') {
+		if (buf_append_c(pw, (char)c) < 0) {
+			buf_wipe(pw);
+			return -1;
+		}
+	}
+	if (pw->len > 0 && pw->data[pw->len - 1] == '\r')
+		pw->data[--pw->len] = '\0';
+	return 0;
+}
+
+/* Reads the password from stdin and returns the hash to store in *hash. */
+static int password_from_stdin(struct buf *hash)
+{
+	struct buf pw;
+	buf_init(&pw, PASSWORD_MAX);
+	if (read_password(&pw) < 0) {
+		buf_deinit(&pw);
+		return die(EX_DATAERR, "password too long (limit %d characters)", PASSWORD_MAX);
+	}
+	if (pw.len == 0) {
+		buf_deinit(&pw);
+		return die(EX_DATAERR, "empty password (it is read from the first line of stdin)");
+	}
+	int ret = EX_OK;
+	if (pw.data[0] == '{' || strncmp(pw.data, "$argon2", 7) == 0) {
+		if (!password_is_hash(pw.data))
+			ret = die(EX_DATAERR, "unsupported password hash (accepted: {ARGON2ID}, {SHA512-CRYPT}, {SHA256-CRYPT}, {BLF-CRYPT}, {CRYPT}, $argon2id$)");
+		else
+			buf_append_str(hash, pw.data);
+	} else if (password_hash(pw.data, pw.len, hash) < 0) {
+		ret = die(EX_SOFTWARE, "password hashing failed");
+	}
+	buf_wipe(&pw);
+	buf_deinit(&pw);
+	return ret;
+}
+
+static int cmd_domain(struct store *store, int argc, char **argv)
+{
+	if (argc == 1 && strcmp(argv[0], "list") == 0) {
+		struct buf out;
+		buf_init(&out, 0);
+		enum store_status st = store_domain_list(store, &out);
+		fputs(out.data, stdout);
+		buf_deinit(&out);
+		return st == STORE_OK ? EX_OK : die(store_exit(st), "domain list: %s", store_status_name(st));
+	}
+	if (argc != 2 || (strcmp(argv[0], "add") != 0 && strcmp(argv[0], "del") != 0)) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	char domain[MAIL_DOMAIN_MAX + 1];
+	if (str_copy(domain, argv[1], sizeof(domain)) >= sizeof(domain) ||
+	    !mail_domain_is_valid(argv[1], strlen(argv[1])))
+		return die(EX_DATAERR, "invalid domain name \"%s\"", argv[1]);
+	str_lower(domain);
+	if (strcmp(argv[0], "add") == 0) {
+		enum store_status st = store_domain_add(store, domain);
+		if (st == STORE_EXISTS)
+			return die(EX_CANTCREAT, "domain %s already exists", domain);
+		if (st != STORE_OK)
+			return die(store_exit(st), "domain add %s: %s", domain, store_status_name(st));
+		return EX_OK;
+	}
+	enum store_status st = store_domain_del(store, domain);
+	if (st == STORE_NOTFOUND)
+		return die(EX_NOUSER, "unknown domain %s", domain);
+	if (st == STORE_EXISTS)
+		return die(EX_UNAVAILABLE, "domain %s still has users; delete them first", domain);
+	if (st != STORE_OK)
+		return die(store_exit(st), "domain del %s: %s", domain, store_status_name(st));
+	return EX_OK;
+}
+
+static int cmd_user(struct store *store, int argc, char **argv)
+{
+	if (argc == 1 && strcmp(argv[0], "list") == 0) {
+		struct buf out;
+		buf_init(&out, 0);
+		enum store_status st = store_user_list(store, &out);
+		fputs(out.data, stdout);
+		buf_deinit(&out);
+		return st == STORE_OK ? EX_OK : die(store_exit(st), "user list: %s", store_status_name(st));
+	}
+	if (argc != 2) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	char addr[MAIL_ADDRESS_MAX + 1];
+	const char *verb = argv[0];
+	if (strcmp(verb, "add") != 0 && strcmp(verb, "del") != 0 && strcmp(verb, "passwd") != 0) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (parse_address(argv[1], addr) < 0)
+		return EX_DATAERR;
+	if (strcmp(verb, "del") == 0) {
+		enum store_status st = store_user_del(store, addr);
+		if (st == STORE_NOTFOUND)
+			return die(EX_NOUSER, "unknown user %s", addr);
+		return st == STORE_OK ? EX_OK : die(store_exit(st), "user del %s: %s", addr, store_status_name(st));
+	}
+	const char *domain = strrchr(addr, '@') + 1;
+	struct buf hash;
+	buf_init(&hash, 0);
+	int ret = EX_OK;
+	enum store_status st;
+	if (strcmp(verb, "add") == 0) {
+		st = store_domain_exists(store, domain);
+		if (st == STORE_NOTFOUND) {
+			ret = die(EX_NOUSER, "unknown domain %s (add it with: tern domain add %s)",
+				  domain, domain);
+			goto out;
+		}
+		struct buf existing;
+		buf_init(&existing, 0);
+		st = store_user_get(store, addr, &existing);
+		buf_wipe(&existing);
+		buf_deinit(&existing);
+		if (st == STORE_OK) {
+			ret = die(EX_CANTCREAT, "user %s already exists", addr);
+			goto out;
+		}
+		if ((ret = password_from_stdin(&hash)) != EX_OK)
+			goto out;
+		st = store_user_add(store, addr, hash.data);
+		if (st == STORE_EXISTS)
+			ret = die(EX_CANTCREAT, "user %s already exists", addr);
+		else if (st != STORE_OK)
+			ret = die(store_exit(st), "user add %s: %s", addr, store_status_name(st));
+	} else {
+		struct buf existing;
+		buf_init(&existing, 0);
+		st = store_user_get(store, addr, &existing);
+		buf_wipe(&existing);
+		buf_deinit(&existing);
+		if (st == STORE_NOTFOUND) {
+			ret = die(EX_NOUSER, "unknown user %s", addr);
+			goto out;
+		}
+		if ((ret = password_from_stdin(&hash)) != EX_OK)
+			goto out;
+		st = store_user_set_password(store, addr, hash.data);
+		if (st == STORE_NOTFOUND)
+			ret = die(EX_NOUSER, "unknown user %s", addr);
+		else if (st != STORE_OK)
+			ret = die(store_exit(st), "user passwd %s: %s", addr, store_status_name(st));
+	}
+out:
+	buf_deinit(&hash);
+	return ret;
+}
+
+static int cmd_deliver(const struct tern_settings *set, struct store *store, int argc,
+		       char **argv)
+{
+	const char *sender = "";
+	char sender_buf[MAIL_ADDRESS_MAX + 1] = "";
+	if (argc >= 2 && strcmp(argv[0], "-f") == 0) {
+		if (argv[1][0] != '\0' && strcmp(argv[1], "<>") != 0) {
+			if (parse_address(argv[1], sender_buf) < 0)
+				return EX_USAGE;
+			sender = sender_buf;
+		}
+		argc -= 2;
+		argv += 2;
+	}
+	if (argc != 1) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	char addr[MAIL_ADDRESS_MAX + 1];
+	if (parse_address(argv[0], addr) < 0)
+		return EX_USAGE;
+
+	struct buf body;
+	buf_init(&body, set->max_message_size + 2);
+	struct mail_crlf_normaliser norm;
+	mail_crlf_normaliser_init(&norm);
+	char chunk[65536];
+	size_t n;
+	int too_big = 0;
+	while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0) {
+		if (mail_crlf_normalise(&norm, chunk, n, &body) < 0) {
+			too_big = 1;
+			break;
+		}
+	}
+	if (!too_big && ferror(stdin)) {
+		buf_deinit(&body);
+		return die(EX_IOERR, "deliver: cannot read the message from stdin: %s", strerror(errno));
+	}
+	if (too_big || mail_crlf_normalise_finish(&norm, &body) < 0 ||
+	    body.len > set->max_message_size) {
+		buf_deinit(&body);
+		return die(EX_DATAERR, "deliver: message larger than max_message_size (%llu octets)",
+			   (unsigned long long)set->max_message_size);
+	}
+
+	struct buf prefix;
+	buf_init(&prefix, 0);
+	mail_trace_return_path(&prefix, sender);
+	mail_trace_delivered_to(&prefix, addr);
+	struct store_rcpt rcpt = { .address = addr, .prefix = prefix.data };
+	struct store_delivery d = { .body = body.data, .body_len = body.len, .rcpts = &rcpt,
+				    .rcpt_count = 1 };
+	store_delivery_init(&d);
+	enum store_status st = store_deliver(store, &d);
+	/* One retry with the same message id: idempotent if the first
+	 * attempt did commit. */
+	if (store_status_is_temporary(st) || store_status_is_temporary(rcpt.status))
+		st = store_deliver(store, &d);
+	buf_deinit(&prefix);
+	buf_deinit(&body);
+	if (st == STORE_OK)
+		st = rcpt.status;
+	if (st == STORE_NOTFOUND)
+		return die(EX_NOUSER, "deliver: unknown user %s", addr);
+	if (st != STORE_OK)
+		return die(store_exit(st), "deliver to %s: %s", addr, store_status_name(st));
+	return EX_OK;
+}
+
+int main(int argc, char **argv)
+{
+	const char *config = getenv("TERN_CONFIG");
+	int i = 1;
+	while (i < argc && argv[i][0] == '-') {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+			config = argv[i + 1];
+			i += 2;
+		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return EX_OK;
+		} else {
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (config == NULL)
+		config = DEFAULT_CONFIG;
+	const char *command = argv[i];
+	int rest_argc = argc - i - 1;
+	char **rest = argv + i + 1;
+	if (strcmp(command, "serve") != 0 && strcmp(command, "domain") != 0 &&
+	    strcmp(command, "user") != 0 && strcmp(command, "deliver") != 0) {
+		fprintf(stderr, "tern: unknown command \"%s\"\n", command);
+		usage(stderr);
+		return EX_USAGE;
+	}
+
+	char *error = NULL;
+	struct tern_settings *set = settings_load(config, &error);
+	if (set == NULL) {
+		fprintf(stderr, "tern: %s\n", error);
+		free(error);
+		return EX_CONFIG;
+	}
+	int ret;
+	if (strcmp(command, "serve") == 0) {
+		if (rest_argc != 0) {
+			usage(stderr);
+			ret = EX_USAGE;
+		} else {
+			ret = serve(set);
+		}
+		settings_free(&set);
+		return ret;
+	}
+
+	log_set_level(LOG_WARN);
+	const char *serror;
+	struct store *store = store_open(&set->store, &serror);
+	if (store == NULL) {
+		fprintf(stderr, "tern: cannot open the %s store: %s\n", set->store.backend, serror);
+		settings_free(&set);
+		return EX_TEMPFAIL;
+	}
+	if (strcmp(command, "domain") == 0)
+		ret = cmd_domain(store, rest_argc, rest);
+	else if (strcmp(command, "user") == 0)
+		ret = cmd_user(store, rest_argc, rest);
+	else
+		ret = cmd_deliver(set, store, rest_argc, rest);
+	store_close(&store);
+	settings_free(&set);
+	return ret;
+}
