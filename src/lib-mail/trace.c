@@ -17,21 +17,31 @@
 #define FOLD_WIDTH 78
 
 /* Copies at most max characters of in to out, replacing anything that is
- * not printable ASCII or that has meaning in a Received: clause. Returns
- * true when in was truncated. */
-static bool sanitise(char *out, size_t outsize, const char *in, size_t max,
-		     const char *forbidden)
+ * not printable ASCII or that has meaning in the field (forbidden) by '?'.
+ * Spaces are kept only in addresses, where a quoted local part may hold
+ * them; elsewhere a space would split a token. Returns true when in was
+ * truncated. */
+static bool sanitise_ex(char *out, size_t outsize, const char *in, size_t max,
+			const char *forbidden, bool allow_space)
 {
 	size_t o = 0, i;
 
 	for (i = 0; in[i] != '\0' && i < max && o + 1 < outsize; i++) {
 		unsigned char c = (unsigned char)in[i];
-		if (c < 0x21 || c > 0x7e || strchr(forbidden, c) != NULL)
+		if (c == ' ' && allow_space)
+			;
+		else if (c < 0x21 || c > 0x7e || strchr(forbidden, c) != NULL)
 			c = '?';
 		out[o++] = (char)c;
 	}
 	out[o] = '\0';
 	return in[i] != '\0';
+}
+
+static bool sanitise(char *out, size_t outsize, const char *in, size_t max,
+		     const char *forbidden)
+{
+	return sanitise_ex(out, outsize, in, max, forbidden, false);
 }
 
 struct folder {
@@ -140,7 +150,7 @@ int mail_trace_return_path(struct buf *out, const char *reverse_path)
 {
 	char tmp[MAIL_TRACE_HELO_MAX + 300];
 
-	sanitise(tmp, sizeof(tmp), reverse_path, 255 + 64 + 1, "<>");
+	sanitise_ex(tmp, sizeof(tmp), reverse_path, 255 + 64 + 1, "<>", true);
 	return buf_printf(out, "Return-Path: <%s>\r\n", tmp);
 }
 
@@ -148,6 +158,6 @@ int mail_trace_delivered_to(struct buf *out, const char *addr)
 {
 	char tmp[MAIL_TRACE_HELO_MAX + 300];
 
-	sanitise(tmp, sizeof(tmp), addr, 255 + 64 + 1, "<>");
+	sanitise_ex(tmp, sizeof(tmp), addr, 255 + 64 + 1, "<>", true);
 	return buf_printf(out, "Delivered-To: %s\r\n", tmp);
 }
