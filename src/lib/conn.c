@@ -31,6 +31,7 @@ struct conn {
 	const struct conn_callbacks *cb;
 	void *ctx;
 	struct event *deferred;
+	struct event *flush_timer;  /* polls the TLS filter's socket buffer at close */
 	struct buf line;
 	size_t line_max;
 	unsigned int idle_timeout;
@@ -60,6 +61,52 @@ static void finish(struct conn *conn, enum conn_close_reason reason)
 	conn->closing = true;
 	bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
 	schedule(conn);
+}
+
+/* Sends the TLS close_notify alert, so clients see a clean end of the
+ * session rather than a truncation. Best effort: the socket is
+ * non-blocking and the alert is a few dozen bytes. */
+static void tls_shutdown(struct conn *conn)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(conn->bev);
+	if (ssl == NULL || !SSL_is_init_finished(ssl))
+		return;
+	SSL_shutdown(ssl);
+	struct bufferevent *under = bufferevent_get_underlying(conn->bev);
+	if (under != NULL) {
+		struct evbuffer *out = bufferevent_get_output(under);
+		/* A socket bufferevent freezes the start of its output buffer
+		 * outside its own write callback; lift that for this one write. */
+		evbuffer_unfreeze(out, 1);
+		int fd = bufferevent_getfd(under);
+		while (fd >= 0 && evbuffer_get_length(out) > 0 && evbuffer_write(out, fd) > 0)
+			;
+		evbuffer_freeze(out, 1);
+	}
+}
+
+static void try_finish_close(struct conn *conn);
+
+static void flush_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	try_finish_close(arg);
+}
+
+/* Closes once everything queued has reached the kernel. With a TLS filter
+ * (after STARTTLS) the ciphertext sits in the socket bufferevent below,
+ * whose progress the filter does not report, hence the short poll. */
+static void try_finish_close(struct conn *conn)
+{
+	if (conn->close_pending || conn->closed_sent)
+		return;
+	if (conn_output_pending(conn) > 0) {
+		struct timeval tv = { 0, 20000 };
+		evtimer_add(conn->flush_timer, &tv);
+		return;
+	}
+	if (conn->tls)
+		tls_shutdown(conn);
+	finish(conn, CONN_CLOSE_LOCAL);
 }
 
 static void process_input(struct conn *conn)
@@ -155,6 +202,7 @@ struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr 
 	conn->line_max = 1024;
 	buf_init(&conn->line, 0);
 	conn->deferred = event_new(base, -1, 0, deferred_cb, conn);
+	conn->flush_timer = evtimer_new(base, flush_timer_cb, conn);
 	evutil_make_socket_nonblocking(fd);
 
 	if (peer->sa_family == AF_INET) {
@@ -208,6 +256,7 @@ void conn_free(struct conn **connp)
 	if (conn->bev != NULL)
 		bufferevent_free(conn->bev);
 	event_free(conn->deferred);
+	event_free(conn->flush_timer);
 	buf_deinit(&conn->line);
 	free(conn);
 }
@@ -271,7 +320,11 @@ void conn_write_buf(struct conn *conn, struct buf *b)
 
 size_t conn_output_pending(const struct conn *conn)
 {
-	return evbuffer_get_length(bufferevent_get_output(conn->bev));
+	size_t n = evbuffer_get_length(bufferevent_get_output(conn->bev));
+	struct bufferevent *under = bufferevent_get_underlying(conn->bev);
+	if (under != NULL)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
 }
 
 void conn_pause(struct conn *conn)
@@ -329,9 +382,9 @@ void conn_close(struct conn *conn)
 		return;
 	conn->closing = true;
 	bufferevent_disable(conn->bev, EV_READ);
-	if (conn_output_pending(conn) == 0)
-		finish(conn, CONN_CLOSE_LOCAL);
-	/* else conn_write_cb finishes once the output has drained */
+	/* Finishes now, or from conn_write_cb / the flush timer once the
+	 * output has drained. */
+	try_finish_close(conn);
 }
 
 bool conn_is_closing(const struct conn *conn)
@@ -374,8 +427,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *conn = arg;
-	if (conn->closing && !conn->close_pending && conn_output_pending(conn) == 0)
-		finish(conn, CONN_CLOSE_LOCAL);
+	if (conn->closing && conn->close_reason != CONN_CLOSE_TIMEOUT)
+		try_finish_close(conn);
+	else if (conn->closing && conn_output_pending(conn) == 0)
+		finish(conn, CONN_CLOSE_TIMEOUT);
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)

@@ -382,7 +382,7 @@ struct pop3_command_def {
 #define TRANS POP3_STATE_TRANSACTION
 static const struct pop3_command_def commands[] = {
 	{ POP3_VERB_CAPA, AUTHZ | TRANS, cmd_capa },
-	{ POP3_VERB_NOOP, AUTHZ | TRANS, cmd_noop },
+	{ POP3_VERB_NOOP, TRANS, cmd_noop },
 	{ POP3_VERB_QUIT, AUTHZ | TRANS, cmd_quit },
 	{ POP3_VERB_STLS, AUTHZ, cmd_stls },
 	{ POP3_VERB_USER, AUTHZ, cmd_user },

@@ -148,12 +148,9 @@ static int parse_params(char *p, struct smtp_path_args *out, const char **error_
 			*error_r = "malformed parameter keyword";
 			return -1;
 		}
-		for (unsigned int i = 0; i < out->param_count; i++) {
-			if (strcmp(out->params[i].keyword, kw) == 0) {
-				*error_r = "duplicate parameter";
-				return -1;
-			}
-		}
+		/* A repeated keyword is kept, not refused: clients such as
+		 * Python's smtplib send SIZE= twice when the caller adds one,
+		 * and the session checks every occurrence. */
 		if (out->param_count >= SMTP_PARAMS_MAX) {
 			*error_r = "too many parameters";
 			return -1;

@@ -48,8 +48,8 @@ int smtp_parse_command(char *line, size_t len, struct smtp_command *cmd_r,
 /* Parses "FROM:<path> [params]" (MAIL; null path allowed) or "TO:<path>
  * [params]" (RCPT). A space after the colon is tolerated. RCPT TO:<Postmaster>
  * (no domain, RFC 5321 4.5.1) gives local "postmaster" and an empty domain.
- * Duplicate parameters, more than SMTP_PARAMS_MAX, and empty values are
- * refused; unknown keywords are returned for the session to judge. Returns 0, or -1
+ * More than SMTP_PARAMS_MAX parameters and empty values are refused; a
+ * repeated keyword is returned once per occurrence; unknown keywords are returned for the session to judge. Returns 0, or -1
  * with a reason suitable for a 501 reply. */
 int smtp_parse_mail_args(char *args, struct smtp_path_args *out, const char **error_r);
 int smtp_parse_rcpt_args(char *args, struct smtp_path_args *out, const char **error_r);

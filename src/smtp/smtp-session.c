@@ -34,7 +34,7 @@
 #include "store.h"
 #include "worker-pool.h"
 
-#define SMTP_LINE_MAX 2048          /* command lines: RFC 5321 says 512 */
+#define SMTP_LINE_MAX 1000          /* command lines; RFC 5321 4.5.3.1.4 requires 512 */
 #define SMTP_TIMEOUT 300            /* RFC 5321 4.5.3.2: 5 minutes */
 #define SMTP_BAD_COMMANDS_MAX 20
 #define SMTP_DATA_LINE_MAX 65536    /* longest text line accepted in DATA */
@@ -81,6 +81,7 @@ struct smtp_session {
 	char job_rcpt[MAIL_ADDRESS_MAX + 1];
 	enum store_status job_status;
 	bool job_domain_local;
+	bool job_postmaster;
 	struct store_delivery delivery;
 	struct store_rcpt *store_rcpts;
 	char **prefixes;
@@ -273,6 +274,14 @@ static void cmd_rcpt(struct smtp_session *s, struct smtp_command *cmd)
 		reply(s, "452 4.5.3 Too many recipients");
 		return;
 	}
+	if (pa.addr.domain[0] == '\0') {
+		/* <Postmaster> without a domain (RFC 5321 4.5.1): this host's. */
+		str_copy(pa.addr.domain, s->daemon->set->hostname, sizeof(pa.addr.domain));
+		str_lower(pa.addr.domain);
+		s->job_postmaster = true;
+	} else {
+		s->job_postmaster = false;
+	}
 	s->job_addr = pa.addr;
 	mail_address_format(&pa.addr, s->job_rcpt, sizeof(s->job_rcpt));
 	run_job(s, JOB_RCPT);
@@ -285,7 +294,8 @@ static void cmd_data(struct smtp_session *s, struct smtp_command *cmd)
 		return;
 	}
 	if (s->state != SMTP_STATE_RCPT) {
-		bad_command(s, s->state == SMTP_STATE_MAIL ? "554 5.5.1 No valid recipients"
+		/* RFC 2033 4.2 requires 503 here for LMTP; SMTP may use it too. */
+		bad_command(s, s->state == SMTP_STATE_MAIL ? "503 5.5.1 No valid recipients"
 							   : "503 5.5.1 Need RCPT before DATA");
 		return;
 	}
@@ -410,26 +420,36 @@ static void on_line_too_long(void *ctx)
 	bad_command(ctx, "500 5.5.2 Line too long");
 }
 
+/* Refuses the message after DATA: once for SMTP, once per accepted
+ * recipient for LMTP (RFC 2033 4.2). */
+static void refuse_data(struct smtp_session *s, const char *text)
+{
+	unsigned int n = s->proto == SMTP_PROTOCOL_LMTP ? s->rcpt_count : 1;
+	for (unsigned int i = 0; i < n; i++)
+		reply(s, text);
+	reset_transaction(s);
+}
+
 /* Builds the delivery once the data has ended, or answers the refusal. */
 static void data_finished(struct smtp_session *s)
 {
 	conn_set_raw(s->conn, false);
 	const struct tern_settings *set = s->daemon->set;
+	char text[160];
 	if (s->decoder.discard || s->decoder.size > set->max_message_size) {
-		conn_printf(s->conn, "552 5.3.4 Message size exceeds fixed limit of %llu octets\r\n",
-			    (unsigned long long)set->max_message_size);
-		reset_transaction(s);
+		snprintf(text, sizeof(text), "552 5.3.4 Message size exceeds fixed limit of %llu octets",
+			 (unsigned long long)set->max_message_size);
+		refuse_data(s, text);
 		return;
 	}
 	if (s->decoder.bare_lf > 0 || s->decoder.bare_cr > 0) {
-		reply(s, "550 5.6.0 Message contains bare LF or bare CR; lines must end with CRLF (RFC 5321 2.3.8)");
-		reset_transaction(s);
+		refuse_data(s, "550 5.6.0 Message contains bare LF or bare CR; lines must end with CRLF (RFC 5321 2.3.8)");
 		return;
 	}
 	if (s->decoder.max_line_len > SMTP_DATA_LINE_MAX) {
-		conn_printf(s->conn, "552 5.3.4 Message line too long (limit %d octets)\r\n",
-			    SMTP_DATA_LINE_MAX);
-		reset_transaction(s);
+		snprintf(text, sizeof(text), "552 5.3.4 Message line too long (limit %d octets)",
+			 SMTP_DATA_LINE_MAX);
+		refuse_data(s, text);
 		return;
 	}
 
@@ -561,7 +581,7 @@ static void job_work(struct worker_job *job)
 static void finish_rcpt(struct smtp_session *s)
 {
 	enum store_status st = s->job_status;
-	if (!s->job_domain_local && st == STORE_NOTFOUND) {
+	if (!s->job_domain_local && st == STORE_NOTFOUND && !s->job_postmaster) {
 		conn_printf(s->conn, "550 5.7.1 <%s>: Relay access denied (not a local domain)\r\n",
 			    s->job_rcpt);
 		return;
