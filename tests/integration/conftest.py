@@ -59,6 +59,14 @@ def require_tool(name):
     return path
 
 
+def check_sanitizer_output(text, what):
+    """Under TERN_SANITIZED=1 a sanitizer report from any tern process fails."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    if SANITIZED and text and SANITIZER_RE.search(text):
+        raise AssertionError("sanitizer report from %s:\n%s" % (what, text[-6000:]))
+
+
 def render_ini(sections):
     out = []
     for name, keys in sections.items():
@@ -228,8 +236,10 @@ class TernServer:
     # --- CLI -----------------------------------------------------------
     def cli(self, *args, input=None, config=None):
         cmd = [self.binary, "-c", str(config or self.config_path)] + [str(a) for a in args]
-        return subprocess.run(cmd, input=input, capture_output=True, text=True,
-                              timeout=CLI_TIMEOUT, env=self.env())
+        r = subprocess.run(cmd, input=input, capture_output=True, text=True,
+                           timeout=CLI_TIMEOUT, env=self.env())
+        check_sanitizer_output(r.stderr, "tern " + " ".join(map(str, args)))
+        return r
 
     def cli_ok(self, *args, input=None):
         r = self.cli(*args, input=input)
@@ -318,6 +328,7 @@ class TernServer:
     def deliver_cli(self, address, message):
         r = subprocess.run([self.binary, "-c", str(self.config_path), "deliver", address],
                            input=message, capture_output=True, timeout=CLI_TIMEOUT, env=self.env())
+        check_sanitizer_output(r.stderr, "tern deliver")
         return r
 
     def fetch_all(self, user, password):

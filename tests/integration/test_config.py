@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import CLI_TIMEOUT, free_ports
+from conftest import CLI_TIMEOUT, check_sanitizer_output, free_ports
 from helpers import TIMEOUT, Pop3, Smtp
 
 
@@ -60,6 +60,7 @@ def run_serve(tern_bin, path, timeout=TIMEOUT):
         p.kill()
         out, err = p.communicate()
         pytest.fail("tern serve kept running with a bad configuration; stderr:\n%s" % err)
+    check_sanitizer_output(err, "tern serve")
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
@@ -149,6 +150,7 @@ def test_cli_commands_also_reject_bad_config(tern_bin, tmp_path):
     path.write_text(text)
     r = subprocess.run([str(tern_bin), "-c", str(path), "domain", "list"],
                        capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    check_sanitizer_output(r.stderr, "tern domain list")
     assert_points_at(r, path, lineno)
 
 
@@ -257,3 +259,29 @@ def test_missing_certificate_fails(tern_bin, tmp_path):
 def test_sigint_exits_zero(servers):
     s = servers.create()
     s.stop(sig=signal.SIGINT)
+
+
+def test_admin_section_is_known(servers):
+    admin_port, = free_ports(1)
+    s = servers.create(overrides={"admin": {"listen": "127.0.0.1:%d" % admin_port}})
+    with s.pop3() as c:
+        assert c.greeting.startswith("+OK")
+
+
+def test_explicit_defaults_accepted(servers):
+    s = servers.create(overrides={"tls": {"min_version": "1.2"},
+                                  "auth": {"plaintext": "tls_or_loopback"}})
+    with s.pop3s() as c:
+        assert c.greeting.startswith("+OK")
+
+
+def test_deliver_with_bad_config_is_ex_config(tern_bin, tmp_path):
+    ports = free_ports(3)
+    text, lineno = with_line(base_lines(tmp_path, ports), "store", "pop3_ids = banana")
+    path = tmp_path / "bad.conf"
+    path.write_text(text)
+    r = subprocess.run([str(tern_bin), "-c", str(path), "deliver", "a@example.test"],
+                       input="Subject: x\n\ny\n", capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    check_sanitizer_output(r.stderr, "tern deliver")
+    assert r.returncode == 78, "EX_CONFIG expected, got %s: %s" % (r.returncode, r.stderr)
+    assert_points_at(r, path, lineno)

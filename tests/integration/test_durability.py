@@ -2,12 +2,13 @@
 trouble answers 451 4.3.0 / -ERR [SYS/TEMP], never a success or a 5xx;
 SIGTERM stops cleanly even with clients connected."""
 import sqlite3
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import EX_OK, STOP_TIMEOUT
+from conftest import EX_OK, EX_TEMPFAIL, STOP_TIMEOUT
 from helpers import SANITIZED, Closed, Pop3, Smtp, headers, make_message, stuff, wait_until
 
 MARK = b"END-OF-MESSAGE-MARK\r\n"
@@ -212,3 +213,17 @@ def test_storage_busy_at_quit_gives_sys_temp(servers):
     # the delete cannot be committed while the lock is held: +OK would be a lie
     assert r.startswith("-ERR [SYS/TEMP]"), "storage trouble at QUIT (RFC 3206): %r" % r
     assert all_subjects(s, a, apw) == ["bq-0", "bq-1"]
+
+
+def test_deliver_cli_when_storage_busy_is_tempfail(servers):
+    s = servers.create(name="busycli")
+    a, apw = s.new_user("bcli")
+    lock = WriteLock(s)
+    try:
+        r = subprocess.run([s.binary, "-c", str(s.config_path), "deliver", a],
+                           input=b"Subject: busy-cli\n\nbody\n", capture_output=True,
+                           timeout=LOCK_WAIT, env=s.env())
+    finally:
+        lock.release()
+    assert r.returncode == EX_TEMPFAIL, "EX_TEMPFAIL expected, got %s: %s" % (r.returncode, r.stderr)
+    assert s.count(a, apw) == 0

@@ -495,3 +495,57 @@ def test_command_line_too_long(server):
         assert s.data(make_message("cmdlong", to=addr)).code == 250
         s.quit()
     assert server.count(addr, pw) == 1
+
+
+# --------------------------------------------------------------------------
+# RFC 5321 details
+
+@pytest.mark.parametrize("rcpt", ["Postmaster", "postmaster@example.test", "POSTMASTER@Example.Test"])
+def test_postmaster_accepted(server, rcpt):
+    """RFC 5321 4.5.1: <Postmaster> and postmaster at every served domain
+    MUST be accepted."""
+    server.add_domain(server.DOMAIN)
+    with begin(server) as s:
+        r = s.cmd("RCPT TO:<%s>" % rcpt)
+        assert r.code == 250, r
+        s.quit()
+
+
+def test_ehlo_mid_transaction_resets_it(server):
+    """RFC 5321 4.1.4: EHLO in a session clears the transaction like RSET."""
+    addr, pw = server.new_user("ehloreset")
+    with begin(server) as s:
+        assert s.cmd("RCPT TO:<%s>" % addr).code == 250
+        s.ehlo()
+        r = s.cmd("DATA")
+        assert r.code in (503, 554), r
+        assert s.cmd("MAIL FROM:<a@remote.test>").code == 250
+        s.quit()
+    assert server.count(addr, pw) == 0
+
+
+def test_smtputf8_when_advertised(server):
+    addr, pw = server.new_user("utf8")
+    with server.smtp() as s:
+        kw = ehlo_keywords(s.ehlo())
+        if "SMTPUTF8" not in kw:
+            pytest.skip("SMTPUTF8 not advertised")
+        r = s.cmd("MAIL FROM:<jösé@remote.test> SMTPUTF8")
+        assert r.code == 250, "RFC 6531: the advertised SMTPUTF8 parameter: %r" % r
+        assert s.cmd("RCPT TO:<%s>" % addr).code == 250
+        msg = make_message("utf8", "Grüße\r\n", sender="jösé@remote.test", to=addr)
+        assert s.data(msg).code == 250
+        s.quit()
+    (_, _, got), = server.fetch_all(addr, pw)
+    assert got.endswith(msg)
+    assert "jösé@remote.test".encode() in got.split(b"\r\n\r\n")[0]
+
+
+def test_body_parameter_values(server):
+    with server.smtp() as s:
+        s.ehlo()
+        assert s.cmd("MAIL FROM:<a@remote.test> BODY=7BIT").code == 250
+        assert s.cmd("RSET").code == 250
+        r = s.cmd("MAIL FROM:<a@remote.test> BODY=NONSENSE")
+        assert 500 <= r.code < 600, r
+        s.quit()
