@@ -60,15 +60,20 @@ int ini_parse_file(const char *path, ini_section_callback_t *section_cb,
 	const char *reason = NULL;
 	int ret = 0;
 
-	while (fgets(line, sizeof(line), f) != NULL) {
+	for (;;) {
+		/* fgets() gives no length: with the buffer pre-filled with non-NUL
+		 * bytes, a NUL after the first one means the line contained one. */
+		memset(line, 'x', sizeof(line));
+		if (fgets(line, sizeof(line), f) == NULL)
+			break;
 		lineno++;
 		size_t len = strlen(line);
-		if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
-			reason = "line too long (limit 4095 characters)";
+		if (memchr(line + len + 1, '\0', sizeof(line) - len - 1) != NULL) {
+			reason = "NUL byte in line";
 			break;
 		}
-		if (memchr(line, '\0', len) != NULL && strlen(line) != len) {
-			reason = "NUL byte in line";
+		if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
+			reason = "line too long (limit 4095 characters)";
 			break;
 		}
 		char *s = trim(line);
