@@ -45,6 +45,7 @@ struct store {
 
 extern const struct store_vfuncs store_sqlite_vfuncs;
 extern const struct store_vfuncs store_mem_vfuncs;
+extern const struct store_vfuncs store_cassandra_vfuncs;
 
 /* Helpers shared by backends. */
 /* The UIDL for uid mode: Dovecot's "%08Xu%08Xv" layout. */

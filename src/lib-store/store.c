@@ -9,12 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mail-data.h"
 
 static const struct store_vfuncs *const backends[] = {
 	&store_sqlite_vfuncs,
 	&store_mem_vfuncs,
+	&store_cassandra_vfuncs,
 };
 
 const char *store_status_name(enum store_status st)
@@ -45,7 +47,7 @@ struct store *store_open(const struct store_settings *set, const char **error_r)
 			return store;
 		}
 	}
-	*error_r = "unknown store backend (this build has: sqlite, mem)";
+	*error_r = "unknown store backend (this build has: sqlite, cassandra, mem)";
 	return NULL;
 }
 
@@ -146,6 +148,9 @@ enum store_status store_maildrop_open(struct store *store, const char *address,
 	md->store = store;
 	md->address = xstrdup(address);
 	uuid_v5(address, strlen(address), &md->mailbox_id);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	md->login_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 	enum store_status st = store->v->maildrop_read(store, md);
 	if (st != STORE_OK) {
 		store_maildrop_free(&md);

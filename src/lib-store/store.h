@@ -128,6 +128,7 @@ struct store_maildrop {
 	struct store *store;
 	char *address;
 	struct uuid mailbox_id;
+	int64_t login_us;     /* when the listing was read (µs since the epoch) */
 	unsigned int count;
 	uint64_t total_size;
 	struct store_listing_entry *entries;  /* ordered by id */

@@ -1,0 +1,951 @@
+/*
+ * store-cassandra: the distributed backend, on Apache Cassandra through
+ * lib-cql. Every tern node is stateless; several nodes, in several
+ * datacenters, serve the same mailboxes.
+ *
+ * Invariants (design.md):
+ * - In pop3_ids = messageid mode no statement is conditional and no read is
+ *   SERIAL: delivery and POP3 never use a lightweight transaction. lib-cql
+ *   counts both; the counts are logged when the store closes.
+ * - Every write is idempotent: rows are keyed by ids the writer chose before
+ *   the first attempt (the message's TimeUUID, the mailbox's name-based
+ *   UUID), so a retried statement rewrites the same cells.
+ * - Delivery writes the body chunks (at most 1 MiB each), then per recipient
+ *   a body_refs row and the listing row, all synchronously at the write
+ *   consistency before the store answers: a listed message has its body in
+ *   the writer's datacenter.
+ * - The listing (mailbox_id → message_id, size, uidl) is one partition,
+ *   ordered by message id: STAT/LIST/UIDL are one paged partition read.
+ * - A body is deleted only after the last body_refs row naming it is gone.
+ *
+ * Download-and-delete: POP3 clients delete what they downloaded, a prefix
+ * of the time-ordered listing. When the deleted messages form a prefix, the
+ * prefix is removed with one range tombstone instead of one tombstone per
+ * row, so a mailbox that has received and deleted 100,000 messages still
+ * reads in one fast slice (row tombstones would pile up until gc_grace and
+ * trip tombstone_failure_threshold). The range never reaches ids minted in
+ * the last RANGE_DELETE_MARGIN before the session logged in, so a delivery
+ * still writing its listing row cannot be covered by it; messages younger
+ * than that are deleted row by row.
+ */
+#include "store-private.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cql.h"
+#include "log.h"
+
+#define CHUNK_SIZE (1024 * 1024)
+#define LISTING_PAGE 5000
+#define RANGE_DELETE_MARGIN_US (60LL * 1000000)
+#define UID_CAS_ATTEMPTS 20
+
+struct cass_store {
+	struct store store;
+	struct cql_session *session;
+	enum cql_consistency read_cl, write_cl;
+	char keyspace[64];
+};
+
+/* A statement text with "{ks}" replaced by the keyspace, into out (512
+ * bytes: every statement here fits). */
+static const char *expand(const struct cass_store *c, const char *tmpl, char *out, size_t size)
+{
+	size_t o = 0;
+	for (const char *p = tmpl; *p != '\0' && o + 1 < size;) {
+		if (strncmp(p, "{ks}", 4) == 0) {
+			size_t n = strlen(c->keyspace);
+			if (o + n + 1 >= size)
+				break;
+			memcpy(out + o, c->keyspace, n);
+			o += n;
+			p += 4;
+		} else {
+			out[o++] = *p++;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+#define Q(c, buf, tmpl) expand((c), (tmpl), (buf), sizeof(buf))
+
+static enum store_status status_from_error(const struct cql_error *err, const char *what)
+{
+	log_error("cassandra: %s: %s: %s", what, cql_error_kind_name(err->kind), err->message);
+	if (cql_error_is_uncertain(err))
+		return STORE_UNCERTAIN;
+	if (cql_error_is_temporary(err))
+		return STORE_TEMPFAIL;
+	return STORE_PERM;
+}
+
+/* Runs a statement (prepared, cached by lib-cql) with the given values.
+ * Writes are idempotent by construction, so every statement is marked so. */
+static enum store_status run(struct cass_store *c, const char *cql, const struct cql_values *v,
+			     enum cql_consistency cl, struct cql_result **result_r)
+{
+	struct cql_error err;
+	struct cql_prepared *stmt = cql_prepare(c->session, cql, &err);
+	if (stmt == NULL)
+		return status_from_error(&err, cql);
+	struct cql_query_opts opts;
+	cql_query_opts_init(&opts);
+	opts.consistency = cl;
+	opts.idempotent = true;
+	struct cql_result *res = NULL;
+	if (cql_execute(c->session, stmt, v, &opts, &res, &err) < 0)
+		return status_from_error(&err, cql);
+	if (result_r != NULL)
+		*result_r = res;
+	else
+		cql_result_free(&res);
+	return STORE_OK;
+}
+
+static enum store_status run_ddl(struct cass_store *c, const char *cql)
+{
+	struct cql_error err;
+	struct cql_result *res = NULL;
+	struct cql_query_opts opts;
+	cql_query_opts_init(&opts);
+	opts.timeout_ms = 60000;
+	if (cql_query(c->session, cql, NULL, &opts, &res, &err) < 0)
+		return status_from_error(&err, cql);
+	cql_result_free(&res);
+	return STORE_OK;
+}
+
+/* "dc1:3, dc2:3" → "'dc1': 3, 'dc2': 3"; -1 on a malformed value. */
+static int replication_map(const char *spec, struct buf *out)
+{
+	const char *p = spec;
+	int n = 0;
+	while (*p != '\0') {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		const char *name = p;
+		while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		       (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.')
+			p++;
+		size_t nlen = (size_t)(p - name);
+		if (nlen == 0 || *p != ':')
+			return -1;
+		p++;
+		char *end;
+		long rf = strtol(p, &end, 10);
+		if (end == p || rf < 1 || rf > 99)
+			return -1;
+		p = end;
+		while (*p == ' ')
+			p++;
+		if (*p != '\0' && *p != ',')
+			return -1;
+		buf_printf(out, "%s'%.*s': %ld", n > 0 ? ", " : "", (int)nlen, name, rf);
+		n++;
+	}
+	return n > 0 ? 0 : -1;
+}
+
+static bool valid_identifier(const char *s)
+{
+	if (*s == '\0' || strlen(s) > 48)
+		return false;
+	for (; *s != '\0'; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+			return false;
+	return true;
+}
+
+static const char *const schema[] = {
+	"CREATE TABLE IF NOT EXISTS {ks}.meta (key text PRIMARY KEY, value text)",
+	"CREATE TABLE IF NOT EXISTS {ks}.domains (name text PRIMARY KEY)",
+	"CREATE TABLE IF NOT EXISTS {ks}.users (address text PRIMARY KEY, domain text,"
+	" password text)",
+	"CREATE TABLE IF NOT EXISTS {ks}.users_by_domain (domain text, address text,"
+	" PRIMARY KEY ((domain), address))",
+	/* One partition per mailbox, clustered by arrival. Leveled compaction
+	 * keeps a mailbox's rows in few sstables, so a listing read touches
+	 * little data and range tombstones meet the rows they shadow soon. */
+	"CREATE TABLE IF NOT EXISTS {ks}.listing (mailbox_id uuid, message_id timeuuid,"
+	" size bigint, uidl text, prefix blob, body_size bigint, chunks int,"
+	" PRIMARY KEY ((mailbox_id), message_id))"
+	" WITH CLUSTERING ORDER BY (message_id ASC)"
+	" AND compaction = {'class': 'LeveledCompactionStrategy'}",
+	/* One partition per chunk: a 25 MiB message is 25 small partitions. */
+	"CREATE TABLE IF NOT EXISTS {ks}.bodies (message_id timeuuid, chunk int, data blob,"
+	" PRIMARY KEY ((message_id, chunk)))",
+	/* Who references a body, with what the listing row needs, so repair
+	 * can re-list a message whose listing row is missing. */
+	"CREATE TABLE IF NOT EXISTS {ks}.body_refs (message_id timeuuid, mailbox_id uuid,"
+	" size bigint, uidl text, prefix blob, body_size bigint, chunks int,"
+	" PRIMARY KEY ((message_id), mailbox_id))",
+	/* uid mode only: the per-mailbox counter, advanced by compare-and-set. */
+	"CREATE TABLE IF NOT EXISTS {ks}.mailbox_uids (mailbox_id uuid PRIMARY KEY,"
+	" next_uid bigint)",
+};
+
+static struct store *cass_open(const struct store_settings *set, const char **error_r)
+{
+	static char errbuf[600];
+	struct cass_store *c = xcalloc(1, sizeof(*c));
+	const char *ks = set->keyspace != NULL ? set->keyspace : "tern";
+	c->read_cl = c->write_cl = CQL_LOCAL_QUORUM;
+	if (!valid_identifier(ks)) {
+		*error_r = "[cassandra] keyspace must be lower-case letters, digits and _";
+		free(c);
+		return NULL;
+	}
+	str_copy(c->keyspace, ks, sizeof(c->keyspace));
+	if ((set->read_consistency != NULL &&
+	     cql_consistency_parse(set->read_consistency, &c->read_cl) < 0) ||
+	    (set->write_consistency != NULL &&
+	     cql_consistency_parse(set->write_consistency, &c->write_cl) < 0)) {
+		*error_r = "[cassandra] invalid consistency level";
+		free(c);
+		return NULL;
+	}
+	struct buf repl;
+	buf_init(&repl, 0);
+	if (replication_map(set->replication != NULL ? set->replication : "dc1:1", &repl) < 0) {
+		*error_r = "[cassandra] replication must look like \"dc1:3, dc2:3\"";
+		buf_deinit(&repl);
+		free(c);
+		return NULL;
+	}
+
+	struct cql_settings cs;
+	cql_settings_init(&cs);
+	if (set->contact_points != NULL)
+		cs.contact_points = set->contact_points;
+	cs.local_dc = set->local_dc;
+	cs.username = set->username;
+	cs.password = set->password;
+	struct cql_error err;
+	c->session = cql_session_create(&cs, &err);
+	if (c->session == NULL) {
+		snprintf(errbuf, sizeof(errbuf), "cannot connect to Cassandra at %s: %s: %s",
+			 cs.contact_points, cql_error_kind_name(err.kind), err.message);
+		*error_r = errbuf;
+		buf_deinit(&repl);
+		free(c);
+		return NULL;
+	}
+
+	/* Idempotent schema creation: safe to run on every start, on every
+	 * node, concurrently (the DDL is schema, not data: no Paxos). */
+	struct buf q;
+	buf_init(&q, 0);
+	buf_printf(&q, "CREATE KEYSPACE IF NOT EXISTS %s WITH replication ="
+		       " {'class': 'NetworkTopologyStrategy', %s}", c->keyspace, repl.data);
+	enum store_status st = run_ddl(c, q.data);
+	for (size_t i = 0; st == STORE_OK && i < sizeof(schema) / sizeof(schema[0]); i++) {
+		char stmt[1024];
+		st = run_ddl(c, expand(c, schema[i], stmt, sizeof(stmt)));
+	}
+	buf_deinit(&q);
+	buf_deinit(&repl);
+	if (st != STORE_OK) {
+		*error_r = "cannot create the Cassandra schema (see the log)";
+		cql_session_destroy(&c->session);
+		free(c);
+		return NULL;
+	}
+	return &c->store;
+}
+
+static void cass_close(struct store *store)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	struct cql_stats stats;
+	cql_session_stats(c->session, &stats);
+	log_info("cassandra: %llu requests, %llu errors, %llu retries, "
+		 "%llu conditional statements (LWT), %llu serial reads",
+		 (unsigned long long)stats.requests, (unsigned long long)stats.errors,
+		 (unsigned long long)stats.retries,
+		 (unsigned long long)stats.conditional_statements,
+		 (unsigned long long)stats.serial_reads);
+	cql_session_destroy(&c->session);
+	free(c);
+}
+
+
+
+/* Runs a one-text-parameter write. */
+static enum store_status write1(struct cass_store *c, const char *fmt, const char *a,
+				const char *b)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, a);
+	if (b != NULL)
+		cql_values_add_text(v, b);
+	enum store_status st = run(c, Q(c, q, fmt), v, c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+/* Runs a read with up to one text parameter; appends column 0 of each row
+ * (text) and '\n' to out when given. NOTFOUND when there is no row. */
+static enum store_status read_text(struct cass_store *c, const char *fmt, const char *a,
+				   struct buf *out, bool one)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	if (a != NULL)
+		cql_values_add_text(v, a);
+	enum store_status st = STORE_OK;
+	const void *paging = NULL;
+	size_t paging_len = 0;
+	struct cql_prepared *stmt;
+	struct cql_error err;
+	unsigned int rows = 0;
+	Q(c, q, fmt);
+	stmt = cql_prepare(c->session, q, &err);
+	if (stmt == NULL) {
+		cql_values_free(&v);
+		return status_from_error(&err, q);
+	}
+	struct cql_result *res = NULL;
+	do {
+		struct cql_query_opts opts;
+		cql_query_opts_init(&opts);
+		opts.consistency = c->read_cl;
+		opts.idempotent = true;
+		opts.page_size = LISTING_PAGE;
+		opts.paging_state = paging;
+		opts.paging_state_len = paging_len;
+		struct cql_result *next = NULL;
+		if (cql_execute(c->session, stmt, v, &opts, &next, &err) < 0) {
+			st = status_from_error(&err, q);
+			break;
+		}
+		cql_result_free(&res);
+		res = next;
+		while (cql_result_next_row(res)) {
+			struct cql_slice s;
+			rows++;
+			if (out != NULL && cql_result_get_text(res, 0, &s) == 1) {
+				buf_append(out, s.data, s.len);
+				if (!one)
+					buf_append_c(out, '\n');
+			}
+			if (one)
+				break;
+		}
+		paging = NULL;
+		if (!one && !cql_result_paging_state(res, &paging, &paging_len))
+			paging = NULL;
+	} while (paging != NULL);
+	cql_result_free(&res);
+	cql_values_free(&v);
+	if (st == STORE_OK && rows == 0)
+		return STORE_NOTFOUND;
+	return st;
+}
+
+static enum store_status cass_domain_add(struct store *store, const char *domain)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = read_text(c, "SELECT name FROM {ks}.domains WHERE name = ?", domain,
+					 NULL, true);
+	if (st == STORE_OK)
+		return STORE_EXISTS;
+	if (st != STORE_NOTFOUND)
+		return st;
+	return write1(c, "INSERT INTO {ks}.domains (name) VALUES (?)", domain, NULL);
+}
+
+static enum store_status cass_domain_del(struct store *store, const char *domain)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = read_text(c, "SELECT name FROM {ks}.domains WHERE name = ?", domain,
+					 NULL, true);
+	if (st != STORE_OK)
+		return st;
+	st = read_text(c, "SELECT address FROM {ks}.users_by_domain WHERE domain = ? LIMIT 1",
+		       domain, NULL, true);
+	if (st == STORE_OK)
+		return STORE_EXISTS;
+	if (st != STORE_NOTFOUND)
+		return st;
+	return write1(c, "DELETE FROM {ks}.domains WHERE name = ?", domain, NULL);
+}
+
+static enum store_status cass_domain_exists(struct store *store, const char *domain)
+{
+	return read_text((struct cass_store *)store, "SELECT name FROM {ks}.domains WHERE name = ?",
+			 domain, NULL, true);
+}
+
+/* Sorts the lines of out (the table scans come in token order). */
+static int cmp_line(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void sort_lines(struct buf *out, size_t start)
+{
+	char *copy = xstrndup(out->data + start, out->len - start);
+	size_t n = 0;
+	for (char *p = copy; *p != '\0'; p++)
+		if (*p == '\n')
+			n++;
+	char **lines = xcalloc(n + 1, sizeof(char *));
+	size_t k = 0;
+	for (char *p = copy; *p != '\0' && k < n;) {
+		lines[k++] = p;
+		char *nl = strchr(p, '\n');
+		*nl = '\0';
+		p = nl + 1;
+	}
+	qsort(lines, k, sizeof(char *), cmp_line);
+	out->len = start;
+	out->data[start] = '\0';
+	for (size_t i = 0; i < k; i++)
+		buf_printf(out, "%s\n", lines[i]);
+	free(lines);
+	free(copy);
+}
+
+static enum store_status cass_domain_list(struct store *store, struct buf *out)
+{
+	size_t start = out->len;
+	enum store_status st = read_text((struct cass_store *)store,
+					 "SELECT name FROM {ks}.domains", NULL, out, false);
+	if (st == STORE_NOTFOUND)
+		st = STORE_OK;
+	if (st == STORE_OK)
+		sort_lines(out, start);
+	return st;
+}
+
+static enum store_status cass_user_add(struct store *store, const char *address,
+				       const char *hash)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	/* Administrative path: a read-then-write, never on delivery or POP3. */
+	enum store_status st = read_text(c, "SELECT address FROM {ks}.users WHERE address = ?",
+					 address, NULL, true);
+	if (st == STORE_OK)
+		return STORE_EXISTS;
+	if (st != STORE_NOTFOUND)
+		return st;
+	const char *domain = strrchr(address, '@') + 1;
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, domain);
+	cql_values_add_text(v, address);
+	st = run(c, Q(c, q, "INSERT INTO {ks}.users_by_domain (domain, address) VALUES (?, ?)"), v,
+		 c->write_cl, NULL);
+	cql_values_clear(v);
+	if (st == STORE_OK) {
+		cql_values_add_text(v, address);
+		cql_values_add_text(v, domain);
+		cql_values_add_text(v, hash);
+		st = run(c, Q(c, q, "INSERT INTO {ks}.users (address, domain, password) VALUES (?, ?, ?)"),
+			 v, c->write_cl, NULL);
+	}
+	cql_values_free(&v);
+	return st;
+}
+
+static enum store_status cass_user_set_password(struct store *store, const char *address,
+						const char *hash)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = read_text(c, "SELECT address FROM {ks}.users WHERE address = ?",
+					 address, NULL, true);
+	if (st != STORE_OK)
+		return st;
+	return write1(c, "UPDATE {ks}.users SET password = ? WHERE address = ?", hash, address);
+}
+
+static enum store_status cass_user_get(struct store *store, const char *address,
+				       struct buf *hash_r)
+{
+	return read_text((struct cass_store *)store,
+			 "SELECT password FROM {ks}.users WHERE address = ?", address, hash_r, true);
+}
+
+static enum store_status cass_user_list(struct store *store, struct buf *out)
+{
+	size_t start = out->len;
+	enum store_status st = read_text((struct cass_store *)store,
+					 "SELECT address FROM {ks}.users", NULL, out, false);
+	if (st == STORE_NOTFOUND)
+		st = STORE_OK;
+	if (st == STORE_OK)
+		sort_lines(out, start);
+	return st;
+}
+
+/* --- delivery --- */
+
+static uint32_t uidvalidity_of(const struct uuid *mailbox)
+{
+	/* Derived from the mailbox id, so every node agrees without asking. */
+	uint32_t v = ((uint32_t)mailbox->b[0] << 24) | ((uint32_t)mailbox->b[1] << 16) |
+		     ((uint32_t)mailbox->b[2] << 8) | mailbox->b[3];
+	return v != 0 ? v : 1;
+}
+
+/* uid mode: allocates the next UID of the mailbox with a compare-and-set
+ * at SERIAL (as James' CassandraUidProvider does). A CAS whose outcome is
+ * unknown (write timeout of type CAS) may have consumed a UID: the next
+ * attempt reads the counter again at SERIAL and takes a fresh one, so two
+ * messages never share a UID and a gap is the worst case. */
+static enum store_status allocate_uid(struct cass_store *c, const struct uuid *mailbox,
+				      uint32_t *uid_r)
+{
+	char q[512];
+	struct cql_error err;
+	for (int attempt = 0; attempt < UID_CAS_ATTEMPTS; attempt++) {
+		struct cql_values *v = cql_values_create();
+		cql_values_add_uuid(v, mailbox->b);
+		struct cql_query_opts opts;
+		cql_query_opts_init(&opts);
+		opts.consistency = CQL_SERIAL;
+		opts.idempotent = true;
+		struct cql_result *res = NULL;
+		struct cql_prepared *stmt = cql_prepare(
+			c->session, Q(c, q, "SELECT next_uid FROM {ks}.mailbox_uids WHERE mailbox_id = ?"),
+			&err);
+		if (stmt == NULL || cql_execute(c->session, stmt, v, &opts, &res, &err) < 0) {
+			cql_values_free(&v);
+			return status_from_error(&err, "uid read");
+		}
+		int64_t current = 0;
+		bool exists = cql_result_next_row(res) && cql_result_get_bigint(res, 0, &current) == 1;
+		cql_result_free(&res);
+		cql_values_clear(v);
+
+		cql_query_opts_init(&opts);
+		opts.consistency = c->write_cl;
+		opts.serial_consistency = CQL_SERIAL;
+		opts.idempotent = false;
+		if (exists) {
+			cql_values_add_bigint(v, current + 1);
+			cql_values_add_uuid(v, mailbox->b);
+			cql_values_add_bigint(v, current);
+			stmt = cql_prepare(c->session,
+					   Q(c, q, "UPDATE {ks}.mailbox_uids SET next_uid = ? WHERE mailbox_id = ? IF next_uid = ?"),
+					   &err);
+		} else {
+			current = 1;
+			cql_values_add_uuid(v, mailbox->b);
+			cql_values_add_bigint(v, 2);
+			stmt = cql_prepare(c->session,
+					   Q(c, q, "INSERT INTO {ks}.mailbox_uids (mailbox_id, next_uid) VALUES (?, ?) IF NOT EXISTS"),
+					   &err);
+		}
+		if (stmt == NULL) {
+			cql_values_free(&v);
+			return status_from_error(&err, "uid prepare");
+		}
+		int rc = cql_execute(c->session, stmt, v, &opts, &res, &err);
+		cql_values_free(&v);
+		if (rc < 0) {
+			if (err.kind == CQL_ERR_WRITE_TIMEOUT || cql_error_is_temporary(&err)) {
+				log_warn("cassandra: uid CAS outcome unknown (%s); reading again",
+					 cql_error_kind_name(err.kind));
+				continue;
+			}
+			return status_from_error(&err, "uid CAS");
+		}
+		int applied = cql_result_applied(res);
+		cql_result_free(&res);
+		if (applied == 1) {
+			*uid_r = (uint32_t)current;
+			return STORE_OK;
+		}
+		/* Lost the race: somebody else took this UID. Try the next. */
+	}
+	log_error("cassandra: uid allocation: too much contention");
+	return STORE_TEMPFAIL;
+}
+
+static enum store_status put_chunks(struct cass_store *c, const struct store_delivery *d,
+				    int *chunks_r)
+{
+	char q[512];
+	int chunks = (int)((d->body_len + CHUNK_SIZE - 1) / CHUNK_SIZE);
+	if (chunks == 0)
+		chunks = 1; /* an empty body is one empty chunk */
+	Q(c, q, "INSERT INTO {ks}.bodies (message_id, chunk, data) VALUES (?, ?, ?)");
+	struct cql_values *v = cql_values_create();
+	enum store_status st = STORE_OK;
+	for (int i = 0; i < chunks && st == STORE_OK; i++) {
+		size_t off = (size_t)i * CHUNK_SIZE;
+		size_t n = d->body_len - off < CHUNK_SIZE ? d->body_len - off : CHUNK_SIZE;
+		cql_values_clear(v);
+		cql_values_add_uuid(v, d->message_id.b);
+		cql_values_add_int(v, i);
+		cql_values_add_blob(v, d->body + off, d->body_len == 0 ? 0 : n);
+		st = run(c, q, v, c->write_cl, NULL);
+	}
+	cql_values_free(&v);
+	*chunks_r = chunks;
+	return st;
+}
+
+static enum store_status put_rows(struct cass_store *c, struct store_delivery *d,
+				  struct store_rcpt *r, int chunks)
+{
+	char q[512];
+	struct uuid mbox;
+	uuid_v5(r->address, strlen(r->address), &mbox);
+	char uidl[72];
+	if (c->store.set.pop3_ids == STORE_POP3_IDS_UID) {
+		uint32_t uid = 0;
+		enum store_status st = allocate_uid(c, &mbox, &uid);
+		if (st != STORE_OK)
+			return st;
+		store_uidl_from_uid(uid, uidvalidity_of(&mbox), uidl);
+	} else {
+		uuid_format(&d->message_id, uidl);
+	}
+	size_t prefix_len = strlen(r->prefix);
+	int64_t size = (int64_t)(prefix_len + d->body_len);
+	struct cql_values *v = cql_values_create();
+	/* body_refs first: a crash between the two writes leaves a reference
+	 * that repair can re-list, never a listing row without its record. */
+	cql_values_add_uuid(v, d->message_id.b);
+	cql_values_add_uuid(v, mbox.b);
+	cql_values_add_bigint(v, size);
+	cql_values_add_text(v, uidl);
+	cql_values_add_blob(v, r->prefix, prefix_len);
+	cql_values_add_bigint(v, (int64_t)d->body_len);
+	cql_values_add_int(v, chunks);
+	enum store_status st = run(c, Q(c, q, "INSERT INTO {ks}.body_refs (message_id, mailbox_id,"
+					      " size, uidl, prefix, body_size, chunks)"
+					      " VALUES (?, ?, ?, ?, ?, ?, ?)"),
+				   v, c->write_cl, NULL);
+	if (st == STORE_OK) {
+		cql_values_clear(v);
+		cql_values_add_uuid(v, mbox.b);
+		cql_values_add_uuid(v, d->message_id.b);
+		cql_values_add_bigint(v, size);
+		cql_values_add_text(v, uidl);
+		cql_values_add_blob(v, r->prefix, prefix_len);
+		cql_values_add_bigint(v, (int64_t)d->body_len);
+		cql_values_add_int(v, chunks);
+		st = run(c, Q(c, q, "INSERT INTO {ks}.listing (mailbox_id, message_id, size, uidl,"
+				    " prefix, body_size, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+			 v, c->write_cl, NULL);
+	}
+	cql_values_free(&v);
+	if (st == STORE_OK)
+		str_copy(r->uidl, uidl, sizeof(r->uidl));
+	return st;
+}
+
+static enum store_status cass_deliver(struct store *store, struct store_delivery *d)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	unsigned int found = 0;
+	for (unsigned int i = 0; i < d->rcpt_count; i++) {
+		enum store_status st = read_text(c, "SELECT address FROM {ks}.users WHERE address = ?",
+						 d->rcpts[i].address, NULL, true);
+		if (st == STORE_NOTFOUND) {
+			d->rcpts[i].status = STORE_NOTFOUND;
+		} else if (st != STORE_OK) {
+			return st;
+		} else {
+			d->rcpts[i].status = STORE_INVALID; /* "to do" */
+			found++;
+		}
+	}
+	if (found == 0)
+		return STORE_OK;
+	int chunks = 0;
+	enum store_status st = put_chunks(c, d, &chunks);
+	if (st != STORE_OK)
+		return st;
+	enum store_status ret = STORE_OK;
+	for (unsigned int i = 0; i < d->rcpt_count; i++) {
+		if (d->rcpts[i].status != STORE_INVALID)
+			continue;
+		st = put_rows(c, d, &d->rcpts[i], chunks);
+		d->rcpts[i].status = st;
+		if (st != STORE_OK)
+			ret = st;
+	}
+	/* Per-recipient statuses carry the failures. */
+	(void)ret;
+	return STORE_OK;
+}
+
+/* --- POP3 --- */
+
+static enum store_status cass_maildrop_read(struct store *store, struct store_maildrop *md)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = read_text(c, "SELECT address FROM {ks}.users WHERE address = ?",
+					 md->address, NULL, true);
+	if (st != STORE_OK)
+		return st;
+	char q[512];
+	struct cql_error err;
+	struct cql_prepared *stmt = cql_prepare(
+		c->session, Q(c, q, "SELECT message_id, size, uidl FROM {ks}.listing WHERE mailbox_id = ?"),
+		&err);
+	if (stmt == NULL)
+		return status_from_error(&err, q);
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, md->mailbox_id.b);
+	const void *paging = NULL;
+	size_t paging_len = 0;
+	struct cql_result *res = NULL;
+	unsigned int alloc = 0;
+	do {
+		struct cql_query_opts opts;
+		cql_query_opts_init(&opts);
+		opts.consistency = c->read_cl;
+		opts.idempotent = true;
+		opts.page_size = LISTING_PAGE;
+		opts.paging_state = paging;
+		opts.paging_state_len = paging_len;
+		struct cql_result *next = NULL;
+		if (cql_execute(c->session, stmt, v, &opts, &next, &err) < 0) {
+			st = status_from_error(&err, "read listing");
+			break;
+		}
+		cql_result_free(&res);
+		res = next;
+		while (cql_result_next_row(res)) {
+			if (md->count == alloc) {
+				alloc = alloc ? alloc * 2 : 64;
+				md->entries = xrealloc(md->entries, alloc * sizeof(*md->entries));
+			}
+			struct store_listing_entry *e = &md->entries[md->count];
+			int64_t size = 0;
+			struct cql_slice u;
+			if (cql_result_get_uuid(res, 0, e->id.b) != 1 ||
+			    cql_result_get_bigint(res, 1, &size) != 1 ||
+			    cql_result_get_text(res, 2, &u) != 1)
+				continue; /* a half-written row: repair's business */
+			e->size = (uint64_t)size;
+			size_t n = u.len < sizeof(e->uidl) - 1 ? u.len : sizeof(e->uidl) - 1;
+			memcpy(e->uidl, u.data, n);
+			e->uidl[n] = '\0';
+			md->total_size += e->size;
+			md->count++;
+		}
+		if (!cql_result_paging_state(res, &paging, &paging_len))
+			paging = NULL;
+	} while (paging != NULL);
+	cql_result_free(&res);
+	cql_values_free(&v);
+	return st;
+}
+
+/* Reads one body chunk; a missing chunk is retried once at QUORUM (the
+ * listing row may have replicated before the body did), then TEMPFAIL. */
+static enum store_status read_chunk(struct cass_store *c, const struct uuid *id, int chunk,
+				    store_chunk_sink_t *sink, void *ctx, bool *stop_r)
+{
+	char q[512];
+	Q(c, q, "SELECT data FROM {ks}.bodies WHERE message_id = ? AND chunk = ?");
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, id->b);
+	cql_values_add_int(v, chunk);
+	enum store_status st = STORE_OK;
+	bool found = false;
+	for (int attempt = 0; attempt < 2 && !found && st == STORE_OK; attempt++) {
+		struct cql_result *res = NULL;
+		st = run(c, q, v, attempt == 0 ? c->read_cl : CQL_QUORUM, &res);
+		if (st != STORE_OK)
+			break;
+		struct cql_slice data;
+		if (cql_result_next_row(res) && cql_result_get_blob(res, 0, &data) >= 0) {
+			found = true;
+			if (data.len > 0)
+				*stop_r = sink(ctx, (const char *)data.data, data.len);
+		}
+		cql_result_free(&res);
+	}
+	cql_values_free(&v);
+	if (st == STORE_OK && !found) {
+		log_warn("cassandra: body chunk %d of a listed message is not readable yet", chunk);
+		st = STORE_TEMPFAIL;
+	}
+	return st;
+}
+
+static enum store_status cass_message_read(struct store_maildrop *md, unsigned int i,
+					   store_chunk_sink_t *sink, void *ctx)
+{
+	struct cass_store *c = (struct cass_store *)md->store;
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, md->mailbox_id.b);
+	cql_values_add_uuid(v, md->entries[i].id.b);
+	struct cql_result *res = NULL;
+	enum store_status st = run(c, Q(c, q, "SELECT prefix, chunks FROM {ks}.listing"
+					      " WHERE mailbox_id = ? AND message_id = ?"),
+				   v, c->read_cl, &res);
+	cql_values_free(&v);
+	if (st != STORE_OK)
+		return st;
+	if (!cql_result_next_row(res)) {
+		cql_result_free(&res);
+		return STORE_NOTFOUND; /* expunged by another session */
+	}
+	struct cql_slice prefix;
+	int32_t chunks = 0;
+	if (cql_result_get_blob(res, 0, &prefix) < 0 || cql_result_get_int(res, 1, &chunks) != 1) {
+		cql_result_free(&res);
+		return STORE_TEMPFAIL;
+	}
+	bool stop = prefix.len > 0 && sink(ctx, (const char *)prefix.data, prefix.len);
+	cql_result_free(&res);
+	for (int k = 0; k < chunks && !stop && st == STORE_OK; k++)
+		st = read_chunk(c, &md->entries[i].id, k, sink, ctx, &stop);
+	return st;
+}
+
+static enum store_status delete_chunks(struct cass_store *c, const struct uuid *id, int chunks)
+{
+	char q[512];
+	Q(c, q, "DELETE FROM {ks}.bodies WHERE message_id = ? AND chunk = ?");
+	struct cql_values *v = cql_values_create();
+	enum store_status st = STORE_OK;
+	for (int k = 0; k < chunks && st == STORE_OK; k++) {
+		cql_values_clear(v);
+		cql_values_add_uuid(v, id->b);
+		cql_values_add_int(v, k);
+		st = run(c, q, v, c->write_cl, NULL);
+	}
+	cql_values_free(&v);
+	return st;
+}
+
+/* Removes this mailbox's reference to a body, then the body itself when no
+ * other mailbox references it any more. Two mailboxes releasing the same
+ * body at once may both see the other's reference and leave the body for
+ * the sweep; a body still referenced is never deleted. */
+static enum store_status drop_reference(struct cass_store *c, const struct uuid *mailbox,
+					const struct uuid *id)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, id->b);
+	cql_values_add_uuid(v, mailbox->b);
+	struct cql_result *res = NULL;
+	enum store_status st = run(c, Q(c, q, "SELECT chunks FROM {ks}.body_refs"
+					      " WHERE message_id = ? AND mailbox_id = ?"),
+				   v, c->read_cl, &res);
+	int32_t chunks = -1;
+	if (st == STORE_OK && (!cql_result_next_row(res) || cql_result_get_int(res, 0, &chunks) != 1))
+		chunks = -1; /* already released by an earlier expunge */
+	cql_result_free(&res);
+	if (st == STORE_OK && chunks >= 0)
+		st = run(c, Q(c, q, "DELETE FROM {ks}.body_refs WHERE message_id = ? AND mailbox_id = ?"),
+			 v, c->write_cl, NULL);
+	cql_values_clear(v);
+	if (st == STORE_OK && chunks >= 0) {
+		cql_values_add_uuid(v, id->b);
+		st = run(c, Q(c, q, "SELECT mailbox_id FROM {ks}.body_refs WHERE message_id = ? LIMIT 1"),
+			 v, c->read_cl, &res);
+		bool referenced = st == STORE_OK && cql_result_next_row(res);
+		cql_result_free(&res);
+		if (st == STORE_OK && !referenced)
+			st = delete_chunks(c, id, chunks);
+	}
+	cql_values_free(&v);
+	return st;
+}
+
+static enum store_status cass_expunge(struct store_maildrop *md, const unsigned int *indexes,
+				      unsigned int n)
+{
+	struct cass_store *c = (struct cass_store *)md->store;
+	char q[512];
+	/* The longest prefix of the listing that is being deleted, bounded by
+	 * the range-deletion margin (see the file comment). */
+	bool *del = xcalloc(md->count, sizeof(bool));
+	for (unsigned int k = 0; k < n; k++)
+		del[indexes[k]] = true;
+	int64_t bound_us = md->login_us - RANGE_DELETE_MARGIN_US;
+	unsigned int prefix = 0;
+	while (prefix < md->count && del[prefix] &&
+	       timeuuid_unix_usec(&md->entries[prefix].id) < bound_us)
+		prefix++;
+
+	enum store_status st = STORE_OK;
+	struct cql_values *v = cql_values_create();
+	if (prefix >= 2) {
+		cql_values_add_uuid(v, md->mailbox_id.b);
+		cql_values_add_uuid(v, md->entries[prefix - 1].id.b);
+		st = run(c, Q(c, q, "DELETE FROM {ks}.listing WHERE mailbox_id = ? AND message_id <= ?"),
+			 v, c->write_cl, NULL);
+	} else {
+		prefix = 0;
+	}
+	for (unsigned int i = prefix; i < md->count && st == STORE_OK; i++) {
+		if (!del[i])
+			continue;
+		cql_values_clear(v);
+		cql_values_add_uuid(v, md->mailbox_id.b);
+		cql_values_add_uuid(v, md->entries[i].id.b);
+		st = run(c, Q(c, q, "DELETE FROM {ks}.listing WHERE mailbox_id = ? AND message_id = ?"),
+			 v, c->write_cl, NULL);
+	}
+	/* The listing no longer shows them: now release the bodies. */
+	for (unsigned int i = 0; i < md->count && st == STORE_OK; i++)
+		if (del[i])
+			st = drop_reference(c, &md->mailbox_id, &md->entries[i].id);
+	cql_values_free(&v);
+	free(del);
+	return st;
+}
+
+static enum store_status cass_user_del(struct store *store, const char *address)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	struct store_maildrop *md = NULL;
+	enum store_status st = store_maildrop_open(store, address, &md);
+	if (st != STORE_OK)
+		return st;
+	unsigned int *all = xcalloc(md->count ? md->count : 1, sizeof(unsigned int));
+	for (unsigned int i = 0; i < md->count; i++)
+		all[i] = i;
+	/* Deleting the user removes everything: no margin needed. */
+	md->login_us = INT64_MAX / 2;
+	st = md->count > 0 ? cass_expunge(md, all, md->count) : STORE_OK;
+	free(all);
+	store_maildrop_free(&md);
+	if (st != STORE_OK)
+		return st;
+	const char *domain = strrchr(address, '@') + 1;
+	st = write1(c, "DELETE FROM {ks}.users WHERE address = ?", address, NULL);
+	if (st == STORE_OK)
+		st = write1(c, "DELETE FROM {ks}.users_by_domain WHERE domain = ? AND address = ?",
+			    domain, address);
+	return st;
+}
+
+const struct store_vfuncs store_cassandra_vfuncs = {
+	.name = "cassandra",
+	.open = cass_open,
+	.close = cass_close,
+	.domain_add = cass_domain_add,
+	.domain_del = cass_domain_del,
+	.domain_exists = cass_domain_exists,
+	.domain_list = cass_domain_list,
+	.user_add = cass_user_add,
+	.user_del = cass_user_del,
+	.user_set_password = cass_user_set_password,
+	.user_get = cass_user_get,
+	.user_list = cass_user_list,
+	.deliver = cass_deliver,
+	.maildrop_read = cass_maildrop_read,
+	.message_read = cass_message_read,
+	.expunge = cass_expunge,
+};
