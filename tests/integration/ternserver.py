@@ -117,7 +117,7 @@ class TernServer:
             # One keyspace per server keeps the servers of a run apart.
             self.sections["store"]["backend"] = "cassandra"
             self.sections["cassandra"] = {
-                "contact_points": "127.0.0.1", "local_dc": "dc1",
+                "contact_points": os.environ.get("TERN_CASSANDRA_CONTACT", "127.0.0.1"), "local_dc": "dc1",
                 "keyspace": "it_%s" % uuid.uuid4().hex[:16], "replication": "dc1:1"}
         if self.tls:
             self.sections["smtp"]["listen_tls"] = "127.0.0.1:%d" % self.smtps_port

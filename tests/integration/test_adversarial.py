@@ -4,14 +4,13 @@ disconnects and binary garbage. Whatever happens to the one session, the
 server answers a fresh connection afterwards and never stores a partial
 message. (The per-test health check fails any test after which the server is
 dead or reported a sanitizer error.)"""
-import os
 import random
 import socket
 import time
 
 import pytest
 
-from helpers import TIMEOUT, Closed, Pop3, Smtp, make_message, stuff
+from .helpers import TIMEOUT, Closed
 
 
 def pop3_alive(server):
@@ -142,12 +141,10 @@ def test_pop3_bad_command_budget(server):
     """Many bad commands: every reply is -ERR until the server gives up and
     closes; it never stops answering while the connection is open."""
     with server.pop3() as p:
-        closed = False
         for i in range(300):
             try:
                 r = p.cmd("BOGUS%d" % i)
             except (Closed, OSError):
-                closed = True
                 break
             assert r.startswith("-ERR"), r
     pop3_alive(server)

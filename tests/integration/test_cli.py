@@ -2,8 +2,8 @@
 used while the server runs (the module's server stays up throughout)."""
 import pytest
 
-from conftest import EX_NOUSER, EX_OK, EX_USAGE
-from helpers import Closed, headers, make_message
+from .ternserver import EX_NOUSER, EX_OK, EX_USAGE
+from .helpers import Closed, headers, make_message
 
 
 def lines(text):

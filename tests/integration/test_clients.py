@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from conftest import require_tool
-from helpers import TIMEOUT, headers, make_message
+from .ternserver import require_tool
+from .helpers import TIMEOUT, headers, make_message
 
 RUN_TIMEOUT = TIMEOUT * 4
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import CLI_TIMEOUT, check_sanitizer_output, free_ports
-from helpers import TIMEOUT, Pop3, Smtp
+from .ternserver import CLI_TIMEOUT, check_sanitizer_output, free_ports
+from .helpers import TIMEOUT, Pop3, Smtp
 
 
 def base_lines(tmp_path, ports):

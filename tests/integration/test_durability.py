@@ -6,10 +6,8 @@ import subprocess
 import threading
 import time
 
-import pytest
-
-from conftest import EX_OK, EX_TEMPFAIL, STOP_TIMEOUT
-from helpers import SANITIZED, Closed, Pop3, Smtp, headers, make_message, stuff, wait_until
+from .ternserver import EX_OK, EX_TEMPFAIL, STOP_TIMEOUT
+from .helpers import SANITIZED, Closed, Pop3, Smtp, headers, make_message, stuff, wait_until
 
 MARK = b"END-OF-MESSAGE-MARK\r\n"
 LOCK_WAIT = 150.0 if SANITIZED else 90.0

@@ -2,7 +2,7 @@
 DATA, in RCPT order, with the same storage semantics as SMTP."""
 import pytest
 
-from helpers import ehlo_keywords, headers, make_message, stuff
+from .helpers import ehlo_keywords, headers, make_message, stuff
 
 
 def subjects(server, addr, pw):

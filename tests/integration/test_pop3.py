@@ -1,15 +1,13 @@
 """POP3 (RFC 1939, RFC 2449 CAPA, RFC 3206 response codes) against the real
 server, run once per `pop3_ids` mode (messageid and uid)."""
 import poplib
-import socket
 import time
 
 import pytest
 
-from conftest import ServerPool
-from helpers import (TIMEOUT, TIMEUUID_RE, Closed, header_block, headers,
-                     make_message, timeuuid_timestamp, timeuuid_unix_time, unstuff,
-                     wait_until)
+from .helpers import (TIMEOUT, TIMEUUID_RE, Closed, header_block, headers,
+                      make_message, timeuuid_timestamp, timeuuid_unix_time, unstuff)
+from .ternserver import ServerPool
 
 
 @pytest.fixture(scope="module", params=["messageid", "uid"])

@@ -4,8 +4,7 @@ import smtplib
 
 import pytest
 
-from helpers import (TIMEOUT, Closed, ehlo_keywords, headers, make_message,
-                     stuff, wait_until)
+from .helpers import TIMEOUT, ehlo_keywords, headers, make_message, stuff
 
 MAX_SIZE = 200000
 MAX_RCPT = 5

@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 
-from conftest import require_tool
-from helpers import (TIMEOUT, Closed, Pop3, Smtp, client_tls_context, ehlo_keywords,
+from .ternserver import require_tool
+from .helpers import (TIMEOUT, Closed, Smtp, client_tls_context, ehlo_keywords,
                      headers, make_message)
 
 
