@@ -83,6 +83,8 @@ def render_ini(sections):
 # TERN_TEST_BACKEND=cassandra runs the whole suite against a single
 # Cassandra node (started by the session fixture in conftest.py).
 BACKEND = os.environ.get("TERN_TEST_BACKEND", "sqlite")
+# Tests that reach into the SQLite file under data_dir (locks, hashes).
+sqlite_only = pytest.mark.skipif(BACKEND != "sqlite", reason="inspects the SQLite store file")
 
 
 class TernServer:

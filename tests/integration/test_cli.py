@@ -2,7 +2,7 @@
 used while the server runs (the module's server stays up throughout)."""
 import pytest
 
-from .ternserver import EX_NOUSER, EX_OK, EX_USAGE
+from .ternserver import EX_NOUSER, EX_OK, EX_USAGE, sqlite_only
 from .helpers import Closed, headers, make_message
 
 
@@ -179,7 +179,10 @@ def test_user_passwd_unknown(server):
                    "nobody-pw@" + server.DOMAIN)
 
 
+@sqlite_only
 def test_passwords_stored_hashed(server):
+    if server.sections["store"]["backend"] != "sqlite":
+        pytest.skip("inspects the SQLite file under data_dir")
     addr, pw = server.add_user("hashcheck@" + server.DOMAIN, "Plain-Text-Canary-7391")
     blob = b""
     for f in server.data_dir.rglob("*"):

@@ -6,7 +6,9 @@ import subprocess
 import threading
 import time
 
-from .ternserver import EX_OK, EX_TEMPFAIL, STOP_TIMEOUT
+import pytest
+
+from .ternserver import BACKEND, EX_OK, EX_TEMPFAIL, STOP_TIMEOUT, sqlite_only
 from .helpers import SANITIZED, Closed, Pop3, Smtp, headers, make_message, stuff, wait_until
 
 MARK = b"END-OF-MESSAGE-MARK\r\n"
@@ -170,6 +172,8 @@ class WriteLock:
         self.conns = []
 
 
+@sqlite_only
+@pytest.mark.skipif(BACKEND != "sqlite", reason="exercises the SQLite backend")
 def test_storage_busy_gives_451_not_success(servers):
     s = servers.create(name="busy")
     a, apw = s.new_user("busy")
@@ -195,6 +199,8 @@ def test_storage_busy_gives_451_not_success(servers):
     assert all_subjects(s, a, apw) == ["busy-before", "busy-after"]
 
 
+@sqlite_only
+@pytest.mark.skipif(BACKEND != "sqlite", reason="exercises the SQLite backend")
 def test_storage_busy_at_quit_gives_sys_temp(servers):
     s = servers.create(name="busyquit")
     a, apw = s.new_user("bq")
@@ -213,6 +219,8 @@ def test_storage_busy_at_quit_gives_sys_temp(servers):
     assert all_subjects(s, a, apw) == ["bq-0", "bq-1"]
 
 
+@sqlite_only
+@pytest.mark.skipif(BACKEND != "sqlite", reason="exercises the SQLite backend")
 def test_deliver_cli_when_storage_busy_is_tempfail(servers):
     s = servers.create(name="busycli")
     a, apw = s.new_user("bcli")

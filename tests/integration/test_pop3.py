@@ -687,3 +687,46 @@ def test_abrupt_disconnect_mid_retr(server):
         assert p.stat()[0] == 1
         assert p.retr(1).endswith(body)
         p.quit()
+
+
+def test_concurrent_deliveries_get_unique_ordered_ids(server, mode):
+    """Parallel SMTP and LMTP deliveries to one mailbox: every message gets
+    its own UIDL and the listing is in id order (no lost or doubled ids)."""
+    import threading
+    addr, pw = server.new_user("par")
+    errors = []
+
+    def worker(t):
+        try:
+            if t % 2:
+                server.deliver_smtp_many(addr, [make_message("par-%d-%d" % (t, i), to=addr) for i in range(6)])
+            else:
+                for i in range(6):
+                    with server.lmtp() as c:
+                        c.ehlo(verb="LHLO")
+                        assert c.cmd("MAIL FROM:<p@remote.test>").code == 250
+                        assert c.cmd("RCPT TO:<%s>" % addr).code == 250
+                        r = c.data(make_message("par-%d-%d" % (t, i), to=addr))
+                        assert r.code == 250, r
+                        c.quit()
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 3)
+    assert not errors, errors
+    got = server.fetch_all(addr, pw)
+    assert len(got) == 24
+    uids = [u for u, _, _ in got]
+    assert len(set(uids)) == 24, "duplicate UIDLs: %r" % uids
+    subjects = [subject_of(m) for _, _, m in got]
+    assert len(set(subjects)) == 24
+    for t in range(4):   # each sender's messages keep their order
+        mine = [s for s in subjects if s.startswith("par-%d-" % t)]
+        assert mine == ["par-%d-%d" % (t, i) for i in range(6)], mine
+    if mode == "messageid":
+        stamps = [timeuuid_timestamp(u) for u in uids]
+        assert stamps == sorted(stamps), "listing not in message-id order"
