@@ -154,7 +154,7 @@ static void send_ehlo(struct smtp_session *s)
 	conn_printf(s->conn, "250-SIZE %llu\r\n", (unsigned long long)set->max_message_size);
 	if (s->proto == SMTP_PROTOCOL_SMTP && s->daemon->tls != NULL && !conn_is_tls(s->conn))
 		conn_puts(s->conn, "250-STARTTLS\r\n");
-	conn_puts(s->conn, "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n");
+	conn_puts(s->conn, "250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n");
 }
 
 static void set_helo(struct smtp_session *s, const char *arg)
@@ -235,8 +235,6 @@ static void cmd_mail(struct smtp_session *s, struct smtp_command *cmd)
 				bad_command(s, "501 5.5.4 Unsupported BODY type");
 				return;
 			}
-		} else if (strcmp(p->keyword, "SMTPUTF8") == 0) {
-			/* accepted: messages are stored as octets */
 		} else {
 			bad_command(s, "555 5.5.4 Unsupported MAIL parameter");
 			return;

@@ -181,8 +181,6 @@ def test_user_passwd_unknown(server):
 
 @sqlite_only
 def test_passwords_stored_hashed(server):
-    if server.sections["store"]["backend"] != "sqlite":
-        pytest.skip("inspects the SQLite file under data_dir")
     addr, pw = server.add_user("hashcheck@" + server.DOMAIN, "Plain-Text-Canary-7391")
     blob = b""
     for f in server.data_dir.rglob("*"):

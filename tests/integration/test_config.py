@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .ternserver import BACKEND
+from .ternserver import sqlite_only
 
 from .ternserver import CLI_TIMEOUT, check_sanitizer_output, free_ports
 from .helpers import TIMEOUT, Pop3, Smtp
@@ -221,7 +221,7 @@ def test_hostname_is_used(servers):
         assert c.ehlo().lines[0].split()[0] == "mx.hostname-check.test"
 
 
-@pytest.mark.skipif(BACKEND != "sqlite", reason="exercises the SQLite backend")
+@sqlite_only
 def test_cassandra_section_known_while_using_sqlite(servers):
     s = servers.create(start=False, overrides={"cassandra": {
         "contact_points": "127.0.0.1:9042", "local_dc": "dc1", "keyspace": "tern",

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .ternserver import BACKEND, EX_OK, EX_TEMPFAIL, STOP_TIMEOUT, sqlite_only
+from .ternserver import EX_OK, EX_TEMPFAIL, STOP_TIMEOUT, sqlite_only
 from .helpers import SANITIZED, Closed, Pop3, Smtp, headers, make_message, stuff, wait_until
 
 MARK = b"END-OF-MESSAGE-MARK\r\n"
@@ -173,7 +173,6 @@ class WriteLock:
 
 
 @sqlite_only
-@pytest.mark.skipif(BACKEND != "sqlite", reason="exercises the SQLite backend")
 def test_storage_busy_gives_451_not_success(servers):
     s = servers.create(name="busy")
     a, apw = s.new_user("busy")
@@ -200,7 +199,6 @@ def test_storage_busy_gives_451_not_success(servers):
 
 
 @sqlite_only
-@pytest.mark.skipif(BACKEND != "sqlite", reason="exercises the SQLite backend")
 def test_storage_busy_at_quit_gives_sys_temp(servers):
     s = servers.create(name="busyquit")
     a, apw = s.new_user("bq")
@@ -220,7 +218,6 @@ def test_storage_busy_at_quit_gives_sys_temp(servers):
 
 
 @sqlite_only
-@pytest.mark.skipif(BACKEND != "sqlite", reason="exercises the SQLite backend")
 def test_deliver_cli_when_storage_busy_is_tempfail(servers):
     s = servers.create(name="busycli")
     a, apw = s.new_user("bcli")
