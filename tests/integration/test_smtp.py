@@ -551,3 +551,24 @@ def test_body_parameter_values(server):
         r = s.cmd("MAIL FROM:<a@remote.test> BODY=NONSENSE")
         assert 500 <= r.code < 600, r
         s.quit()
+
+
+def test_size_limit_boundary(server):
+    """RFC 1870: a message of exactly the advertised SIZE is accepted (the
+    trace headers tern adds do not count); one octet more is refused."""
+    addr, pw = server.new_user("boundary")
+    msg = make_message("boundary", b"", to=addr)
+    msg += (b"x" * 98 + b"\r\n") * ((MAX_SIZE - len(msg)) // 100)
+    msg += b"z" * (MAX_SIZE - len(msg) - 2) + b"\r\n"
+    assert len(msg) == MAX_SIZE
+    with begin(server) as s:
+        assert s.cmd("RCPT TO:<%s>" % addr).code == 250
+        r = s.data(msg)
+        assert r.code == 250, r
+        assert s.cmd("MAIL FROM:<a@remote.test> SIZE=%d" % MAX_SIZE).code == 250
+        assert s.cmd("RCPT TO:<%s>" % addr).code == 250
+        r = s.data(msg[:-2] + b"z\r\n")
+        assert r.code == 552 and r.enhanced == "5.3.4", r
+        s.quit()
+    (_, _, got), = server.fetch_all(addr, pw)
+    assert got.endswith(msg)
