@@ -1,0 +1,1138 @@
+/*
+ * The store contract, run against one backend per invocation:
+ *   test-store mem
+ *   test-store sqlite BASEDIR   (a fresh temporary directory is made under
+ *                                BASEDIR per pop3_ids mode and removed after)
+ * Both pop3_ids modes are run. Only the public store.h is used.
+ *
+ * The minimum is Apache James' Pop3MetadataStoreContract (empty listing, add,
+ * upsert, remove, clear, idempotent deletes, ordering); the rest covers what
+ * the POP3 and SMTP sessions rely on.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "buf.h"
+#include "store.h"
+#include "uuid.h"
+
+#include "test.h"
+
+static const char *backend;
+static const char *base_dir;
+static enum store_pop3_ids mode;
+static char data_dir[PATH_MAX];
+static struct store *store;
+
+#define CHECK_ST(expr, want) do { enum store_status _s = (expr), _w = (want); test_checks++; \
+	if (_s != _w) { test_failures++; fprintf(stderr, "%s:%d: [%s %s] %s = %s, expected %s\n", \
+	__FILE__, __LINE__, backend, mode == STORE_POP3_IDS_UID ? "uid" : "messageid", #expr, \
+	store_status_name(_s), store_status_name(_w)); } } while (0)
+
+static struct store *open_store(void)
+{
+	struct store_settings set = {
+		.backend = backend,
+		.data_dir = data_dir,
+		.pop3_ids = mode,
+	};
+	const char *error = NULL;
+	struct store *s = store_open(&set, &error);
+	if (s == NULL) {
+		fprintf(stderr, "store_open(%s, %s): %s\n", backend, data_dir,
+			error != NULL ? error : "(no error)");
+		exit(2);
+	}
+	return s;
+}
+
+/* ---- helpers ---- */
+
+static void add_user(const char *address)
+{
+	const char *domain = strrchr(address, '@') + 1;
+	enum store_status st = store_domain_add(store, domain);
+	CHECK(st == STORE_OK || st == STORE_EXISTS);
+	CHECK_ST(store_user_add(store, address, "$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA"),
+		 STORE_OK);
+}
+
+/* Delivers body to one recipient with the given id (NULL: a new one). */
+static enum store_status deliver1(const char *rcpt, const char *prefix, const char *body,
+				  size_t len, const struct uuid *id, char uidl_r[UUID_STR_LEN + 1])
+{
+	struct store_rcpt r = { .address = rcpt, .prefix = prefix };
+	struct store_delivery d = { .body = body, .body_len = len, .rcpts = &r, .rcpt_count = 1 };
+	store_delivery_init(&d);
+	if (id != NULL)
+		d.message_id = *id;
+	enum store_status st = store_deliver(store, &d);
+	if (st == STORE_OK)
+		st = r.status;
+	if (uidl_r != NULL)
+		str_copy(uidl_r, r.uidl, UUID_STR_LEN + 1);
+	return st;
+}
+
+static struct store_maildrop *open_md(const char *address)
+{
+	struct store_maildrop *md = NULL;
+	enum store_status st = store_maildrop_open(store, address, &md);
+	CHECK_ST(st, STORE_OK);
+	if (st != STORE_OK || md == NULL) {
+		fprintf(stderr, "cannot open the maildrop of %s\n", address);
+		exit(1);
+	}
+	return md;
+}
+
+static unsigned int count_of(const char *address)
+{
+	struct store_maildrop *md = open_md(address);
+	unsigned int n = md->count;
+	store_maildrop_free(&md);
+	return n;
+}
+
+static bool uidl_is_uid_form(const char *s)
+{
+	if (strlen(s) != 16)
+		return false;
+	for (int i = 0; i < 16; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
+			return false;
+	return true;
+}
+
+/* The UIDL the store must give message id in the current mode. */
+static void check_uidl(const char *uidl, const struct uuid *id, int line)
+{
+	test_checks++;
+	bool ok;
+	if (mode == STORE_POP3_IDS_MESSAGEID) {
+		char s[UUID_STR_LEN + 1];
+		uuid_format(id, s);
+		ok = strcmp(uidl, s) == 0;
+	} else {
+		ok = uidl_is_uid_form(uidl);
+	}
+	if (!ok) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: [%s] bad UIDL \"%s\"\n", __FILE__, line, backend, uidl);
+	}
+}
+
+/* What RETR/TOP must send for msg (CRLF lines; a missing final CRLF is
+ * added), written independently of the encoder under test. */
+static void pop3_expected(const char *msg, size_t len, long body_lines, struct buf *out)
+{
+	bool in_headers = true;
+	size_t pos = 0;
+	while (pos < len) {
+		const char *eol = memmem(msg + pos, len - pos, "\r\n", 2);
+		size_t end = eol != NULL ? (size_t)(eol - msg) : len;
+		if (!in_headers && body_lines >= 0 && body_lines-- == 0)
+			break;
+		if (msg[pos] == '.')
+			buf_append_c(out, '.');
+		buf_append(out, msg + pos, end - pos);
+		buf_append(out, "\r\n", 2);
+		if (in_headers && end == pos)
+			in_headers = false;
+		pos = eol != NULL ? end + 2 : len;
+	}
+	buf_append(out, ".\r\n", 3);
+}
+
+/* Checks RETR, TOP n and the raw read of message i against prefix+body. */
+static void check_message(struct store_maildrop *md, unsigned int i, const char *prefix,
+			  const char *body, size_t len, long top, int line)
+{
+	struct buf whole, want, got;
+	buf_init(&whole, 0);
+	buf_init(&want, 0);
+	buf_init(&got, 0);
+	buf_append_str(&whole, prefix);
+	buf_append(&whole, body, len);
+
+	test_checks++;
+	enum store_status st = store_message_read_raw(md, i, &got);
+	if (st != STORE_OK || got.len != whole.len || memcmp(got.data, whole.data, got.len) != 0) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: [%s] raw read of %u: %s, %zu bytes, expected %zu\n",
+			__FILE__, line, backend, i, store_status_name(st), got.len, whole.len);
+	}
+	test_checks++;
+	if (i < md->count && md->entries[i].size != whole.len) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: [%s] size of %u: %llu, expected %zu\n", __FILE__, line,
+			backend, i, (unsigned long long)md->entries[i].size, whole.len);
+	}
+	long modes[2] = { -1, top };
+	for (int m = 0; m < 2; m++) {
+		if (m == 1 && top < 0)
+			break;
+		buf_reset(&want);
+		buf_reset(&got);
+		pop3_expected(whole.data, whole.len, modes[m], &want);
+		st = store_message_read_pop3(md, i, modes[m], &got);
+		test_checks++;
+		if (st != STORE_OK || got.len != want.len ||
+		    memcmp(got.data, want.data, got.len) != 0) {
+			test_failures++;
+			size_t at = 0;
+			while (at < got.len && at < want.len && got.data[at] == want.data[at])
+				at++;
+			fprintf(stderr, "%s:%d: [%s] %s %u: %s, %zu bytes, expected %zu, first "
+				"difference at %zu\n", __FILE__, line, backend,
+				modes[m] < 0 ? "RETR" : "TOP", i, store_status_name(st), got.len,
+				want.len, at);
+		}
+	}
+	buf_deinit(&whole);
+	buf_deinit(&want);
+	buf_deinit(&got);
+}
+#define CHECK_MESSAGE(md, i, prefix, body, len, top) \
+	check_message(md, i, prefix, body, len, top, __LINE__)
+
+static void craft_id(uint64_t ticks, uint8_t node0, struct uuid *id_r)
+{
+	const uint8_t node[6] = { node0, 0x22, 0x33, 0x44, 0x55, 0x66 };
+	timeuuid_from_ticks(ticks, 0x1234, node, id_r);
+}
+
+static uint64_t now_ticks(void)
+{
+	struct uuid u;
+	timeuuid_generate(&u);
+	return timeuuid_ticks(&u);
+}
+
+/* ---- domains and users ---- */
+
+static void test_domains(void)
+{
+	struct buf list;
+	buf_init(&list, 0);
+	CHECK_ST(store_domain_exists(store, "d1.test"), STORE_NOTFOUND);
+	CHECK_ST(store_domain_add(store, "d1.test"), STORE_OK);
+	CHECK_ST(store_domain_add(store, "d1.test"), STORE_EXISTS);
+	CHECK_ST(store_domain_add(store, "d2.test"), STORE_OK);
+	CHECK_ST(store_domain_exists(store, "d1.test"), STORE_OK);
+	CHECK_ST(store_domain_exists(store, "d3.test"), STORE_NOTFOUND);
+	CHECK_ST(store_domain_list(store, &list), STORE_OK);
+	CHECK(strstr(list.data, "d1.test\n") != NULL);
+	CHECK(strstr(list.data, "d2.test\n") != NULL);
+	CHECK(list.len > 0 && list.data[list.len - 1] == '\n');
+
+	CHECK_ST(store_user_add(store, "u@d1.test", "hash"), STORE_OK);
+	CHECK_ST(store_domain_del(store, "d1.test"), STORE_EXISTS);
+	CHECK_ST(store_domain_exists(store, "d1.test"), STORE_OK);
+	CHECK_ST(store_user_del(store, "u@d1.test"), STORE_OK);
+	CHECK_ST(store_domain_del(store, "d1.test"), STORE_OK);
+	CHECK_ST(store_domain_del(store, "d1.test"), STORE_NOTFOUND);
+	CHECK_ST(store_domain_exists(store, "d1.test"), STORE_NOTFOUND);
+	CHECK_ST(store_domain_del(store, "never.test"), STORE_NOTFOUND);
+	buf_reset(&list);
+	CHECK_ST(store_domain_list(store, &list), STORE_OK);
+	CHECK(strstr(list.data, "d1.test\n") == NULL);
+	CHECK(strstr(list.data, "d2.test\n") != NULL);
+	/* a domain can come back */
+	CHECK_ST(store_domain_add(store, "d1.test"), STORE_OK);
+	CHECK_ST(store_domain_del(store, "d1.test"), STORE_OK);
+	buf_deinit(&list);
+}
+
+static void test_users(void)
+{
+	struct buf b;
+	buf_init(&b, 512);
+	CHECK_ST(store_user_add(store, "bob@nodomain.test", "h"), STORE_NOTFOUND);
+	CHECK_ST(store_domain_add(store, "users.test"), STORE_OK);
+	CHECK_ST(store_user_add(store, "bob@users.test", "hash-1"), STORE_OK);
+	CHECK_ST(store_user_add(store, "bob@users.test", "hash-2"), STORE_EXISTS);
+	CHECK_ST(store_user_add(store, "carl@users.test", "hash-c"), STORE_OK);
+	CHECK_ST(store_user_add(store, "no-at-sign", "h"), STORE_INVALID);
+	CHECK_ST(store_user_add(store, "x@", "h"), STORE_INVALID);
+	CHECK_ST(store_user_add(store, "y@users.test", ""), STORE_INVALID);
+	CHECK_ST(store_user_get(store, "bob@users.test", &b), STORE_OK);
+	CHECK_STR(b.data, "hash-1");
+	CHECK_ST(store_user_set_password(store, "bob@users.test", "hash-3"), STORE_OK);
+	buf_reset(&b);
+	CHECK_ST(store_user_get(store, "bob@users.test", &b), STORE_OK);
+	CHECK_STR(b.data, "hash-3");
+	CHECK_ST(store_user_set_password(store, "bob@users.test", ""), STORE_INVALID);
+	CHECK_ST(store_user_set_password(store, "nobody@users.test", "h"), STORE_NOTFOUND);
+	buf_reset(&b);
+	CHECK_ST(store_user_get(store, "nobody@users.test", &b), STORE_NOTFOUND);
+	CHECK_INT(b.len, 0);
+	/* a long hash fits */
+	char longhash[400];
+	memset(longhash, 'h', sizeof(longhash) - 1);
+	longhash[sizeof(longhash) - 1] = '\0';
+	CHECK_ST(store_user_set_password(store, "carl@users.test", longhash), STORE_OK);
+	buf_reset(&b);
+	CHECK_ST(store_user_get(store, "carl@users.test", &b), STORE_OK);
+	CHECK_STR(b.data, longhash);
+
+	struct buf list;
+	buf_init(&list, 0);
+	CHECK_ST(store_user_list(store, &list), STORE_OK);
+	CHECK(strstr(list.data, "bob@users.test\n") != NULL);
+	CHECK(strstr(list.data, "carl@users.test\n") != NULL);
+
+	struct store_maildrop *md = NULL;
+	CHECK_ST(store_maildrop_open(store, "nobody@users.test", &md), STORE_NOTFOUND);
+	CHECK(md == NULL);
+
+	CHECK_ST(store_user_del(store, "bob@users.test"), STORE_OK);
+	CHECK_ST(store_user_del(store, "bob@users.test"), STORE_NOTFOUND);
+	buf_reset(&b);
+	CHECK_ST(store_user_get(store, "bob@users.test", &b), STORE_NOTFOUND);
+	buf_reset(&list);
+	CHECK_ST(store_user_list(store, &list), STORE_OK);
+	CHECK(strstr(list.data, "bob@users.test\n") == NULL);
+	CHECK(strstr(list.data, "carl@users.test\n") != NULL);
+	CHECK_ST(store_maildrop_open(store, "bob@users.test", &md), STORE_NOTFOUND);
+	/* re-created: empty mailbox, new password */
+	CHECK_ST(store_user_add(store, "bob@users.test", "hash-4"), STORE_OK);
+	buf_reset(&b);
+	CHECK_ST(store_user_get(store, "bob@users.test", &b), STORE_OK);
+	CHECK_STR(b.data, "hash-4");
+	CHECK_INT(count_of("bob@users.test"), 0);
+	buf_deinit(&list);
+	buf_deinit(&b);
+}
+
+/* ---- Pop3MetadataStoreContract ---- */
+
+static void test_james_contract(void)
+{
+	const char *a = "james@contract.test", *other = "other@contract.test";
+	add_user(a);
+	add_user(other);
+	const char *body = "Subject: contract\r\n\r\nhello\r\n";
+	size_t len = strlen(body);
+
+	/* listing is empty by default */
+	struct store_maildrop *md = open_md(a);
+	CHECK_INT(md->count, 0);
+	CHECK_INT(md->total_size, 0);
+	store_maildrop_free(&md);
+	CHECK(md == NULL);
+
+	/* add: the listing returns the entry */
+	struct uuid id1;
+	craft_id(now_ticks(), 0x11, &id1);
+	char uidl1[UUID_STR_LEN + 1];
+	CHECK_ST(deliver1(a, "", body, len, &id1, uidl1), STORE_OK);
+	check_uidl(uidl1, &id1, __LINE__);
+	md = open_md(a);
+	CHECK_INT(md->count, 1);
+	if (md->count == 1) {
+		CHECK(memcmp(&md->entries[0].id, &id1, 16) == 0);
+		CHECK_INT(md->entries[0].size, len);
+		CHECK_STR(md->entries[0].uidl, uidl1);
+		CHECK_INT(md->total_size, len);
+	}
+	store_maildrop_free(&md);
+
+	/* upsert: adding the same message id again keeps one entry, same UIDL */
+	char uidl1b[UUID_STR_LEN + 1];
+	CHECK_ST(deliver1(a, "", body, len, &id1, uidl1b), STORE_OK);
+	CHECK_STR(uidl1b, uidl1);
+	md = open_md(a);
+	CHECK_INT(md->count, 1);
+	if (md->count == 1)
+		CHECK_STR(md->entries[0].uidl, uidl1);
+	store_maildrop_free(&md);
+
+	/* other mailboxes are not affected */
+	CHECK_INT(count_of(other), 0);
+
+	/* remove, and remove again */
+	md = open_md(a);
+	unsigned int zero = 0;
+	CHECK_ST(store_maildrop_expunge(md, &zero, 1), STORE_OK);
+	CHECK_ST(store_maildrop_expunge(md, &zero, 1), STORE_OK);
+	store_maildrop_free(&md);
+	CHECK_INT(count_of(a), 0);
+
+	/* clear: several entries removed at once, idempotently */
+	struct uuid ids[3];
+	uint64_t t = now_ticks();
+	for (int i = 0; i < 3; i++) {
+		craft_id(t + (uint64_t)i, 0x22, &ids[i]);
+		CHECK_ST(deliver1(a, "", body, len, &ids[i], NULL), STORE_OK);
+	}
+	CHECK_ST(deliver1(other, "", body, len, NULL, NULL), STORE_OK);
+	md = open_md(a);
+	CHECK_INT(md->count, 3);
+	CHECK_INT(md->total_size, 3 * len);
+	unsigned int all[3] = { 0, 1, 2 };
+	CHECK_ST(store_maildrop_expunge(md, all, md->count < 3 ? md->count : 3), STORE_OK);
+	CHECK_ST(store_maildrop_expunge(md, all, md->count < 3 ? md->count : 3), STORE_OK);
+	store_maildrop_free(&md);
+	CHECK_INT(count_of(a), 0);
+	CHECK_INT(count_of(other), 1);
+	/* an index outside the listing is refused */
+	md = open_md(other);
+	unsigned int bad = 1;
+	CHECK_ST(store_maildrop_expunge(md, &bad, 1), STORE_INVALID);
+	CHECK_ST(store_maildrop_expunge(md, NULL, 0), STORE_OK);
+	CHECK_INT(md->count, 1);
+	store_maildrop_free(&md);
+	CHECK_INT(count_of(other), 1);
+
+	/* ordering by message id: ids minted in one order, delivered in another */
+	uint64_t base = now_ticks();
+	struct uuid o[6];
+	craft_id(base + 30, 0x01, &o[0]);
+	craft_id(base + 10, 0x01, &o[1]);
+	craft_id(base + 20, 0x01, &o[2]);
+	/* same timestamp: Cassandra's signed tie-break puts 0xff (-1) before 0x01 */
+	craft_id(base + 20, 0xff, &o[3]);
+	craft_id(base + 20, 0x80, &o[4]);
+	craft_id(base + 5, 0x7f, &o[5]);
+	char ouidl[6][UUID_STR_LEN + 1];
+	for (int i = 0; i < 6; i++) {
+		char b2[64];
+		int n = snprintf(b2, sizeof(b2), "Subject: %d\r\n\r\nbody %d\r\n", i, i);
+		CHECK_ST(deliver1(a, "", b2, (size_t)n, &o[i], ouidl[i]), STORE_OK);
+	}
+	/* expected order: 5 (base+5), 1 (+10), 4 (+20, 0x80), 3 (+20, 0xff), 2 (+20, 0x01), 0 */
+	static const int order[6] = { 5, 1, 4, 3, 2, 0 };
+	md = open_md(a);
+	CHECK_INT(md->count, 6);
+	for (unsigned int i = 0; i < md->count && i < 6; i++) {
+		test_checks++;
+		if (memcmp(&md->entries[i].id, &o[order[i]], 16) != 0) {
+			test_failures++;
+			char s1[UUID_STR_LEN + 1], s2[UUID_STR_LEN + 1];
+			uuid_format(&md->entries[i].id, s1);
+			uuid_format(&o[order[i]], s2);
+			fprintf(stderr, "%s:%d: [%s] listing[%u] = %s, expected %s\n", __FILE__,
+				__LINE__, backend, i, s1, s2);
+		}
+		CHECK_STR(md->entries[i].uidl, ouidl[order[i]]);
+		check_uidl(md->entries[i].uidl, &md->entries[i].id, __LINE__);
+		if (i > 0)
+			CHECK(timeuuid_compare(&md->entries[i - 1].id, &md->entries[i].id) < 0);
+		char b2[64];
+		int n = snprintf(b2, sizeof(b2), "Subject: %d\r\n\r\nbody %d\r\n", order[i], order[i]);
+		CHECK_MESSAGE(md, i, "", b2, (size_t)n, 0);
+	}
+	/* in uid mode the UIDs follow delivery, not id order */
+	if (mode == STORE_POP3_IDS_UID && md->count == 6)
+		CHECK(strcmp(md->entries[5].uidl, md->entries[0].uidl) < 0);
+	unsigned int everything[6] = { 0, 1, 2, 3, 4, 5 };
+	CHECK_ST(store_maildrop_expunge(md, everything, md->count), STORE_OK);
+	store_maildrop_free(&md);
+	CHECK_INT(count_of(a), 0);
+}
+
+/* ---- deliveries ---- */
+
+static void test_deliver(void)
+{
+	add_user("alice@deliver.test");
+	add_user("bob@deliver.test");
+	const char *body = "Received: from x\r\nSubject: shared\r\n\r\nShared body.\r\n";
+	size_t len = strlen(body);
+	struct store_rcpt r[4] = {
+		{ .address = "alice@deliver.test",
+		  .prefix = "Return-Path: <s@x.test>\r\nDelivered-To: alice@deliver.test\r\n" },
+		{ .address = "ghost@deliver.test", .prefix = "Delivered-To: ghost\r\n" },
+		{ .address = "bob@deliver.test", .prefix = "Delivered-To: bob@deliver.test\r\n" },
+		{ .address = "carol@elsewhere.test", .prefix = "" },
+	};
+	struct store_delivery d = { .body = body, .body_len = len, .rcpts = r, .rcpt_count = 4 };
+	store_delivery_init(&d);
+	CHECK_INT(uuid_version(&d.message_id), 1);
+	struct uuid minted = d.message_id;
+	CHECK_ST(store_deliver(store, &d), STORE_OK);
+	CHECK(memcmp(&d.message_id, &minted, 16) == 0);
+	CHECK_ST(r[0].status, STORE_OK);
+	CHECK_ST(r[1].status, STORE_NOTFOUND);
+	CHECK_ST(r[2].status, STORE_OK);
+	CHECK_ST(r[3].status, STORE_NOTFOUND);
+	check_uidl(r[0].uidl, &d.message_id, __LINE__);
+	check_uidl(r[2].uidl, &d.message_id, __LINE__);
+
+	struct store_maildrop *ma = open_md("alice@deliver.test");
+	struct store_maildrop *mb = open_md("bob@deliver.test");
+	CHECK_INT(ma->count, 1);
+	CHECK_INT(mb->count, 1);
+	if (ma->count == 1 && mb->count == 1) {
+		CHECK_STR(ma->entries[0].uidl, r[0].uidl);
+		CHECK_STR(mb->entries[0].uidl, r[2].uidl);
+		CHECK_MESSAGE(ma, 0, r[0].prefix, body, len, 0);
+		CHECK_MESSAGE(mb, 0, r[2].prefix, body, len, 1);
+		CHECK_INT(ma->total_size, strlen(r[0].prefix) + len);
+	}
+
+	/* a retried delivery (same id) creates no second copy, and reaches a
+	 * recipient that failed the first time */
+	r[1].address = "bob@deliver.test";
+	r[1].prefix = "Delivered-To: bob, retried\r\n";
+	r[2].address = "late@deliver.test";
+	r[2].prefix = "Delivered-To: late@deliver.test\r\n";
+	add_user("late@deliver.test");
+	char first_uidl[UUID_STR_LEN + 1];
+	str_copy(first_uidl, r[0].uidl, sizeof(first_uidl));
+	d.rcpt_count = 3;
+	CHECK_ST(store_deliver(store, &d), STORE_OK);
+	CHECK_ST(r[0].status, STORE_OK);
+	CHECK_ST(r[1].status, STORE_OK);
+	CHECK_ST(r[2].status, STORE_OK);
+	CHECK_STR(r[0].uidl, first_uidl); /* the UIDL of the copy that exists */
+	CHECK_INT(count_of("alice@deliver.test"), 1);
+	CHECK_INT(count_of("bob@deliver.test"), 1);
+	CHECK_INT(count_of("late@deliver.test"), 1);
+
+	/* bodies shared by recipients survive until the last one is expunged */
+	unsigned int zero = 0;
+	CHECK_ST(store_maildrop_expunge(ma, &zero, 1), STORE_OK);
+	CHECK_MESSAGE(mb, 0, "Delivered-To: bob@deliver.test\r\n", body, len, -1);
+	struct store_maildrop *ml = open_md("late@deliver.test");
+	if (ml->count == 1)
+		CHECK_MESSAGE(ml, 0, "Delivered-To: late@deliver.test\r\n", body, len, 0);
+	CHECK_ST(store_maildrop_expunge(mb, &zero, 1), STORE_OK);
+	if (ml->count == 1)
+		CHECK_MESSAGE(ml, 0, "Delivered-To: late@deliver.test\r\n", body, len, 0);
+	CHECK_ST(store_maildrop_expunge(ml, &zero, ml->count), STORE_OK);
+	store_maildrop_free(&ma);
+	store_maildrop_free(&mb);
+	store_maildrop_free(&ml);
+	CHECK_INT(count_of("alice@deliver.test"), 0);
+	CHECK_INT(count_of("late@deliver.test"), 0);
+
+	/* nobody known: every recipient NOTFOUND, the call itself works */
+	struct store_rcpt none[2] = { { .address = "x@deliver.test", .prefix = "" },
+				      { .address = "y@nowhere.test", .prefix = "" } };
+	struct store_delivery dn = { .body = body, .body_len = len, .rcpts = none, .rcpt_count = 2 };
+	store_delivery_init(&dn);
+	CHECK_ST(store_deliver(store, &dn), STORE_OK);
+	CHECK_ST(none[0].status, STORE_NOTFOUND);
+	CHECK_ST(none[1].status, STORE_NOTFOUND);
+	dn.rcpt_count = 0;
+	CHECK_ST(store_deliver(store, &dn), STORE_INVALID);
+
+	/* a retry that reaches nobody must not take the body from the
+	 * recipients the first attempt delivered to */
+	struct store_rcpt ok1 = { .address = "alice@deliver.test", .prefix = "P: 1\r\n" };
+	struct store_delivery dr = { .body = body, .body_len = len, .rcpts = &ok1, .rcpt_count = 1 };
+	store_delivery_init(&dr);
+	CHECK_ST(store_deliver(store, &dr), STORE_OK);
+	CHECK_ST(ok1.status, STORE_OK);
+	struct store_rcpt gone = { .address = "gone@deliver.test", .prefix = "" };
+	dr.rcpts = &gone;
+	CHECK_ST(store_deliver(store, &dr), STORE_OK);
+	CHECK_ST(gone.status, STORE_NOTFOUND);
+	ma = open_md("alice@deliver.test");
+	CHECK_INT(ma->count, 1);
+	if (ma->count == 1)
+		CHECK_MESSAGE(ma, 0, "P: 1\r\n", body, len, 0);
+	CHECK_ST(store_maildrop_expunge(ma, &zero, ma->count), STORE_OK);
+	store_maildrop_free(&ma);
+}
+
+/* ---- UIDLs ---- */
+
+static void test_uidls(void)
+{
+	const char *a = "uidl@uidl.test";
+	add_user(a);
+	enum { N = 8 };
+	char seen[3 * N][72];
+	unsigned int nseen = 0;
+	for (int i = 0; i < N; i++) {
+		char uidl[UUID_STR_LEN + 1];
+		CHECK_ST(deliver1(a, "", "S: x\r\n\r\nb\r\n", 11, NULL, uidl), STORE_OK);
+	}
+	struct store_maildrop *md = open_md(a), *md2 = open_md(a);
+	CHECK_INT(md->count, N);
+	CHECK_INT(md2->count, N);
+	for (unsigned int i = 0; i < md->count && i < md2->count; i++) {
+		check_uidl(md->entries[i].uidl, &md->entries[i].id, __LINE__);
+		CHECK_STR(md->entries[i].uidl, md2->entries[i].uidl); /* stable */
+		for (unsigned int k = 0; k < nseen; k++)
+			CHECK(strcmp(seen[k], md->entries[i].uidl) != 0); /* unique */
+		str_copy(seen[nseen++], md->entries[i].uidl, sizeof(seen[0]));
+	}
+	/* expunge the newest and an older one: their UIDLs are never handed out again */
+	unsigned int idx[2] = { N - 1, 2 };
+	CHECK_ST(store_maildrop_expunge(md, idx, 2), STORE_OK);
+	store_maildrop_free(&md);
+	store_maildrop_free(&md2);
+	for (int i = 0; i < N; i++)
+		CHECK_ST(deliver1(a, "", "S: y\r\n\r\nb\r\n", 11, NULL, NULL), STORE_OK);
+	md = open_md(a);
+	CHECK_INT(md->count, 2 * N - 2);
+	unsigned int reused = 0, kept = 0;
+	for (unsigned int i = 0; i < md->count; i++) {
+		bool old = false;
+		for (unsigned int k = 0; k < nseen; k++)
+			if (strcmp(seen[k], md->entries[i].uidl) == 0)
+				old = true;
+		if (i < N - 2)
+			kept += old;
+		else
+			reused += old;
+		check_uidl(md->entries[i].uidl, &md->entries[i].id, __LINE__);
+	}
+	CHECK_INT(kept, N - 2);
+	CHECK_INT(reused, 0);
+	unsigned int *all = xcalloc(md->count, sizeof(unsigned int));
+	for (unsigned int i = 0; i < md->count; i++)
+		all[i] = i;
+	CHECK_ST(store_maildrop_expunge(md, all, md->count), STORE_OK);
+	free(all);
+	store_maildrop_free(&md);
+}
+
+/* ---- reading ---- */
+
+static void test_read(void)
+{
+	const char *a = "reader@read.test";
+	add_user(a);
+	static const struct {
+		const char *prefix, *body;
+		long top;
+	} cases[] = {
+		/* dot-stuffing of every line that starts with '.', headers too */
+		{ "Delivered-To: reader@read.test\r\n",
+		  ".Hdr: dotted\r\nSubject: dots\r\n\r\n.\r\n..\r\n.line\r\nmid.dle\r\n.\r\n", 2 },
+		/* TOP n 0: headers, the blank line, then ".\r\n" */
+		{ "Return-Path: <s@x.test>\r\n",
+		  "H1: a\r\nH2: b\r\n\r\nl1\r\nl2\r\nl3\r\n", 0 },
+		{ "", "H1: a\r\n\r\nl1\r\nl2\r\nl3\r\n", 3 },      /* TOP = all lines */
+		{ "", "H1: a\r\n\r\nl1\r\nl2\r\nl3\r\n", 1000 },   /* TOP beyond the end */
+		{ "", "H1: a\r\n\r\n\r\n\r\nl3\r\n", 2 },          /* empty body lines count */
+		{ "", "H1: only headers\r\nH2: x\r\n", 0 },         /* no separator */
+		{ "", "", 0 },                                      /* 0-byte body */
+		{ "X-Prefix: only\r\n", "", 0 },
+		{ "", "H: v\r\n\r\nlast line without CRLF", 1 },
+		{ "", "H: v\r\n\r\n.", 1 },
+		{ "", "\r\nbody right away\r\n", 0 },
+	};
+	enum { NCASES = sizeof(cases) / sizeof(cases[0]) };
+	uint64_t t = now_ticks();
+	for (unsigned int i = 0; i < NCASES; i++) {
+		struct uuid id;
+		craft_id(t + i, 0x10, &id);
+		CHECK_ST(deliver1(a, cases[i].prefix, cases[i].body, strlen(cases[i].body), &id,
+				  NULL), STORE_OK);
+	}
+	struct store_maildrop *md = open_md(a);
+	CHECK_INT(md->count, NCASES);
+	uint64_t total = 0;
+	for (unsigned int i = 0; i < md->count && i < NCASES; i++) {
+		CHECK_MESSAGE(md, i, cases[i].prefix, cases[i].body, strlen(cases[i].body),
+			      cases[i].top);
+		total += md->entries[i].size;
+	}
+	CHECK_INT(md->total_size, total);
+
+	/* exact outputs for a few, independent of the reference encoder */
+	struct buf out;
+	buf_init(&out, 0);
+	CHECK_ST(store_message_read_pop3(md, 1, 0, &out), STORE_OK);
+	CHECK_STR(out.data, "Return-Path: <s@x.test>\r\nH1: a\r\nH2: b\r\n\r\n.\r\n");
+	buf_reset(&out);
+	CHECK_ST(store_message_read_pop3(md, 0, -1, &out), STORE_OK);
+	CHECK_STR(out.data, "Delivered-To: reader@read.test\r\n..Hdr: dotted\r\nSubject: dots\r\n"
+			    "\r\n..\r\n...\r\n..line\r\nmid.dle\r\n..\r\n.\r\n");
+	buf_reset(&out);
+	CHECK_ST(store_message_read_pop3(md, 6, -1, &out), STORE_OK);
+	CHECK_STR(out.data, ".\r\n");
+	CHECK_INT(md->entries[6].size, 0);
+	buf_reset(&out);
+	CHECK_ST(store_message_read_pop3(md, 8, -1, &out), STORE_OK);
+	CHECK_STR(out.data, "H: v\r\n\r\nlast line without CRLF\r\n.\r\n");
+	/* reads append to what the buffer holds */
+	buf_reset(&out);
+	buf_append_str(&out, "+OK\r\n");
+	CHECK_ST(store_message_read_pop3(md, 2, 1, &out), STORE_OK);
+	CHECK_STR(out.data, "+OK\r\nH1: a\r\n\r\nl1\r\n.\r\n");
+	buf_reset(&out);
+	CHECK_ST(store_message_read_pop3(md, md->count, -1, &out), STORE_NOTFOUND);
+	CHECK_ST(store_message_read_raw(md, md->count, &out), STORE_NOTFOUND);
+	CHECK_INT(out.len, 0);
+	buf_deinit(&out);
+
+	unsigned int *all = xcalloc(md->count + 1, sizeof(unsigned int));
+	for (unsigned int i = 0; i < md->count; i++)
+		all[i] = i;
+	CHECK_ST(store_maildrop_expunge(md, all, md->count), STORE_OK);
+	free(all);
+	store_maildrop_free(&md);
+}
+
+/* Keeps a generated body CRLF-only: a CR not followed by LF, or an LF not
+ * preceded by CR, becomes a letter. */
+static void crlf_only(char *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (b[i] == '\r' && (i + 1 == len || b[i + 1] != '\n'))
+			b[i] = 'y';
+		else if (b[i] == '\n' && (i == 0 || b[i - 1] != '\r'))
+			b[i] = 'y';
+	}
+}
+
+/* A body of len bytes of CRLF lines whose dots and line ends fall around
+ * the chunk boundary at off. */
+static char *boundary_body(size_t len, size_t off, int variant)
+{
+	char *b = xmalloc(len + 1);
+	static const char hdr[] = "Subject: boundary\r\n\r\n";
+	size_t pos = 0;
+	memcpy(b, hdr, sizeof(hdr) - 1);
+	pos = sizeof(hdr) - 1;
+	/* fill with lines of 30 characters, every fifth starting with a dot */
+	for (int line = 0; pos < len; line++) {
+		for (int k = 0; k < 30 && pos < len; k++)
+			b[pos++] = (char)(k == 0 && line % 5 == 0 ? '.' : 'a' + (line + k) % 26);
+		if (pos < len)
+			b[pos++] = '\r';
+		if (pos < len)
+			b[pos++] = '\n';
+	}
+	/* place "\r\n." so that the boundary falls at each of its points */
+	if (off >= 4 && off + 4 <= len) {
+		size_t s = off - 2 + (size_t)variant; /* variant 0..3 */
+		memcpy(b + s - 2, "x\r\n.", 4);
+	}
+	crlf_only(b, len);
+	b[len] = '\0';
+	return b;
+}
+
+static void test_chunk_boundaries(void)
+{
+	const char *a = "chunks@read.test";
+	add_user(a);
+	static const size_t offsets[] = { 4096, 65536, 131072 };
+	static const long sizes_delta[] = { -1, 0, 1 };
+	char *bodies[64];
+	unsigned int n = 0;
+	uint64_t t = now_ticks();
+	for (size_t o = 0; o < sizeof(offsets) / sizeof(offsets[0]); o++) {
+		for (int v = 0; v < 4; v++) {
+			size_t len = offsets[o] + 100 + (size_t)v * 7;
+			bodies[n] = boundary_body(len, offsets[o], v);
+			struct uuid id;
+			craft_id(t + n, 0x33, &id);
+			CHECK_ST(deliver1(a, "", bodies[n], len, &id, NULL), STORE_OK);
+			n++;
+		}
+		/* bodies of exactly a chunk, one less and one more */
+		for (int s = 0; s < 3; s++) {
+			size_t len = (size_t)((long)offsets[o] + sizes_delta[s]);
+			bodies[n] = boundary_body(len, 0, 0);
+			if (s == 0) {
+				memcpy(bodies[n] + len - 3, "\r\n.", 3);
+				crlf_only(bodies[n], len);
+			}
+			struct uuid id;
+			craft_id(t + n, 0x33, &id);
+			CHECK_ST(deliver1(a, "Delivered-To: chunks\r\n", bodies[n], len, &id, NULL),
+				 STORE_OK);
+			n++;
+		}
+	}
+	/* the header/body separator exactly at a chunk boundary (for TOP 0) */
+	for (int s = -2; s <= 2; s++) {
+		size_t len = 65536 + 200;
+		char *b = xmalloc(len + 1);
+		size_t sep = (size_t)(65536 + s); /* "\r\n\r\n" starts here */
+		memcpy(b, "X-Long: ", 8);
+		memset(b + 8, 'h', sep - 8);
+		memcpy(b + sep, "\r\n\r\n", 4);
+		for (size_t k = sep + 4; k < len; k++)
+			b[k] = (k - sep) % 20 == 0 ? '\n' : (k - sep) % 20 == 19 ? '\r' : 'b';
+		b[len - 2] = '\r';
+		b[len - 1] = '\n';
+		crlf_only(b, len);
+		b[len] = '\0';
+		bodies[n] = b;
+		struct uuid id;
+		craft_id(t + n, 0x33, &id);
+		CHECK_ST(deliver1(a, "", b, len, &id, NULL), STORE_OK);
+		n++;
+	}
+	struct store_maildrop *md = open_md(a);
+	CHECK_INT(md->count, n);
+	for (unsigned int i = 0; i < md->count && i < n; i++) {
+		const char *prefix = md->entries[i].size > strlen(bodies[i]) ?
+			"Delivered-To: chunks\r\n" : "";
+		CHECK_MESSAGE(md, i, prefix, bodies[i], strlen(bodies[i]), i % 3);
+		CHECK_MESSAGE(md, i, prefix, bodies[i], strlen(bodies[i]), 0);
+	}
+	unsigned int *all = xcalloc(n, sizeof(unsigned int));
+	for (unsigned int i = 0; i < n; i++)
+		all[i] = i;
+	CHECK_ST(store_maildrop_expunge(md, all, md->count), STORE_OK);
+	free(all);
+	store_maildrop_free(&md);
+	for (unsigned int i = 0; i < n; i++)
+		free(bodies[i]);
+}
+
+static void test_big_message(void)
+{
+	const char *a = "big@read.test";
+	add_user(a);
+	size_t len = 25 * 1024 * 1024;
+	char *body = xmalloc(len + 1);
+	size_t pos = (size_t)snprintf(body, len, "Subject: big\r\n\r\n");
+	for (unsigned int line = 0; len - pos > 200; line++) {
+		size_t n = 1 + line % 97;
+		for (size_t k = 0; k < n; k++)
+			body[pos++] = (char)(k == 0 && line % 11 == 0 ? '.' : '0' + (line + k) % 75);
+		body[pos++] = '\r';
+		body[pos++] = '\n';
+	}
+	while (pos < len - 2)
+		body[pos++] = 'z';
+	body[pos++] = '\r';
+	body[pos++] = '\n';
+	body[len] = '\0';
+	const char *prefix = "Delivered-To: big@read.test\r\n";
+	CHECK_ST(deliver1(a, prefix, body, len, NULL, NULL), STORE_OK);
+	struct store_maildrop *md = open_md(a);
+	CHECK_INT(md->count, 1);
+	if (md->count == 1) {
+		CHECK_INT(md->entries[0].size, len + strlen(prefix));
+		CHECK_INT(md->total_size, len + strlen(prefix));
+		CHECK_MESSAGE(md, 0, prefix, body, len, 5);
+	}
+	unsigned int zero = 0;
+	CHECK_ST(store_maildrop_expunge(md, &zero, md->count), STORE_OK);
+	store_maildrop_free(&md);
+	free(body);
+}
+
+/* ---- expunge across sessions ---- */
+
+static void test_expunge_sessions(void)
+{
+	const char *a = "exp@expunge.test";
+	add_user(a);
+	char bodies[4][64];
+	for (int i = 0; i < 4; i++) {
+		snprintf(bodies[i], sizeof(bodies[i]), "Subject: %d\r\n\r\nmessage %d\r\n", i, i);
+		CHECK_ST(deliver1(a, "", bodies[i], strlen(bodies[i]), NULL, NULL), STORE_OK);
+	}
+	struct store_maildrop *older = open_md(a);
+	struct store_maildrop *newer = open_md(a);
+	CHECK_INT(older->count, 4);
+	CHECK_INT(newer->count, 4);
+	/* delivered after both logins: not in their listings */
+	CHECK_ST(deliver1(a, "", "S: late\r\n\r\nlate\r\n", 17, NULL, NULL), STORE_OK);
+	CHECK_INT(older->count, 4);
+
+	unsigned int idx[2] = { 0, 2 };
+	CHECK_ST(store_maildrop_expunge(newer, idx, 2), STORE_OK);
+	/* the older handle sees NOTFOUND for those, never a crash or old data */
+	struct buf out;
+	buf_init(&out, 0);
+	buf_append_str(&out, "kept");
+	CHECK_ST(store_message_read_pop3(older, 0, -1, &out), STORE_NOTFOUND);
+	CHECK_STR(out.data, "kept");
+	CHECK_ST(store_message_read_pop3(older, 2, 0, &out), STORE_NOTFOUND);
+	CHECK_STR(out.data, "kept");
+	buf_reset(&out);
+	CHECK_ST(store_message_read_raw(older, 0, &out), STORE_NOTFOUND);
+	CHECK_MESSAGE(older, 1, "", bodies[1], strlen(bodies[1]), 0);
+	CHECK_MESSAGE(older, 3, "", bodies[3], strlen(bodies[3]), 0);
+	/* the older session deletes the same and another: no error, nothing comes back */
+	unsigned int idx2[3] = { 0, 1, 2 };
+	CHECK_ST(store_maildrop_expunge(older, idx2, 3), STORE_OK);
+	CHECK_ST(store_maildrop_expunge(older, idx2, 3), STORE_OK);
+	CHECK_ST(store_message_read_pop3(newer, 1, -1, &out), STORE_NOTFOUND);
+	struct store_maildrop *third = open_md(a);
+	CHECK_INT(third->count, 2); /* message 3 and the late one */
+	if (third->count == 2) {
+		CHECK(memcmp(&third->entries[0].id, &older->entries[3].id, 16) == 0);
+		CHECK_MESSAGE(third, 0, "", bodies[3], strlen(bodies[3]), -1);
+		CHECK_MESSAGE(third, 1, "", "S: late\r\n\r\nlate\r\n", 17, -1);
+	}
+	store_maildrop_free(&older);
+	store_maildrop_free(&newer);
+	unsigned int both[2] = { 0, 1 };
+	CHECK_ST(store_maildrop_expunge(third, both, third->count), STORE_OK);
+	store_maildrop_free(&third);
+	CHECK_INT(count_of(a), 0);
+	buf_deinit(&out);
+}
+
+/* ---- concurrent deliveries ---- */
+
+enum { CONC_THREADS = 4, CONC_PER_THREAD = 25 };
+
+struct conc_arg {
+	int thread;
+	int failures;
+};
+
+static void *conc_thread(void *p)
+{
+	struct conc_arg *arg = p;
+	for (int i = 0; i < CONC_PER_THREAD; i++) {
+		char body[64];
+		int n = snprintf(body, sizeof(body), "Subject: t%d m%d\r\n\r\nbody\r\n", arg->thread, i);
+		struct store_rcpt r[2] = { { .address = "conc@conc.test", .prefix = "" },
+					   { .address = "conc2@conc.test", .prefix = "P: 2\r\n" } };
+		struct store_delivery d = { .body = body, .body_len = (size_t)n, .rcpts = r,
+					    .rcpt_count = 2 };
+		store_delivery_init(&d);
+		if (store_deliver(store, &d) != STORE_OK || r[0].status != STORE_OK ||
+		    r[1].status != STORE_OK)
+			arg->failures++;
+	}
+	return NULL;
+}
+
+static void test_concurrent(void)
+{
+	add_user("conc@conc.test");
+	add_user("conc2@conc.test");
+	pthread_t th[CONC_THREADS];
+	struct conc_arg args[CONC_THREADS];
+	for (int i = 0; i < CONC_THREADS; i++) {
+		args[i] = (struct conc_arg){ .thread = i };
+		pthread_create(&th[i], NULL, conc_thread, &args[i]);
+	}
+	for (int i = 0; i < CONC_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_INT(args[i].failures, 0);
+	}
+	static const char *const boxes[2] = { "conc@conc.test", "conc2@conc.test" };
+	for (int b = 0; b < 2; b++) {
+		struct store_maildrop *md = open_md(boxes[b]);
+		CHECK_INT(md->count, CONC_THREADS * CONC_PER_THREAD);
+		bool seen[CONC_THREADS][CONC_PER_THREAD];
+		memset(seen, 0, sizeof(seen));
+		int dups = 0, bad = 0, unordered = 0, dup_uidl = 0;
+		struct buf raw;
+		buf_init(&raw, 0);
+		for (unsigned int i = 0; i < md->count; i++) {
+			buf_reset(&raw);
+			int t = -1, m = -1;
+			if (store_message_read_raw(md, i, &raw) != STORE_OK ||
+			    sscanf(raw.data + (b == 1 ? 6 : 0), "Subject: t%d m%d", &t, &m) != 2 ||
+			    t < 0 || t >= CONC_THREADS || m < 0 || m >= CONC_PER_THREAD) {
+				bad++;
+				continue;
+			}
+			if (seen[t][m])
+				dups++;
+			seen[t][m] = true;
+			if (i > 0 && timeuuid_compare(&md->entries[i - 1].id, &md->entries[i].id) >= 0)
+				unordered++;
+			for (unsigned int k = 0; k < i; k++)
+				if (strcmp(md->entries[k].uidl, md->entries[i].uidl) == 0)
+					dup_uidl++;
+		}
+		buf_deinit(&raw);
+		CHECK_INT(bad, 0);
+		CHECK_INT(dups, 0);
+		CHECK_INT(unordered, 0);
+		CHECK_INT(dup_uidl, 0);
+		store_maildrop_free(&md);
+	}
+}
+
+/* ---- user deletion ---- */
+
+static void test_user_del_messages(void)
+{
+	add_user("carol@del.test");
+	add_user("dave@del.test");
+	const char *body = "Subject: del\r\n\r\nx\r\n";
+	struct store_rcpt r[2] = { { .address = "carol@del.test", .prefix = "" },
+				   { .address = "dave@del.test", .prefix = "" } };
+	struct store_delivery d = { .body = body, .body_len = strlen(body), .rcpts = r,
+				    .rcpt_count = 2 };
+	store_delivery_init(&d);
+	CHECK_ST(store_deliver(store, &d), STORE_OK);
+	for (int i = 0; i < 3; i++)
+		CHECK_ST(deliver1("carol@del.test", "", body, strlen(body), NULL, NULL), STORE_OK);
+	CHECK_INT(count_of("carol@del.test"), 4);
+	struct store_maildrop *stale = open_md("carol@del.test");
+	CHECK_ST(store_user_del(store, "carol@del.test"), STORE_OK);
+	/* a session open across the deletion finds nothing, and does not crash */
+	struct buf out;
+	buf_init(&out, 0);
+	CHECK_ST(store_message_read_pop3(stale, 0, -1, &out), STORE_NOTFOUND);
+	unsigned int zero = 0;
+	CHECK_ST(store_maildrop_expunge(stale, &zero, 1), STORE_OK);
+	store_maildrop_free(&stale);
+	/* the shared body is still there for dave */
+	struct store_maildrop *md = open_md("dave@del.test");
+	CHECK_INT(md->count, 1);
+	if (md->count == 1)
+		CHECK_MESSAGE(md, 0, "", body, strlen(body), 0);
+	store_maildrop_free(&md);
+	/* the address comes back with an empty mailbox */
+	CHECK_ST(store_user_add(store, "carol@del.test", "h"), STORE_OK);
+	CHECK_INT(count_of("carol@del.test"), 0);
+	/* a delivery to a deleted user fails for that user only */
+	CHECK_ST(store_user_del(store, "carol@del.test"), STORE_OK);
+	store_delivery_init(&d);
+	CHECK_ST(store_deliver(store, &d), STORE_OK);
+	CHECK_ST(r[0].status, STORE_NOTFOUND);
+	CHECK_ST(r[1].status, STORE_OK);
+	CHECK_INT(count_of("dave@del.test"), 2);
+	buf_deinit(&out);
+}
+
+/* ---- persistence (sqlite) ---- */
+
+struct snapshot {
+	unsigned int count;
+	uint64_t total;
+	struct store_listing_entry *entries;
+	struct buf raw;
+};
+
+static void take_snapshot(const char *address, struct snapshot *s)
+{
+	struct store_maildrop *md = open_md(address);
+	s->count = md->count;
+	s->total = md->total_size;
+	s->entries = xcalloc(md->count + 1, sizeof(*s->entries));
+	memcpy(s->entries, md->entries, md->count * sizeof(*s->entries));
+	buf_init(&s->raw, 0);
+	for (unsigned int i = 0; i < md->count; i++)
+		CHECK_ST(store_message_read_raw(md, i, &s->raw), STORE_OK);
+	store_maildrop_free(&md);
+}
+
+static void test_reopen(void)
+{
+	static const char *const boxes[] = { "conc@conc.test", "dave@del.test" };
+	struct snapshot before[2], after[2];
+	struct buf domains, users, hash;
+	buf_init(&domains, 0);
+	buf_init(&users, 0);
+	buf_init(&hash, 512);
+	CHECK_ST(store_user_set_password(store, "dave@del.test", "persisted-hash"), STORE_OK);
+	CHECK_ST(store_domain_list(store, &domains), STORE_OK);
+	CHECK_ST(store_user_list(store, &users), STORE_OK);
+	for (int i = 0; i < 2; i++)
+		take_snapshot(boxes[i], &before[i]);
+	CHECK(before[0].count > 0);
+
+	store_close(&store);
+	CHECK(store == NULL);
+	store = open_store();
+	CHECK_STR(store_backend_name(store), backend);
+
+	struct buf domains2, users2;
+	buf_init(&domains2, 0);
+	buf_init(&users2, 0);
+	CHECK_ST(store_domain_list(store, &domains2), STORE_OK);
+	CHECK_ST(store_user_list(store, &users2), STORE_OK);
+	CHECK_STR(domains2.data, domains.data);
+	CHECK_STR(users2.data, users.data);
+	CHECK_ST(store_user_get(store, "dave@del.test", &hash), STORE_OK);
+	CHECK_STR(hash.data, "persisted-hash");
+	for (int i = 0; i < 2; i++) {
+		take_snapshot(boxes[i], &after[i]);
+		CHECK_INT(after[i].count, before[i].count);
+		CHECK_INT(after[i].total, before[i].total);
+		for (unsigned int k = 0; k < after[i].count && k < before[i].count; k++) {
+			CHECK(memcmp(&after[i].entries[k].id, &before[i].entries[k].id, 16) == 0);
+			CHECK_INT(after[i].entries[k].size, before[i].entries[k].size);
+			CHECK_STR(after[i].entries[k].uidl, before[i].entries[k].uidl);
+		}
+		CHECK_MEM(after[i].raw.data, after[i].raw.len, before[i].raw.data, before[i].raw.len);
+		free(before[i].entries);
+		free(after[i].entries);
+		buf_deinit(&before[i].raw);
+		buf_deinit(&after[i].raw);
+	}
+	/* the UID counter survives too: new UIDLs are still new */
+	struct store_maildrop *md = open_md("dave@del.test");
+	char old_uidls[8][72];
+	unsigned int nold = md->count < 8 ? md->count : 8;
+	for (unsigned int i = 0; i < nold; i++)
+		str_copy(old_uidls[i], md->entries[i].uidl, sizeof(old_uidls[i]));
+	store_maildrop_free(&md);
+	char uidl[UUID_STR_LEN + 1];
+	CHECK_ST(deliver1("dave@del.test", "", "S: r\r\n\r\nr\r\n", 11, NULL, uidl), STORE_OK);
+	for (unsigned int i = 0; i < nold; i++)
+		CHECK(strcmp(old_uidls[i], uidl) != 0);
+	buf_deinit(&domains);
+	buf_deinit(&users);
+	buf_deinit(&domains2);
+	buf_deinit(&users2);
+	buf_deinit(&hash);
+}
+
+static void run_suite(void)
+{
+	if (strcmp(backend, "sqlite") == 0) {
+		snprintf(data_dir, sizeof(data_dir), "%s/tern-test-store-XXXXXX", base_dir);
+		if (mkdtemp(data_dir) == NULL) {
+			fprintf(stderr, "mkdtemp %s: %s\n", data_dir, strerror(errno));
+			exit(2);
+		}
+	} else {
+		data_dir[0] = '\0';
+	}
+	store = open_store();
+	CHECK_STR(store_backend_name(store), backend);
+	test_domains();
+	test_users();
+	test_james_contract();
+	test_deliver();
+	test_uidls();
+	test_read();
+	test_chunk_boundaries();
+	test_big_message();
+	test_expunge_sessions();
+	test_concurrent();
+	test_user_del_messages();
+	if (strcmp(backend, "sqlite") == 0)
+		test_reopen();
+	store_close(&store);
+	if (data_dir[0] != '\0') {
+		char cmd[PATH_MAX + 16];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data_dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", data_dir);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || (strcmp(argv[1], "sqlite") == 0 && argc < 3)) {
+		fprintf(stderr, "usage: %s mem | sqlite BASEDIR\n", argv[0]);
+		return 2;
+	}
+	backend = argv[1];
+	base_dir = argc > 2 ? argv[2] : ".";
+
+	struct store_settings bad = { .backend = "no-such-backend" };
+	const char *error = NULL;
+	CHECK(store_open(&bad, &error) == NULL);
+	CHECK(error != NULL);
+
+	mode = STORE_POP3_IDS_MESSAGEID;
+	run_suite();
+	mode = STORE_POP3_IDS_UID;
+	run_suite();
+	TEST_MAIN_END();
+}
