@@ -601,7 +601,32 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 	struct uuid mbox;
 	uuid_v5(r->address, strlen(r->address), &mbox);
 	char uidl[72];
+	bool have_uidl = false;
 	if (c->store.set.pop3_ids == STORE_POP3_IDS_UID) {
+		/* A retried delivery keeps the UID its first attempt recorded:
+		 * UIDLs never change. */
+		struct cql_values *k = cql_values_create();
+		cql_values_add_uuid(k, d->message_id.b);
+		cql_values_add_uuid(k, mbox.b);
+		struct cql_result *res = NULL;
+		enum store_status st = run(c, Q(c, q, "SELECT uidl FROM {ks}.body_refs"
+						      " WHERE message_id = ? AND mailbox_id = ?"),
+					   k, c->read_cl, &res);
+		cql_values_free(&k);
+		if (st != STORE_OK)
+			return st;
+		struct cql_slice u;
+		if (cql_result_next_row(res) && cql_result_get_text(res, 0, &u) == 1 &&
+		    u.len < sizeof(uidl)) {
+			memcpy(uidl, u.data, u.len);
+			uidl[u.len] = '\0';
+			have_uidl = true;
+		}
+		cql_result_free(&res);
+	}
+	if (have_uidl) {
+		/* kept from the first attempt */
+	} else if (c->store.set.pop3_ids == STORE_POP3_IDS_UID) {
 		uint32_t uid = 0;
 		enum store_status st = allocate_uid(c, &mbox, &uid);
 		if (st != STORE_OK)

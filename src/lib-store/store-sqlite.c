@@ -434,9 +434,28 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 					 struct store_delivery *d, struct store_rcpt *r,
 					 sqlite3_int64 body)
 {
+	uint8_t key[16];
+	store_sort_key(&d->message_id, key);
+	struct uuid mbox_id;
+	uuid_v5(r->address, strlen(r->address), &mbox_id);
+	/* A retried delivery finds its row: keep its UIDL, allocate nothing. */
+	sqlite3_stmt *st = prep(db, "SELECT uidl FROM listing WHERE mailbox_id = ? AND sort_key = ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, mbox_id.b, 16, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, key, 16, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		str_copy(r->uidl, (const char *)sqlite3_column_text(st, 0), sizeof(r->uidl));
+		sqlite3_finalize(st);
+		return STORE_OK;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return status_from_rc(db, rc, "find listing row");
+
 	/* uid mode: allocate the next UID in this same transaction; UIDs are
 	 * never reused because next_uid only grows. */
-	sqlite3_stmt *st;
 	if (s->store.set.pop3_ids == STORE_POP3_IDS_UID)
 		st = prep(db, "UPDATE users SET next_uid = next_uid + 1 WHERE address = ?"
 			      " RETURNING mailbox_id, next_uid - 1, uidvalidity");
@@ -445,7 +464,7 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_text(st, 1, r->address, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
+	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
 		sqlite3_finalize(st);
 		return rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "find user");
@@ -468,8 +487,6 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 	else
 		uuid_format(&d->message_id, uidl);
 
-	uint8_t key[16];
-	store_sort_key(&d->message_id, key);
 	size_t prefix_len = strlen(r->prefix);
 	st = prep(db, "INSERT INTO listing (mailbox_id, sort_key, size, uidl, prefix, body)"
 		      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
@@ -510,8 +527,10 @@ static enum store_status sqlite_deliver(struct store *store, struct store_delive
 			ret = st;
 	}
 	if (ret == STORE_OK && delivered == 0) {
-		/* Nobody to deliver to: leave no orphaned body behind. */
-		sqlite3_stmt *st = prep(db, "DELETE FROM bodies WHERE id = ?");
+		/* Nobody to deliver to: leave no orphaned body behind, but keep
+		 * one that an earlier attempt with this id already listed. */
+		sqlite3_stmt *st = prep(db, "DELETE FROM bodies WHERE id = ?1 AND NOT EXISTS"
+					    " (SELECT 1 FROM listing WHERE body = ?1)");
 		if (st != NULL) {
 			sqlite3_bind_int64(st, 1, body);
 			sqlite3_step(st);
