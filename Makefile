@@ -27,9 +27,14 @@ unit: build
 integration: build
 	TERN_BIN=$(CURDIR)/$(BUILD)/tern $(PYTEST) -q tests/integration
 
+# Every test: C unit tests, then one pytest session for the lib-cql,
+# Cassandra-store and embedded-store integration suites (it starts a real
+# Cassandra node itself), the integration suite again on Cassandra, and the
+# sanitizer build. TERN_SKIP_CASSANDRA=1 skips what needs Cassandra.
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure
 	TERN_BIN=$(CURDIR)/$(BUILD)/tern $(PYTEST) -q tests
+	TERN_BIN=$(CURDIR)/$(BUILD)/tern TERN_TEST_BACKEND=cassandra $(PYTEST) -q tests/integration
 	$(MAKE) test-asan
 
 asan: deps

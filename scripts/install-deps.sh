@@ -17,6 +17,10 @@ done
 if python3 -c 'import pytest' 2>/dev/null; then
 	missing=$(echo "$missing" | sed 's/ python3-pytest//')
 fi
+# Java 17 and Maven fetch and run the real Cassandra for the tests; the
+# machine may already have them from elsewhere than Debian.
+command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jdk-headless"
+command -v mvn >/dev/null 2>&1 || missing="$missing maven"
 missing=$(echo $missing)
 [ -z "$missing" ] && exit 0
 
