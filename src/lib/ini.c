@@ -39,7 +39,9 @@ static char *format_error(const char *path, unsigned int line, const char *reaso
 	struct buf b;
 	buf_init(&b, 0);
 	buf_printf(&b, "%s:%u: %s", path, line, reason);
-	return buf_steal(&b);
+	char *ret = buf_steal(&b);
+	buf_deinit(&b);
+	return ret;
 }
 
 int ini_parse_file(const char *path, ini_section_callback_t *section_cb,

@@ -273,7 +273,9 @@ static char *write_tmp(const char *name, const char *content, size_t len)
 	}
 	fwrite(content, 1, len, f);
 	fclose(f);
-	return buf_steal(&path);
+	char *ret = buf_steal(&path);
+	buf_deinit(&path);
+	return ret;
 }
 
 struct ini_log {

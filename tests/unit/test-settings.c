@@ -29,7 +29,9 @@ static char *write_conf(const char *content)
 	}
 	fputs(content, f);
 	fclose(f);
-	return buf_steal(&path);
+	char *ret = buf_steal(&path);
+	buf_deinit(&path);
+	return ret;
 }
 
 static struct tern_settings *load(const char *content, char **path_r, char **error_r)
