@@ -8,9 +8,7 @@ import time
 
 import pytest
 
-from .ternserver import sqlite_only
-
-from .ternserver import CLI_TIMEOUT, check_sanitizer_output, free_ports
+from .ternserver import CLI_TIMEOUT, check_sanitizer_output, free_ports, sqlite_only
 from .helpers import TIMEOUT, Pop3, Smtp
 
 

@@ -6,8 +6,6 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from .ternserver import EX_OK, EX_TEMPFAIL, STOP_TIMEOUT, sqlite_only
 from .helpers import SANITIZED, Closed, Pop3, Smtp, headers, make_message, stuff, wait_until
 
