@@ -36,7 +36,7 @@ struct host {
 	char dc[64];
 	bool local, up, removed;
 	int64_t next_attempt_ms;
-	unsigned backoff_ms;
+	unsigned backoff_ms, connecting;
 	struct cql_conn *conns[MAX_CONNS_PER_HOST];
 };
 
@@ -499,8 +499,10 @@ static struct cql_conn *host_conn(struct cql_session *s, struct host *h,
 		/* Lost every connection: reconnect after a pause, not in a loop. */
 		host_failed(s, h);
 	}
-	bool may_connect = empty > 0 && cql_now_ms() >= h->next_attempt_ms &&
+	bool may_connect = empty > h->connecting && cql_now_ms() >= h->next_attempt_ms &&
 		(best == NULL || best_load > 0);
+	if (may_connect)
+		h->connecting++;
 	if (best != NULL && !may_connect)
 		cql_conn_ref(best);
 	pthread_mutex_unlock(&s->lock);
@@ -518,6 +520,7 @@ static struct cql_conn *host_conn(struct cql_session *s, struct host *h,
 	struct cql_conn *c = cql_conn_open(&cs, connect_deadline < deadline_ms ?
 					   connect_deadline : deadline_ms, err_r);
 	pthread_mutex_lock(&s->lock);
+	h->connecting--;
 	if (c == NULL) {
 		host_failed(s, h);
 		if (best != NULL) {
@@ -772,11 +775,6 @@ static int run(struct cql_session *s, const struct request *req, unsigned timeou
 		bool sent_before = err_r->sent;
 		*err_r = attempt_err;
 		err_r->sent = err_r->sent || sent_before;
-		if (attempt_err.kind == CQL_ERR_TIMEOUT) {
-			pthread_mutex_lock(&s->lock);
-			s->stats.timeouts++;
-			pthread_mutex_unlock(&s->lock);
-		}
 		if (attempt_err.kind == CQL_ERR_UNPREPARED && reprepares < 2) {
 			reprepares++;
 			int r = reprepare_for(s, conn, req, &attempt_err, deadline, err_r);
@@ -812,13 +810,6 @@ static void count_request(struct cql_session *s, enum cql_consistency cl, bool c
 	pthread_mutex_unlock(&s->lock);
 }
 
-static void count_error(struct cql_session *s)
-{
-	pthread_mutex_lock(&s->lock);
-	s->stats.errors++;
-	pthread_mutex_unlock(&s->lock);
-}
-
 static void request_init(struct request *req, enum req_kind kind,
 			 const struct cql_query_opts *opts, const struct cql_values *values,
 			 bool conditional)
@@ -850,10 +841,13 @@ static int finish(struct cql_session *s, int ret, struct cql_result **result_r,
 		  struct cql_error *err_r)
 {
 	if (ret < 0) {
-		count_error(s);
+		pthread_mutex_lock(&s->lock);
+		s->stats.errors++;
+		if (err_r->kind == CQL_ERR_TIMEOUT)
+			s->stats.timeouts++;
+		pthread_mutex_unlock(&s->lock);
 		cql_result_free(result_r);
 	}
-	(void)err_r;
 	return ret;
 }
 

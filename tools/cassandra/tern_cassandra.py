@@ -1,0 +1,94 @@
+"""Python side of tools/cassandra/cassandra.sh, for pytest fixtures.
+
+One CassandraCluster object per test session owns a base directory and runs
+at most one topology at a time ("single" or "two-dc"): both use
+127.0.0.1:9042, so asking for the other one stops the running one first.
+Every start and stop goes through cassandra.sh, which only ever signals the
+pids it recorded itself.
+
+    TERN_SKIP_CASSANDRA=1   skip the tests that need Cassandra
+    TERN_CASSANDRA_DIR      where the nodes live (default <repo>/build/cassandra/test)
+"""
+import os
+import shutil
+import subprocess
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+SCRIPT = os.path.join(HERE, "cassandra.sh")
+
+
+def skip_reason():
+    """None when the tests should run, else why they are skipped."""
+    if os.environ.get("TERN_SKIP_CASSANDRA") == "1":
+        return "TERN_SKIP_CASSANDRA=1"
+    return None
+
+
+def missing_tools():
+    """A message naming what is missing (java 17, mvn), or None."""
+    missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
+    if missing:
+        return ("the Cassandra tests need %s on PATH (OpenJDK 17 and Maven; "
+                "scripts/install-deps.sh installs them), or set "
+                "TERN_SKIP_CASSANDRA=1 to skip them" % " and ".join(missing))
+    return None
+
+
+class CassandraCluster:
+    def __init__(self, base=None):
+        self.base = base or os.environ.get(
+            "TERN_CASSANDRA_DIR", os.path.join(REPO, "build", "cassandra", "test"))
+        self.topology = None
+        self.timings = {}
+
+    def _run(self, *args, timeout=600):
+        t0 = time.monotonic()
+        proc = subprocess.run(["sh", SCRIPT] + list(args), capture_output=True,
+                              text=True, timeout=timeout)
+        elapsed = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise RuntimeError("cassandra.sh %s failed (exit %d):\n%s%s" % (
+                " ".join(args), proc.returncode, proc.stdout, proc.stderr))
+        return elapsed, proc.stderr
+
+    def dir(self, topology):
+        return os.path.join(self.base, topology)
+
+    def fetch(self):
+        self._run("fetch", timeout=1200)
+
+    def ensure(self, topology):
+        """Starts topology ('single' or 'two-dc') unless it already runs."""
+        if self.topology == topology and self.running(topology):
+            return
+        for other in ("single", "two-dc"):
+            if os.path.isdir(self.dir(other)):
+                self._run("stop", self.dir(other))
+        self.topology = None
+        elapsed, log = self._run("start-" + topology, self.dir(topology))
+        self.timings[topology] = (elapsed, log.strip())
+        self.topology = topology
+
+    def running(self, topology):
+        if not os.path.isdir(self.dir(topology)):
+            return False
+        out = subprocess.run(["sh", SCRIPT, "status", self.dir(topology)],
+                             capture_output=True, text=True).stdout
+        return "running" in out and "stopped" not in out
+
+    def stop_node(self, n, kill=False):
+        args = ["stop-node", self.dir(self.topology), str(n)]
+        if kill:
+            args.append("kill")
+        self._run(*args)
+
+    def start_node(self, n):
+        return self._run("start-node", self.dir(self.topology), str(n))[0]
+
+    def stop_all(self):
+        for topology in ("single", "two-dc"):
+            if os.path.isdir(self.dir(topology)):
+                self._run("stop", self.dir(topology))
+        self.topology = None
