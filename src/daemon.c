@@ -18,9 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "auth-penalty.h"
 #include "buf.h"
+#include "conn.h"
 #include "log.h"
 #include "pop3-session.h"
 #include "serve.h"
@@ -30,6 +34,12 @@
 
 #define WORKER_THREADS 4
 #define SHUTDOWN_GRACE_SECS 30
+/* Refused connections are answered by sessions too; past this many at once
+ * (a flood), new ones are closed without a word. */
+#define REFUSED_SESSIONS_MAX 64
+#define IPV6_CLIENT_PREFIX 64
+#define DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!MD5:!DSS"
+#define DEFAULT_CIPHERSUITES "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
 
 enum listener_kind { L_SMTP, L_SMTP_TLS, L_LMTP, L_POP3, L_POP3_TLS };
 
@@ -53,7 +63,10 @@ void daemon_session_register(struct daemon *d, struct daemon_session *s)
 	s->prev = &d->sessions;
 	d->sessions.next->prev = s;
 	d->sessions.next = s;
-	d->session_count++;
+	if (s->refused)
+		d->refused_count++;
+	else
+		d->session_count++;
 }
 
 void daemon_session_unregister(struct daemon *d, struct daemon_session *s)
@@ -63,7 +76,89 @@ void daemon_session_unregister(struct daemon *d, struct daemon_session *s)
 	s->prev->next = s->next;
 	s->next->prev = s->prev;
 	s->next = s->prev = NULL;
-	d->session_count--;
+	if (s->refused)
+		d->refused_count--;
+	else
+		d->session_count--;
+}
+
+/* One client: an IPv4 address, or an IPv6 /64. */
+static void client_key(struct net_addr *key, const struct net_addr *addr)
+{
+	if (addr->family == AF_INET6)
+		net_addr_prefix(key, addr, IPV6_CLIENT_PREFIX);
+	else
+		*key = *addr;
+}
+
+enum daemon_admit daemon_admit(struct daemon *d, const struct net_addr *peer,
+			       const char *peer_ip)
+{
+	const struct tern_settings *set = d->set;
+	if (d->session_count >= set->max_connections) {
+		log_warn("connection from %s refused: %u connections open ([limits] max_connections = %u)",
+			 peer_ip, d->session_count, set->max_connections);
+		return DAEMON_ADMIT_TOO_MANY;
+	}
+	if (settings_trusted(set, peer))
+		return DAEMON_ADMIT_OK;
+	/* A linear scan: bounded by max_connections, and cheaper than any
+	 * bookkeeping that could drift. */
+	struct net_addr key, other;
+	client_key(&key, peer);
+	unsigned int n = 0;
+	for (struct daemon_session *s = d->sessions.next; s != &d->sessions; s = s->next) {
+		if (s->refused)
+			continue;
+		client_key(&other, &s->peer);
+		if (net_addr_equal(&key, &other))
+			n++;
+	}
+	if (n >= set->max_connections_per_ip) {
+		log_warn("connection from %s refused: %u connections from this client ([limits] max_connections_per_ip = %u)",
+			 peer_ip, n, set->max_connections_per_ip);
+		return DAEMON_ADMIT_TOO_MANY_FROM_IP;
+	}
+	return DAEMON_ADMIT_OK;
+}
+
+bool daemon_peer_trusted(const struct daemon *d, const struct conn *conn)
+{
+	return settings_trusted(d->set, conn_peer_addr(conn));
+}
+
+bool daemon_plaintext_allowed(const struct daemon *d, const struct conn *conn)
+{
+	switch (d->set->plaintext) {
+	case PLAINTEXT_ALWAYS:
+		return true;
+	case PLAINTEXT_TLS:
+		return conn_is_tls(conn);
+	case PLAINTEXT_TLS_OR_LOOPBACK:
+		break;
+	}
+	return conn_is_tls(conn) || daemon_peer_trusted(d, conn);
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+unsigned int daemon_auth_failed(struct daemon *d, const struct conn *conn)
+{
+	/* Trusted hosts (a local webmail, a proxy) speak for many users: one
+	 * user's typos must not slow down everyone behind them. */
+	if (daemon_peer_trusted(d, conn))
+		return 0;
+	return auth_penalty_fail(d->penalty, conn_peer_addr(conn), monotonic_ms());
+}
+
+void daemon_auth_succeeded(struct daemon *d, const struct conn *conn)
+{
+	auth_penalty_success(d->penalty, conn_peer_addr(conn));
 }
 
 SSL_CTX *daemon_tls_context(const struct tern_settings *set, const char **error_r)
@@ -77,8 +172,21 @@ SSL_CTX *daemon_tls_context(const struct tern_settings *set, const char **error_
 	SSL_CTX_set_min_proto_version(ctx, set->tls_min_version);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
 					 SSL_OP_NO_COMPRESSION);
-	SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS");
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_dh_auto(ctx, 1);
+	const char *ciphers = set->tls_ciphers != NULL ? set->tls_ciphers : DEFAULT_CIPHERS;
+	const char *suites = set->tls_ciphersuites != NULL ? set->tls_ciphersuites
+							   : DEFAULT_CIPHERSUITES;
+	if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
+		snprintf(errbuf, sizeof(errbuf), "%s: [tls] ciphers \"%.200s\": no usable cipher",
+			 set->path, ciphers);
+		goto fail;
+	}
+	if (SSL_CTX_set_ciphersuites(ctx, suites) != 1) {
+		snprintf(errbuf, sizeof(errbuf), "%s: [tls] ciphersuites \"%.200s\": no usable suite",
+			 set->path, suites);
+		goto fail;
+	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, set->tls_cert) != 1) {
 		snprintf(errbuf, sizeof(errbuf), "%s: [tls] cert %s: cannot load: %s", set->path,
 			 set->tls_cert, ERR_reason_error_string(ERR_get_error()));
@@ -111,21 +219,34 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		close(fd);
 		return;
 	}
+	struct net_addr peer;
+	net_addr_from_sockaddr(&peer, addr);
+	char ip[INET6_ADDRSTRLEN + 1];
+	if (getnameinfo(addr, (socklen_t)socklen, ip, sizeof(ip), NULL, 0, NI_NUMERICHOST) != 0)
+		str_copy(ip, "unknown", sizeof(ip));
+	enum daemon_admit admit = daemon_admit(d, &peer, ip);
+	if (admit != DAEMON_ADMIT_OK && d->refused_count >= REFUSED_SESSIONS_MAX) {
+		close(fd);
+		return;
+	}
 	switch (li->kind) {
 	case L_SMTP:
-		smtp_session_create(d, fd, addr, (socklen_t)socklen, SMTP_PROTOCOL_SMTP, false);
+		smtp_session_create(d, fd, addr, (socklen_t)socklen, SMTP_PROTOCOL_SMTP, false,
+				    admit);
 		break;
 	case L_SMTP_TLS:
-		smtp_session_create(d, fd, addr, (socklen_t)socklen, SMTP_PROTOCOL_SMTP, true);
+		smtp_session_create(d, fd, addr, (socklen_t)socklen, SMTP_PROTOCOL_SMTP, true,
+				    admit);
 		break;
 	case L_LMTP:
-		smtp_session_create(d, fd, addr, (socklen_t)socklen, SMTP_PROTOCOL_LMTP, false);
+		smtp_session_create(d, fd, addr, (socklen_t)socklen, SMTP_PROTOCOL_LMTP, false,
+				    admit);
 		break;
 	case L_POP3:
-		pop3_session_create(d, fd, addr, (socklen_t)socklen, false);
+		pop3_session_create(d, fd, addr, (socklen_t)socklen, false, admit);
 		break;
 	case L_POP3_TLS:
-		pop3_session_create(d, fd, addr, (socklen_t)socklen, true);
+		pop3_session_create(d, fd, addr, (socklen_t)socklen, true, admit);
 		break;
 	}
 }
@@ -247,6 +368,24 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_add(ss->shutdown_timer, &tv);
 }
 
+/* Each connection is a descriptor: make room for max_connections (plus
+ * refused ones, listeners, the store and logs) if the hard limit allows. */
+static void raise_fd_limit(const struct tern_settings *set)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)set->max_connections + REFUSED_SESSIONS_MAX + 128;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rlim_t old = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		rl.rlim_cur = old;
+	if (rl.rlim_cur < want)
+		log_warn("open file limit is %llu, below the %llu that [limits] max_connections = %u needs; raise it (ulimit -n)",
+			 (unsigned long long)rl.rlim_cur, (unsigned long long)want,
+			 set->max_connections);
+}
+
 int serve(const struct tern_settings *set)
 {
 	struct serve_state ss;
@@ -256,6 +395,7 @@ int serve(const struct tern_settings *set)
 	d->sessions.next = d->sessions.prev = &d->sessions;
 
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit(set);
 	if (set->tls_cert != NULL) {
 		const char *error;
 		d->tls = daemon_tls_context(set, &error);
@@ -277,6 +417,8 @@ int serve(const struct tern_settings *set)
 	}
 	d->base = event_base_new();
 	d->pool = worker_pool_create(d->base, WORKER_THREADS);
+	d->penalty = auth_penalty_create(set->auth_failure_delay_initial_ms,
+					 set->auth_failure_delay_max_ms, set->auth_failure_reset_ms);
 
 	int ret = 0;
 	if (bind_list(&ss, set->smtp_listen, L_SMTP, "smtp") < 0 ||
@@ -314,6 +456,7 @@ int serve(const struct tern_settings *set)
 	if (ss.shutdown_timer != NULL)
 		event_free(ss.shutdown_timer);
 	store_close(&d->store);
+	auth_penalty_destroy(&d->penalty);
 	SSL_CTX_free(d->tls);
 	event_base_free(d->base);
 	if (ret == 0)

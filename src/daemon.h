@@ -9,17 +9,31 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "net.h"
 #include "settings.h"
 
 struct event_base;
 struct worker_pool;
 struct store;
+struct auth_penalty;
+struct conn;
 typedef struct ssl_ctx_st SSL_CTX;
+
+/* Whether a new connection is within the connection limits. A refused one
+ * still gets a session, which only says why (in the protocol's words, and
+ * through TLS on an implicit-TLS port) and closes. */
+enum daemon_admit {
+	DAEMON_ADMIT_OK,
+	DAEMON_ADMIT_TOO_MANY,        /* [limits] max_connections */
+	DAEMON_ADMIT_TOO_MANY_FROM_IP, /* [limits] max_connections_per_ip */
+};
 
 struct daemon_session {
 	struct daemon_session *prev, *next;
 	/* Frees the session at shutdown (no job is in flight then). */
 	void (*destroy)(struct daemon_session *s);
+	struct net_addr peer;   /* for the per-IP limit */
+	bool refused;           /* not counted against the limits */
 };
 
 struct daemon {
@@ -28,14 +42,31 @@ struct daemon {
 	struct store *store;
 	const struct tern_settings *set;
 	SSL_CTX *tls;                  /* NULL when no certificate is configured */
+	struct auth_penalty *penalty;  /* failed-login delays per client address */
 	uint64_t next_session_id;
 	struct daemon_session sessions; /* list head */
-	unsigned int session_count;
+	unsigned int session_count;    /* admitted sessions */
+	unsigned int refused_count;    /* sessions saying "too many connections" */
 	bool shutting_down;
 };
 
+/* s->peer and s->refused must be set first. */
 void daemon_session_register(struct daemon *d, struct daemon_session *s);
 void daemon_session_unregister(struct daemon *d, struct daemon_session *s);
+
+/* Checks the connection limits for a new client (and logs a refusal). */
+enum daemon_admit daemon_admit(struct daemon *d, const struct net_addr *peer,
+			       const char *peer_ip);
+/* true when the peer is in [auth] trusted_networks. */
+bool daemon_peer_trusted(const struct daemon *d, const struct conn *conn);
+/* Whether USER/PASS, AUTH PLAIN and AUTH LOGIN may be used on this
+ * connection under [auth] plaintext. */
+bool daemon_plaintext_allowed(const struct daemon *d, const struct conn *conn);
+/* A failed login from the conn's peer: returns the delay (ms) to wait
+ * before answering it (0 for trusted networks). A success forgets the
+ * peer's failures. */
+unsigned int daemon_auth_failed(struct daemon *d, const struct conn *conn);
+void daemon_auth_succeeded(struct daemon *d, const struct conn *conn);
 
 /* Builds the server TLS context from [tls]; NULL with *error_r when the
  * files cannot be loaded. */

@@ -15,7 +15,12 @@
 #include "buf.h"
 #include "ini.h"
 
-enum key_type { KEY_STRING, KEY_LISTEN, KEY_SIZE, KEY_UINT, KEY_ENUM };
+enum key_type {
+	KEY_STRING, KEY_LISTEN, KEY_SIZE, KEY_UINT, KEY_ENUM,
+	KEY_DURATION,  /* unsigned int milliseconds: "90", "90s", "500ms", "5m", "1h" */
+	KEY_BOOL,      /* yes/no, true/false, on/off, 1/0 */
+	KEY_NETS,      /* comma-separated CIDR ranges, kept as text, parsed at load */
+};
 
 struct key_def {
 	const char *section, *key;
@@ -41,13 +46,35 @@ static const struct key_def keys[] = {
 	{ "smtp", "listen_tls", KEY_LISTEN, OFF(smtp_listen_tls), NULL },
 	{ "smtp", "max_message_size", KEY_SIZE, OFF(max_message_size), NULL },
 	{ "smtp", "max_recipients", KEY_UINT, OFF(max_recipients), NULL },
+	{ "smtp", "idle_timeout", KEY_DURATION, OFF(smtp_idle_timeout_ms), NULL },
 	{ "lmtp", "listen", KEY_LISTEN, OFF(lmtp_listen), NULL },
+	{ "lmtp", "starttls", KEY_BOOL, OFF(lmtp_starttls), NULL },
+	{ "lmtp", "idle_timeout", KEY_DURATION, OFF(lmtp_idle_timeout_ms), NULL },
 	{ "pop3", "listen", KEY_LISTEN, OFF(pop3_listen), NULL },
 	{ "pop3", "listen_tls", KEY_LISTEN, OFF(pop3_listen_tls), NULL },
+	{ "pop3", "idle_timeout", KEY_DURATION, OFF(pop3_idle_timeout_ms), NULL },
 	{ "tls", "cert", KEY_STRING, OFF(tls_cert), NULL },
 	{ "tls", "key", KEY_STRING, OFF(tls_key), NULL },
 	{ "tls", "min_version", KEY_ENUM, OFF(tls_min_version), tls_version_choices },
+	{ "tls", "ciphers", KEY_STRING, OFF(tls_ciphers), NULL },
+	{ "tls", "ciphersuites", KEY_STRING, OFF(tls_ciphersuites), NULL },
 	{ "auth", "plaintext", KEY_ENUM, OFF(plaintext), plaintext_choices },
+	{ "auth", "trusted_networks", KEY_NETS, OFF(trusted_networks_text), NULL },
+	{ "auth", "failure_delay_initial", KEY_DURATION, OFF(auth_failure_delay_initial_ms), NULL },
+	{ "auth", "failure_delay_max", KEY_DURATION, OFF(auth_failure_delay_max_ms), NULL },
+	{ "auth", "failure_reset", KEY_DURATION, OFF(auth_failure_reset_ms), NULL },
+	{ "auth", "max_response", KEY_SIZE, OFF(auth_response_max), NULL },
+	{ "limits", "max_connections", KEY_UINT, OFF(max_connections), NULL },
+	{ "limits", "max_connections_per_ip", KEY_UINT, OFF(max_connections_per_ip), NULL },
+	{ "limits", "max_bad_commands", KEY_UINT, OFF(max_bad_commands), NULL },
+	{ "limits", "idle_timeout_preauth", KEY_DURATION, OFF(idle_timeout_preauth_ms), NULL },
+	{ "limits", "login_timeout", KEY_DURATION, OFF(login_timeout_ms), NULL },
+	{ "limits", "command_timeout", KEY_DURATION, OFF(command_timeout_ms), NULL },
+	{ "limits", "min_data_rate", KEY_SIZE, OFF(min_data_rate), NULL },
+	{ "limits", "line_max_preauth", KEY_SIZE, OFF(line_max_preauth), NULL },
+	{ "limits", "line_max", KEY_SIZE, OFF(line_max), NULL },
+	{ "limits", "input_buffer_preauth", KEY_SIZE, OFF(input_buffer_preauth), NULL },
+	{ "limits", "input_buffer", KEY_SIZE, OFF(input_buffer), NULL },
 	{ "store", "backend", KEY_ENUM, OFF(store_backend), backend_choices },
 	{ "store", "pop3_ids", KEY_ENUM, OFF(store.pop3_ids), pop3_ids_choices },
 	{ "cassandra", "contact_points", KEY_STRING, OFF(cass_contact_points), NULL },
@@ -82,6 +109,47 @@ static int parse_size(const char *v, uint64_t *out)
 		return -1;
 	*out = n * mult;
 	return 0;
+}
+
+/* "90" (seconds), "90s", "500ms", "5m", "1h"; at most one day. */
+static int parse_duration(const char *v, unsigned int *ms_r)
+{
+	char *end;
+	if (*v < '0' || *v > '9')
+		return -1;
+	unsigned long long n = strtoull(v, &end, 10);
+	unsigned long long mult;
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "m") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600 * 1000;
+	else
+		return -1;
+	if (n > 86400ULL * 1000 || n * mult > 86400ULL * 1000)
+		return -1;
+	*ms_r = (unsigned int)(n * mult);
+	return 0;
+}
+
+static int parse_bool(const char *v, bool *b_r)
+{
+	static const char *const yes[] = { "yes", "true", "on", "1", NULL };
+	static const char *const no[] = { "no", "false", "off", "0", NULL };
+	for (int i = 0; yes[i] != NULL; i++) {
+		if (strcmp(v, yes[i]) == 0) {
+			*b_r = true;
+			return 0;
+		}
+		if (strcmp(v, no[i]) == 0) {
+			*b_r = false;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 /* "host:port[, host:port ...]"; IPv6 hosts in brackets. */
@@ -159,6 +227,39 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 			return -1;
 		}
 		return 0;
+	case KEY_DURATION:
+		if (parse_duration(value, field) < 0) {
+			snprintf(reason_buf, sizeof(reason_buf),
+				 "%s: invalid duration \"%.200s\" (expected e.g. 30s, 500ms, 5m, 1h; at most 24h)",
+				 key, value);
+			*error_r = reason_buf;
+			return -1;
+		}
+		return 0;
+	case KEY_BOOL:
+		if (parse_bool(value, field) < 0) {
+			snprintf(reason_buf, sizeof(reason_buf),
+				 "%s: invalid value \"%.200s\" (expected yes or no)", key, value);
+			*error_r = reason_buf;
+			return -1;
+		}
+		return 0;
+	case KEY_NETS: {
+		const char *bad;
+		int n = net_range_list_parse(value, set->trusted_networks, SETTINGS_TRUSTED_MAX,
+					     &bad);
+		if (n < 0) {
+			snprintf(reason_buf, sizeof(reason_buf),
+				 "%s: invalid network \"%.100s\" (expected a comma-separated list of address[/prefix], at most %d)",
+				 key, bad, SETTINGS_TRUSTED_MAX);
+			*error_r = reason_buf;
+			return -1;
+		}
+		set->trusted_network_count = (unsigned int)n;
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	}
 	case KEY_UINT: {
 		char *end;
 		unsigned long n = strtoul(value, &end, 10);
@@ -206,7 +307,28 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 	set->max_message_size = 25 * 1024 * 1024;
 	set->max_recipients = 100;
 	set->tls_min_version = TLS1_2_VERSION;
+	set->smtp_idle_timeout_ms = 300 * 1000;  /* RFC 5321 4.5.3.2: 5 minutes */
+	set->lmtp_idle_timeout_ms = 300 * 1000;
+	set->pop3_idle_timeout_ms = 600 * 1000;  /* RFC 1939 3: at least 10 minutes */
 	set->plaintext = PLAINTEXT_TLS_OR_LOOPBACK;
+	const char *bad;
+	set->trusted_network_count = (unsigned int)net_range_list_parse(
+		"127.0.0.1/32, ::1/128", set->trusted_networks, SETTINGS_TRUSTED_MAX, &bad);
+	set->auth_failure_delay_initial_ms = 2000;
+	set->auth_failure_delay_max_ms = 15000;
+	set->auth_failure_reset_ms = 3600 * 1000;
+	set->auth_response_max = 4096;
+	set->max_connections = 1000;
+	set->max_connections_per_ip = 20;
+	set->max_bad_commands = 10;
+	set->idle_timeout_preauth_ms = 60 * 1000;
+	set->login_timeout_ms = 180 * 1000;
+	set->command_timeout_ms = 60 * 1000;
+	set->min_data_rate = 512;
+	set->line_max_preauth = 512;
+	set->line_max = 1024;
+	set->input_buffer_preauth = 16 * 1024;
+	set->input_buffer = 256 * 1024;
 	if (ini_parse_file(path, on_section, on_key, set, error_r) < 0) {
 		settings_free(&set);
 		return NULL;
@@ -226,6 +348,32 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 		struct buf b;
 		buf_init(&b, 0);
 		buf_printf(&b, "%s: [tls] needs both cert and key", path);
+		*error_r = buf_steal(&b);
+		buf_deinit(&b);
+		settings_free(&set);
+		return NULL;
+	}
+	const char *problem = NULL;
+	if (set->auth_failure_delay_max_ms < set->auth_failure_delay_initial_ms)
+		problem = "[auth] failure_delay_max is below failure_delay_initial";
+	else if (set->line_max_preauth < 64 || set->line_max < 512 ||
+		 set->line_max_preauth > 1024 * 1024 || set->line_max > 1024 * 1024)
+		problem = "[limits] line_max must be 512 octets to 1M, line_max_preauth 64 octets to 1M";
+	else if (set->input_buffer_preauth < set->line_max_preauth ||
+		 set->input_buffer < set->line_max || set->input_buffer > 64 * 1024 * 1024)
+		problem = "[limits] input_buffer(_preauth) must hold at least one line (line_max(_preauth)) and be at most 64M";
+	else if (set->auth_response_max < 64 || set->auth_response_max > 64 * 1024)
+		problem = "[auth] max_response must be 64 octets to 64K";
+	else if (set->min_data_rate == 0)
+		problem = "[limits] min_data_rate must be at least 1 octet per second";
+	else if (set->command_timeout_ms < 1000 || set->idle_timeout_preauth_ms < 1000 ||
+		 set->login_timeout_ms < 1000 || set->smtp_idle_timeout_ms < 1000 ||
+		 set->lmtp_idle_timeout_ms < 1000 || set->pop3_idle_timeout_ms < 1000)
+		problem = "timeouts must be at least 1s";
+	if (problem != NULL) {
+		struct buf b;
+		buf_init(&b, 0);
+		buf_printf(&b, "%s: %s", path, problem);
 		*error_r = buf_steal(&b);
 		buf_deinit(&b);
 		settings_free(&set);
@@ -254,10 +402,19 @@ void settings_free(struct tern_settings **setp)
 		explicit_bzero(set->cass_password, strlen(set->cass_password));
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		if (keys[i].type == KEY_STRING || keys[i].type == KEY_LISTEN ||
+		    keys[i].type == KEY_NETS ||
 		    (keys[i].type == KEY_ENUM && (keys[i].choices == backend_choices ||
 						  keys[i].choices == consistency_choices)))
 			free(*(char **)((char *)set + keys[i].offset));
 	}
 	free(set->path);
 	free(set);
+}
+
+bool settings_trusted(const struct tern_settings *set, const struct net_addr *addr)
+{
+	for (unsigned int i = 0; i < set->trusted_network_count; i++)
+		if (net_range_match(&set->trusted_networks[i], addr))
+			return true;
+	return false;
 }

@@ -8,7 +8,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "net.h"
 #include "store.h"
+
+#define SETTINGS_TRUSTED_MAX 64
 
 enum plaintext_policy {
 	PLAINTEXT_TLS_OR_LOOPBACK = 0,
@@ -25,15 +28,33 @@ struct tern_settings {
 	char *smtp_listen, *smtp_listen_tls;
 	uint64_t max_message_size;
 	unsigned int max_recipients;
+	unsigned int smtp_idle_timeout_ms;
 	/* [lmtp] */
 	char *lmtp_listen;
+	bool lmtp_starttls;
+	unsigned int lmtp_idle_timeout_ms;
 	/* [pop3] */
 	char *pop3_listen, *pop3_listen_tls;
+	unsigned int pop3_idle_timeout_ms;
 	/* [tls] */
 	char *tls_cert, *tls_key;
 	int tls_min_version;   /* OpenSSL TLS1_x_VERSION */
+	char *tls_ciphers;     /* TLS 1.2 cipher list */
+	char *tls_ciphersuites; /* TLS 1.3 suites */
 	/* [auth] */
 	enum plaintext_policy plaintext;
+	char *trusted_networks_text;
+	struct net_range trusted_networks[SETTINGS_TRUSTED_MAX];
+	unsigned int trusted_network_count;
+	unsigned int auth_failure_delay_initial_ms, auth_failure_delay_max_ms;
+	unsigned int auth_failure_reset_ms;
+	uint64_t auth_response_max;
+	/* [limits] */
+	unsigned int max_connections, max_connections_per_ip, max_bad_commands;
+	unsigned int idle_timeout_preauth_ms, login_timeout_ms, command_timeout_ms;
+	uint64_t min_data_rate;
+	uint64_t line_max_preauth, line_max;
+	uint64_t input_buffer_preauth, input_buffer;
 	/* [store] and [cassandra] */
 	struct store_settings store;
 	char *store_backend;
@@ -45,6 +66,8 @@ struct tern_settings {
 
 /* Returns NULL with a malloc'ed "FILE:LINE: reason" in *error_r. */
 struct tern_settings *settings_load(const char *path, char **error_r);
+/* true when addr is in [auth] trusted_networks. */
+bool settings_trusted(const struct tern_settings *set, const struct net_addr *addr);
 void settings_free(struct tern_settings **set);
 
 #endif

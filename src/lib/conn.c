@@ -19,11 +19,13 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 
 #define CONN_INPUT_HIGH_WATER (256 * 1024)
+#define CONN_TIMEOUT_GOODBYE_SECS 5  /* to flush the goodbye after a timeout */
 
 struct conn {
 	struct event_base *base;
@@ -32,12 +34,17 @@ struct conn {
 	void *ctx;
 	struct event *deferred;
 	struct event *flush_timer;  /* polls the TLS filter's socket buffer at close */
+	struct event *command_timer;  /* line / raw data deadline */
+	struct event *session_timer;  /* session deadline */
 	struct buf line;
-	size_t line_max;
-	unsigned int idle_timeout;
+	size_t line_max, input_max;
+	unsigned int idle_timeout_ms;
+	unsigned int command_timeout_ms, min_rate;
+	uint64_t raw_start_ms, raw_bytes;   /* raw mode progress, for min_rate */
 	char peer_ip[INET6_ADDRSTRLEN];
 	char local_ip[INET6_ADDRSTRLEN];
-	bool loopback;
+	struct net_addr peer_addr;
+	bool session_expired;  /* the session deadline passed while paused */
 	bool paused, raw, tls, closing, closed_sent, discarding_line;
 	bool close_pending;   /* deliver closed() from the deferred event */
 	enum conn_close_reason close_reason;
@@ -46,6 +53,19 @@ struct conn {
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_to_tv(uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	return tv;
+}
 
 static void schedule(struct conn *conn)
 {
@@ -59,6 +79,8 @@ static void finish(struct conn *conn, enum conn_close_reason reason)
 	conn->close_pending = true;
 	conn->close_reason = reason;
 	conn->closing = true;
+	evtimer_del(conn->command_timer);
+	evtimer_del(conn->session_timer);
 	bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
 	schedule(conn);
 }
@@ -109,14 +131,36 @@ static void try_finish_close(struct conn *conn)
 	finish(conn, CONN_CLOSE_LOCAL);
 }
 
+/* Called after input processing: a partial line starts (or keeps) the
+ * command clock; a completed line restarts it for the next one. */
+static void update_command_timer(struct conn *conn, bool line_done)
+{
+	if (conn->command_timeout_ms == 0 || conn->raw)
+		return;
+	struct evbuffer *in = bufferevent_get_input(conn->bev);
+	bool partial = evbuffer_get_length(in) > 0 || conn->discarding_line;
+	if (conn->paused || conn->closing || !partial) {
+		evtimer_del(conn->command_timer);
+		return;
+	}
+	if (line_done || !evtimer_pending(conn->command_timer, NULL)) {
+		struct timeval tv = ms_to_tv(conn->command_timeout_ms);
+		evtimer_add(conn->command_timer, &tv);
+	}
+}
+
 static void process_input(struct conn *conn)
 {
 	struct evbuffer *in = bufferevent_get_input(conn->bev);
+	bool line_done = false;
 	while (!conn->paused && !conn->closing && evbuffer_get_length(in) > 0) {
 		if (conn->raw) {
 			size_t before = evbuffer_get_length(in);
 			conn->cb->raw(conn->ctx, in);
-			if (evbuffer_get_length(in) == before)
+			size_t after = evbuffer_get_length(in);
+			if (after < before)
+				conn->raw_bytes += before - after;
+			if (after == before)
 				break; /* wants more input */
 			continue;
 		}
@@ -134,6 +178,7 @@ static void process_input(struct conn *conn)
 			break;
 		}
 		size_t len = (size_t)p.pos;
+		line_done = true;
 		if (conn->discarding_line) {
 			evbuffer_drain(in, len + eol_len);
 			conn->discarding_line = false;
@@ -158,6 +203,59 @@ static void process_input(struct conn *conn)
 		conn->line.data[len] = '\0';
 		conn->cb->line(conn->ctx, conn->line.data, len, bare_lf);
 	}
+	update_command_timer(conn, line_done);
+}
+
+/* Says goodbye through the session's timeout callback, then flushes for a
+ * short while and closes with CONN_CLOSE_TIMEOUT. */
+static void timed_out(struct conn *conn, enum conn_timeout kind)
+{
+	if (conn->closing) {
+		finish(conn, CONN_CLOSE_TIMEOUT);
+		return;
+	}
+	evtimer_del(conn->command_timer);
+	evtimer_del(conn->session_timer);
+	if (conn->cb->timeout != NULL)
+		conn->cb->timeout(conn->ctx, kind);
+	conn->close_reason = CONN_CLOSE_TIMEOUT;
+	/* Say goodbye, but do not wait long for a peer that reads nothing. */
+	struct timeval tv = { CONN_TIMEOUT_GOODBYE_SECS, 0 };
+	bufferevent_set_timeouts(conn->bev, NULL, &tv);
+	conn->closing = true;
+	bufferevent_disable(conn->bev, EV_READ);
+	bufferevent_enable(conn->bev, EV_WRITE);
+	if (conn_output_pending(conn) == 0)
+		finish(conn, CONN_CLOSE_TIMEOUT);
+}
+
+static void command_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *conn = arg;
+	if (conn->closing || conn->paused)
+		return;
+	if (conn->raw) {
+		uint64_t allowed = conn->command_timeout_ms + conn->raw_bytes * 1000 / conn->min_rate;
+		uint64_t elapsed = now_ms() - conn->raw_start_ms;
+		if (elapsed < allowed) {
+			struct timeval tv = ms_to_tv(allowed - elapsed);
+			evtimer_add(conn->command_timer, &tv);
+			return;
+		}
+	}
+	timed_out(conn, CONN_TIMEOUT_COMMAND);
+}
+
+static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *conn = arg;
+	if (conn->closing)
+		return;
+	if (conn->paused) {
+		conn->session_expired = true;
+		return;
+	}
+	timed_out(conn, CONN_TIMEOUT_SESSION);
 }
 
 static void deferred_cb(evutil_socket_t fd, short what, void *arg)
@@ -175,9 +273,9 @@ static void deferred_cb(evutil_socket_t fd, short what, void *arg)
 static void setup_bev(struct conn *conn)
 {
 	bufferevent_setcb(conn->bev, conn_read_cb, conn_write_cb, conn_event_cb, conn);
-	bufferevent_setwatermark(conn->bev, EV_READ, 0, CONN_INPUT_HIGH_WATER);
-	if (conn->idle_timeout > 0) {
-		struct timeval tv = { conn->idle_timeout, 0 };
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, conn->input_max);
+	if (conn->idle_timeout_ms > 0) {
+		struct timeval tv = ms_to_tv(conn->idle_timeout_ms);
 		bufferevent_set_timeouts(conn->bev, &tv, NULL);
 	}
 	bufferevent_enable(conn->bev, conn->paused ? EV_WRITE : EV_READ | EV_WRITE);
@@ -200,19 +298,21 @@ struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr 
 	conn->cb = cb;
 	conn->ctx = ctx;
 	conn->line_max = 1024;
+	conn->input_max = CONN_INPUT_HIGH_WATER;
 	buf_init(&conn->line, 0);
 	conn->deferred = event_new(base, -1, 0, deferred_cb, conn);
 	conn->flush_timer = evtimer_new(base, flush_timer_cb, conn);
+	conn->command_timer = evtimer_new(base, command_timer_cb, conn);
+	conn->session_timer = evtimer_new(base, session_timer_cb, conn);
+	net_addr_from_sockaddr(&conn->peer_addr, peer);
 	evutil_make_socket_nonblocking(fd);
 
 	if (peer->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)peer;
 		inet_ntop(AF_INET, &sin->sin_addr, conn->peer_ip, sizeof(conn->peer_ip));
-		conn->loopback = (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
 	} else if (peer->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)peer;
 		inet_ntop(AF_INET6, &sin6->sin6_addr, conn->peer_ip, sizeof(conn->peer_ip));
-		conn->loopback = IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr);
 	} else {
 		str_copy(conn->peer_ip, "unknown", sizeof(conn->peer_ip));
 	}
@@ -257,6 +357,8 @@ void conn_free(struct conn **connp)
 		bufferevent_free(conn->bev);
 	event_free(conn->deferred);
 	event_free(conn->flush_timer);
+	event_free(conn->command_timer);
+	event_free(conn->session_timer);
 	buf_deinit(&conn->line);
 	free(conn);
 }
@@ -266,16 +368,54 @@ void conn_set_line_max(struct conn *conn, size_t max)
 	conn->line_max = max;
 }
 
-void conn_set_idle_timeout(struct conn *conn, unsigned int seconds)
+void conn_set_input_max(struct conn *conn, size_t max)
 {
-	conn->idle_timeout = seconds;
-	struct timeval tv = { seconds, 0 };
-	bufferevent_set_timeouts(conn->bev, seconds > 0 ? &tv : NULL, NULL);
+	if (max < conn->line_max)
+		max = conn->line_max;
+	conn->input_max = max;
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, max);
+}
+
+void conn_set_idle_timeout(struct conn *conn, unsigned int ms)
+{
+	conn->idle_timeout_ms = ms;
+	if (conn->closing)
+		return;
+	struct timeval tv = ms_to_tv(ms);
+	bufferevent_set_timeouts(conn->bev, ms > 0 ? &tv : NULL, NULL);
+}
+
+void conn_set_command_timeout(struct conn *conn, unsigned int command_ms, unsigned int min_rate)
+{
+	conn->command_timeout_ms = command_ms;
+	conn->min_rate = min_rate > 0 ? min_rate : 1;
+	if (command_ms == 0)
+		evtimer_del(conn->command_timer);
+}
+
+void conn_set_session_deadline(struct conn *conn, unsigned int ms)
+{
+	conn->session_expired = false;
+	if (ms == 0) {
+		evtimer_del(conn->session_timer);
+		return;
+	}
+	struct timeval tv = ms_to_tv(ms);
+	evtimer_add(conn->session_timer, &tv);
 }
 
 void conn_set_raw(struct conn *conn, bool raw)
 {
+	if (raw == conn->raw)
+		return;
 	conn->raw = raw;
+	evtimer_del(conn->command_timer);
+	if (raw && conn->command_timeout_ms > 0) {
+		conn->raw_start_ms = now_ms();
+		conn->raw_bytes = 0;
+		struct timeval tv = ms_to_tv(conn->command_timeout_ms);
+		evtimer_add(conn->command_timer, &tv);
+	}
 }
 
 void conn_write(struct conn *conn, const void *data, size_t len)
@@ -330,6 +470,8 @@ size_t conn_output_pending(const struct conn *conn)
 void conn_pause(struct conn *conn)
 {
 	conn->paused = true;
+	if (!conn->raw)
+		evtimer_del(conn->command_timer);
 	if (!conn->closing)
 		bufferevent_disable(conn->bev, EV_READ);
 }
@@ -341,6 +483,11 @@ void conn_resume(struct conn *conn)
 	conn->paused = false;
 	if (conn->closing)
 		return;
+	if (conn->session_expired) {
+		conn->session_expired = false;
+		timed_out(conn, CONN_TIMEOUT_SESSION);
+		return;
+	}
 	bufferevent_enable(conn->bev, EV_READ);
 	schedule(conn); /* buffered input may already hold the next commands */
 }
@@ -397,9 +544,9 @@ const char *conn_peer_ip(const struct conn *conn)
 	return conn->peer_ip;
 }
 
-bool conn_peer_is_loopback(const struct conn *conn)
+const struct net_addr *conn_peer_addr(const struct conn *conn)
 {
-	return conn->loopback;
+	return &conn->peer_addr;
 }
 
 const char *conn_local_ip(const struct conn *conn)
@@ -437,21 +584,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *conn = arg;
 	if (what & BEV_EVENT_TIMEOUT) {
-		if (conn->closing) {
-			finish(conn, CONN_CLOSE_TIMEOUT);
-			return;
-		}
-		if (conn->cb->timeout != NULL)
-			conn->cb->timeout(conn->ctx);
-		conn->close_reason = CONN_CLOSE_TIMEOUT;
-		/* Say goodbye, but do not wait long for a peer that reads nothing. */
-		struct timeval tv = { 5, 0 };
-		bufferevent_set_timeouts(conn->bev, NULL, &tv);
-		conn->closing = true;
-		bufferevent_disable(conn->bev, EV_READ);
-		bufferevent_enable(conn->bev, EV_WRITE);
-		if (conn_output_pending(conn) == 0)
-			finish(conn, CONN_CLOSE_TIMEOUT);
+		timed_out(conn, CONN_TIMEOUT_IDLE);
 		return;
 	}
 	if (what & BEV_EVENT_EOF) {

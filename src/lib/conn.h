@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "buf.h"
+#include "net.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
 struct evbuffer;
@@ -29,7 +30,13 @@ enum conn_close_reason {
 	CONN_CLOSE_LOCAL,    /* conn_close() finished flushing */
 	CONN_CLOSE_EOF,      /* the client closed */
 	CONN_CLOSE_ERROR,    /* socket or TLS error */
-	CONN_CLOSE_TIMEOUT,  /* idle timeout: the session may not write any more */
+	CONN_CLOSE_TIMEOUT,  /* a timeout: the session may not write any more */
+};
+
+enum conn_timeout {
+	CONN_TIMEOUT_IDLE,     /* no input for the idle timeout */
+	CONN_TIMEOUT_COMMAND,  /* a line (or raw data) arrived too slowly */
+	CONN_TIMEOUT_SESSION,  /* the session deadline passed */
 };
 
 struct conn_callbacks {
@@ -41,9 +48,9 @@ struct conn_callbacks {
 	void (*line_too_long)(void *ctx);
 	/* Raw mode: consume what you want from in. */
 	void (*raw)(void *ctx, struct evbuffer *in);
-	/* Idle timeout: called before closed(TIMEOUT) so the session can say
+	/* A timeout: called before closed(TIMEOUT) so the session can say
 	 * goodbye; the conn then flushes and closes. May be NULL. */
-	void (*timeout)(void *ctx);
+	void (*timeout)(void *ctx, enum conn_timeout kind);
 	void (*closed)(void *ctx, enum conn_close_reason reason);
 };
 
@@ -54,7 +61,23 @@ struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr 
 void conn_free(struct conn **conn);
 
 void conn_set_line_max(struct conn *conn, size_t max);
-void conn_set_idle_timeout(struct conn *conn, unsigned int seconds);
+/* The most input read ahead of the session (pipelined commands, data);
+ * reading from the socket stops while this much is buffered. At least the
+ * line cap. */
+void conn_set_input_max(struct conn *conn, size_t max);
+/* No input for this long: timeout(IDLE). 0 disables. */
+void conn_set_idle_timeout(struct conn *conn, unsigned int ms);
+/* Slow-client deadlines, so that a client trickling bytes cannot hold a
+ * session: a line must be complete within command_ms of its first byte
+ * arriving, and raw data (SMTP DATA) must arrive at an average of at least
+ * min_rate octets per second after a grace of command_ms. Otherwise
+ * timeout(COMMAND). command_ms 0 disables. The clock does not run while the
+ * conn is paused (waiting for the server is not the client's fault). */
+void conn_set_command_timeout(struct conn *conn, unsigned int command_ms,
+			      unsigned int min_rate);
+/* The session must end within ms from now, else timeout(SESSION); 0
+ * cancels. Not delivered while paused: then it waits for the resume. */
+void conn_set_session_deadline(struct conn *conn, unsigned int ms);
 void conn_set_raw(struct conn *conn, bool raw);
 
 void conn_write(struct conn *conn, const void *data, size_t len);
@@ -78,7 +101,8 @@ void conn_close(struct conn *conn);
 bool conn_is_closing(const struct conn *conn);
 
 const char *conn_peer_ip(const struct conn *conn);
-bool conn_peer_is_loopback(const struct conn *conn);
+/* The peer address, IPv4-mapped IPv6 shown as IPv4 (see net.h). */
+const struct net_addr *conn_peer_addr(const struct conn *conn);
 const char *conn_local_ip(const struct conn *conn);
 /* The negotiated protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384",
  * or NULL when not TLS. */

@@ -10,10 +10,15 @@
  * - At most one store job is in flight per session, and input is paused
  *   while it runs, so pipelined commands are answered in order.
  * - Every store error maps to a reply in pop3_store_error() only.
- * - The password never reaches a log line and is wiped after use.
+ * - The password never reaches a log line and is wiped after use; the
+ *   [auth] plaintext policy is checked before any password is looked at.
+ * - A failed login is answered after the client address's failure delay,
+ *   with the conn paused meanwhile; other sessions are not held up.
+ * - Before login the input caps and timeouts are the smaller pre-auth ones.
  */
 #include "pop3-session.h"
 
+#include <event2/event.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,14 +31,12 @@
 #include "mail-address.h"
 #include "password.h"
 #include "pop3-parser.h"
+#include "sasl.h"
 #include "store.h"
 #include "worker-pool.h"
 
-#define POP3_LINE_MAX_PREAUTH 512
-#define POP3_LINE_MAX 1024
-#define POP3_TIMEOUT_PREAUTH 60
-#define POP3_TIMEOUT 600          /* RFC 1939 3: at least 10 minutes */
-#define POP3_BAD_COMMANDS_MAX 10
+#define POP3_PLAINTEXT_REFUSED \
+	"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections (use STLS)"
 
 enum pop3_state {
 	POP3_STATE_AUTHORIZATION = 1 << 0,
@@ -55,6 +58,8 @@ struct pop3_session {
 	bool *deleted;
 	bool dead;         /* the connection has gone; free when the job ends */
 	bool job_running;
+	bool sasl_waiting; /* AUTH PLAIN sent "+ ": the next line is the response */
+	struct event *delay_timer; /* holds a failed login's reply */
 
 	/* The one job slot. */
 	struct worker_job job;
@@ -99,30 +104,25 @@ static void pop3_store_error(struct pop3_session *s, enum store_status st)
 
 static bool plaintext_allowed(struct pop3_session *s)
 {
-	switch (s->daemon->set->plaintext) {
-	case PLAINTEXT_ALWAYS:
-		return true;
-	case PLAINTEXT_TLS:
-		return conn_is_tls(s->conn);
-	case PLAINTEXT_TLS_OR_LOOPBACK:
-		break;
-	}
-	return conn_is_tls(s->conn) || conn_peer_is_loopback(s->conn);
+	return daemon_plaintext_allowed(s->daemon, s->conn);
 }
 
 static void set_state(struct pop3_session *s, enum pop3_state state)
 {
+	const struct tern_settings *set = s->daemon->set;
 	s->state = state;
 	if (state == POP3_STATE_TRANSACTION) {
-		conn_set_line_max(s->conn, POP3_LINE_MAX);
-		conn_set_idle_timeout(s->conn, POP3_TIMEOUT);
+		conn_set_line_max(s->conn, set->line_max);
+		conn_set_input_max(s->conn, set->input_buffer);
+		conn_set_idle_timeout(s->conn, set->pop3_idle_timeout_ms);
+		conn_set_session_deadline(s->conn, 0);
 	}
 }
 
 static void bad_command(struct pop3_session *s, const char *text)
 {
 	reply(s, text);
-	if (++s->bad_commands >= POP3_BAD_COMMANDS_MAX) {
+	if (++s->bad_commands >= s->daemon->set->max_bad_commands) {
 		reply(s, "-ERR Too many bad commands, closing connection");
 		log_info("pop3 #%llu: too many bad commands", (unsigned long long)s->id);
 		conn_close(s->conn);
@@ -159,8 +159,9 @@ static void cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 	conn_puts(s->conn, "+OK Capability list follows\r\n"
 			   "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
 	if (s->state == POP3_STATE_AUTHORIZATION) {
+		/* RFC 2595 / 5034: hide what the plaintext policy would refuse. */
 		if (plaintext_allowed(s))
-			conn_puts(s->conn, "USER\r\n");
+			conn_puts(s->conn, "USER\r\nSASL PLAIN\r\n");
 		if (s->daemon->tls != NULL && !conn_is_tls(s->conn))
 			conn_puts(s->conn, "STLS\r\n");
 	}
@@ -199,6 +200,11 @@ static void cmd_quit(struct pop3_session *s, const struct pop3_command *cmd)
 
 static void cmd_stls(struct pop3_session *s, const struct pop3_command *cmd)
 {
+	if (s->state != POP3_STATE_AUTHORIZATION) {
+		/* RFC 2595 4: TLS cannot be started once logged in. */
+		bad_command(s, "-ERR STLS is only allowed before login (RFC 2595); reconnect and use STLS first");
+		return;
+	}
 	if (s->daemon->tls == NULL) {
 		bad_command(s, "-ERR STLS not available (no certificate configured)");
 		return;
@@ -216,21 +222,33 @@ static void cmd_stls(struct pop3_session *s, const struct pop3_command *cmd)
 	conn_start_tls(s->conn, s->daemon->tls);
 }
 
+/* Sets s->user from a client-supplied name; false (and a reply) when it
+ * is not an address. */
+static bool set_user(struct pop3_session *s, const char *name)
+{
+	struct mail_address addr;
+	const char *error;
+	if (mail_address_parse(name, strlen(name), &addr, &error) < 0) {
+		s->user[0] = '\0';
+		bad_command(s, "-ERR [AUTH] Invalid user name (expected user@domain)");
+		return false;
+	}
+	mail_address_format(&addr, s->user, sizeof(s->user));
+	return true;
+}
+
 static void cmd_user(struct pop3_session *s, const struct pop3_command *cmd)
 {
 	if (!plaintext_allowed(s)) {
-		bad_command(s, "-ERR [AUTH] Plaintext authentication disallowed on non-secure connections (use STLS)");
+		bad_command(s, POP3_PLAINTEXT_REFUSED);
 		return;
 	}
-	struct mail_address addr;
-	const char *error;
-	if (cmd->argc != 1 || mail_address_parse(cmd->argv[0], strlen(cmd->argv[0]), &addr,
-						  &error) < 0) {
+	if (cmd->argc != 1) {
 		bad_command(s, "-ERR [AUTH] Invalid user name (expected user@domain)");
 		return;
 	}
-	mail_address_format(&addr, s->user, sizeof(s->user));
-	reply(s, "+OK Send PASS");
+	if (set_user(s, cmd->argv[0]))
+		reply(s, "+OK Send PASS");
 }
 
 static void cmd_pass(struct pop3_session *s, const struct pop3_command *cmd)
@@ -240,22 +258,94 @@ static void cmd_pass(struct pop3_session *s, const struct pop3_command *cmd)
 		return;
 	}
 	if (!plaintext_allowed(s)) {
-		bad_command(s, "-ERR [AUTH] Plaintext authentication disallowed on non-secure connections (use STLS)");
+		bad_command(s, POP3_PLAINTEXT_REFUSED);
 		return;
 	}
 	buf_reset(&s->job_secret);
-	buf_append_str(&s->job_secret, cmd->rest);
+	if (buf_append_str(&s->job_secret, cmd->rest) < 0) {
+		buf_wipe(&s->job_secret);
+		bad_command(s, "-ERR [AUTH] Password too long");
+		return;
+	}
 	run_job(s, JOB_LOGIN);
 }
 
+/* The end of an AUTH exchange without a login: back to commands. */
+static void sasl_end(struct pop3_session *s)
+{
+	s->sasl_waiting = false;
+	conn_set_line_max(s->conn, s->daemon->set->line_max_preauth);
+}
+
+/* A PLAIN response (initial or continued): checks it and starts the login. */
+static void sasl_plain_response(struct pop3_session *s, const char *b64, size_t len)
+{
+	const char *error, *authcid, *passwd;
+	size_t passwd_len;
+	struct buf msg;
+	buf_init(&msg, s->daemon->set->auth_response_max);
+	if (sasl_decode_response(b64, len, &msg, &error) < 0 ||
+	    sasl_plain_split(&msg, &authcid, &passwd, &passwd_len, &error) < 0) {
+		buf_wipe(&msg);
+		buf_deinit(&msg);
+		char text[160];
+		snprintf(text, sizeof(text), "-ERR [AUTH] %s", error);
+		bad_command(s, text);
+		return;
+	}
+	if (!set_user(s, authcid)) {
+		buf_wipe(&msg);
+		buf_deinit(&msg);
+		return;
+	}
+	buf_reset(&s->job_secret);
+	int rc = buf_append(&s->job_secret, passwd, passwd_len);
+	buf_wipe(&msg);
+	buf_deinit(&msg);
+	if (rc < 0) {
+		buf_wipe(&s->job_secret);
+		s->user[0] = '\0';
+		bad_command(s, "-ERR [AUTH] Password too long");
+		return;
+	}
+	run_job(s, JOB_LOGIN);
+}
+
+/* RFC 5034: AUTH [mechanism [initial-response]]. */
 static void cmd_auth(struct pop3_session *s, const struct pop3_command *cmd)
 {
 	if (cmd->argc == 0) {
-		/* RFC 5034 lists no mechanism here: none is offered yet. */
-		conn_puts(s->conn, "+OK\r\n.\r\n");
+		/* The mechanisms usable here and now. */
+		conn_puts(s->conn, plaintext_allowed(s) ? "+OK\r\nPLAIN\r\n.\r\n" : "+OK\r\n.\r\n");
 		return;
 	}
-	bad_command(s, "-ERR Unsupported authentication mechanism");
+	if (sasl_mech_lookup(cmd->argv[0]) != SASL_MECH_PLAIN) {
+		bad_command(s, "-ERR Unsupported authentication mechanism (use PLAIN)");
+		return;
+	}
+	if (!plaintext_allowed(s)) {
+		bad_command(s, POP3_PLAINTEXT_REFUSED);
+		return;
+	}
+	s->user[0] = '\0';
+	if (cmd->argc == 2) {
+		sasl_plain_response(s, cmd->argv[1], strlen(cmd->argv[1]));
+		return;
+	}
+	s->sasl_waiting = true;
+	conn_set_line_max(s->conn, s->daemon->set->auth_response_max);
+	reply(s, "+ ");
+}
+
+/* A line read while an AUTH exchange waits for the client's response. */
+static void sasl_line(struct pop3_session *s, char *line, size_t len)
+{
+	sasl_end(s);
+	if (len == 1 && line[0] == '*') {
+		bad_command(s, "-ERR [AUTH] Authentication cancelled");
+		return;
+	}
+	sasl_plain_response(s, line, len);
 }
 
 static void cmd_apop(struct pop3_session *s, const struct pop3_command *cmd)
@@ -384,7 +474,7 @@ static const struct pop3_command_def commands[] = {
 	{ POP3_VERB_CAPA, AUTHZ | TRANS, cmd_capa },
 	{ POP3_VERB_NOOP, TRANS, cmd_noop },
 	{ POP3_VERB_QUIT, AUTHZ | TRANS, cmd_quit },
-	{ POP3_VERB_STLS, AUTHZ, cmd_stls },
+	{ POP3_VERB_STLS, AUTHZ | TRANS, cmd_stls },
 	{ POP3_VERB_USER, AUTHZ, cmd_user },
 	{ POP3_VERB_PASS, AUTHZ, cmd_pass },
 	{ POP3_VERB_AUTH, AUTHZ, cmd_auth },
@@ -404,6 +494,11 @@ static void on_line(void *ctx, char *line, size_t len, bool bare_lf)
 	struct pop3_command cmd;
 	const char *error;
 
+	if (s->sasl_waiting) {
+		sasl_line(s, line, len);
+		explicit_bzero(line, len);
+		return;
+	}
 	if (pop3_parse_command(line, len, &cmd, &error) < 0) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "-ERR %s", error);
@@ -420,6 +515,8 @@ static void on_line(void *ctx, char *line, size_t len, bool bare_lf)
 			return;
 		}
 		commands[i].handler(s, &cmd);
+		if (cmd.verb == POP3_VERB_PASS || cmd.verb == POP3_VERB_AUTH)
+			explicit_bzero(line, len);
 		return;
 	}
 	bad_command(s, "-ERR Unknown command");
@@ -427,13 +524,31 @@ static void on_line(void *ctx, char *line, size_t len, bool bare_lf)
 
 static void on_line_too_long(void *ctx)
 {
-	bad_command(ctx, "-ERR Line too long");
+	struct pop3_session *s = ctx;
+	if (s->sasl_waiting) {
+		sasl_end(s);
+		bad_command(s, "-ERR [AUTH] Authentication response too long");
+		return;
+	}
+	bad_command(s, "-ERR Line too long");
 }
 
-static void on_timeout(void *ctx)
+static void on_timeout(void *ctx, enum conn_timeout kind)
 {
 	struct pop3_session *s = ctx;
-	reply(s, "-ERR Autologout; idle for too long");
+	switch (kind) {
+	case CONN_TIMEOUT_IDLE:
+		reply(s, "-ERR Autologout; idle for too long");
+		break;
+	case CONN_TIMEOUT_COMMAND:
+		reply(s, "-ERR Command not received in time, closing connection");
+		break;
+	case CONN_TIMEOUT_SESSION:
+		reply(s, "-ERR Not logged in in time, closing connection");
+		break;
+	}
+	log_info("pop3 #%llu: %s timeout", (unsigned long long)s->id,
+		 kind == CONN_TIMEOUT_IDLE ? "idle" : kind == CONN_TIMEOUT_COMMAND ? "command" : "login");
 }
 
 static void on_closed(void *ctx, enum conn_close_reason reason)
@@ -486,6 +601,14 @@ static void job_work(struct worker_job *job)
 	}
 }
 
+/* The failure delay is over: answer the failed login, read on. */
+static void delay_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct pop3_session *s = arg;
+	bad_command(s, "-ERR [AUTH] Invalid user name or password");
+	conn_resume(s->conn);
+}
+
 static void job_done(struct worker_job *job)
 {
 	struct pop3_session *s = (struct pop3_session *)((char *)job -
@@ -503,11 +626,16 @@ static void job_done(struct worker_job *job)
 				 s->user, store_status_name(st));
 			pop3_store_error(s, st);
 		} else if (!s->job_auth_ok) {
-			log_info("pop3 #%llu: authentication failed for %s from %s",
-				 (unsigned long long)s->id, s->user, conn_peer_ip(s->conn));
+			unsigned int delay = daemon_auth_failed(s->daemon, s->conn);
+			log_info("pop3 #%llu: authentication failed for %s from %s (password ********; answered after %u ms)",
+				 (unsigned long long)s->id, s->user, conn_peer_ip(s->conn), delay);
 			s->user[0] = '\0';
-			bad_command(s, "-ERR [AUTH] Invalid user name or password");
+			/* Stay paused: nothing is read until the answer. */
+			struct timeval tv = { delay / 1000, (suseconds_t)(delay % 1000) * 1000 };
+			evtimer_add(s->delay_timer, &tv);
+			return;
 		} else {
+			daemon_auth_succeeded(s->daemon, s->conn);
 			s->deleted = xcalloc(s->md->count ? s->md->count : 1, sizeof(bool));
 			set_state(s, POP3_STATE_TRANSACTION);
 			log_info("pop3 #%llu: %s logged in, %u messages", (unsigned long long)s->id,
@@ -562,6 +690,8 @@ static void run_job(struct pop3_session *s, enum pop3_job_kind kind)
 static void pop3_session_free(struct pop3_session *s)
 {
 	daemon_session_unregister(s->daemon, &s->ds);
+	if (s->delay_timer != NULL)
+		event_free(s->delay_timer);
 	conn_free(&s->conn);
 	store_maildrop_free(&s->md);
 	free(s->deleted);
@@ -578,20 +708,37 @@ static void pop3_session_destroy(struct daemon_session *ds)
 }
 
 void pop3_session_create(struct daemon *d, int fd, const struct sockaddr *peer,
-			 socklen_t peer_len, bool implicit_tls)
+			 socklen_t peer_len, bool implicit_tls, enum daemon_admit admit)
 {
+	const struct tern_settings *set = d->set;
 	struct pop3_session *s = xcalloc(1, sizeof(*s));
 	s->daemon = d;
 	s->id = ++d->next_session_id;
 	s->ds.destroy = pop3_session_destroy;
-	buf_init(&s->job_secret, POP3_LINE_MAX);
+	buf_init(&s->job_secret, set->auth_response_max);
 	buf_init(&s->job_out, 0);
 	s->conn = conn_create(d->base, fd, peer, peer_len, implicit_tls ? d->tls : NULL,
 			      &pop3_conn_callbacks, s);
+	s->delay_timer = evtimer_new(d->base, delay_done, s);
+	s->ds.peer = *conn_peer_addr(s->conn);
+	s->ds.refused = admit != DAEMON_ADMIT_OK;
 	daemon_session_register(d, &s->ds);
 	s->state = POP3_STATE_AUTHORIZATION;
-	conn_set_line_max(s->conn, POP3_LINE_MAX_PREAUTH);
-	conn_set_idle_timeout(s->conn, POP3_TIMEOUT_PREAUTH);
+	conn_set_line_max(s->conn, set->line_max_preauth);
+	conn_set_input_max(s->conn, set->input_buffer_preauth);
+	conn_set_idle_timeout(s->conn, set->idle_timeout_preauth_ms);
+	conn_set_command_timeout(s->conn, set->command_timeout_ms, (unsigned int)set->min_data_rate);
+	if (admit != DAEMON_ADMIT_OK) {
+		log_info("pop3 #%llu: connect from %s refused: too many connections%s",
+			 (unsigned long long)s->id, conn_peer_ip(s->conn),
+			 admit == DAEMON_ADMIT_TOO_MANY_FROM_IP ? " from this address" : "");
+		reply(s, admit == DAEMON_ADMIT_TOO_MANY_FROM_IP
+				 ? "-ERR [SYS/TEMP] Too many connections from your address, try again later"
+				 : "-ERR [SYS/TEMP] Too many connections, try again later");
+		conn_close(s->conn);
+		return;
+	}
+	conn_set_session_deadline(s->conn, set->login_timeout_ms);
 	log_info("pop3 #%llu: connect from %s%s", (unsigned long long)s->id,
 		 conn_peer_ip(s->conn), implicit_tls ? " (TLS)" : "");
 	reply(s, "+OK tern POP3 server ready");

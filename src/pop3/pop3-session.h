@@ -7,9 +7,10 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-struct daemon;
+#include "daemon.h"
 
+/* admit: a refused connection is told why and closed. */
 void pop3_session_create(struct daemon *d, int fd, const struct sockaddr *peer,
-			 socklen_t peer_len, bool implicit_tls);
+			 socklen_t peer_len, bool implicit_tls, enum daemon_admit admit);
 
 #endif

@@ -4,8 +4,13 @@
  * Invariants:
  * - 250 after DATA only once the store has committed the message for that
  *   recipient; any storage failure is 451 4.3.0, never 2xx or 5xx.
- * - Only recipients in local domains are accepted (550 5.7.1 otherwise):
- *   tern is never an open relay.
+ * - Only recipients in local domains are accepted (550 5.7.1 otherwise),
+ *   authenticated or not: tern is never an open relay, and relaying for
+ *   authenticated clients is not implemented yet (the reply says so).
+ * - AUTH (RFC 4954) PLAIN and LOGIN are offered and accepted only where the
+ *   [auth] plaintext policy allows, checked before any password is looked
+ *   at (538 5.7.11 otherwise). Secrets are wiped after use, never logged; a
+ *   failure is answered after the client address's failure delay.
  * - The end of data is only CRLF "." CRLF (mail-data's decoder); messages
  *   containing bare LF or bare CR are refused with 550 5.6.0 after the data
  *   (tern's policy: no normalisation, so no smuggling ambiguity).
@@ -16,6 +21,7 @@
 #include "smtp-session.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,13 +36,12 @@
 #include "mail-address.h"
 #include "mail-data.h"
 #include "mail-trace.h"
+#include "password.h"
+#include "sasl.h"
 #include "smtp-parser.h"
 #include "store.h"
 #include "worker-pool.h"
 
-#define SMTP_LINE_MAX 1000          /* command lines; RFC 5321 4.5.3.1.4 requires 512 */
-#define SMTP_TIMEOUT 300            /* RFC 5321 4.5.3.2: 5 minutes */
-#define SMTP_BAD_COMMANDS_MAX 20
 #define SMTP_DATA_LINE_MAX 65536    /* longest text line accepted in DATA */
 
 enum smtp_state {
@@ -47,7 +52,15 @@ enum smtp_state {
 	SMTP_STATE_DATA = 1 << 4,   /* reading message data */
 };
 
-enum smtp_job_kind { JOB_RCPT, JOB_DELIVER };
+enum smtp_job_kind { JOB_RCPT, JOB_DELIVER, JOB_AUTH };
+
+/* Where an AUTH exchange is waiting for the client. */
+enum smtp_sasl_step {
+	SASL_NONE,
+	SASL_PLAIN_RESPONSE,   /* "334 " sent */
+	SASL_LOGIN_USER,       /* "334 VXNlcm5hbWU6" (Username:) sent */
+	SASL_LOGIN_PASSWORD,   /* "334 UGFzc3dvcmQ6" (Password:) sent */
+};
 
 struct smtp_rcpt {
 	char address[MAIL_ADDRESS_MAX + 1];
@@ -65,6 +78,11 @@ struct smtp_session {
 	bool esmtp;
 	char helo[256];
 	bool dead, job_running;
+	/* AUTH */
+	enum smtp_sasl_step sasl_step;
+	char auth_user[MAIL_ADDRESS_MAX + 1]; /* set once authenticated */
+	bool authenticated;
+	struct event *delay_timer;           /* holds a failed AUTH's reply */
 
 	/* transaction */
 	char mail_from[MAIL_ADDRESS_MAX + 1];
@@ -86,6 +104,9 @@ struct smtp_session {
 	struct store_rcpt *store_rcpts;
 	char **prefixes;
 	unsigned int store_rcpt_count;
+	char job_user[MAIL_ADDRESS_MAX + 1];  /* JOB_AUTH */
+	struct buf job_secret;                /* JOB_AUTH password, wiped after use */
+	bool job_auth_ok;
 };
 
 static void smtp_session_free(struct smtp_session *s);
@@ -121,7 +142,7 @@ static void smtp_store_error(struct smtp_session *s, enum store_status st, const
 static void bad_command(struct smtp_session *s, const char *text)
 {
 	reply(s, text);
-	if (++s->bad_commands >= SMTP_BAD_COMMANDS_MAX) {
+	if (++s->bad_commands >= s->daemon->set->max_bad_commands) {
 		reply(s, "421 4.7.0 Too many errors, closing connection");
 		log_info("%s #%llu: too many bad commands", proto_name(s),
 			 (unsigned long long)s->id);
@@ -146,14 +167,29 @@ static void run_job(struct smtp_session *s, enum smtp_job_kind kind);
 
 /* --- commands --- */
 
+static bool starttls_offered(struct smtp_session *s)
+{
+	return s->daemon->tls != NULL &&
+	       (s->proto == SMTP_PROTOCOL_SMTP || s->daemon->set->lmtp_starttls);
+}
+
+/* AUTH PLAIN and LOGIN send the password in clear: offered only where the
+ * plaintext policy allows them. */
+static bool auth_offered(struct smtp_session *s)
+{
+	return s->proto == SMTP_PROTOCOL_SMTP && daemon_plaintext_allowed(s->daemon, s->conn);
+}
+
 static void send_ehlo(struct smtp_session *s)
 {
 	const struct tern_settings *set = s->daemon->set;
 	conn_printf(s->conn, "250-%s\r\n", set->hostname);
 	conn_puts(s->conn, "250-PIPELINING\r\n");
 	conn_printf(s->conn, "250-SIZE %llu\r\n", (unsigned long long)set->max_message_size);
-	if (s->proto == SMTP_PROTOCOL_SMTP && s->daemon->tls != NULL && !conn_is_tls(s->conn))
+	if (starttls_offered(s) && !conn_is_tls(s->conn))
 		conn_puts(s->conn, "250-STARTTLS\r\n");
+	if (auth_offered(s) && !s->authenticated)
+		conn_puts(s->conn, "250-AUTH PLAIN LOGIN\r\n");
 	conn_puts(s->conn, "250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n");
 }
 
@@ -340,7 +376,7 @@ static void cmd_help(struct smtp_session *s, struct smtp_command *cmd)
 
 static void cmd_starttls(struct smtp_session *s, struct smtp_command *cmd)
 {
-	if (s->proto != SMTP_PROTOCOL_SMTP || s->daemon->tls == NULL) {
+	if (!starttls_offered(s)) {
 		bad_command(s, "502 5.5.1 STARTTLS not available");
 		return;
 	}
@@ -357,12 +393,175 @@ static void cmd_starttls(struct smtp_session *s, struct smtp_command *cmd)
 	reset_transaction(s);
 	s->state = SMTP_STATE_INIT;
 	s->helo[0] = '\0';
+	s->authenticated = false;
+	s->auth_user[0] = '\0';
 	conn_start_tls(s->conn, s->daemon->tls);
 }
 
+static void sasl_set_step(struct smtp_session *s, enum smtp_sasl_step step)
+{
+	const struct tern_settings *set = s->daemon->set;
+	s->sasl_step = step;
+	conn_set_line_max(s->conn, step == SASL_NONE ? set->line_max : set->auth_response_max);
+}
+
+/* Decodes one client response; on failure replies (ending the exchange). */
+static bool sasl_decode(struct smtp_session *s, const char *b64, size_t len, struct buf *out)
+{
+	const char *error;
+	if (sasl_decode_response(b64, len, out, &error) < 0) {
+		sasl_set_step(s, SASL_NONE);
+		bad_command(s, "501 5.5.2 Invalid base64 data in the authentication response");
+		return false;
+	}
+	return true;
+}
+
+/* Starts the password check for user with the password in s->job_secret. */
+static void sasl_check(struct smtp_session *s, const char *user)
+{
+	struct mail_address addr;
+	const char *error;
+	sasl_set_step(s, SASL_NONE);
+	if (mail_address_parse(user, strlen(user), &addr, &error) < 0) {
+		buf_wipe(&s->job_secret);
+		bad_command(s, "535 5.7.8 Authentication credentials invalid (the user name is an address, user@domain)");
+		return;
+	}
+	mail_address_format(&addr, s->job_user, sizeof(s->job_user));
+	run_job(s, JOB_AUTH);
+}
+
+static void sasl_plain(struct smtp_session *s, const char *b64, size_t len)
+{
+	struct buf msg;
+	const char *error, *user, *passwd;
+	size_t passwd_len;
+	buf_init(&msg, s->daemon->set->auth_response_max);
+	if (!sasl_decode(s, b64, len, &msg)) {
+		buf_deinit(&msg);
+		return;
+	}
+	if (sasl_plain_split(&msg, &user, &passwd, &passwd_len, &error) < 0) {
+		buf_wipe(&msg);
+		buf_deinit(&msg);
+		sasl_set_step(s, SASL_NONE);
+		char text[160];
+		snprintf(text, sizeof(text), "501 5.5.2 %s", error);
+		bad_command(s, text);
+		return;
+	}
+	buf_wipe(&s->job_secret);
+	buf_append(&s->job_secret, passwd, passwd_len);
+	char name[MAIL_ADDRESS_MAX + 1];
+	str_copy(name, user, sizeof(name));
+	buf_wipe(&msg);
+	buf_deinit(&msg);
+	sasl_check(s, name);
+}
+
+/* RFC 4954: AUTH mechanism [initial-response]. */
 static void cmd_auth(struct smtp_session *s, struct smtp_command *cmd)
 {
-	bad_command(s, "502 5.5.1 AUTH not available");
+	if (s->proto != SMTP_PROTOCOL_SMTP) {
+		bad_command(s, "502 5.5.1 AUTH not available in LMTP");
+		return;
+	}
+	if (s->state == SMTP_STATE_INIT || !s->esmtp) {
+		bad_command(s, "503 5.5.1 Send EHLO first");
+		return;
+	}
+	if (s->authenticated) {
+		bad_command(s, "503 5.5.1 Already authenticated");
+		return;
+	}
+	if (s->state != SMTP_STATE_READY) {
+		bad_command(s, "503 5.5.1 AUTH not allowed during a mail transaction");
+		return;
+	}
+	char *mech = cmd->args;
+	char *initial = strchr(mech, ' ');
+	if (initial != NULL) {
+		*initial++ = '\0';
+		while (*initial == ' ')
+			initial++;
+	}
+	enum sasl_mech m = sasl_mech_lookup(mech);
+	if (m == SASL_MECH_UNKNOWN) {
+		bad_command(s, "504 5.5.4 Unrecognized authentication type (use PLAIN or LOGIN)");
+		return;
+	}
+	if (!daemon_plaintext_allowed(s->daemon, s->conn)) {
+		bad_command(s, "538 5.7.11 Encryption required for requested authentication mechanism (use STARTTLS)");
+		return;
+	}
+	if (m == SASL_MECH_PLAIN) {
+		if (initial != NULL && *initial != '\0') {
+			sasl_plain(s, initial, strlen(initial));
+			return;
+		}
+		sasl_set_step(s, SASL_PLAIN_RESPONSE);
+		reply(s, "334 ");
+		return;
+	}
+	/* LOGIN: the user name may come as an initial response. */
+	if (initial != NULL && *initial != '\0') {
+		struct buf user;
+		buf_init(&user, MAIL_ADDRESS_MAX);
+		if (!sasl_decode(s, initial, strlen(initial), &user)) {
+			buf_deinit(&user);
+			return;
+		}
+		str_copy(s->job_user, user.data, sizeof(s->job_user));
+		buf_deinit(&user);
+		sasl_set_step(s, SASL_LOGIN_PASSWORD);
+		reply(s, "334 UGFzc3dvcmQ6");
+		return;
+	}
+	sasl_set_step(s, SASL_LOGIN_USER);
+	reply(s, "334 VXNlcm5hbWU6");
+}
+
+/* A line read while an AUTH exchange waits for the client's response. */
+static void sasl_line(struct smtp_session *s, char *line, size_t len)
+{
+	enum smtp_sasl_step step = s->sasl_step;
+	if (len == 1 && line[0] == '*') {
+		sasl_set_step(s, SASL_NONE);
+		bad_command(s, "501 5.7.0 Authentication cancelled");
+		return;
+	}
+	switch (step) {
+	case SASL_NONE:
+		break;
+	case SASL_PLAIN_RESPONSE:
+		sasl_plain(s, line, len);
+		break;
+	case SASL_LOGIN_USER: {
+		struct buf user;
+		buf_init(&user, MAIL_ADDRESS_MAX);
+		if (sasl_decode(s, line, len, &user)) {
+			str_copy(s->job_user, user.data, sizeof(s->job_user));
+			sasl_set_step(s, SASL_LOGIN_PASSWORD);
+			reply(s, "334 UGFzc3dvcmQ6");
+		}
+		buf_deinit(&user);
+		break;
+	}
+	case SASL_LOGIN_PASSWORD:
+		if (!sasl_decode(s, line, len, &s->job_secret))
+			break;
+		if (s->job_secret.len == 0 || memchr(s->job_secret.data, '\0', s->job_secret.len) != NULL) {
+			buf_wipe(&s->job_secret);
+			sasl_set_step(s, SASL_NONE);
+			bad_command(s, "535 5.7.8 Authentication credentials invalid");
+			break;
+		}
+		char name[MAIL_ADDRESS_MAX + 1];
+		str_copy(name, s->job_user, sizeof(name));
+		sasl_check(s, name);
+		break;
+	}
 }
 
 static void cmd_bdat(struct smtp_session *s, struct smtp_command *cmd)
@@ -398,6 +597,11 @@ static void on_line(void *ctx, char *line, size_t len, bool bare_lf)
 	struct smtp_session *s = ctx;
 	struct smtp_command cmd;
 	const char *error;
+	if (s->sasl_step != SASL_NONE) {
+		sasl_line(s, line, len);
+		explicit_bzero(line, len);
+		return;
+	}
 	if (smtp_parse_command(line, len, &cmd, &error) < 0) {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "500 5.5.2 %s", error);
@@ -407,6 +611,8 @@ static void on_line(void *ctx, char *line, size_t len, bool bare_lf)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (commands[i].verb == cmd.verb) {
 			commands[i].handler(s, &cmd);
+			if (cmd.verb == SMTP_VERB_AUTH)
+				explicit_bzero(line, len);
 			return;
 		}
 	}
@@ -415,6 +621,12 @@ static void on_line(void *ctx, char *line, size_t len, bool bare_lf)
 
 static void on_line_too_long(void *ctx)
 {
+	struct smtp_session *s = ctx;
+	if (s->sasl_step != SASL_NONE) {
+		sasl_set_step(s, SASL_NONE);
+		bad_command(s, "500 5.5.6 Authentication exchange line is too long");
+		return;
+	}
 	bad_command(ctx, "500 5.5.2 Line too long");
 }
 
@@ -480,10 +692,13 @@ static void data_finished(struct smtp_session *s)
 	char tlsdesc[128];
 	const char *proto;
 	bool tls = conn_tls_description(s->conn, tlsdesc, sizeof(tlsdesc)) != NULL;
+	/* RFC 3848 protocol types. */
 	if (s->proto == SMTP_PROTOCOL_LMTP)
 		proto = "LMTP";
 	else if (!s->esmtp)
 		proto = "SMTP";
+	else if (s->authenticated)
+		proto = tls ? "ESMTPSA" : "ESMTPA";
 	else
 		proto = tls ? "ESMTPS" : "ESMTP";
 	buf_reset(&tmp);
@@ -521,10 +736,25 @@ static void on_raw(void *ctx, struct evbuffer *in)
 	}
 }
 
-static void on_timeout(void *ctx)
+static void on_timeout(void *ctx, enum conn_timeout kind)
 {
 	struct smtp_session *s = ctx;
-	reply(s, "421 4.4.2 Idle timeout, closing connection");
+	switch (kind) {
+	case CONN_TIMEOUT_IDLE:
+		reply(s, "421 4.4.2 Idle timeout, closing connection");
+		break;
+	case CONN_TIMEOUT_COMMAND:
+		reply(s, s->state == SMTP_STATE_DATA
+				 ? "421 4.4.2 Message data arriving too slowly, closing connection"
+				 : "421 4.4.2 Command not received in time, closing connection");
+		break;
+	case CONN_TIMEOUT_SESSION:
+		reply(s, "421 4.4.2 Session time limit reached, closing connection");
+		break;
+	}
+	log_info("%s #%llu: %s timeout%s", proto_name(s), (unsigned long long)s->id,
+		 kind == CONN_TIMEOUT_IDLE ? "idle" : kind == CONN_TIMEOUT_COMMAND ? "command" : "session",
+		 s->state == SMTP_STATE_DATA ? " during DATA" : "");
 }
 
 static void on_closed(void *ctx, enum conn_close_reason reason)
@@ -573,6 +803,19 @@ static void job_work(struct worker_job *job)
 	case JOB_DELIVER:
 		s->job_status = store_deliver(store, &s->delivery);
 		break;
+	case JOB_AUTH: {
+		struct buf hash;
+		buf_init(&hash, 1024);
+		s->job_status = store_user_get(store, s->job_user, &hash);
+		s->job_auth_ok = s->job_status == STORE_OK &&
+				 password_verify(s->job_secret.data, s->job_secret.len, hash.data);
+		buf_wipe(&s->job_secret);
+		buf_wipe(&hash);
+		buf_deinit(&hash);
+		if (s->job_status == STORE_NOTFOUND)
+			s->job_status = STORE_OK; /* an unknown user is a failed login */
+		break;
+	}
 	}
 }
 
@@ -580,8 +823,12 @@ static void finish_rcpt(struct smtp_session *s)
 {
 	enum store_status st = s->job_status;
 	if (!s->job_domain_local && st == STORE_NOTFOUND && !s->job_postmaster) {
-		conn_printf(s->conn, "550 5.7.1 <%s>: Relay access denied (not a local domain)\r\n",
-			    s->job_rcpt);
+		if (s->authenticated)
+			conn_printf(s->conn, "550 5.7.1 <%s>: Relaying is not available yet: tern delivers only to its local domains\r\n",
+				    s->job_rcpt);
+		else
+			conn_printf(s->conn, "550 5.7.1 <%s>: Relay access denied (not a local domain)\r\n",
+				    s->job_rcpt);
 		return;
 	}
 	if (st != STORE_OK) {
@@ -658,6 +905,41 @@ static void finish_deliver(struct smtp_session *s)
 	reset_transaction(s);
 }
 
+/* The failure delay is over: answer the failed AUTH, read on. */
+static void delay_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	bad_command(s, "535 5.7.8 Authentication credentials invalid");
+	conn_resume(s->conn);
+}
+
+/* Returns false when the answer is held back (the conn stays paused). */
+static bool finish_auth(struct smtp_session *s)
+{
+	if (s->job_status != STORE_OK) {
+		log_warn("smtp #%llu: authentication for %s failed: %s", (unsigned long long)s->id,
+			 s->job_user, store_status_name(s->job_status));
+		reply(s, "454 4.7.0 Temporary authentication failure, try again later");
+		return true;
+	}
+	if (!s->job_auth_ok) {
+		unsigned int delay = daemon_auth_failed(s->daemon, s->conn);
+		log_info("smtp #%llu: authentication failed for %s from %s (password ********; answered after %u ms)",
+			 (unsigned long long)s->id, s->job_user, conn_peer_ip(s->conn), delay);
+		struct timeval tv = { delay / 1000, (suseconds_t)(delay % 1000) * 1000 };
+		evtimer_add(s->delay_timer, &tv);
+		return false;
+	}
+	daemon_auth_succeeded(s->daemon, s->conn);
+	s->authenticated = true;
+	str_copy(s->auth_user, s->job_user, sizeof(s->auth_user));
+	conn_set_input_max(s->conn, s->daemon->set->input_buffer);
+	log_info("smtp #%llu: %s authenticated from %s", (unsigned long long)s->id, s->auth_user,
+		 conn_peer_ip(s->conn));
+	reply(s, "235 2.7.0 Authentication successful");
+	return true;
+}
+
 static void job_done(struct worker_job *job)
 {
 	struct smtp_session *s = job_session(job);
@@ -666,10 +948,18 @@ static void job_done(struct worker_job *job)
 		smtp_session_free(s);
 		return;
 	}
-	if (s->job_kind == JOB_RCPT)
+	switch (s->job_kind) {
+	case JOB_RCPT:
 		finish_rcpt(s);
-	else
+		break;
+	case JOB_DELIVER:
 		finish_deliver(s);
+		break;
+	case JOB_AUTH:
+		if (!finish_auth(s))
+			return;
+		break;
+	}
 	conn_resume(s->conn);
 }
 
@@ -688,7 +978,11 @@ static void run_job(struct smtp_session *s, enum smtp_job_kind kind)
 static void smtp_session_free(struct smtp_session *s)
 {
 	daemon_session_unregister(s->daemon, &s->ds);
+	if (s->delay_timer != NULL)
+		event_free(s->delay_timer);
 	conn_free(&s->conn);
+	buf_wipe(&s->job_secret);
+	buf_deinit(&s->job_secret);
 	for (unsigned int i = 0; i < s->store_rcpt_count; i++)
 		free(s->prefixes[i]);
 	free(s->prefixes);
@@ -704,8 +998,10 @@ static void smtp_session_destroy(struct daemon_session *ds)
 }
 
 void smtp_session_create(struct daemon *d, int fd, const struct sockaddr *peer,
-			 socklen_t peer_len, enum smtp_protocol proto, bool implicit_tls)
+			 socklen_t peer_len, enum smtp_protocol proto, bool implicit_tls,
+			 enum daemon_admit admit)
 {
+	const struct tern_settings *set = d->set;
 	struct smtp_session *s = xcalloc(1, sizeof(*s));
 	s->daemon = d;
 	s->proto = proto;
@@ -713,11 +1009,27 @@ void smtp_session_create(struct daemon *d, int fd, const struct sockaddr *peer,
 	s->ds.destroy = smtp_session_destroy;
 	s->state = SMTP_STATE_INIT;
 	buf_init(&s->data, 0);
+	buf_init(&s->job_secret, set->auth_response_max);
 	s->conn = conn_create(d->base, fd, peer, peer_len, implicit_tls ? d->tls : NULL,
 			      &smtp_conn_callbacks, s);
+	s->delay_timer = evtimer_new(d->base, delay_done, s);
+	s->ds.peer = *conn_peer_addr(s->conn);
+	s->ds.refused = admit != DAEMON_ADMIT_OK;
 	daemon_session_register(d, &s->ds);
-	conn_set_line_max(s->conn, SMTP_LINE_MAX);
-	conn_set_idle_timeout(s->conn, SMTP_TIMEOUT);
+	conn_set_line_max(s->conn, set->line_max);
+	conn_set_input_max(s->conn, set->input_buffer_preauth);
+	conn_set_idle_timeout(s->conn, proto == SMTP_PROTOCOL_LMTP ? set->lmtp_idle_timeout_ms
+								 : set->smtp_idle_timeout_ms);
+	conn_set_command_timeout(s->conn, set->command_timeout_ms, (unsigned int)set->min_data_rate);
+	if (admit != DAEMON_ADMIT_OK) {
+		log_info("%s #%llu: connect from %s refused: too many connections%s", proto_name(s),
+			 (unsigned long long)s->id, conn_peer_ip(s->conn),
+			 admit == DAEMON_ADMIT_TOO_MANY_FROM_IP ? " from this address" : "");
+		conn_printf(s->conn, "421 4.7.0 %s Too many connections%s, try again later\r\n",
+			    set->hostname, admit == DAEMON_ADMIT_TOO_MANY_FROM_IP ? " from your address" : "");
+		conn_close(s->conn);
+		return;
+	}
 	log_info("%s #%llu: connect from %s%s", proto_name(s), (unsigned long long)s->id,
 		 conn_peer_ip(s->conn), implicit_tls ? " (TLS)" : "");
 	conn_printf(s->conn, "220 %s %s tern ready\r\n", d->set->hostname,

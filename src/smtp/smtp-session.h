@@ -8,11 +8,13 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-struct daemon;
+#include "daemon.h"
 
 enum smtp_protocol { SMTP_PROTOCOL_SMTP, SMTP_PROTOCOL_LMTP };
 
+/* admit: a refused connection is told why (421) and closed. */
 void smtp_session_create(struct daemon *d, int fd, const struct sockaddr *peer,
-			 socklen_t peer_len, enum smtp_protocol proto, bool implicit_tls);
+			 socklen_t peer_len, enum smtp_protocol proto, bool implicit_tls,
+			 enum daemon_admit admit);
 
 #endif
