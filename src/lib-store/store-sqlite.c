@@ -4,9 +4,10 @@
  * that is what makes a 250 durable.
  *
  * Threads: each thread gets its own connection (created on first use, closed
- * with the store); SQLite serialises writers, readers see a snapshot. Every
- * write is one transaction; a delivery to several recipients stores the body
- * once and one listing row per recipient, all or nothing.
+ * with the store); SQLite serialises writers, readers see a snapshot.
+ * Deliveries are group-committed: concurrent ones share one transaction and
+ * one fsync (sqlite_deliver). A delivery to several recipients stores the
+ * body once and one listing row per recipient, all or nothing.
  *
  * Listing order: rows are keyed by (mailbox_id, sort_key) where sort_key is a
  * byte string whose memcmp order is the TimeUUID order (store_sort_key), so
@@ -37,12 +38,24 @@ struct sqlite_conn {
 	struct sqlite_conn *next;
 };
 
+struct commit_req {
+	struct store_delivery *d;
+	enum store_status result;
+	bool done;
+	struct commit_req *next;
+};
+
 struct sqlite_store {
 	struct store store;
 	char *path;
 	pthread_key_t key;
 	pthread_mutex_t lock;
 	struct sqlite_conn *conns;
+	/* group commit */
+	pthread_mutex_t gc_lock;
+	pthread_cond_t gc_cond;
+	struct commit_req *gc_head, *gc_tail;
+	bool gc_leader;
 };
 
 static const char *const schema_sql =
@@ -151,6 +164,8 @@ static struct store *sqlite_open(const struct store_settings *set, const char **
 	s->path = buf_steal(&path);
 	buf_deinit(&path);
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->gc_lock, NULL);
+	pthread_cond_init(&s->gc_cond, NULL);
 	pthread_key_create(&s->key, NULL);
 
 	const char *error = NULL;
@@ -203,6 +218,8 @@ static void sqlite_close(struct store *store)
 	}
 	pthread_key_delete(s->key);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->gc_lock);
+	pthread_cond_destroy(&s->gc_cond);
 	free(s->path);
 	free(s);
 }
@@ -506,25 +523,27 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 	return STORE_OK;
 }
 
-static enum store_status sqlite_deliver(struct store *store, struct store_delivery *d)
+/* One delivery inside the group's transaction, under a savepoint so that
+ * its failure does not spoil the others. Recipients that were stored are
+ * left at STORE_OK pending the COMMIT. */
+static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
+				     struct store_delivery *d)
 {
-	struct sqlite_store *s = (struct sqlite_store *)store;
-	sqlite3 *db = get_db(s);
-	if (db == NULL)
-		return STORE_TEMPFAIL;
-	if (exec_sql(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+	if (exec_sql(db, "SAVEPOINT delivery") != SQLITE_OK)
 		return STORE_TEMPFAIL;
 	sqlite3_int64 body = 0;
 	enum store_status ret = put_body(db, d, &body);
 	unsigned int delivered = 0;
 	for (unsigned int i = 0; i < d->rcpt_count && ret == STORE_OK; i++) {
 		enum store_status st = put_listing_row(s, db, d, &d->rcpts[i], body);
-		if (st == STORE_OK)
+		if (st == STORE_OK) {
+			d->rcpts[i].status = STORE_OK;
 			delivered++;
-		else if (st == STORE_NOTFOUND)
+		} else if (st == STORE_NOTFOUND) {
 			d->rcpts[i].status = STORE_NOTFOUND;
-		else
+		} else {
 			ret = st;
+		}
 	}
 	if (ret == STORE_OK && delivered == 0) {
 		/* Nobody to deliver to: leave no orphaned body behind, but keep
@@ -537,17 +556,72 @@ static enum store_status sqlite_deliver(struct store *store, struct store_delive
 			sqlite3_finalize(st);
 		}
 	}
-	if (ret == STORE_OK && exec_sql(db, "COMMIT") == SQLITE_OK) {
+	if (ret != STORE_OK) {
+		exec_sql(db, "ROLLBACK TO delivery");
 		for (unsigned int i = 0; i < d->rcpt_count; i++)
 			if (d->rcpts[i].status != STORE_NOTFOUND)
-				d->rcpts[i].status = STORE_OK;
-		return STORE_OK;
+				d->rcpts[i].status = ret;
 	}
-	exec_sql(db, "ROLLBACK");
-	for (unsigned int i = 0; i < d->rcpt_count; i++)
-		if (d->rcpts[i].status != STORE_NOTFOUND)
-			d->rcpts[i].status = STORE_TEMPFAIL;
-	return ret == STORE_OK ? STORE_TEMPFAIL : ret;
+	exec_sql(db, "RELEASE delivery");
+	return ret;
+}
+
+/* Runs a batch of deliveries in one transaction: one fsync for all. */
+static void run_batch(struct sqlite_store *s, struct commit_req *batch)
+{
+	sqlite3 *db = get_db(s);
+	bool begun = db != NULL && exec_sql(db, "BEGIN IMMEDIATE") == SQLITE_OK;
+	for (struct commit_req *r = batch; r != NULL; r = r->next)
+		r->result = begun ? deliver_one(s, db, r->d) : STORE_TEMPFAIL;
+	bool committed = begun && exec_sql(db, "COMMIT") == SQLITE_OK;
+	if (begun && !committed)
+		exec_sql(db, "ROLLBACK");
+	for (struct commit_req *r = batch; r != NULL; r = r->next) {
+		if (committed && r->result == STORE_OK)
+			continue;
+		if (r->result == STORE_OK)
+			r->result = STORE_TEMPFAIL;
+		for (unsigned int i = 0; i < r->d->rcpt_count; i++)
+			if (r->d->rcpts[i].status != STORE_NOTFOUND)
+				r->d->rcpts[i].status = r->result;
+	}
+}
+
+/* Group commit: concurrent deliveries queue up; one of them (the leader)
+ * takes everything queued, runs it as one transaction and one fsync, and
+ * wakes the others. Nobody is answered before the COMMIT that holds its
+ * message has returned, so 250 still means durable. */
+static enum store_status sqlite_deliver(struct store *store, struct store_delivery *d)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	struct commit_req req = { .d = d };
+	pthread_mutex_lock(&s->gc_lock);
+	if (s->gc_tail != NULL)
+		s->gc_tail->next = &req;
+	else
+		s->gc_head = &req;
+	s->gc_tail = &req;
+	while (!req.done) {
+		if (s->gc_leader) {
+			pthread_cond_wait(&s->gc_cond, &s->gc_lock);
+			continue;
+		}
+		s->gc_leader = true;
+		struct commit_req *batch = s->gc_head;
+		s->gc_head = s->gc_tail = NULL;
+		pthread_mutex_unlock(&s->gc_lock);
+		run_batch(s, batch);
+		pthread_mutex_lock(&s->gc_lock);
+		for (struct commit_req *r = batch; r != NULL;) {
+			struct commit_req *next = r->next;
+			r->done = true; /* r may be freed by its owner after this */
+			r = next;
+		}
+		s->gc_leader = false;
+		pthread_cond_broadcast(&s->gc_cond);
+	}
+	pthread_mutex_unlock(&s->gc_lock);
+	return req.result;
 }
 
 static enum store_status sqlite_maildrop_read(struct store *store, struct store_maildrop *md)
