@@ -26,14 +26,7 @@ def build_dir():
 
 @pytest.fixture(scope="session")
 def cassandra():
-    reason = tern_cassandra.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    missing = tern_cassandra.missing_tools()
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    cluster = tern_cassandra.CassandraCluster()
-    cluster.fetch()
+    cluster = tern_cassandra.pytest_cluster(pytest)
     yield cluster
     cluster.stop_all()
     for topology, (elapsed, log) in cluster.timings.items():

@@ -92,3 +92,27 @@ class CassandraCluster:
             if os.path.isdir(self.dir(topology)):
                 self._run("stop", self.dir(topology))
         self.topology = None
+
+
+_shared = None
+
+
+def pytest_cluster(pytest):
+    """The one CassandraCluster of this test process, ready to start nodes.
+
+    Skips (TERN_SKIP_CASSANDRA=1) or fails (java/mvn missing) the calling
+    test through the given pytest module, and fetches the jars once. Every
+    conftest that needs Cassandra shares this object, so the topologies
+    they ask for never fight over 127.0.0.1:9042.
+    """
+    global _shared
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    missing = missing_tools()
+    if missing:
+        pytest.fail(missing, pytrace=False)
+    if _shared is None:
+        _shared = CassandraCluster()
+        _shared.fetch()
+    return _shared
