@@ -773,7 +773,7 @@ static enum store_status cass_maildrop_read(struct store *store, struct store_ma
 /* Reads one body chunk; a missing chunk is retried once at QUORUM (the
  * listing row may have replicated before the body did), then TEMPFAIL. */
 static enum store_status read_chunk(struct cass_store *c, const struct uuid *id, int chunk,
-				    store_chunk_sink_t *sink, void *ctx, bool *stop_r)
+				    size_t skip, store_chunk_sink_t *sink, void *ctx, bool *stop_r)
 {
 	char q[512];
 	Q(c, q, "SELECT data FROM {ks}.bodies WHERE message_id = ? AND chunk = ?");
@@ -790,8 +790,8 @@ static enum store_status read_chunk(struct cass_store *c, const struct uuid *id,
 		struct cql_slice data;
 		if (cql_result_next_row(res) && cql_result_get_blob(res, 0, &data) >= 0) {
 			found = true;
-			if (data.len > 0)
-				*stop_r = sink(ctx, (const char *)data.data, data.len);
+			if (data.len > skip)
+				*stop_r = sink(ctx, (const char *)data.data + skip, data.len - skip);
 		}
 		cql_result_free(&res);
 	}
@@ -804,7 +804,7 @@ static enum store_status read_chunk(struct cass_store *c, const struct uuid *id,
 }
 
 static enum store_status cass_message_read(struct store_maildrop *md, unsigned int i,
-					   store_chunk_sink_t *sink, void *ctx)
+					   uint64_t offset, store_chunk_sink_t *sink, void *ctx)
 {
 	struct cass_store *c = (struct cass_store *)md->store;
 	char q[512];
@@ -828,10 +828,14 @@ static enum store_status cass_message_read(struct store_maildrop *md, unsigned i
 		cql_result_free(&res);
 		return STORE_TEMPFAIL;
 	}
-	bool stop = prefix.len > 0 && sink(ctx, (const char *)prefix.data, prefix.len);
+	bool stop = offset < prefix.len &&
+		    sink(ctx, (const char *)prefix.data + offset, prefix.len - (size_t)offset);
+	uint64_t body_off = offset > prefix.len ? offset - prefix.len : 0;
 	cql_result_free(&res);
-	for (int k = 0; k < chunks && !stop && st == STORE_OK; k++)
-		st = read_chunk(c, &md->entries[i].id, k, sink, ctx, &stop);
+	for (int k = (int)(body_off / CHUNK_SIZE); k < chunks && !stop && st == STORE_OK; k++) {
+		size_t skip = k == (int)(body_off / CHUNK_SIZE) ? (size_t)(body_off % CHUNK_SIZE) : 0;
+		st = read_chunk(c, &md->entries[i].id, k, skip, sink, ctx, &stop);
+	}
 	return st;
 }
 

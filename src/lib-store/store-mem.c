@@ -354,7 +354,7 @@ static int find_row(struct mem_store *m, const struct uuid *mbox, const struct u
 }
 
 static enum store_status mem_message_read(struct store_maildrop *md, unsigned int i,
-					  store_chunk_sink_t *sink, void *ctx)
+					  uint64_t offset, store_chunk_sink_t *sink, void *ctx)
 {
 	struct mem_store *m = (struct mem_store *)md->store;
 	pthread_mutex_lock(&m->lock);
@@ -364,9 +364,13 @@ static enum store_status mem_message_read(struct store_maildrop *md, unsigned in
 		return STORE_NOTFOUND;
 	}
 	struct mem_row *row = &m->rows[r];
-	if (!sink(ctx, row->prefix, strlen(row->prefix))) {
+	size_t plen = strlen(row->prefix);
+	bool stop = offset < plen && sink(ctx, row->prefix + offset, plen - (size_t)offset);
+	if (!stop) {
 		/* Feed the body in small pieces to exercise chunked readers. */
-		for (size_t off = 0; off < row->body->len;) {
+		size_t start = offset > plen ? (size_t)offset - plen : 0;
+		for (size_t off = start < row->body->len ? start : row->body->len;
+		     off < row->body->len;) {
 			size_t n = row->body->len - off < 4096 ? row->body->len - off : 4096;
 			if (sink(ctx, row->body->data + off, n))
 				break;

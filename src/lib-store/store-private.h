@@ -31,9 +31,10 @@ struct store_vfuncs {
 	enum store_status (*deliver)(struct store *, struct store_delivery *d);
 	/* Fills md->entries/count/total_size (md->address and mailbox_id are set). */
 	enum store_status (*maildrop_read)(struct store *, struct store_maildrop *md);
-	/* Streams message i (prefix, then body) to sink until it returns true. */
+	/* Streams message i (prefix, then body), starting offset octets into
+	 * that concatenation, to sink until it returns true or the end. */
 	enum store_status (*message_read)(struct store_maildrop *md, unsigned int i,
-					  store_chunk_sink_t *sink, void *ctx);
+					  uint64_t offset, store_chunk_sink_t *sink, void *ctx);
 	enum store_status (*expunge)(struct store_maildrop *md, const unsigned int *indexes,
 				     unsigned int n);
 };

@@ -660,7 +660,7 @@ static enum store_status sqlite_maildrop_read(struct store *store, struct store_
 }
 
 static enum store_status sqlite_message_read(struct store_maildrop *md, unsigned int i,
-					     store_chunk_sink_t *sink, void *ctx)
+					     uint64_t offset, store_chunk_sink_t *sink, void *ctx)
 {
 	struct sqlite_store *s = (struct sqlite_store *)md->store;
 	sqlite3 *db = get_db(s);
@@ -687,7 +687,12 @@ static enum store_status sqlite_message_read(struct store_maildrop *md, unsigned
 		ret = rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "read message");
 		goto out;
 	}
-	bool stop = sink(ctx, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+	uint64_t prefix_len = (uint64_t)sqlite3_column_bytes(st, 0);
+	bool stop = false;
+	if (offset < prefix_len)
+		stop = sink(ctx, (const char *)sqlite3_column_blob(st, 0) + offset,
+			    (size_t)(prefix_len - offset));
+	uint64_t body_off = offset > prefix_len ? offset - prefix_len : 0;
 	sqlite3_int64 body = sqlite3_column_int64(st, 1);
 	if (stop)
 		goto out;
@@ -698,7 +703,7 @@ static enum store_status sqlite_message_read(struct store_maildrop *md, unsigned
 	}
 	int total = sqlite3_blob_bytes(blob);
 	char *chunk = xmalloc(READ_CHUNK);
-	for (int off = 0; off < total && !stop;) {
+	for (int off = body_off > (uint64_t)total ? total : (int)body_off; off < total && !stop;) {
 		int n = total - off < READ_CHUNK ? total - off : READ_CHUNK;
 		rc = sqlite3_blob_read(blob, chunk, n, off);
 		if (rc != SQLITE_OK) {

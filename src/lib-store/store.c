@@ -6,6 +6,7 @@
  */
 #include "store-private.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,34 +172,85 @@ void store_maildrop_free(struct store_maildrop **mdp)
 	free(md);
 }
 
-struct pop3_sink_ctx {
+struct store_reader {
+	struct store_maildrop *md;
+	unsigned int index;
+	uint64_t offset;          /* raw octets consumed so far */
 	struct mail_pop3_encoder enc;
-	struct buf *out;
+	struct buf *out;          /* during a read */
+	size_t limit;
+	bool finished;
 };
 
-static bool pop3_sink(void *ctx, const char *data, size_t len)
+static bool reader_sink(void *ctx, const char *data, size_t len)
 {
-	struct pop3_sink_ctx *c = ctx;
-	mail_pop3_encoder_feed(&c->enc, data, len, c->out);
-	return c->enc.finished;
+	struct store_reader *r = ctx;
+	r->offset += len;
+	mail_pop3_encoder_feed(&r->enc, data, len, r->out);
+	return r->enc.finished || r->out->len >= r->limit;
+}
+
+enum store_status store_reader_open(struct store_maildrop *md, unsigned int i, long body_lines,
+				    struct store_reader **reader_r)
+{
+	if (i >= md->count)
+		return STORE_NOTFOUND;
+	struct store_reader *r = xcalloc(1, sizeof(*r));
+	r->md = md;
+	r->index = i;
+	mail_pop3_encoder_init(&r->enc, body_lines);
+	*reader_r = r;
+	return STORE_OK;
+}
+
+enum store_status store_reader_read(struct store_reader *r, size_t max, struct buf *out,
+				    bool *done_r)
+{
+	*done_r = false;
+	if (r->finished) {
+		*done_r = true;
+		return STORE_OK;
+	}
+	r->out = out;
+	r->limit = out->len + (max > 0 ? max : 1);
+	uint64_t before = r->offset;
+	enum store_status st = r->md->store->v->message_read(r->md, r->index, r->offset,
+							     reader_sink, r);
+	r->out = NULL;
+	if (st != STORE_OK)
+		return st;
+	/* The backend stopped early only when the sink asked; otherwise (or
+	 * when nothing more came) the message is complete. */
+	bool more = !r->enc.finished && out->len >= r->limit && r->offset > before;
+	if (!more) {
+		mail_pop3_encoder_finish(&r->enc, out);
+		r->finished = true;
+		*done_r = true;
+	}
+	return STORE_OK;
+}
+
+void store_reader_free(struct store_reader **rp)
+{
+	free(*rp);
+	*rp = NULL;
 }
 
 enum store_status store_message_read_pop3(struct store_maildrop *md, unsigned int i,
 					  long body_lines, struct buf *out)
 {
-	if (i >= md->count)
-		return STORE_NOTFOUND;
-	struct pop3_sink_ctx ctx = { .out = out };
-	mail_pop3_encoder_init(&ctx.enc, body_lines);
+	struct store_reader *r = NULL;
+	enum store_status st = store_reader_open(md, i, body_lines, &r);
 	size_t start = out->len;
-	enum store_status st = md->store->v->message_read(md, i, pop3_sink, &ctx);
+	bool done = false;
+	while (st == STORE_OK && !done)
+		st = store_reader_read(r, SIZE_MAX / 2, out, &done);
+	store_reader_free(&r);
 	if (st != STORE_OK) {
 		out->len = start;
 		out->data[start] = '\0';
-		return st;
 	}
-	mail_pop3_encoder_finish(&ctx.enc, out);
-	return STORE_OK;
+	return st;
 }
 
 static bool raw_sink(void *ctx, const char *data, size_t len)
@@ -212,7 +264,13 @@ enum store_status store_message_read_raw(struct store_maildrop *md, unsigned int
 {
 	if (i >= md->count)
 		return STORE_NOTFOUND;
-	return md->store->v->message_read(md, i, raw_sink, out);
+	size_t start = out->len;
+	enum store_status st = md->store->v->message_read(md, i, 0, raw_sink, out);
+	if (st != STORE_OK) {
+		out->len = start;
+		out->data[start] = '\0';
+	}
+	return st;
 }
 
 enum store_status store_maildrop_expunge(struct store_maildrop *md,

@@ -145,6 +145,16 @@ void store_maildrop_free(struct store_maildrop **md);
  * NOTFOUND when another session has expunged it meanwhile. */
 enum store_status store_message_read_pop3(struct store_maildrop *md, unsigned int i,
 					  long body_lines, struct buf *out);
+/* Streaming reads for RETR/TOP: each store_reader_read() appends about max
+ * more octets of the POP3 form to out and sets *done_r once the final
+ * ".\r\n" is in; the message is never held whole in memory. A message
+ * expunged by another session between two reads gives NOTFOUND. */
+struct store_reader;
+enum store_status store_reader_open(struct store_maildrop *md, unsigned int i, long body_lines,
+				    struct store_reader **reader_r);
+enum store_status store_reader_read(struct store_reader *r, size_t max, struct buf *out,
+				    bool *done_r);
+void store_reader_free(struct store_reader **r);
 /* Reads message i raw (no stuffing) into out (for tools and tests). */
 enum store_status store_message_read_raw(struct store_maildrop *md, unsigned int i,
 					 struct buf *out);

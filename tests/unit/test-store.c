@@ -199,6 +199,29 @@ static void check_message(struct store_maildrop *md, unsigned int i, const char 
 				modes[m] < 0 ? "RETR" : "TOP", i, store_status_name(st), got.len,
 				want.len, at);
 		}
+		/* The streaming reader gives the same bytes whatever the step. */
+		static const size_t steps[] = { 1, 100, 4093, 65536 };
+		for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+			if ((steps[k] == 1 && want.len > 4096) || (steps[k] == 100 && want.len > 1000000))
+				continue;
+			struct store_reader *rd = NULL;
+			buf_reset(&got);
+			bool done = false;
+			st = store_reader_open(md, i, modes[m], &rd);
+			unsigned int rounds = 0;
+			while (st == STORE_OK && !done && rounds++ < 10000000)
+				st = store_reader_read(rd, steps[k], &got, &done);
+			store_reader_free(&rd);
+			test_checks++;
+			if (st != STORE_OK || !done || got.len != want.len ||
+			    memcmp(got.data, want.data, got.len) != 0) {
+				test_failures++;
+				fprintf(stderr, "%s:%d: [%s] streamed %s %u in steps of %zu: %s, "
+					"%zu bytes, expected %zu\n", __FILE__, line, backend,
+					modes[m] < 0 ? "RETR" : "TOP", i, steps[k],
+					store_status_name(st), got.len, want.len);
+			}
+		}
 	}
 	buf_deinit(&whole);
 	buf_deinit(&want);
