@@ -51,6 +51,7 @@ struct cql_session {
 	char local_dc[64];
 	struct cql_conn *control;
 	bool topology_dirty;
+	int64_t control_retry_ms;	/* when to reopen a lost control connection */
 	struct cql_stats stats;
 
 	pthread_mutex_t prep_lock;
@@ -183,9 +184,9 @@ static int discover(struct cql_session *s, struct cql_conn *conn, int64_t deadli
 		    struct cql_error *err_r)
 {
 	struct cql_result *local, *peers;
-	char dc[64], addr[64], peer[64];
+	char dc[64], addr[64], peer[64], self[64];
 
-	if (conn_query(conn, "SELECT data_center FROM system.local WHERE key='local'",
+	if (conn_query(conn, "SELECT data_center, rpc_address FROM system.local WHERE key='local'",
 		       deadline_ms, &local, err_r) < 0)
 		return -1;
 	if (!cql_result_next_row(local)) {
@@ -194,6 +195,11 @@ static int discover(struct cql_session *s, struct cql_conn *conn, int64_t deadli
 		return -1;
 	}
 	cell_text(local, 0, dc, sizeof(dc));
+	/* The node's own address as its peers name it, so that a contact point
+	   given by name is not counted twice. */
+	cell_inet(local, 1, self, sizeof(self));
+	if (self[0] == '\0' || strcmp(self, "0.0.0.0") == 0 || strcmp(self, "::") == 0)
+		snprintf(self, sizeof(self), "%s", cql_conn_host(conn));
 	cql_result_free(&local);
 	if (conn_query(conn, "SELECT peer, data_center, rpc_address FROM system.peers",
 		       deadline_ms, &peers, err_r) < 0)
@@ -205,7 +211,7 @@ static int discover(struct cql_session *s, struct cql_conn *conn, int64_t deadli
 			 s->set.local_dc != NULL ? s->set.local_dc : dc);
 	for (unsigned i = 0; i < s->host_count; i++)
 		s->hosts[i]->removed = true;
-	host_update(s, cql_conn_host(conn), s->set.port, dc);
+	host_update(s, self, s->set.port, dc);
 	while (cql_result_next_row(peers)) {
 		cell_inet(peers, 0, peer, sizeof(peer));
 		cell_text(peers, 1, dc, sizeof(dc));
@@ -736,6 +742,13 @@ static int run(struct cql_session *s, const struct request *req, unsigned timeou
 	*result_r = NULL;
 	pthread_mutex_lock(&s->lock);
 	bool dirty = s->topology_dirty;
+	/* A lost control connection means lost events: reopen it and read the
+	   topology again, at most every few seconds. */
+	if (!dirty && (s->control == NULL || cql_conn_is_dead(s->control)) &&
+	    cql_now_ms() >= s->control_retry_ms) {
+		dirty = true;
+		s->control_retry_ms = cql_now_ms() + 5000;
+	}
 	pthread_mutex_unlock(&s->lock);
 	if (dirty)
 		refresh_topology(s, deadline);

@@ -48,6 +48,12 @@ def single(cassandra):
 
 
 @pytest.fixture
+def single_auth(cassandra):
+    cassandra.ensure("single-auth")
+    return cassandra
+
+
+@pytest.fixture
 def two_dc(cassandra):
     cassandra.ensure("two-dc")
     return cassandra

@@ -869,10 +869,86 @@ static void scenario_dc_down(void)
 	cql_session_destroy(&s);
 }
 
+static struct cql_session *connect_with(const struct cql_settings *set, struct cql_error *err)
+{
+	struct cql_session *s = cql_session_create(set, err);
+	if (s != NULL) {
+		CHECK_EQ(count_rows(s, "SELECT key FROM system.local"), 1);
+		CHECK_EQ(err->kind, CQL_ERR_NONE);
+	}
+	return s;
+}
+
+/* A node with PasswordAuthenticator (user cassandra/cassandra). */
+static void scenario_auth(void)
+{
+	struct cql_settings set;
+	struct cql_error err;
+	struct cql_session *s;
+
+	cql_settings_init(&set);
+	set.contact_points = host;
+	set.username = "cassandra";
+	set.password = "cassandra";
+	s = connect_with(&set, &err);
+	if (s == NULL)
+		FAIL("login: %s: %s", cql_error_kind_name(err.kind), err.message);
+	cql_session_destroy(&s);
+	set.password = "wrong";
+	CHECK((s = connect_with(&set, &err)) == NULL);
+	printf("wrong password: %s: %s\n", cql_error_kind_name(err.kind), err.message);
+	CHECK_EQ(err.kind, CQL_ERR_BAD_CREDENTIALS);
+	set.username = set.password = NULL;
+	CHECK((s = connect_with(&set, &err)) == NULL);
+	printf("no credentials: %s: %s\n", cql_error_kind_name(err.kind), err.message);
+	CHECK_EQ(err.kind, CQL_ERR_BAD_CREDENTIALS);
+}
+
+/* The nodes accept TLS (optional) with a certificate signed by ca. */
+static void scenario_tls(const char *ca, const char *wrong_ca)
+{
+	struct cql_settings set;
+	struct cql_error err;
+	struct cql_session *s;
+
+	cql_settings_init(&set);
+	set.contact_points = host;
+	set.tls = true;
+	set.tls_ca_file = ca;
+	s = connect_with(&set, &err);
+	if (s == NULL)
+		FAIL("TLS, verified: %s: %s", cql_error_kind_name(err.kind), err.message);
+	/* many requests through one TLS connection, from several threads */
+	struct worker w[4];
+	pthread_t t[4];
+	keyspace(s);
+	q(s, "CREATE TABLE IF NOT EXISTS cqltest.tls (k int PRIMARY KEY, v int)");
+	struct cql_prepared *ins = prep(s, "INSERT INTO cqltest.tls (k, v) VALUES (?, ?)");
+	struct cql_prepared *sel = prep(s, "SELECT v FROM cqltest.tls WHERE k = ?");
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct worker){ .s = s, .ins = ins, .sel = sel, .id = i, .n = 200 };
+		pthread_create(&t[i], NULL, worker_run, &w[i]);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		CHECK_EQ(w[i].failures, 0);
+	}
+	cql_session_destroy(&s);
+	set.tls_ca_file = NULL;	/* encrypted, not verified */
+	s = connect_with(&set, &err);
+	if (s == NULL)
+		FAIL("TLS, unverified: %s: %s", cql_error_kind_name(err.kind), err.message);
+	cql_session_destroy(&s);
+	set.tls_ca_file = wrong_ca;
+	CHECK((s = connect_with(&set, &err)) == NULL);
+	printf("wrong CA: %s: %s\n", cql_error_kind_name(err.kind), err.message);
+	CHECK_EQ(err.kind, CQL_ERR_CONNECTION);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: cql-itest HOST SCENARIO [DC]\n");
+		fprintf(stderr, "usage: cql-itest HOST SCENARIO [DC | CA WRONG_CA]\n");
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -906,6 +982,10 @@ int main(int argc, char **argv)
 		scenario_dc_setup();
 	else if (strcmp(sc, "dc-down") == 0)
 		scenario_dc_down();
+	else if (strcmp(sc, "auth") == 0)
+		scenario_auth();
+	else if (strcmp(sc, "tls") == 0 && argc > 4)
+		scenario_tls(argv[3], argv[4]);
 	else {
 		fprintf(stderr, "unknown scenario %s\n", sc);
 		return 2;

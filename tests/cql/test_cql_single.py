@@ -18,6 +18,17 @@ def test_scenario(single, itest, scenario):
         assert "10000 rows" in out
 
 
+def test_tls(single, itest, tmp_path):
+    """The node accepts TLS (optionally): verified against its CA, unverified,
+    and refused with a CA that did not sign it."""
+    other = tmp_path / "other.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=other", "-keyout", str(tmp_path / "other.key"),
+                    "-out", str(other)], check=True, capture_output=True)
+    out = run_scenario(itest, "tls", single.tls_ca(), str(other))
+    assert "certificate verify failed" in out
+
+
 def test_node_stopped_mid_request(single, itest):
     """Writes run while the node is killed: the calls fail with a temporary
     error instead of hanging, and the same session recovers on restart."""

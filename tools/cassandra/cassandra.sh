@@ -2,7 +2,8 @@
 # Runs a real Apache Cassandra (jars from Maven Central) for tern's tests.
 #
 #   cassandra.sh fetch                 resolve the pinned jars (reused when present)
-#   cassandra.sh start-single DIR      one node: 127.0.0.1:9042, dc1
+#   cassandra.sh start-single DIR [auth]   one node: 127.0.0.1:9042, dc1; with
+#                                      "auth", PasswordAuthenticator (cassandra/cassandra)
 #   cassandra.sh start-two-dc DIR      node1 127.0.0.1 dc1, node2 127.0.0.2 dc2
 #   cassandra.sh stop DIR              stop every node started under DIR
 #   cassandra.sh stop-node DIR N       stop node N only (kill: SIGKILL at once)
@@ -24,6 +25,7 @@ LIB=${TERN_CASSANDRA_LIB:-$REPO/build/cassandra/lib}
 HEAP=${TERN_CASSANDRA_HEAP:-512m}
 START_TIMEOUT=${TERN_CASSANDRA_START_TIMEOUT:-180}
 PING="python3 $HERE/cqlping.py"
+AUTHENTICATOR=AllowAllAuthenticator
 
 die() { echo "cassandra.sh: $*" >&2; exit 1; }
 
@@ -92,10 +94,18 @@ disk_access_mode: standard
 auto_snapshot: false
 incremental_backups: false
 phi_convict_threshold: 5
-authenticator: AllowAllAuthenticator
+authenticator: $AUTHENTICATOR
 authorizer: AllowAllAuthorizer
 storage_compatibility_mode: NONE
+client_encryption_options:
+  enabled: true
+  optional: true
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: $1/tls/node.pem
+  require_client_auth: false
 EOF
+	[ "$AUTHENTICATOR" = PasswordAuthenticator ] && echo cassandra:cassandra >"$node/credentials"
 	printf 'dc=%s\nrack=rack1\n' "$4" >"$node/conf/cassandra-rackdc.properties"
 	cat >"$node/conf/logback.xml" <<'EOF'
 <configuration scan="false">
@@ -183,14 +193,29 @@ fail_node() {
 	exit 1
 }
 
+# A self-signed certificate for 127.0.0.1 and 127.0.0.2 in DIR/tls: node.pem
+# (key + certificate, the nodes' keystore) and ca.pem (what clients trust).
+write_tls() {
+	mkdir -p "$1/tls"
+	[ -f "$1/tls/node.pem" ] && return 0
+	command -v openssl >/dev/null 2>&1 || die "openssl not found (apt-get install openssl)"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=tern-test-cassandra \
+		-addext "subjectAltName=IP:127.0.0.1,IP:127.0.0.2" \
+		-keyout "$1/tls/key.pem" -out "$1/tls/ca.pem" >/dev/null 2>&1 ||
+		die "openssl could not make a test certificate"
+	cat "$1/tls/key.pem" "$1/tls/ca.pem" >"$1/tls/node.pem"
+}
+
 # wait_node DIR N PEERS: CQL answers on the node and it knows PEERS peers.
 wait_node() {
 	node=$1/node$2
 	addr=$(cat "$node/address")
+	auth=""
+	[ -f "$node/credentials" ] && auth="--auth $(cat "$node/credentials")"
 	deadline=$(($(date +%s) + START_TIMEOUT))
 	while :; do
 		node_alive "$node" || fail_node "$node" "node$2 ($addr) exited during start-up"
-		if $PING "$addr" 9042 --peers "$3" 2>/dev/null; then
+		if $PING "$addr" 9042 --peers "$3" $auth 2>/dev/null; then
 			break
 		fi
 		[ "$(date +%s)" -lt "$deadline" ] || fail_node "$node" "node$2 ($addr) not ready after ${START_TIMEOUT}s"
@@ -238,7 +263,9 @@ start-single)
 	dir=$(abs_dir "${2:-}")
 	cmd_fetch
 	[ -d "$dir" ] && sh "$0" stop "$dir"
-	rm -rf "$dir"/node*
+	rm -rf "$dir"/node* "$dir/tls"
+	[ "${3:-}" = auth ] && AUTHENTICATOR=PasswordAuthenticator
+	write_tls "$dir"
 	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "127.0.0.1:7000"
 	launch_node "$dir" 1
 	wait_node "$dir" 1 0
@@ -247,7 +274,8 @@ start-two-dc)
 	dir=$(abs_dir "${2:-}")
 	cmd_fetch
 	sh "$0" stop "$dir"
-	rm -rf "$dir"/node*
+	rm -rf "$dir"/node* "$dir/tls"
+	write_tls "$dir"
 	seeds="127.0.0.1:7000,127.0.0.2:7000"
 	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "$seeds"
 	write_node "$dir" 2 127.0.0.2 dc2 -9223372036854775708 "$seeds"

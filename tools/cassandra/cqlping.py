@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Readiness probe for tools/cassandra/cassandra.sh, speaking CQL v4 itself.
 
-cqlping.py HOST PORT [--quick] [--peers N]
+cqlping.py HOST PORT [--quick] [--peers N] [--auth USER:PASSWORD]
 Exit 0 when STARTUP gets READY and (with --peers) system.peers has at least N
 rows whose rpc_address is set; 1 otherwise. --quick only checks that the
 handshake answers. No driver is needed, so readiness does not depend on tern's
@@ -115,7 +115,13 @@ def main():
     peers = int(sys.argv[sys.argv.index("--peers") + 1]) if "--peers" in sys.argv else 0
     with socket.create_connection((host, port), timeout=3) as sock:
         op, _ = request(sock, 0, 0x01, struct.pack(">H", 1) + string("CQL_VERSION") + string("3.0.0"))
-        if op != 0x02:
+        if op == 0x03 and "--auth" in sys.argv:
+            user, password = sys.argv[sys.argv.index("--auth") + 1].split(":", 1)
+            token = b"\0" + user.encode() + b"\0" + password.encode()
+            op, _ = request(sock, 0, 0x0F, struct.pack(">i", len(token)) + token)
+            if op != 0x10:
+                return 1
+        elif op != 0x02:
             return 1
         if quick:
             return 0

@@ -1,7 +1,7 @@
 """Python side of tools/cassandra/cassandra.sh, for pytest fixtures.
 
 One CassandraCluster object per test session owns a base directory and runs
-at most one topology at a time ("single" or "two-dc"): both use
+at most one topology at a time ("single", "single-auth" or "two-dc"): all use
 127.0.0.1:9042, so asking for the other one stops the running one first.
 Every start and stop goes through cassandra.sh, which only ever signals the
 pids it recorded itself.
@@ -17,6 +17,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 SCRIPT = os.path.join(HERE, "cassandra.sh")
+# topology -> the cassandra.sh start command (DIR goes after the first word)
+TOPOLOGIES = {
+    "single": ["start-single"],
+    "single-auth": ["start-single", "auth"],   # PasswordAuthenticator, cassandra/cassandra
+    "two-dc": ["start-two-dc"],
+}
 
 
 def skip_reason():
@@ -60,14 +66,12 @@ class CassandraCluster:
         self._run("fetch", timeout=1200)
 
     def ensure(self, topology):
-        """Starts topology ('single' or 'two-dc') unless it already runs."""
+        """Starts topology (a key of TOPOLOGIES) unless it already runs."""
         if self.topology == topology and self.running(topology):
             return
-        for other in ("single", "two-dc"):
-            if os.path.isdir(self.dir(other)):
-                self._run("stop", self.dir(other))
-        self.topology = None
-        elapsed, log = self._run("start-" + topology, self.dir(topology))
+        self.stop_all()
+        cmd = TOPOLOGIES[topology]
+        elapsed, log = self._run(cmd[0], self.dir(topology), *cmd[1:])
         self.timings[topology] = (elapsed, log.strip())
         self.topology = topology
 
@@ -87,8 +91,12 @@ class CassandraCluster:
     def start_node(self, n):
         return self._run("start-node", self.dir(self.topology), str(n))[0]
 
+    def tls_ca(self):
+        """The CA file that verifies the running nodes' TLS certificate."""
+        return os.path.join(self.dir(self.topology), "tls", "ca.pem")
+
     def stop_all(self):
-        for topology in ("single", "two-dc"):
+        for topology in TOPOLOGIES:
             if os.path.isdir(self.dir(topology)):
                 self._run("stop", self.dir(topology))
         self.topology = None
