@@ -4,6 +4,7 @@
  *   domain add|del DOMAIN, domain list
  *   user add|del|passwd ADDRESS, user list   (password: first line of stdin)
  *   deliver [-f SENDER] ADDRESS    local delivery of the message on stdin
+ *   repair [options]               the listing/body consistency check and sweep
  * Administrative commands talk to the store directly, so they work whether
  * or not the daemon runs. Mistakes print one line naming the problem and
  * exit non-zero with a sysexits.h code.
@@ -42,6 +43,9 @@ static void usage(FILE *f)
 		"  user del ADDRESS              remove a user and their mail\n"
 		"  user list                     list users\n"
 		"  deliver [-f SENDER] ADDRESS   deliver the message on stdin\n"
+		"  repair [--dry-run] [--per-second N] [--min-age SECONDS] [--no-sweep | --sweep-only]\n"
+		"                                find and fix drift between listings and bodies,\n"
+		"                                and delete bodies no mailbox references\n"
 		"FILE defaults to $TERN_CONFIG, then " DEFAULT_CONFIG ".\n");
 }
 
@@ -312,6 +316,56 @@ static int cmd_deliver(const struct tern_settings *set, struct store *store, int
 	return EX_OK;
 }
 
+static int parse_uint_arg(const char *opt, const char *v, unsigned int *out)
+{
+	char *end;
+	unsigned long n = strtoul(v, &end, 10);
+	if (*v < '0' || *v > '9' || *end != '\0' || n > 1000000000UL) {
+		fprintf(stderr, "tern: repair: %s needs a number, got \"%s\"\n", opt, v);
+		return -1;
+	}
+	*out = (unsigned int)n;
+	return 0;
+}
+
+static int cmd_repair(struct store *store, int argc, char **argv)
+{
+	struct store_repair_options opts = { .per_second = 0, .min_age_secs = 3600,
+					     .check = true, .sweep = true };
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--dry-run") == 0)
+			opts.dry_run = true;
+		else if (strcmp(argv[i], "--no-sweep") == 0)
+			opts.sweep = false;
+		else if (strcmp(argv[i], "--sweep-only") == 0)
+			opts.check = false;
+		else if (strcmp(argv[i], "--per-second") == 0 && i + 1 < argc) {
+			if (parse_uint_arg("--per-second", argv[++i], &opts.per_second) < 0)
+				return EX_USAGE;
+		} else if (strcmp(argv[i], "--min-age") == 0 && i + 1 < argc) {
+			if (parse_uint_arg("--min-age", argv[++i], &opts.min_age_secs) < 0)
+				return EX_USAGE;
+		} else {
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	struct store_repair_report r;
+	enum store_status st = store_repair(store, &opts, &r);
+	printf("scanned: %llu references, %llu listing rows, %llu bodies\n"
+	       "%s: %llu re-listed, %llu interrupted deletions finished, %llu unlisted (body lost), "
+	       "%llu unreferenced bodies swept\n"
+	       "skipped (could not confirm): %llu\n",
+	       (unsigned long long)r.refs_scanned, (unsigned long long)r.listing_scanned,
+	       (unsigned long long)r.bodies_scanned, opts.dry_run ? "would fix" : "fixed",
+	       (unsigned long long)r.relisted, (unsigned long long)r.deletes_finished,
+	       (unsigned long long)r.unlisted, (unsigned long long)r.swept,
+	       (unsigned long long)r.skipped);
+	if (st != STORE_OK)
+		return die(store_exit(st), "repair stopped: %s", store_status_name(st));
+	return EX_OK;
+}
+
 int main(int argc, char **argv)
 {
 	const char *config = getenv("TERN_CONFIG");
@@ -338,7 +392,8 @@ int main(int argc, char **argv)
 	int rest_argc = argc - i - 1;
 	char **rest = argv + i + 1;
 	if (strcmp(command, "serve") != 0 && strcmp(command, "domain") != 0 &&
-	    strcmp(command, "user") != 0 && strcmp(command, "deliver") != 0) {
+	    strcmp(command, "user") != 0 && strcmp(command, "deliver") != 0 &&
+	    strcmp(command, "repair") != 0) {
 		fprintf(stderr, "tern: unknown command \"%s\"\n", command);
 		usage(stderr);
 		return EX_USAGE;
@@ -375,6 +430,8 @@ int main(int argc, char **argv)
 		ret = cmd_domain(store, rest_argc, rest);
 	else if (strcmp(command, "user") == 0)
 		ret = cmd_user(store, rest_argc, rest);
+	else if (strcmp(command, "repair") == 0)
+		ret = cmd_repair(store, rest_argc, rest);
 	else
 		ret = cmd_deliver(set, store, rest_argc, rest);
 	store_close(&store);

@@ -183,7 +183,7 @@ static const char *const schema[] = {
 	/* Who references a body, with what the listing row needs, so repair
 	 * can re-list a message whose listing row is missing. */
 	"CREATE TABLE IF NOT EXISTS {ks}.body_refs (message_id timeuuid, mailbox_id uuid,"
-	" size bigint, uidl text, prefix blob, body_size bigint, chunks int,"
+	" size bigint, uidl text, prefix blob, body_size bigint, chunks int, deleted boolean,"
 	" PRIMARY KEY ((message_id), mailbox_id))",
 	/* uid mode only: the per-mailbox counter, advanced by compare-and-set. */
 	"CREATE TABLE IF NOT EXISTS {ks}.mailbox_uids (mailbox_id uuid PRIMARY KEY,"
@@ -872,9 +872,9 @@ static enum store_status drop_reference(struct cass_store *c, const struct uuid 
 				   v, c->read_cl, &res);
 	int32_t chunks = -1;
 	if (st == STORE_OK && (!cql_result_next_row(res) || cql_result_get_int(res, 0, &chunks) != 1))
-		chunks = -1; /* already released by an earlier expunge */
+		chunks = -1; /* released by an earlier expunge, or only a marker */
 	cql_result_free(&res);
-	if (st == STORE_OK && chunks >= 0)
+	if (st == STORE_OK)
 		st = run(c, Q(c, q, "DELETE FROM {ks}.body_refs WHERE message_id = ? AND mailbox_id = ?"),
 			 v, c->write_cl, NULL);
 	cql_values_clear(v);
@@ -887,6 +887,23 @@ static enum store_status drop_reference(struct cass_store *c, const struct uuid 
 		if (st == STORE_OK && !referenced)
 			st = delete_chunks(c, id, chunks);
 	}
+	cql_values_free(&v);
+	return st;
+}
+
+/* Marks this mailbox's reference as being deleted, before the listing row
+ * goes: if the expunge stops half-way, repair finishes the deletion instead
+ * of listing the message again. */
+static enum store_status mark_deleted(struct cass_store *c, const struct uuid *mailbox,
+				      const struct uuid *id)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, id->b);
+	cql_values_add_uuid(v, mailbox->b);
+	enum store_status st = run(c, Q(c, q, "UPDATE {ks}.body_refs SET deleted = true"
+					      " WHERE message_id = ? AND mailbox_id = ?"),
+				   v, c->write_cl, NULL);
 	cql_values_free(&v);
 	return st;
 }
@@ -908,8 +925,13 @@ static enum store_status cass_expunge(struct store_maildrop *md, const unsigned 
 		prefix++;
 
 	enum store_status st = STORE_OK;
+	for (unsigned int i = 0; i < md->count && st == STORE_OK; i++)
+		if (del[i])
+			st = mark_deleted(c, &md->mailbox_id, &md->entries[i].id);
 	struct cql_values *v = cql_values_create();
-	if (prefix >= 2) {
+	if (st != STORE_OK) {
+		/* nothing deleted yet; the markers alone are harmless */
+	} else if (prefix >= 2) {
 		cql_values_add_uuid(v, md->mailbox_id.b);
 		cql_values_add_uuid(v, md->entries[prefix - 1].id.b);
 		st = run(c, Q(c, q, "DELETE FROM {ks}.listing WHERE mailbox_id = ? AND message_id <= ?"),
@@ -960,6 +982,306 @@ static enum store_status cass_user_del(struct store *store, const char *address)
 	return st;
 }
 
+/* --- repair and sweep --- */
+
+struct pacer {
+	unsigned int per_second;
+	uint64_t count;
+	struct timespec start;
+};
+
+static void pace(struct pacer *p)
+{
+	if (p->per_second == 0)
+		return;
+	if (p->count++ == 0) {
+		clock_gettime(CLOCK_MONOTONIC, &p->start);
+		return;
+	}
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double elapsed = (double)(now.tv_sec - p->start.tv_sec) +
+			 (double)(now.tv_nsec - p->start.tv_nsec) / 1e9;
+	double due = (double)p->count / p->per_second;
+	if (due > elapsed) {
+		double wait = due - elapsed;
+		struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
+		nanosleep(&ts, NULL);
+	}
+}
+
+struct repair_ctx {
+	struct cass_store *c;
+	const struct store_repair_options *opts;
+	struct store_repair_report *report;
+	struct pacer pacer;
+	int64_t cutoff_us;  /* messages minted after this are in flight */
+};
+
+typedef enum store_status scan_row_fn(struct repair_ctx *rc, struct cql_result *row);
+
+/* Pages through a whole table at the read consistency. */
+static enum store_status scan(struct repair_ctx *rc, const char *tmpl, scan_row_fn *fn)
+{
+	struct cass_store *c = rc->c;
+	char q[512];
+	struct cql_error err;
+	struct cql_prepared *stmt = cql_prepare(c->session, Q(c, q, tmpl), &err);
+	if (stmt == NULL)
+		return status_from_error(&err, q);
+	struct buf paging;
+	buf_init(&paging, 0);
+	bool more = true, first = true;
+	enum store_status st = STORE_OK;
+	while (more && st == STORE_OK) {
+		struct cql_query_opts opts;
+		cql_query_opts_init(&opts);
+		opts.consistency = c->read_cl;
+		opts.idempotent = true;
+		opts.page_size = 1000;
+		opts.timeout_ms = 60000;
+		if (!first) {
+			opts.paging_state = paging.data;
+			opts.paging_state_len = paging.len;
+		}
+		first = false;
+		struct cql_result *res = NULL;
+		if (cql_execute(c->session, stmt, NULL, &opts, &res, &err) < 0) {
+			st = status_from_error(&err, "repair scan");
+			break;
+		}
+		while (st == STORE_OK && cql_result_next_row(res)) {
+			pace(&rc->pacer);
+			st = fn(rc, res);
+		}
+		const void *ps;
+		size_t pslen;
+		more = cql_result_paging_state(res, &ps, &pslen);
+		if (more) {
+			buf_reset(&paging);
+			buf_append(&paging, ps, pslen);
+		}
+		cql_result_free(&res);
+	}
+	buf_deinit(&paging);
+	return st;
+}
+
+/* Whether a row exists for the statement and two uuids, at cl. 1 / 0 / -1. */
+static int row_exists(struct cass_store *c, const char *tmpl, const uint8_t a[16],
+		      const uint8_t b[16], int chunk, enum cql_consistency cl)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, a);
+	if (b != NULL)
+		cql_values_add_uuid(v, b);
+	if (chunk >= 0)
+		cql_values_add_int(v, chunk);
+	struct cql_result *res = NULL;
+	enum store_status st = run(c, Q(c, q, tmpl), v, cl, &res);
+	cql_values_free(&v);
+	if (st != STORE_OK)
+		return -1;
+	int found = cql_result_next_row(res) ? 1 : 0;
+	cql_result_free(&res);
+	return found;
+}
+
+/* Confirms a suspect: still true at the normal consistency and at ALL. */
+static int confirm_missing(struct cass_store *c, const char *tmpl, const uint8_t a[16],
+			   const uint8_t b[16], int chunk)
+{
+	int r = row_exists(c, tmpl, a, b, chunk, c->read_cl);
+	if (r != 0)
+		return r < 0 ? -1 : 0;
+	r = row_exists(c, tmpl, a, b, chunk, CQL_ALL);
+	return r < 0 ? -1 : r == 0;
+}
+
+#define LISTING_ROW "SELECT message_id FROM {ks}.listing WHERE mailbox_id = ? AND message_id = ?"
+#define REF_ROW "SELECT deleted FROM {ks}.body_refs WHERE message_id = ? AND mailbox_id = ?"
+#define ANY_REF "SELECT mailbox_id FROM {ks}.body_refs WHERE message_id = ? LIMIT 1"
+#define CHUNK_ROW "SELECT chunk FROM {ks}.bodies WHERE message_id = ? AND chunk = ?"
+
+static enum store_status delete_listing_row(struct cass_store *c, const struct uuid *mbox,
+					    const struct uuid *id)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, mbox->b);
+	cql_values_add_uuid(v, id->b);
+	enum store_status st = run(c, Q(c, q, "DELETE FROM {ks}.listing WHERE mailbox_id = ?"
+					      " AND message_id = ?"), v, c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+/* body_refs row: finish interrupted deletions, re-list what is missing. */
+static enum store_status repair_ref(struct repair_ctx *rc, struct cql_result *row)
+{
+	struct cass_store *c = rc->c;
+	struct uuid id, mbox;
+	bool deleted = false;
+	rc->report->refs_scanned++;
+	if (cql_result_get_uuid(row, 0, id.b) != 1 || cql_result_get_uuid(row, 1, mbox.b) != 1)
+		return STORE_OK;
+	cql_result_get_bool(row, 7, &deleted);
+	if (timeuuid_unix_usec(&id) > rc->cutoff_us)
+		return STORE_OK; /* a delivery or expunge may still be running */
+	if (deleted) {
+		rc->report->deletes_finished++;
+		if (rc->opts->dry_run)
+			return STORE_OK;
+		enum store_status st = delete_listing_row(c, &mbox, &id);
+		return st == STORE_OK ? drop_reference(c, &mbox, &id) : st;
+	}
+	if (row_exists(c, LISTING_ROW, mbox.b, id.b, -1, c->read_cl) != 0)
+		return STORE_OK;
+	/* Suspect. Re-check the listing at ALL, and the reference itself: a
+	 * concurrent expunge marks it before removing the listing row. */
+	int missing = confirm_missing(c, LISTING_ROW, mbox.b, id.b, -1);
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, id.b);
+	cql_values_add_uuid(v, mbox.b);
+	struct cql_result *res = NULL;
+	char q[512];
+	enum store_status st = run(c, Q(c, q, REF_ROW), v, c->read_cl, &res);
+	bool still = false, now_deleted = false;
+	if (st == STORE_OK && cql_result_next_row(res)) {
+		still = true;
+		cql_result_get_bool(res, 0, &now_deleted);
+	}
+	cql_result_free(&res);
+	if (st != STORE_OK || missing < 0) {
+		rc->report->skipped++;
+		cql_values_free(&v);
+		return STORE_OK;
+	}
+	if (missing == 0 || !still || now_deleted) {
+		cql_values_free(&v);
+		return STORE_OK;
+	}
+	rc->report->relisted++;
+	if (rc->opts->dry_run) {
+		cql_values_free(&v);
+		return STORE_OK;
+	}
+	/* Listed again with a fresh write time, so a range tombstone that hid
+	 * it (a late arrival from another datacenter) no longer does. */
+	int64_t size = 0, body_size = 0;
+	int32_t chunks = 0;
+	struct cql_slice uidl = { NULL, 0 }, prefix = { NULL, 0 };
+	cql_result_get_bigint(row, 2, &size);
+	cql_result_get_text(row, 3, &uidl);
+	cql_result_get_blob(row, 4, &prefix);
+	cql_result_get_bigint(row, 5, &body_size);
+	cql_result_get_int(row, 6, &chunks);
+	cql_values_clear(v);
+	cql_values_add_uuid(v, mbox.b);
+	cql_values_add_uuid(v, id.b);
+	cql_values_add_bigint(v, size);
+	cql_values_add_textn(v, (const char *)uidl.data, uidl.len);
+	cql_values_add_blob(v, prefix.data, prefix.len);
+	cql_values_add_bigint(v, body_size);
+	cql_values_add_int(v, chunks);
+	st = run(c, Q(c, q, "INSERT INTO {ks}.listing (mailbox_id, message_id, size, uidl,"
+			    " prefix, body_size, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+		 v, c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+/* listing row: a listed message whose body is gone cannot be served. */
+static enum store_status repair_listing(struct repair_ctx *rc, struct cql_result *row)
+{
+	struct cass_store *c = rc->c;
+	struct uuid mbox, id;
+	int32_t chunks = 0;
+	rc->report->listing_scanned++;
+	if (cql_result_get_uuid(row, 0, mbox.b) != 1 || cql_result_get_uuid(row, 1, id.b) != 1 ||
+	    cql_result_get_int(row, 2, &chunks) != 1)
+		return STORE_OK;
+	if (timeuuid_unix_usec(&id) > rc->cutoff_us)
+		return STORE_OK;
+	for (int k = 0; k < chunks; k++) {
+		if (row_exists(c, CHUNK_ROW, id.b, NULL, k, c->read_cl) != 0)
+			continue;
+		int missing = confirm_missing(c, CHUNK_ROW, id.b, NULL, k);
+		if (missing < 0) {
+			rc->report->skipped++;
+			return STORE_OK;
+		}
+		if (missing == 0)
+			continue;
+		rc->report->unlisted++;
+		if (rc->opts->dry_run)
+			return STORE_OK;
+		enum store_status st = mark_deleted(c, &mbox, &id);
+		if (st == STORE_OK)
+			st = delete_listing_row(c, &mbox, &id);
+		if (st == STORE_OK)
+			st = drop_reference(c, &mbox, &id);
+		return st;
+	}
+	return STORE_OK;
+}
+
+/* bodies partition: swept when no reference names it any more. */
+static enum store_status repair_body(struct repair_ctx *rc, struct cql_result *row)
+{
+	struct cass_store *c = rc->c;
+	struct uuid id;
+	int32_t chunk = 0;
+	rc->report->bodies_scanned++;
+	if (cql_result_get_uuid(row, 0, id.b) != 1 || cql_result_get_int(row, 1, &chunk) != 1)
+		return STORE_OK;
+	if (timeuuid_unix_usec(&id) > rc->cutoff_us)
+		return STORE_OK; /* its delivery may not have written the references yet */
+	if (row_exists(c, ANY_REF, id.b, NULL, -1, c->read_cl) != 0)
+		return STORE_OK;
+	int missing = confirm_missing(c, ANY_REF, id.b, NULL, -1);
+	if (missing < 0) {
+		rc->report->skipped++;
+		return STORE_OK;
+	}
+	if (missing == 0)
+		return STORE_OK;
+	rc->report->swept++;
+	if (rc->opts->dry_run)
+		return STORE_OK;
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, id.b);
+	cql_values_add_int(v, chunk);
+	enum store_status st = run(c, Q(c, q, "DELETE FROM {ks}.bodies WHERE message_id = ?"
+					      " AND chunk = ?"), v, c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+static enum store_status cass_repair(struct store *store, const struct store_repair_options *opts,
+				     struct store_repair_report *report)
+{
+	struct repair_ctx rc = { .c = (struct cass_store *)store, .opts = opts, .report = report };
+	rc.pacer.per_second = opts->per_second;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	rc.cutoff_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 -
+		       (int64_t)opts->min_age_secs * 1000000;
+	enum store_status st = STORE_OK;
+	if (opts->check) {
+		st = scan(&rc, "SELECT message_id, mailbox_id, size, uidl, prefix, body_size, chunks,"
+			       " deleted FROM {ks}.body_refs", repair_ref);
+		if (st == STORE_OK)
+			st = scan(&rc, "SELECT mailbox_id, message_id, chunks FROM {ks}.listing",
+				  repair_listing);
+	}
+	if (st == STORE_OK && opts->sweep)
+		st = scan(&rc, "SELECT DISTINCT message_id, chunk FROM {ks}.bodies", repair_body);
+	return st;
+}
+
 const struct store_vfuncs store_cassandra_vfuncs = {
 	.name = "cassandra",
 	.open = cass_open,
@@ -977,4 +1299,5 @@ const struct store_vfuncs store_cassandra_vfuncs = {
 	.maildrop_read = cass_maildrop_read,
 	.message_read = cass_message_read,
 	.expunge = cass_expunge,
+	.repair = cass_repair,
 };

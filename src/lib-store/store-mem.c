@@ -395,6 +395,18 @@ static enum store_status mem_expunge(struct store_maildrop *md, const unsigned i
 	return STORE_OK;
 }
 
+static enum store_status mem_repair(struct store *store, const struct store_repair_options *opts,
+				    struct store_repair_report *report)
+{
+	/* One mutex makes every change atomic: nothing can drift. */
+	struct mem_store *m = (struct mem_store *)store;
+	pthread_mutex_lock(&m->lock);
+	report->listing_scanned = m->nrows;
+	report->bodies_scanned = m->nbodies;
+	pthread_mutex_unlock(&m->lock);
+	return STORE_OK;
+}
+
 const struct store_vfuncs store_mem_vfuncs = {
 	.name = "mem",
 	.open = mem_open,
@@ -412,4 +424,5 @@ const struct store_vfuncs store_mem_vfuncs = {
 	.maildrop_read = mem_maildrop_read,
 	.message_read = mem_message_read,
 	.expunge = mem_expunge,
+	.repair = mem_repair,
 };

@@ -37,6 +37,8 @@ struct store_vfuncs {
 					  uint64_t offset, store_chunk_sink_t *sink, void *ctx);
 	enum store_status (*expunge)(struct store_maildrop *md, const unsigned int *indexes,
 				     unsigned int n);
+	enum store_status (*repair)(struct store *, const struct store_repair_options *opts,
+				    struct store_repair_report *report);
 };
 
 struct store {

@@ -771,6 +771,53 @@ out:
 	return ret;
 }
 
+/* Transactions keep the embedded store consistent, so repair only checks:
+ * listing rows without a body and bodies without a listing row would mean
+ * a damaged file (or a bug) and are reported and fixed. */
+static enum store_status sqlite_repair(struct store *store,
+				       const struct store_repair_options *opts,
+				       struct store_repair_report *report)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL || exec_sql(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+		return STORE_TEMPFAIL;
+	static const char *const counts[] = {
+		"SELECT count(*) FROM listing",
+		"SELECT count(*) FROM bodies",
+		"SELECT count(*) FROM listing WHERE NOT EXISTS"
+		" (SELECT 1 FROM bodies WHERE bodies.id = listing.body)",
+		"SELECT count(*) FROM bodies WHERE NOT EXISTS"
+		" (SELECT 1 FROM listing WHERE listing.body = bodies.id)",
+	};
+	uint64_t *fields[] = { &report->listing_scanned, &report->bodies_scanned,
+			       &report->unlisted, &report->swept };
+	const bool wanted[] = { opts->check, true, opts->check, opts->sweep };
+	enum store_status ret = STORE_OK;
+	for (size_t i = 0; i < 4 && ret == STORE_OK; i++) {
+		if (!wanted[i])
+			continue;
+		sqlite3_stmt *st = prep(db, counts[i]);
+		if (st == NULL || sqlite3_step(st) != SQLITE_ROW)
+			ret = STORE_TEMPFAIL;
+		else
+			*fields[i] = (uint64_t)sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (ret == STORE_OK && !opts->dry_run && opts->check && report->unlisted > 0 &&
+	    exec_sql(db, "DELETE FROM listing WHERE NOT EXISTS"
+			 " (SELECT 1 FROM bodies WHERE bodies.id = listing.body)") != SQLITE_OK)
+		ret = STORE_TEMPFAIL;
+	if (ret == STORE_OK && !opts->dry_run && opts->sweep && report->swept > 0 &&
+	    exec_sql(db, "DELETE FROM bodies WHERE NOT EXISTS"
+			 " (SELECT 1 FROM listing WHERE listing.body = bodies.id)") != SQLITE_OK)
+		ret = STORE_TEMPFAIL;
+	if (ret == STORE_OK && exec_sql(db, "COMMIT") == SQLITE_OK)
+		return STORE_OK;
+	exec_sql(db, "ROLLBACK");
+	return ret == STORE_OK ? STORE_TEMPFAIL : ret;
+}
+
 const struct store_vfuncs store_sqlite_vfuncs = {
 	.name = "sqlite",
 	.open = sqlite_open,
@@ -788,4 +835,5 @@ const struct store_vfuncs store_sqlite_vfuncs = {
 	.maildrop_read = sqlite_maildrop_read,
 	.message_read = sqlite_message_read,
 	.expunge = sqlite_expunge,
+	.repair = sqlite_repair,
 };

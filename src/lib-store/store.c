@@ -284,6 +284,13 @@ enum store_status store_maildrop_expunge(struct store_maildrop *md,
 	return md->store->v->expunge(md, indexes, n);
 }
 
+enum store_status store_repair(struct store *store, const struct store_repair_options *opts,
+			       struct store_repair_report *report)
+{
+	memset(report, 0, sizeof(*report));
+	return store->v->repair(store, opts, report);
+}
+
 void store_uidl_from_uid(uint32_t uid, uint32_t uidvalidity, char out[72])
 {
 	snprintf(out, 72, "%08X%08X", uid, uidvalidity);

@@ -163,4 +163,29 @@ enum store_status store_message_read_raw(struct store_maildrop *md, unsigned int
 enum store_status store_maildrop_expunge(struct store_maildrop *md,
 					 const unsigned int *indexes, unsigned int n);
 
+/* Repair: finds and fixes drift between listings and bodies (the
+ * Apache James "fix POP3 inconsistencies" task), and sweeps bodies no
+ * mailbox references. Each suspect is re-checked (at a stronger consistency
+ * where the backend has one) right before it is fixed, so running it while
+ * POP3 sessions and deliveries go on is safe. */
+struct store_repair_options {
+	unsigned int per_second;   /* rows examined per second, 0 = no limit */
+	unsigned int min_age_secs; /* leave younger messages alone (in flight) */
+	bool dry_run;              /* report, change nothing */
+	bool check;                /* listing ↔ bodies */
+	bool sweep;                /* unreferenced bodies */
+};
+
+struct store_repair_report {
+	uint64_t refs_scanned, listing_scanned, bodies_scanned;
+	uint64_t relisted;         /* referenced but missing from its listing: listed again */
+	uint64_t deletes_finished; /* an interrupted expunge, completed */
+	uint64_t unlisted;         /* listed but its body is gone: removed from the listing */
+	uint64_t swept;            /* bodies no mailbox references: deleted */
+	uint64_t skipped;          /* suspects that could not be confirmed (e.g. a replica down) */
+};
+
+enum store_status store_repair(struct store *store, const struct store_repair_options *opts,
+			       struct store_repair_report *report);
+
 #endif

@@ -1,0 +1,142 @@
+"""`tern repair` on Cassandra: drift between listings and bodies is found,
+re-checked and fixed; interrupted deletions are completed, never undone;
+unreferenced bodies are swept, referenced ones never; and running it during
+POP3 sessions brings nothing back from the dead."""
+import subprocess
+import threading
+import uuid
+
+from integration.helpers import make_message
+
+import cqlquery
+
+# tern's namespace for mailbox ids (src/lib/uuid.c)
+MAILBOX_NS = uuid.UUID("3c6f1e52-8a41-4d0b-9e27-5ac4117de093")
+
+
+def mailbox_id(addr):
+    return uuid.uuid5(MAILBOX_NS, addr)
+
+
+def keyspace(tag):
+    return "r_%s_%s" % (tag, uuid.uuid4().hex[:10])
+
+
+def repair(s, *args):
+    r = subprocess.run([s.binary, "-c", str(s.config_path), "repair", "--min-age", "0"]
+                       + list(args), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def fixed(out, what):
+    """The number before `what` in the report line."""
+    line = [l for l in out.splitlines() if what in l][0]
+    words = line.replace(",", "").split()
+    return int(words[words.index(what.split()[0]) - 1])
+
+
+def uidls(s, addr, pw):
+    p = s.login(addr, pw)
+    u = [x for _, x in p.uidl()]
+    p.quit()
+    return u
+
+
+def setup(cass_servers, tag, n=3):
+    ks = keyspace(tag)
+    s = cass_servers(ks)
+    addr, pw = s.new_user(tag)
+    for i in range(n):
+        s.deliver_smtp(addr, make_message("%s-%d" % (tag, i), to=addr))
+    return ks, s, addr, pw
+
+
+def test_missing_listing_row_is_listed_again(cass_servers, cassandra_node):
+    ks, s, addr, pw = setup(cass_servers, "relist")
+    before = uidls(s, addr, pw)
+    lost = before[1]
+    cqlquery.query(cassandra_node, "DELETE FROM %s.listing WHERE mailbox_id = %s AND "
+                   "message_id = %s" % (ks, mailbox_id(addr), lost))
+    assert uidls(s, addr, pw) == [before[0], before[2]]
+    out = repair(s, "--dry-run")
+    assert fixed(out, "re-listed") == 1
+    assert uidls(s, addr, pw) == [before[0], before[2]], "--dry-run changed something"
+    out = repair(s)
+    assert fixed(out, "re-listed") == 1
+    assert uidls(s, addr, pw) == before
+    p = s.login(addr, pw)
+    assert b"relist-1" in p.retr(2)
+    p.quit()
+    assert fixed(repair(s), "re-listed") == 0
+
+
+def test_interrupted_expunge_is_completed_not_undone(cass_servers, cassandra_node):
+    ks, s, addr, pw = setup(cass_servers, "halfdel")
+    before = uidls(s, addr, pw)
+    victim = before[0]
+    # An expunge that stopped right after marking the reference.
+    cqlquery.query(cassandra_node, "UPDATE %s.body_refs SET deleted = true WHERE "
+                   "message_id = %s AND mailbox_id = %s" % (ks, victim, mailbox_id(addr)))
+    out = repair(s)
+    assert fixed(out, "interrupted") == 1
+    assert uidls(s, addr, pw) == before[1:]
+    assert cqlquery.count(cassandra_node, "SELECT count(*) FROM %s.bodies WHERE message_id = %s "
+                          "AND chunk = 0" % (ks, victim)) == 0
+
+
+def test_listing_row_whose_body_is_gone_is_removed(cass_servers, cassandra_node):
+    ks, s, addr, pw = setup(cass_servers, "nobody")
+    before = uidls(s, addr, pw)
+    cqlquery.query(cassandra_node, "DELETE FROM %s.bodies WHERE message_id = %s AND chunk = 0"
+                   % (ks, before[2]))
+    p = s.login(addr, pw)
+    assert p.cmd("RETR 3").startswith("-ERR [SYS/TEMP]")
+    assert p.cmd("NOOP").startswith("+OK"), "the session survives a missing body"
+    p.quit()
+    out = repair(s)
+    assert fixed(out, "unlisted") == 1
+    assert uidls(s, addr, pw) == before[:2]
+
+
+def test_sweep_removes_only_unreferenced_bodies(cass_servers, cassandra_node):
+    ks, s, addr, pw = setup(cass_servers, "sweep")
+    orphan = uuid.uuid1()
+    cqlquery.query(cassandra_node, "INSERT INTO %s.bodies (message_id, chunk, data) VALUES "
+                   "(%s, 0, 0x48656c6c6f)" % (ks, orphan))
+    bodies = "SELECT count(*) FROM %s.bodies" % ks
+    assert cqlquery.count(cassandra_node, bodies) == 4
+    out = repair(s, "--sweep-only")
+    assert fixed(out, "unreferenced") == 1
+    assert cqlquery.count(cassandra_node, bodies) == 3
+    p = s.login(addr, pw)
+    for i in (1, 2, 3):
+        assert b"sweep-%d" % (i - 1) in p.retr(i)
+    p.quit()
+
+
+def test_repair_during_pop3_deletes_resurrects_nothing(cass_servers):
+    ks, s, addr, pw = setup(cass_servers, "race", n=30)
+    everything = uidls(s, addr, pw)
+    stop = threading.Event()
+    reports = []
+
+    def loop():
+        while not stop.is_set():
+            reports.append(repair(s))
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        for _ in range(4):
+            p = s.login(addr, pw)
+            n = p.stat()[0]
+            for i in range(1, min(5, n) + 1):
+                assert p.cmd("DELE %d" % i).startswith("+OK")
+            p.quit()
+    finally:
+        stop.set()
+        t.join()
+    reports.append(repair(s))
+    assert uidls(s, addr, pw) == everything[20:]
+    assert all(fixed(r, "re-listed") == 0 for r in reports)
