@@ -26,6 +26,7 @@
 
 #define CONN_INPUT_HIGH_WATER (256 * 1024)
 #define CONN_TIMEOUT_GOODBYE_SECS 5  /* to flush the goodbye after a timeout */
+#define CONN_CLOSE_FLUSH_MS 10000    /* to flush the last words after conn_close() */
 
 struct conn {
 	struct event_base *base;
@@ -41,6 +42,7 @@ struct conn {
 	unsigned int idle_timeout_ms;
 	unsigned int command_timeout_ms, min_rate;
 	uint64_t raw_start_ms, raw_bytes;   /* raw mode progress, for min_rate */
+	uint64_t close_deadline_ms;  /* conn_close(): give up flushing after this */
 	char peer_ip[INET6_ADDRSTRLEN];
 	char local_ip[INET6_ADDRSTRLEN];
 	struct net_addr peer_addr;
@@ -122,6 +124,12 @@ static void try_finish_close(struct conn *conn)
 	if (conn->close_pending || conn->closed_sent)
 		return;
 	if (conn_output_pending(conn) > 0) {
+		if (now_ms() >= conn->close_deadline_ms) {
+			/* A peer that reads nothing (or never finishes its TLS
+			 * handshake) does not hold the connection open. */
+			finish(conn, CONN_CLOSE_TIMEOUT);
+			return;
+		}
 		struct timeval tv = { 0, 20000 };
 		evtimer_add(conn->flush_timer, &tv);
 		return;
@@ -528,9 +536,10 @@ void conn_close(struct conn *conn)
 	if (conn->closing)
 		return;
 	conn->closing = true;
+	conn->close_deadline_ms = now_ms() + CONN_CLOSE_FLUSH_MS;
 	bufferevent_disable(conn->bev, EV_READ);
 	/* Finishes now, or from conn_write_cb / the flush timer once the
-	 * output has drained. */
+	 * output has drained (or CONN_CLOSE_FLUSH_MS has passed). */
 	try_finish_close(conn);
 }
 
