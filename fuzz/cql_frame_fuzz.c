@@ -5,10 +5,10 @@
  * through every getter and collection iterator. Nothing may crash, leak or
  * read out of bounds.
  *
- * With clang and -fsanitize=fuzzer this is a libFuzzer target. Built with
- * CQL_FUZZ_REPLAY it has a main() that replays corpus files (or every file
- * of the directories given), so the seeds run as an ordinary test under
- * gcc; "--write-seeds DIR" writes the seed corpus.
+ * With clang and -fsanitize=fuzzer this is a libFuzzer target; linked with
+ * replay-main.c it replays fuzz/corpus/cql as an ordinary test under gcc.
+ * Built with CQL_FUZZ_SEEDS it is instead "cql-fuzz-seeds DIR", which
+ * writes the seed corpus from the frames the unit tests use.
  */
 #include "cql-private.h"
 
@@ -92,28 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	return 0;
 }
 
-#ifdef CQL_FUZZ_REPLAY
+#ifdef CQL_FUZZ_SEEDS
 #include "../tests/cql/cql-test-frames.h"
-
-#include <dirent.h>
-
-static int replay_file(const char *path)
-{
-	FILE *fp = fopen(path, "rb");
-	if (fp == NULL) {
-		perror(path);
-		return -1;
-	}
-	struct cql_buf buf = { 0 };
-	uint8_t chunk[4096];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
-		cql_buf_append(&buf, chunk, n);
-	fclose(fp);
-	(void)LLVMFuzzerTestOneInput(buf.data, buf.len);
-	cql_buf_free(&buf);
-	return 0;
-}
 
 static void write_seed(const char *dir, const char *name, uint8_t step,
 		       const struct cql_buf *b)
@@ -167,35 +147,11 @@ static void write_seeds(const char *dir)
 
 int main(int argc, char **argv)
 {
-	int files = 0;
-
-	if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0) {
-		write_seeds(argv[2]);
-		return 0;
+	if (argc != 2) {
+		fprintf(stderr, "usage: cql-fuzz-seeds DIR\n");
+		return 2;
 	}
-	for (int i = 1; i < argc; i++) {
-		DIR *d = opendir(argv[i]);
-		if (d == NULL) {
-			if (replay_file(argv[i]) < 0)
-				return 1;
-			files++;
-			continue;
-		}
-		struct dirent *de;
-		while ((de = readdir(d)) != NULL) {
-			char path[4096];
-			if (de->d_name[0] == '.')
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", argv[i], de->d_name);
-			if (replay_file(path) < 0) {
-				closedir(d);
-				return 1;
-			}
-			files++;
-		}
-		closedir(d);
-	}
-	printf("replayed %d inputs\n", files);
-	return files > 0 ? 0 : 1;
+	write_seeds(argv[1]);
+	return 0;
 }
 #endif
