@@ -17,6 +17,10 @@
  *   new requests fail at once, so the session can move to another host.
  * - A response on a stream with no pending request, or a malformed frame,
  *   kills the connection: nothing the server sends can crash the client.
+ * - An idle connection sends OPTIONS as a heartbeat (an orphan from the
+ *   start, so its answer is simply dropped); silence after it kills the
+ *   connection, so a half-open TCP connection is found without a request
+ *   having to time out on it first.
  */
 #include "cql-conn.h"
 
@@ -67,6 +71,8 @@ struct cql_conn {
 	char dead_reason[160];
 
 	struct cql_frame_parser parser;
+	unsigned heartbeat_ms, heartbeat_timeout_ms;
+	int64_t last_read_ms, heartbeat_sent_ms;
 	char host[64];
 	uint16_t port;
 	void (*on_event)(void *ctx, const struct cql_event *event);
@@ -176,6 +182,8 @@ static int conn_read(struct cql_conn *conn)
 				return -1;
 			}
 		}
+		conn->last_read_ms = cql_now_ms();
+		conn->heartbeat_sent_ms = 0;
 		size_t pos = 0;
 		while (pos < (size_t)n) {
 			struct cql_frame frame;
@@ -241,6 +249,47 @@ static int conn_write(struct cql_conn *conn)
 	return 0;
 }
 
+/* Queues OPTIONS when idle; returns -1 if an earlier one went unanswered. */
+static int conn_heartbeat(struct cql_conn *conn)
+{
+	int64_t now = cql_now_ms();
+
+	if (conn->heartbeat_ms == 0)
+		return 0;
+	if (conn->heartbeat_sent_ms != 0) {
+		if (now - conn->heartbeat_sent_ms < conn->heartbeat_timeout_ms)
+			return 0;
+		conn_fail(conn, "no answer to a heartbeat");
+		return -1;
+	}
+	if (now - conn->last_read_ms < conn->heartbeat_ms)
+		return 0;
+	pthread_mutex_lock(&conn->lock);
+	unsigned stream = conn->next_stream, i;
+	for (i = 0; i < CONN_MAX_STREAMS && conn->streams[stream] != NULL; i++)
+		stream = (stream + 1) % CONN_MAX_STREAMS;
+	if (i < CONN_MAX_STREAMS) {
+		struct pending *p = calloc(1, sizeof(*p));
+		struct cql_buf frame = { 0 };
+		if (p == NULL)
+			abort();
+		pthread_cond_init(&p->cond, NULL);
+		p->orphaned = true;
+		conn->streams[stream] = p;
+		conn->next_stream = (stream + 1) % CONN_MAX_STREAMS;
+		conn->inflight++;
+		conn->orphans++;
+		cql_msg_options(&frame);
+		cql_frame_set_stream(frame.data, (int16_t)stream);
+		cql_buf_append(&conn->outq, frame.data, frame.len);
+		conn->queued_total += frame.len;
+		cql_buf_free(&frame);
+		conn->heartbeat_sent_ms = now;
+	}
+	pthread_mutex_unlock(&conn->lock);
+	return 0;
+}
+
 static void *conn_thread(void *context)
 {
 	struct cql_conn *conn = context;
@@ -270,7 +319,7 @@ static void *conn_thread(void *context)
 			if (conn_read(conn) < 0)
 				break;
 		}
-		if (conn_write(conn) < 0)
+		if (conn_heartbeat(conn) < 0 || conn_write(conn) < 0)
 			break;
 	}
 	/* Whoever marked the connection dead, fail what still waits. */
@@ -552,6 +601,10 @@ struct cql_conn *cql_conn_open(const struct cql_conn_settings *set, int64_t dead
 	conn->port = set->port;
 	conn->on_event = set->on_event;
 	conn->event_ctx = set->event_ctx;
+	conn->heartbeat_ms = set->heartbeat_ms;
+	conn->heartbeat_timeout_ms = set->heartbeat_timeout_ms != 0 ?
+		set->heartbeat_timeout_ms : 5000;
+	conn->last_read_ms = cql_now_ms();
 	cql_frame_parser_init(&conn->parser, set->max_frame_size);
 
 	conn->fd = tcp_connect(set->host, set->port, deadline_ms, err_r);

@@ -14,6 +14,10 @@ struct cql_conn_settings {
 	SSL_CTX *ssl_ctx;		/* NULL: plain TCP */
 	const char *username, *password;
 	const char *keyspace;		/* NULL: no USE */
+	/* After this long without a byte from the server, send OPTIONS; if
+	   nothing arrives within heartbeat_timeout_ms, the connection is
+	   dead. 0: no heartbeat. */
+	unsigned heartbeat_ms, heartbeat_timeout_ms;
 	/* Called from the connection's I/O thread, with no lock of the
 	   connection held; it must not make requests itself. */
 	void (*on_event)(void *ctx, const struct cql_event *event);

@@ -85,6 +85,8 @@ static struct cql_conn_settings conn_settings(struct cql_session *s, const char 
 		.username = s->set.username,
 		.password = s->set.password,
 		.keyspace = control ? NULL : s->set.keyspace,
+		.heartbeat_ms = s->set.heartbeat_ms,
+		.heartbeat_timeout_ms = s->set.heartbeat_timeout_ms,
 	};
 	return cs;
 }

@@ -246,6 +246,8 @@ void cql_settings_init(struct cql_settings *set)
 	set->reconnect_base_ms = 200;
 	set->reconnect_max_ms = 10000;
 	set->max_frame_size = CQL_DEFAULT_MAX_FRAME;
+	set->heartbeat_ms = 30000;
+	set->heartbeat_timeout_ms = 5000;
 }
 
 void cql_query_opts_init(struct cql_query_opts *opts)

@@ -171,6 +171,9 @@ struct cql_settings {
 	unsigned reconnect_base_ms;		/* default 200, doubles */
 	unsigned reconnect_max_ms;		/* default 10000 */
 	uint32_t max_frame_size;		/* default 64 MiB */
+	/* OPTIONS on a connection idle this long (default 30000, 0: never);
+	   no answer within heartbeat_timeout_ms (default 5000) replaces it. */
+	unsigned heartbeat_ms, heartbeat_timeout_ms;
 	bool tls;
 	const char *tls_ca_file;	/* verify the server against it if set */
 	const char *tls_cert_file, *tls_key_file;	/* client certificate */

@@ -354,10 +354,61 @@ static void test_unknown_stream_and_refusal(void)
 	cql_buf_free(&b);
 }
 
+static int heartbeats_seen;
+
+/* Answers the first heartbeat, then goes silent. */
+static void script_heartbeat(struct fake *f)
+{
+	struct cql_buf body = { 0 }, b = { 0 };
+	int16_t s;
+	int op;
+
+	if (read_request(f, &s, &body) != CQL_OP_STARTUP)
+		goto out;
+	reply_simple(f, s, CQL_OP_READY);
+	while ((op = read_request(f, &s, &body)) >= 0) {
+		if (op != CQL_OP_OPTIONS || ++heartbeats_seen > 1)
+			continue;
+		size_t start = tf_begin(&b, s, CQL_OP_SUPPORTED);
+		cql_buf_put_u16(&b, 0);
+		cql_frame_end(&b, start);
+		send_buf(f, &b);
+	}
+out:
+	cql_buf_free(&body);
+	cql_buf_free(&b);
+}
+
+static void test_heartbeat(void)
+{
+	struct fake f;
+	struct cql_error err;
+	struct cql_conn_settings set = { .host = "127.0.0.1", .max_frame_size = 1 << 20,
+					 .heartbeat_ms = 300, .heartbeat_timeout_ms = 1500 };
+
+	fake_start(&f, script_heartbeat);
+	set.port = f.port;
+	struct cql_conn *conn = cql_conn_open(&set, cql_now_ms() + 5000, &err);
+	CHECK(conn != NULL);
+	if (conn != NULL) {
+		int64_t start = cql_now_ms();
+		while (!cql_conn_is_dead(conn) && cql_now_ms() - start < 10000)
+			usleep(50000);
+		int64_t took = cql_now_ms() - start;
+		CHECK(cql_conn_is_dead(conn));
+		/* one answered heartbeat, then one that timed out */
+		CHECK(took >= 1500);
+		CHECK_INT(heartbeats_seen, 2);
+		cql_conn_unref(&conn);
+	}
+	fake_stop(&f);
+}
+
 int main(void)
 {
 	test_auth_and_order();
 	test_late_and_hostile();
 	test_unknown_stream_and_refusal();
+	test_heartbeat();
 	TEST_MAIN_END();
 }
