@@ -16,36 +16,62 @@ from integration.conftest import cert, tern_bin, _server_health  # noqa: E402,F4
 from integration.ternserver import ServerPool  # noqa: E402
 
 CONTACT = os.environ.get("TERN_CASSANDRA_CONTACT", "127.0.0.1")
+# The two-datacenter cluster: dc1 and dc2 node addresses.
+DC1 = os.environ.get("TERN_CASSANDRA_DC1", "127.0.0.1")
+DC2 = os.environ.get("TERN_CASSANDRA_DC2", "127.0.0.2")
+if os.environ.get("TERN_CASSANDRA_SCRIPT"):
+    # A developer's own launcher (e.g. with other loopback addresses).
+    tern_cassandra.SCRIPT = os.environ["TERN_CASSANDRA_SCRIPT"]
 
 
 @pytest.fixture(scope="session")
-def cassandra_node():
+def cluster():
+    """The session's Cassandra launcher; nodes start on first use."""
     reason = tern_cassandra.skip_reason()
     if reason:
         pytest.skip(reason)
-    if os.environ.get("TERN_CASSANDRA_RUNNING") == "1":
-        yield CONTACT
-        return
     missing = tern_cassandra.missing_tools()
     if missing:
         pytest.fail(missing, pytrace=False)
-    cluster = tern_cassandra.CassandraCluster()
-    cluster.fetch()
-    cluster.ensure("single")
-    yield CONTACT
-    cluster.stop_all()
+    c = tern_cassandra.CassandraCluster(os.environ.get("TERN_CASSANDRA_STORE_DIR"))
+    c.fetch()
+    yield c
+    c.stop_all()
+
+
+@pytest.fixture(scope="session")
+def cassandra_node(request):
+    if os.environ.get("TERN_CASSANDRA_RUNNING") == "1":
+        if tern_cassandra.skip_reason():
+            pytest.skip(tern_cassandra.skip_reason())
+        return CONTACT
+    request.getfixturevalue("cluster").ensure("single")
+    return CONTACT
+
+
+@pytest.fixture(scope="module")
+def two_dc(cluster):
+    """dc1 on DC1 and dc2 on DC2, for the module (restarted if a test
+    left a node down)."""
+    cluster.ensure("two-dc")
+    return cluster
 
 
 @pytest.fixture
-def cass_servers(cassandra_node, tern_bin, tmp_path_factory, cert):
+def cass_servers(request, tern_bin, tmp_path_factory, cert):
     """Creates tern servers on the Cassandra node:
     cass_servers(keyspace, pop3_ids="messageid")."""
     pool = ServerPool(tern_bin, tmp_path_factory, cert)
+    # The two-datacenter tests name their contact points themselves.
+    cassandra_node = None if "two_dc" in request.fixturenames else \
+        request.getfixturevalue("cassandra_node")
 
-    def create(keyspace, pop3_ids="messageid", **kw):
+    def create(keyspace, pop3_ids="messageid", contact=None, local_dc="dc1",
+               replication="dc1:1", **kw):
         overrides = {"store": {"backend": "cassandra", "pop3_ids": pop3_ids},
-                     "cassandra": {"contact_points": cassandra_node, "local_dc": "dc1",
-                                   "keyspace": keyspace, "replication": "dc1:1"}}
+                     "cassandra": {"contact_points": contact or cassandra_node,
+                                   "local_dc": local_dc, "keyspace": keyspace,
+                                   "replication": replication}}
         return pool.create(pop3_ids=pop3_ids, overrides=overrides, **kw)
 
     yield create
