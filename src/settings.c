@@ -5,6 +5,7 @@
  */
 #include "settings.h"
 
+#include <errno.h>
 #include <openssl/ssl.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -95,7 +96,10 @@ static int parse_size(const char *v, uint64_t *out)
 	char *end;
 	if (*v < '0' || *v > '9')
 		return -1;
+	errno = 0;
 	unsigned long long n = strtoull(v, &end, 10);
+	if (errno == ERANGE)
+		return -1;
 	uint64_t mult = 1;
 	if (*end == 'k' || *end == 'K')
 		mult = 1024, end++;
@@ -170,9 +174,16 @@ static int check_listen(const char *v)
 		char *colon = strrchr(item, ':');
 		if (colon == NULL || colon == item || colon[1] == '\0')
 			return -1;
-		char *end;
-		long port = strtol(colon + 1, &end, 10);
-		if (*end != '\0' || port < 0 || port > 65535)
+		/* An IPv6 address needs brackets: "[::1]:110". */
+		*colon = '\0';
+		if (strchr(item, ':') != NULL &&
+		    (item[0] != '[' || item[strlen(item) - 1] != ']'))
+			return -1;
+		const char *p = colon + 1;
+		long port = 0;
+		for (; *p >= '0' && *p <= '9' && port <= 65535; p++)
+			port = port * 10 + (*p - '0');
+		if (*p != '\0' || port < 1 || port > 65535)
 			return -1;
 		count++;
 	}
@@ -190,9 +201,11 @@ static int on_section(void *ctx, const char *section, const char **error_r)
 }
 
 static int on_key(void *ctx, const char *section, const char *key, const char *value,
-		  const char **error_r)
+		  unsigned int line, const char **error_r)
 {
 	struct tern_settings *set = ctx;
+	if (strcmp(section, "tls") == 0 && (strcmp(key, "cert") == 0 || strcmp(key, "key") == 0))
+		set->tls_line = line;
 	const struct key_def *def = NULL;
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0)
@@ -347,7 +360,8 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 	if ((set->tls_cert == NULL) != (set->tls_key == NULL)) {
 		struct buf b;
 		buf_init(&b, 0);
-		buf_printf(&b, "%s: [tls] needs both cert and key", path);
+		buf_printf(&b, "%s:%u: [tls] needs both cert and key (%s is missing)", path,
+			   set->tls_line, set->tls_cert == NULL ? "cert" : "key");
 		*error_r = buf_steal(&b);
 		buf_deinit(&b);
 		settings_free(&set);

@@ -38,6 +38,7 @@ struct tern_settings {
 	unsigned int pop3_idle_timeout_ms;
 	/* [tls] */
 	char *tls_cert, *tls_key;
+	unsigned int tls_line;  /* where [tls] cert or key was set, for errors */
 	int tls_min_version;   /* OpenSSL TLS1_x_VERSION */
 	char *tls_ciphers;     /* TLS 1.2 cipher list */
 	char *tls_ciphersuites; /* TLS 1.3 suites */

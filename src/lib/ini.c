@@ -114,7 +114,7 @@ int ini_parse_file(const char *path, ini_section_callback_t *section_cb,
 			reason = "key outside of any [section]";
 			break;
 		}
-		if (cb(ctx, section, key, value, &reason) < 0)
+		if (cb(ctx, section, key, value, lineno, &reason) < 0)
 			break;
 	}
 	if (reason == NULL && ferror(f))

@@ -8,10 +8,10 @@
  */
 #include <stddef.h>
 
-/* Called for each key; returns 0, or -1 with *error_r (then parsing stops
+/* Called for each key with its line number; returns 0, or -1 with *error_r (then parsing stops
  * and the error is reported with the file and line). */
 typedef int ini_callback_t(void *ctx, const char *section, const char *key,
-			   const char *value, const char **error_r);
+			   const char *value, unsigned int line, const char **error_r);
 /* Called for each section header; may be NULL. Same contract. */
 typedef int ini_section_callback_t(void *ctx, const char *section, const char **error_r);
 

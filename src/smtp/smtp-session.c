@@ -783,12 +783,42 @@ static struct smtp_session *job_session(struct worker_job *job)
 	return (struct smtp_session *)((char *)job - offsetof(struct smtp_session, job));
 }
 
+/* <Postmaster> without a domain (RFC 5321 4.5.1): the postmaster of this
+ * host's domain if it is local, else of the first local domain (in name
+ * order) that has a postmaster mailbox. Runs on a worker. */
+static void resolve_postmaster(struct smtp_session *s, struct store *store)
+{
+	struct buf hash, domains;
+	buf_init(&hash, 1024);
+	buf_init(&domains, 0);
+	bool found = store_user_get(store, s->job_rcpt, &hash) == STORE_OK;
+	if (!found && store_domain_list(store, &domains) == STORE_OK) {
+		char *save = NULL;
+		for (char *d = strtok_r(domains.data, "\n", &save); d != NULL && !found;
+		     d = strtok_r(NULL, "\n", &save)) {
+			char addr[MAIL_ADDRESS_MAX + 1];
+			snprintf(addr, sizeof(addr), "postmaster@%s", d);
+			buf_reset(&hash);
+			if (store_user_get(store, addr, &hash) == STORE_OK) {
+				found = true;
+				str_copy(s->job_rcpt, addr, sizeof(s->job_rcpt));
+				str_copy(s->job_addr.domain, d, sizeof(s->job_addr.domain));
+			}
+		}
+	}
+	buf_wipe(&hash);
+	buf_deinit(&hash);
+	buf_deinit(&domains);
+}
+
 static void job_work(struct worker_job *job)
 {
 	struct smtp_session *s = job_session(job);
 	struct store *store = s->daemon->store;
 	switch (s->job_kind) {
 	case JOB_RCPT: {
+		if (s->job_postmaster)
+			resolve_postmaster(s, store);
 		s->job_status = store_domain_exists(store, s->job_addr.domain);
 		s->job_domain_local = s->job_status == STORE_OK;
 		if (s->job_status != STORE_OK)

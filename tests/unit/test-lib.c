@@ -295,7 +295,7 @@ static int log_section(void *ctx, const char *section, const char **error_r)
 }
 
 static int log_key(void *ctx, const char *section, const char *key, const char *value,
-		   const char **error_r)
+		   unsigned int line, const char **error_r)
 {
 	struct ini_log *l = ctx;
 	buf_printf(&l->out, "%s.%s=<%s>\n", section, key, value);
