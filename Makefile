@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 CONFIG   ?= etc/tern-demo.conf
 PYTEST   ?= python3 -m pytest
 
-.PHONY: all deps build run test unit integration asan test-asan bench clean
+.PHONY: all deps build run test unit integration test-cassandra asan test-asan bench clean
 
 all: build
 
@@ -36,6 +36,10 @@ test: build
 	TERN_BIN=$(CURDIR)/$(BUILD)/tern $(PYTEST) -q tests
 	TERN_BIN=$(CURDIR)/$(BUILD)/tern TERN_TEST_BACKEND=cassandra $(PYTEST) -q tests/integration
 	$(MAKE) test-asan
+
+# The Cassandra suites alone (they start their own nodes).
+test-cassandra: build
+	TERN_BIN=$(CURDIR)/$(BUILD)/tern $(PYTEST) -q tests/cql tests/cassandra
 
 asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTERN_SANITIZE=ON >/dev/null

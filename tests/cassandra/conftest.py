@@ -26,15 +26,14 @@ if os.environ.get("TERN_CASSANDRA_SCRIPT"):
 
 @pytest.fixture(scope="session")
 def cluster():
-    """The session's Cassandra launcher; nodes start on first use."""
-    reason = tern_cassandra.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    missing = tern_cassandra.missing_tools()
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    c = tern_cassandra.CassandraCluster(os.environ.get("TERN_CASSANDRA_STORE_DIR"))
-    c.fetch()
+    """The test process's one Cassandra launcher (shared with tests/cql, so
+    the suites never fight over the same addresses); nodes start on use."""
+    if os.environ.get("TERN_CASSANDRA_STORE_DIR"):
+        # A developer's own directory (with TERN_CASSANDRA_SCRIPT).
+        c = tern_cassandra.CassandraCluster(os.environ["TERN_CASSANDRA_STORE_DIR"])
+        c.fetch()
+    else:
+        c = tern_cassandra.pytest_cluster(pytest)
     yield c
     c.stop_all()
 

@@ -27,14 +27,7 @@ def cassandra_backend():
     import sys
     sys.path.insert(0, os.path.join(REPO, "tools", "cassandra"))
     import tern_cassandra
-    reason = tern_cassandra.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    missing = tern_cassandra.missing_tools()
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    cluster = tern_cassandra.CassandraCluster()
-    cluster.fetch()
+    cluster = tern_cassandra.pytest_cluster(pytest)
     cluster.ensure("single")
     yield cluster
     cluster.stop_all()
