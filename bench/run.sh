@@ -130,17 +130,18 @@ RESULTS=$WORK/results.txt
 ERRORS=0
 
 # lg NAME ARGS...: runs the load generator, keeps its RESULT line as NAME.
+# (sh has no local variables: the helpers use prefixed names.)
 lg() {
-	name=$1
+	lg_name=$1
 	shift
-	out=$WORK/lg-$name.out
-	if "$LOADGEN" "$@" -l "$name" >"$out" 2>"$WORK/lg-$name.err"; then :; else
-		log "$name: the load generator reported errors:"
-		grep -v '^RESULT' "$out" >&2 || true
-		head -5 "$WORK/lg-$name.err" >&2 || true
+	lg_out=$WORK/lg-$lg_name.out
+	if "$LOADGEN" "$@" -l "$lg_name" >"$lg_out" 2>"$WORK/lg-$lg_name.err"; then :; else
+		log "$lg_name: the load generator reported errors:"
+		grep -v '^RESULT' "$lg_out" >&2 || true
+		head -5 "$WORK/lg-$lg_name.err" >&2 || true
 		ERRORS=$((ERRORS + 1))
 	fi
-	grep '^RESULT' "$out" >>"$RESULTS" || die "$name: no result (see $out)"
+	grep '^RESULT' "$lg_out" >>"$RESULTS" || die "$lg_name: no result (see $lg_out)"
 }
 # get NAME KEY: a value from NAME's RESULT line.
 get() {
@@ -281,13 +282,15 @@ service auth {
 EOF
 
 start_dovecot() {
-	"$DOVECOT" -c "$D_CONF" || die "dovecot did not start (see $WORK/dovecot/dovecot.log)"
+	# Room for the client limits above (root may raise the hard limit).
+	(ulimit -n $((D_MAXPROC * 4)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$DOVECOT" -c "$D_CONF") || die "dovecot did not start (see $WORK/dovecot/dovecot.log)"
 	wait_port "$D_POP3"
 	wait_port "$D_LMTP"
 }
 
 # ---- users: the same password hash in both servers ----
 log "work directory $WORK"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 $TERN domain add "$DOMAIN" >/dev/null
 case $SCHEME in
 argon2id)
@@ -356,8 +359,9 @@ log "RETR of a $HUGE-octet message"
 lg huge-deliver lmtp -p "$T_LMTP" -c 1 -n 1 -U 1 -u "huge@$DOMAIN" -s "$HUGE"
 stop_tern
 start_tern
-# One small session first, so the baseline includes what any session costs.
-lg huge-warm pop3 -p "$T_POP3" -c 1 -n 1 -U 1 -u "user1@$DOMAIN" -w "$PASSWORD" -e "$MSGS"
+# A few small sessions first, so the baseline includes what any session
+# costs (the allocator keeps the password hash's working memory around).
+lg huge-warm pop3 -p "$T_POP3" -c 1 -n 3 -U 1 -u "user1@$DOMAIN" -w "$PASSWORD" -e "$MSGS"
 sleep 0.5
 RSS0=$(rss_kib "$TERN_PID")
 # A client reading at 8 MiB/s: a server that does not stream buffers the rest.
@@ -390,6 +394,11 @@ fi
 # server's PSS before and while they are held.
 idle_run() {
 	name=$1 port=$2 count=$3 pids=$4
+	# Logins first, so the baseline holds what the password hashing keeps
+	# allocated (argon2id: 19 MiB per hashing thread) and the per-session
+	# figure is what a held session costs.
+	lg "$name-warm" pop3 -p "$port" -c 32 -n 64 -U "$USERS" -u "user{n}@$DOMAIN" -w "$PASSWORD" -e "$MSGS"
+	sleep 1
 	# shellcheck disable=SC2046
 	before=$(pss_kib $($pids))
 	out=$WORK/lg-$name.out
@@ -468,7 +477,13 @@ row() { # label tern dovecot ratio-kind target
 	row "RETR of $HUGE octets: tern RSS growth (MiB)" "$(get huge tern_rss_growth_mib)" "-" abs 2
 } >"$TABLE"
 [ "$TERN_IDLE_DEFAULT" = "$IDLE" ] || echo "(idle PSS for tern measured with [limits] max_connections = $((IDLE + 200)))" >>"$TABLE"
-echo "ratio = tern / Dovecot. Load generator runs with errors: $ERRORS (see the RESULT lines)." >>"$TABLE"
+{
+	echo "ratio = tern / Dovecot. Load generator runs with errors: $ERRORS (see the RESULT lines)."
+	echo "password hashes: $SCHEME; $USERS users x $MSGS messages of $SIZE octets; runs of $SECS s"
+	echo "machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM; $(uname -sr)"
+	echo "load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "tern $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (with uncommitted changes in src/)'), $("$DOVECOT" --version | sed 's/^/Dovecot /')"
+} >>"$TABLE"
 
 echo
 cat "$TABLE"
