@@ -117,7 +117,10 @@ static sqlite3 *conn_open(const char *path, const char **error_r)
 	sqlite3_busy_timeout(db, SQLITE_BUSY_TIMEOUT_MS);
 	/* FULL: in WAL mode, COMMIT fsyncs the log before returning. */
 	if (exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			 "PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;") != SQLITE_OK) {
+			 "PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;"
+			 /* A small page cache per connection: the kernel caches
+			  * the file anyway, and each worker thread has one. */
+			 "PRAGMA cache_size=-256;") != SQLITE_OK) {
 		*error_r = "cannot set the database to WAL mode";
 		sqlite3_close(db);
 		return NULL;

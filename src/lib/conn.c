@@ -37,6 +37,9 @@ struct conn {
 	struct event *flush_timer;  /* polls the TLS filter's socket buffer at close */
 	struct event *command_timer;  /* line / raw data deadline */
 	struct event *session_timer;  /* session deadline */
+	struct event *drain_ev;       /* conn_when_drained(): checks and polls */
+	void (*drain_fn)(void *ctx);
+	size_t drain_low;
 	struct buf line;
 	size_t line_max, input_max;
 	unsigned int idle_timeout_ms;
@@ -55,6 +58,7 @@ struct conn {
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void drain_ev_cb(evutil_socket_t fd, short what, void *arg);
 
 static uint64_t now_ms(void)
 {
@@ -310,6 +314,7 @@ struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr 
 	buf_init(&conn->line, 0);
 	conn->deferred = event_new(base, -1, 0, deferred_cb, conn);
 	conn->flush_timer = evtimer_new(base, flush_timer_cb, conn);
+	conn->drain_ev = evtimer_new(base, drain_ev_cb, conn);
 	conn->command_timer = evtimer_new(base, command_timer_cb, conn);
 	conn->session_timer = evtimer_new(base, session_timer_cb, conn);
 	net_addr_from_sockaddr(&conn->peer_addr, peer);
@@ -365,6 +370,7 @@ void conn_free(struct conn **connp)
 		bufferevent_free(conn->bev);
 	event_free(conn->deferred);
 	event_free(conn->flush_timer);
+	event_free(conn->drain_ev);
 	event_free(conn->command_timer);
 	event_free(conn->session_timer);
 	buf_deinit(&conn->line);
@@ -580,9 +586,40 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	process_input(conn);
 }
 
+/* Fires the drain callback when the output is low enough. The TLS filter
+ * does not report progress of the socket buffer below it, so while that
+ * one still holds too much, poll briefly. */
+static void check_drained(struct conn *conn)
+{
+	if (conn->drain_fn == NULL || conn->closing)
+		return;
+	if (conn_output_pending(conn) <= conn->drain_low) {
+		void (*fn)(void *ctx) = conn->drain_fn;
+		conn->drain_fn = NULL;
+		fn(conn->ctx);
+	} else if (bufferevent_get_underlying(conn->bev) != NULL) {
+		struct timeval tv = { 0, 10000 };
+		evtimer_add(conn->drain_ev, &tv);
+	}
+}
+
+static void drain_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	check_drained(arg);
+}
+
+void conn_when_drained(struct conn *conn, size_t low, void (*fn)(void *ctx))
+{
+	conn->drain_fn = fn;
+	conn->drain_low = low;
+	bufferevent_setwatermark(conn->bev, EV_WRITE, low, 0);
+	event_active(conn->drain_ev, EV_TIMEOUT, 0);
+}
+
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *conn = arg;
+	check_drained(conn);
 	if (conn->closing && conn->close_reason != CONN_CLOSE_TIMEOUT)
 		try_finish_close(conn);
 	else if (conn->closing && conn_output_pending(conn) == 0)

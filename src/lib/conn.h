@@ -86,6 +86,11 @@ void conn_printf(struct conn *conn, const char *fmt, ...) __attribute__((format(
 /* Queues the buffer's contents without copying; takes ownership of b's data. */
 void conn_write_buf(struct conn *conn, struct buf *b);
 size_t conn_output_pending(const struct conn *conn);
+/* Calls fn(ctx) once, from the event loop and never from inside this call,
+ * when the queued output has fallen to at most low octets: how a session
+ * streams a large reply without queueing it whole. One request at a time;
+ * a new one replaces the old. Not called once the connection is closing. */
+void conn_when_drained(struct conn *conn, size_t low, void (*fn)(void *ctx));
 
 void conn_pause(struct conn *conn);
 void conn_resume(struct conn *conn);

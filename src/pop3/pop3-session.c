@@ -35,6 +35,10 @@
 #include "store.h"
 #include "worker-pool.h"
 
+/* RETR/TOP stream in pieces of this size, the next one read when the
+ * queued output falls under the low-water mark. */
+#define POP3_READ_PIECE (128 * 1024)
+#define POP3_READ_LOW_WATER (32 * 1024)
 #define POP3_PLAINTEXT_REFUSED \
 	"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections (use STLS)"
 
@@ -70,6 +74,8 @@ struct pop3_session {
 	unsigned int job_msg;
 	long job_lines;
 	struct buf job_out;
+	struct store_reader *reader; /* RETR/TOP being streamed */
+	bool reader_done, reader_started;
 	unsigned int *job_indexes;
 	unsigned int job_index_count;
 };
@@ -592,8 +598,12 @@ static void job_work(struct worker_job *job)
 	}
 	case JOB_READ:
 		buf_reset(&s->job_out);
-		s->job_status = store_message_read_pop3(s->md, s->job_msg, s->job_lines,
-							&s->job_out);
+		s->job_status = STORE_OK;
+		if (s->reader == NULL)
+			s->job_status = store_reader_open(s->md, s->job_msg, s->job_lines, &s->reader);
+		if (s->job_status == STORE_OK)
+			s->job_status = store_reader_read(s->reader, POP3_READ_PIECE, &s->job_out,
+							  &s->reader_done);
 		break;
 	case JOB_EXPUNGE:
 		s->job_status = store_maildrop_expunge(s->md, s->job_indexes, s->job_index_count);
@@ -607,6 +617,52 @@ static void delay_done(evutil_socket_t fd, short what, void *arg)
 	struct pop3_session *s = arg;
 	bad_command(s, "-ERR [AUTH] Invalid user name or password");
 	conn_resume(s->conn);
+}
+
+/* The output has drained: read the next piece of the message. */
+static void read_more(void *ctx)
+{
+	struct pop3_session *s = ctx;
+	run_job(s, JOB_READ);
+}
+
+/* A piece of a RETR/TOP has been read. The status line goes out with the
+ * first piece; later pieces are read only once the client has taken most
+ * of the previous one, so a 25 MiB message never sits in memory whole.
+ * Returns true when the command is finished. */
+static bool read_piece_done(struct pop3_session *s, enum store_status st)
+{
+	bool first = s->reader_started == false;
+	if (st != STORE_OK) {
+		store_reader_free(&s->reader);
+		s->reader_started = false;
+		if (first) {
+			pop3_store_error(s, st);
+			return true;
+		}
+		/* The status line is out: a multi-line reply cannot turn into an
+		 * error any more, so the only honest end is to close. */
+		log_error("pop3 #%llu: message %u became unreadable while being sent (%s); closing",
+			  (unsigned long long)s->id, s->job_msg + 1, store_status_name(st));
+		conn_close(s->conn);
+		return true;
+	}
+	if (first) {
+		s->reader_started = true;
+		if (s->job_lines < 0)
+			conn_printf(s->conn, "+OK %llu octets\r\n",
+				    (unsigned long long)s->md->entries[s->job_msg].size);
+		else
+			reply(s, "+OK");
+	}
+	conn_write_buf(s->conn, &s->job_out);
+	if (!s->reader_done) {
+		conn_when_drained(s->conn, POP3_READ_LOW_WATER, read_more);
+		return false;
+	}
+	store_reader_free(&s->reader);
+	s->reader_started = false;
+	return true;
 }
 
 static void job_done(struct worker_job *job)
@@ -645,16 +701,8 @@ static void job_done(struct worker_job *job)
 		}
 		break;
 	case JOB_READ:
-		if (st != STORE_OK) {
-			pop3_store_error(s, st);
-			break;
-		}
-		if (s->job_lines < 0)
-			conn_printf(s->conn, "+OK %llu octets\r\n",
-				    (unsigned long long)s->md->entries[s->job_msg].size);
-		else
-			reply(s, "+OK");
-		conn_write_buf(s->conn, &s->job_out);
+		if (!read_piece_done(s, st))
+			return; /* more to stream; input stays paused */
 		break;
 	case JOB_EXPUNGE:
 		free(s->job_indexes);
@@ -693,6 +741,7 @@ static void pop3_session_free(struct pop3_session *s)
 	if (s->delay_timer != NULL)
 		event_free(s->delay_timer);
 	conn_free(&s->conn);
+	store_reader_free(&s->reader);
 	store_maildrop_free(&s->md);
 	free(s->deleted);
 	free(s->job_indexes);
