@@ -594,41 +594,79 @@ static enum store_status put_chunks(struct cass_store *c, const struct store_del
 	return st;
 }
 
+static enum store_status put_listing(struct cass_store *c, const struct uuid *mbox,
+				     const struct uuid *id, int64_t size, const char *uidl,
+				     const void *prefix, size_t prefix_len, int64_t body_size,
+				     int chunks)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, mbox->b);
+	cql_values_add_uuid(v, id->b);
+	cql_values_add_bigint(v, size);
+	cql_values_add_text(v, uidl);
+	cql_values_add_blob(v, prefix, prefix_len);
+	cql_values_add_bigint(v, body_size);
+	cql_values_add_int(v, chunks);
+	enum store_status st = run(c, Q(c, q, "INSERT INTO {ks}.listing (mailbox_id, message_id,"
+					      " size, uidl, prefix, body_size, chunks)"
+					      " VALUES (?, ?, ?, ?, ?, ?, ?)"),
+				   v, c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+/* A retried delivery (same message id) finds the body_refs row of its
+ * first attempt: the copy keeps that attempt's UIDL and header prefix (the
+ * listing row is written again from it, in case the first attempt stopped
+ * before it), and a copy the user has deleted since is not brought back.
+ * Returns 1 when the row was found and handled, 0 when there is none. */
+static int retry_of_earlier(struct cass_store *c, const struct uuid *mbox,
+			    struct store_delivery *d, struct store_rcpt *r, int chunks,
+			    enum store_status *st_r)
+{
+	char q[512];
+	struct cql_values *k = cql_values_create();
+	cql_values_add_uuid(k, d->message_id.b);
+	cql_values_add_uuid(k, mbox->b);
+	struct cql_result *res = NULL;
+	*st_r = run(c, Q(c, q, "SELECT uidl, prefix, size, deleted FROM {ks}.body_refs"
+			       " WHERE message_id = ? AND mailbox_id = ?"), k, c->read_cl, &res);
+	cql_values_free(&k);
+	if (*st_r != STORE_OK)
+		return 1;
+	struct cql_slice u, prefix;
+	int64_t size = 0;
+	bool deleted = false;
+	int found = 0;
+	if (cql_result_next_row(res) && cql_result_get_text(res, 0, &u) == 1 &&
+	    u.len < sizeof(r->uidl) && cql_result_get_blob(res, 1, &prefix) >= 0 &&
+	    cql_result_get_bigint(res, 2, &size) == 1) {
+		found = 1;
+		cql_result_get_bool(res, 3, &deleted);
+		memcpy(r->uidl, u.data, u.len);
+		r->uidl[u.len] = '\0';
+		if (!deleted)
+			*st_r = put_listing(c, mbox, &d->message_id, size, r->uidl, prefix.data,
+					    prefix.len, (int64_t)d->body_len, chunks);
+	}
+	cql_result_free(&res);
+	return found;
+}
+
 static enum store_status put_rows(struct cass_store *c, struct store_delivery *d,
 				  struct store_rcpt *r, int chunks)
 {
 	char q[512];
 	struct uuid mbox;
 	uuid_v5(r->address, strlen(r->address), &mbox);
+	enum store_status st;
+	if (retry_of_earlier(c, &mbox, d, r, chunks, &st))
+		return st;
 	char uidl[72];
-	bool have_uidl = false;
 	if (c->store.set.pop3_ids == STORE_POP3_IDS_UID) {
-		/* A retried delivery keeps the UID its first attempt recorded:
-		 * UIDLs never change. */
-		struct cql_values *k = cql_values_create();
-		cql_values_add_uuid(k, d->message_id.b);
-		cql_values_add_uuid(k, mbox.b);
-		struct cql_result *res = NULL;
-		enum store_status st = run(c, Q(c, q, "SELECT uidl FROM {ks}.body_refs"
-						      " WHERE message_id = ? AND mailbox_id = ?"),
-					   k, c->read_cl, &res);
-		cql_values_free(&k);
-		if (st != STORE_OK)
-			return st;
-		struct cql_slice u;
-		if (cql_result_next_row(res) && cql_result_get_text(res, 0, &u) == 1 &&
-		    u.len < sizeof(uidl)) {
-			memcpy(uidl, u.data, u.len);
-			uidl[u.len] = '\0';
-			have_uidl = true;
-		}
-		cql_result_free(&res);
-	}
-	if (have_uidl) {
-		/* kept from the first attempt */
-	} else if (c->store.set.pop3_ids == STORE_POP3_IDS_UID) {
 		uint32_t uid = 0;
-		enum store_status st = allocate_uid(c, &mbox, &uid);
+		st = allocate_uid(c, &mbox, &uid);
 		if (st != STORE_OK)
 			return st;
 		store_uidl_from_uid(uid, uidvalidity_of(&mbox), uidl);
@@ -647,24 +685,14 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 	cql_values_add_blob(v, r->prefix, prefix_len);
 	cql_values_add_bigint(v, (int64_t)d->body_len);
 	cql_values_add_int(v, chunks);
-	enum store_status st = run(c, Q(c, q, "INSERT INTO {ks}.body_refs (message_id, mailbox_id,"
-					      " size, uidl, prefix, body_size, chunks)"
-					      " VALUES (?, ?, ?, ?, ?, ?, ?)"),
-				   v, c->write_cl, NULL);
-	if (st == STORE_OK) {
-		cql_values_clear(v);
-		cql_values_add_uuid(v, mbox.b);
-		cql_values_add_uuid(v, d->message_id.b);
-		cql_values_add_bigint(v, size);
-		cql_values_add_text(v, uidl);
-		cql_values_add_blob(v, r->prefix, prefix_len);
-		cql_values_add_bigint(v, (int64_t)d->body_len);
-		cql_values_add_int(v, chunks);
-		st = run(c, Q(c, q, "INSERT INTO {ks}.listing (mailbox_id, message_id, size, uidl,"
-				    " prefix, body_size, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)"),
-			 v, c->write_cl, NULL);
-	}
+	st = run(c, Q(c, q, "INSERT INTO {ks}.body_refs (message_id, mailbox_id,"
+			    " size, uidl, prefix, body_size, chunks)"
+			    " VALUES (?, ?, ?, ?, ?, ?, ?)"),
+		 v, c->write_cl, NULL);
 	cql_values_free(&v);
+	if (st == STORE_OK)
+		st = put_listing(c, &mbox, &d->message_id, size, uidl, r->prefix, prefix_len,
+				 (int64_t)d->body_len, chunks);
 	if (st == STORE_OK)
 		str_copy(r->uidl, uidl, sizeof(r->uidl));
 	return st;

@@ -28,6 +28,8 @@ static const char *backend;
 static const char *base_dir;
 static enum store_pop3_ids mode;
 static char data_dir[PATH_MAX];
+static char keyspace[64];      /* cassandra: a fresh keyspace per run */
+static const char *contact;    /* cassandra: contact point */
 static struct store *store;
 
 #define CHECK_ST(expr, want) do { enum store_status _s = (expr), _w = (want); test_checks++; \
@@ -41,6 +43,10 @@ static struct store *open_store(void)
 		.backend = backend,
 		.data_dir = data_dir,
 		.pop3_ids = mode,
+		.contact_points = contact,
+		.local_dc = "dc1",
+		.keyspace = keyspace,
+		.replication = "dc1:1",
 	};
 	const char *error = NULL;
 	struct store *s = store_open(&set, &error);
@@ -1120,6 +1126,13 @@ static void run_suite(void)
 	} else {
 		data_dir[0] = '\0';
 	}
+	if (strcmp(backend, "cassandra") == 0) {
+		struct uuid u;
+		char text[UUID_STR_LEN + 1];
+		timeuuid_generate(&u);
+		uuid_format(&u, text);
+		snprintf(keyspace, sizeof(keyspace), "contract_%.8s%.4s", text, text + 9);
+	}
 	store = open_store();
 	CHECK_STR(store_backend_name(store), backend);
 	test_domains();
@@ -1146,12 +1159,15 @@ static void run_suite(void)
 
 int main(int argc, char **argv)
 {
-	if (argc < 2 || (strcmp(argv[1], "sqlite") == 0 && argc < 3)) {
-		fprintf(stderr, "usage: %s mem | sqlite BASEDIR\n", argv[0]);
+	if (argc < 2 || ((strcmp(argv[1], "sqlite") == 0 || strcmp(argv[1], "cassandra") == 0) &&
+			 argc < 3)) {
+		fprintf(stderr, "usage: %s mem | sqlite BASEDIR | cassandra CONTACT_POINT\n", argv[0]);
 		return 2;
 	}
 	backend = argv[1];
 	base_dir = argc > 2 ? argv[2] : ".";
+	if (strcmp(backend, "cassandra") == 0)
+		contact = argv[2];
 
 	struct store_settings bad = { .backend = "no-such-backend" };
 	const char *error = NULL;
