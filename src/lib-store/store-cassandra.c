@@ -661,7 +661,8 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 	struct uuid mbox;
 	uuid_v5(r->address, strlen(r->address), &mbox);
 	enum store_status st;
-	if (retry_of_earlier(c, &mbox, d, r, chunks, &st))
+	/* Only a second attempt with this id can find an earlier one. */
+	if (d->attempts > 1 && retry_of_earlier(c, &mbox, d, r, chunks, &st))
 		return st;
 	char uidl[72];
 	if (c->store.set.pop3_ids == STORE_POP3_IDS_UID) {

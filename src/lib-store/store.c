@@ -129,6 +129,7 @@ enum store_status store_user_list(struct store *store, struct buf *out)
 void store_delivery_init(struct store_delivery *d)
 {
 	timeuuid_generate(&d->message_id);
+	d->attempts = 0;
 }
 
 enum store_status store_deliver(struct store *store, struct store_delivery *d)
@@ -139,6 +140,7 @@ enum store_status store_deliver(struct store *store, struct store_delivery *d)
 		d->rcpts[i].status = STORE_TEMPFAIL;
 		d->rcpts[i].uidl[0] = '\0';
 	}
+	d->attempts++;
 	return store->v->deliver(store, d);
 }
 

@@ -111,6 +111,7 @@ struct store_delivery {
 	size_t body_len;
 	struct store_rcpt *rcpts;
 	unsigned int rcpt_count;
+	unsigned int attempts;    /* store_deliver() calls so far with this id */
 };
 
 /* Mints the message id. Call once per message, before the first attempt. */

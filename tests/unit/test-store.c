@@ -76,8 +76,10 @@ static enum store_status deliver1(const char *rcpt, const char *prefix, const ch
 	struct store_rcpt r = { .address = rcpt, .prefix = prefix };
 	struct store_delivery d = { .body = body, .body_len = len, .rcpts = &r, .rcpt_count = 1 };
 	store_delivery_init(&d);
-	if (id != NULL)
+	if (id != NULL) {
 		d.message_id = *id;
+		d.attempts = 1; /* this id may have been used: a retry */
+	}
 	enum store_status st = store_deliver(store, &d);
 	if (st == STORE_OK)
 		st = r.status;
