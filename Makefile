@@ -31,6 +31,9 @@ integration: build
 # Cassandra-store and embedded-store integration suites (it starts a real
 # Cassandra node itself), the integration suite again on Cassandra, and the
 # sanitizer build. TERN_SKIP_CASSANDRA=1 skips what needs Cassandra.
+# A test node creates and drops many keyspaces: give it room.
+export TERN_CASSANDRA_HEAP ?= 1g
+
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure
 	TERN_BIN=$(CURDIR)/$(BUILD)/tern $(PYTEST) -q tests

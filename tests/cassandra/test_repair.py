@@ -8,7 +8,7 @@ import uuid
 
 from integration.helpers import make_message
 
-import cqlquery
+from integration import cqlquery
 
 # tern's namespace for mailbox ids (src/lib/uuid.c)
 MAILBOX_NS = uuid.UUID("3c6f1e52-8a41-4d0b-9e27-5ac4117de093")

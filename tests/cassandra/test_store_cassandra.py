@@ -8,7 +8,7 @@ import uuid
 
 from integration.helpers import make_message
 
-import cqlquery
+from integration import cqlquery
 
 LWT_LINE = re.compile(r"cassandra: (\d+) requests, (\d+) errors, (\d+) retries, "
                       r"(\d+) conditional statements \(LWT\), (\d+) serial reads")

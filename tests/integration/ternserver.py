@@ -365,6 +365,25 @@ class TernServer:
 
 
 class ServerPool:
+    def drop_keyspaces(self):
+        """Cassandra keeps every table of every keyspace in its heap: drop
+        the keyspaces of this pool's servers once they are stopped, so a
+        long run does not exhaust the test node. Best effort."""
+        from . import cqlquery
+        seen = set()
+        for s in self.servers:
+            c = s.sections.get("cassandra")
+            if s.sections["store"].get("backend") != "cassandra" or not c:
+                continue
+            key = (c["contact_points"].split(",")[0].strip(), c["keyspace"])
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                cqlquery.query(key[0], "DROP KEYSPACE IF EXISTS %s" % key[1], timeout=60)
+            except Exception:
+                pass
+
     def __init__(self, binary, tmp_factory, cert):
         self.binary = binary
         self.tmp_factory = tmp_factory
@@ -386,5 +405,6 @@ class ServerPool:
                 s.stop()
             except AssertionError as e:
                 errors.append(str(e))
+        self.drop_keyspaces()
         if errors:
             pytest.fail("\n\n".join(errors))
