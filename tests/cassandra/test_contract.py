@@ -13,3 +13,10 @@ def test_store_contract_on_cassandra(cassandra_node, tern_bin):
                        timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert ", 0 failed" in r.stdout
+    # The suite makes a keyspace per mode; drop them (the node's heap holds
+    # every table).
+    from integration import cqlquery
+    for row in cqlquery.query(cassandra_node, "SELECT keyspace_name FROM system_schema.keyspaces"):
+        name = row[0].decode()
+        if name.startswith("contract_"):
+            cqlquery.query(cassandra_node, "DROP KEYSPACE IF EXISTS %s" % name, timeout=60)
