@@ -290,59 +290,88 @@ static enum store_status write1(struct cass_store *c, const char *fmt, const cha
 	return st;
 }
 
-/* Runs a read with up to one text parameter; appends column 0 of each row
- * (text) and '\n' to out when given. NOTFOUND when there is no row. */
-static enum store_status read_text(struct cass_store *c, const char *fmt, const char *a,
-				   struct buf *out, bool one)
+/* Calls fn for every row of the statement's result, page by page, at cl;
+ * fn returns false to stop early. *rows_r counts the rows seen. */
+typedef bool row_fn(void *ctx, struct cql_result *res);
+
+static enum store_status for_each_row(struct cass_store *c, const char *tmpl,
+				      const struct cql_values *v, enum cql_consistency cl,
+				      unsigned int timeout_ms, row_fn *fn, void *ctx,
+				      uint64_t *rows_r)
 {
 	char q[512];
-	struct cql_values *v = cql_values_create();
-	if (a != NULL)
-		cql_values_add_text(v, a);
-	enum store_status st = STORE_OK;
-	const void *paging = NULL;
-	size_t paging_len = 0;
-	struct cql_prepared *stmt;
 	struct cql_error err;
-	unsigned int rows = 0;
-	Q(c, q, fmt);
-	stmt = cql_prepare(c->session, q, &err);
-	if (stmt == NULL) {
-		cql_values_free(&v);
+	struct cql_prepared *stmt = cql_prepare(c->session, Q(c, q, tmpl), &err);
+	*rows_r = 0;
+	if (stmt == NULL)
 		return status_from_error(&err, q);
-	}
-	struct cql_result *res = NULL;
-	do {
+	struct buf paging;
+	buf_init(&paging, 0);
+	enum store_status st = STORE_OK;
+	bool more = true, first = true, go_on = true;
+	while (more && go_on) {
 		struct cql_query_opts opts;
 		cql_query_opts_init(&opts);
-		opts.consistency = c->read_cl;
+		opts.consistency = cl;
 		opts.idempotent = true;
 		opts.page_size = LISTING_PAGE;
-		opts.paging_state = paging;
-		opts.paging_state_len = paging_len;
-		struct cql_result *next = NULL;
-		if (cql_execute(c->session, stmt, v, &opts, &next, &err) < 0) {
+		opts.timeout_ms = timeout_ms;
+		if (!first) {
+			opts.paging_state = paging.data;
+			opts.paging_state_len = paging.len;
+		}
+		first = false;
+		struct cql_result *res = NULL;
+		if (cql_execute(c->session, stmt, v, &opts, &res, &err) < 0) {
 			st = status_from_error(&err, q);
 			break;
 		}
-		cql_result_free(&res);
-		res = next;
-		while (cql_result_next_row(res)) {
-			struct cql_slice s;
-			rows++;
-			if (out != NULL && cql_result_get_text(res, 0, &s) == 1) {
-				buf_append(out, s.data, s.len);
-				if (!one)
-					buf_append_c(out, '\n');
-			}
-			if (one)
-				break;
+		while (go_on && cql_result_next_row(res)) {
+			(*rows_r)++;
+			go_on = fn(ctx, res);
 		}
-		paging = NULL;
-		if (!one && !cql_result_paging_state(res, &paging, &paging_len))
-			paging = NULL;
-	} while (paging != NULL);
-	cql_result_free(&res);
+		const void *ps;
+		size_t pslen;
+		more = cql_result_paging_state(res, &ps, &pslen);
+		if (more) {
+			buf_reset(&paging);
+			buf_append(&paging, ps, pslen);
+		}
+		cql_result_free(&res);
+	}
+	buf_deinit(&paging);
+	return st;
+}
+
+struct text_rows {
+	struct buf *out;
+	bool one;
+};
+
+static bool text_row(void *ctx, struct cql_result *res)
+{
+	struct text_rows *t = ctx;
+	struct cql_slice s;
+	if (t->out != NULL && cql_result_get_text(res, 0, &s) == 1) {
+		buf_append(t->out, s.data, s.len);
+		if (!t->one)
+			buf_append_c(t->out, '\n');
+	}
+	return !t->one;
+}
+
+/* Runs a read with up to one text parameter; appends column 0 of each row
+ * (text) and '\n' to out when given (only the first row when one).
+ * NOTFOUND when there is no row. */
+static enum store_status read_text(struct cass_store *c, const char *tmpl, const char *a,
+				   struct buf *out, bool one)
+{
+	struct cql_values *v = cql_values_create();
+	if (a != NULL)
+		cql_values_add_text(v, a);
+	struct text_rows t = { out, one };
+	uint64_t rows;
+	enum store_status st = for_each_row(c, tmpl, v, c->read_cl, 0, text_row, &t, &rows);
 	cql_values_free(&v);
 	if (st == STORE_OK && rows == 0)
 		return STORE_NOTFOUND;
@@ -737,6 +766,34 @@ static enum store_status cass_deliver(struct store *store, struct store_delivery
 
 /* --- POP3 --- */
 
+struct listing_rows {
+	struct store_maildrop *md;
+	unsigned int alloc;
+};
+
+static bool listing_row(void *ctx, struct cql_result *res)
+{
+	struct listing_rows *l = ctx;
+	struct store_maildrop *md = l->md;
+	if (md->count == l->alloc) {
+		l->alloc = l->alloc ? l->alloc * 2 : 64;
+		md->entries = xrealloc(md->entries, l->alloc * sizeof(*md->entries));
+	}
+	struct store_listing_entry *e = &md->entries[md->count];
+	int64_t size = 0;
+	struct cql_slice u;
+	if (cql_result_get_uuid(res, 0, e->id.b) != 1 || cql_result_get_bigint(res, 1, &size) != 1 ||
+	    cql_result_get_text(res, 2, &u) != 1)
+		return true; /* a half-written row: repair's business */
+	e->size = (uint64_t)size;
+	size_t n = u.len < sizeof(e->uidl) - 1 ? u.len : sizeof(e->uidl) - 1;
+	memcpy(e->uidl, u.data, n);
+	e->uidl[n] = '\0';
+	md->total_size += e->size;
+	md->count++;
+	return true;
+}
+
 static enum store_status cass_maildrop_read(struct store *store, struct store_maildrop *md)
 {
 	struct cass_store *c = (struct cass_store *)store;
@@ -744,57 +801,12 @@ static enum store_status cass_maildrop_read(struct store *store, struct store_ma
 					 md->address, NULL, true);
 	if (st != STORE_OK)
 		return st;
-	char q[512];
-	struct cql_error err;
-	struct cql_prepared *stmt = cql_prepare(
-		c->session, Q(c, q, "SELECT message_id, size, uidl FROM {ks}.listing WHERE mailbox_id = ?"),
-		&err);
-	if (stmt == NULL)
-		return status_from_error(&err, q);
 	struct cql_values *v = cql_values_create();
 	cql_values_add_uuid(v, md->mailbox_id.b);
-	const void *paging = NULL;
-	size_t paging_len = 0;
-	struct cql_result *res = NULL;
-	unsigned int alloc = 0;
-	do {
-		struct cql_query_opts opts;
-		cql_query_opts_init(&opts);
-		opts.consistency = c->read_cl;
-		opts.idempotent = true;
-		opts.page_size = LISTING_PAGE;
-		opts.paging_state = paging;
-		opts.paging_state_len = paging_len;
-		struct cql_result *next = NULL;
-		if (cql_execute(c->session, stmt, v, &opts, &next, &err) < 0) {
-			st = status_from_error(&err, "read listing");
-			break;
-		}
-		cql_result_free(&res);
-		res = next;
-		while (cql_result_next_row(res)) {
-			if (md->count == alloc) {
-				alloc = alloc ? alloc * 2 : 64;
-				md->entries = xrealloc(md->entries, alloc * sizeof(*md->entries));
-			}
-			struct store_listing_entry *e = &md->entries[md->count];
-			int64_t size = 0;
-			struct cql_slice u;
-			if (cql_result_get_uuid(res, 0, e->id.b) != 1 ||
-			    cql_result_get_bigint(res, 1, &size) != 1 ||
-			    cql_result_get_text(res, 2, &u) != 1)
-				continue; /* a half-written row: repair's business */
-			e->size = (uint64_t)size;
-			size_t n = u.len < sizeof(e->uidl) - 1 ? u.len : sizeof(e->uidl) - 1;
-			memcpy(e->uidl, u.data, n);
-			e->uidl[n] = '\0';
-			md->total_size += e->size;
-			md->count++;
-		}
-		if (!cql_result_paging_state(res, &paging, &paging_len))
-			paging = NULL;
-	} while (paging != NULL);
-	cql_result_free(&res);
+	struct listing_rows l = { md, 0 };
+	uint64_t rows;
+	st = for_each_row(c, "SELECT message_id, size, uidl FROM {ks}.listing WHERE mailbox_id = ?",
+			  v, c->read_cl, 0, listing_row, &l, &rows);
 	cql_values_free(&v);
 	return st;
 }
@@ -1049,51 +1061,28 @@ struct repair_ctx {
 
 typedef enum store_status scan_row_fn(struct repair_ctx *rc, struct cql_result *row);
 
+struct scan_ctx {
+	struct repair_ctx *rc;
+	scan_row_fn *fn;
+	enum store_status st;
+};
+
+static bool scan_row(void *ctx, struct cql_result *res)
+{
+	struct scan_ctx *sc = ctx;
+	pace(&sc->rc->pacer);
+	sc->st = sc->fn(sc->rc, res);
+	return sc->st == STORE_OK;
+}
+
 /* Pages through a whole table at the read consistency. */
 static enum store_status scan(struct repair_ctx *rc, const char *tmpl, scan_row_fn *fn)
 {
-	struct cass_store *c = rc->c;
-	char q[512];
-	struct cql_error err;
-	struct cql_prepared *stmt = cql_prepare(c->session, Q(c, q, tmpl), &err);
-	if (stmt == NULL)
-		return status_from_error(&err, q);
-	struct buf paging;
-	buf_init(&paging, 0);
-	bool more = true, first = true;
-	enum store_status st = STORE_OK;
-	while (more && st == STORE_OK) {
-		struct cql_query_opts opts;
-		cql_query_opts_init(&opts);
-		opts.consistency = c->read_cl;
-		opts.idempotent = true;
-		opts.page_size = 1000;
-		opts.timeout_ms = 60000;
-		if (!first) {
-			opts.paging_state = paging.data;
-			opts.paging_state_len = paging.len;
-		}
-		first = false;
-		struct cql_result *res = NULL;
-		if (cql_execute(c->session, stmt, NULL, &opts, &res, &err) < 0) {
-			st = status_from_error(&err, "repair scan");
-			break;
-		}
-		while (st == STORE_OK && cql_result_next_row(res)) {
-			pace(&rc->pacer);
-			st = fn(rc, res);
-		}
-		const void *ps;
-		size_t pslen;
-		more = cql_result_paging_state(res, &ps, &pslen);
-		if (more) {
-			buf_reset(&paging);
-			buf_append(&paging, ps, pslen);
-		}
-		cql_result_free(&res);
-	}
-	buf_deinit(&paging);
-	return st;
+	struct scan_ctx sc = { rc, fn, STORE_OK };
+	uint64_t rows;
+	enum store_status st = for_each_row(rc->c, tmpl, NULL, rc->c->read_cl, 60000, scan_row,
+					    &sc, &rows);
+	return st != STORE_OK ? st : sc.st;
 }
 
 /* Whether a row exists for the statement and two uuids, at cl. 1 / 0 / -1. */
