@@ -86,6 +86,7 @@ class Tern:
 
 def lmtp_session(port, rcpts, count, latencies):
     s = socket.create_connection(("127.0.0.1", port), 30)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as MTAs do
     f = s.makefile("rb")
 
     def reply():

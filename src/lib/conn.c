@@ -14,6 +14,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
@@ -319,6 +320,10 @@ struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr 
 	conn->session_timer = evtimer_new(base, session_timer_cb, conn);
 	net_addr_from_sockaddr(&conn->peer_addr, peer);
 	evutil_make_socket_nonblocking(fd);
+	/* Replies are small and often follow one another (pipelining, a
+	 * status line before a message): never hold one back for an ACK. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
 	if (peer->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)peer;
