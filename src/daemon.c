@@ -26,6 +26,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "log.h"
+#include "net.h"
 #include "pop3-session.h"
 #include "serve.h"
 #include "smtp-session.h"
@@ -260,63 +261,53 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 	log_error("accept: %s", evutil_socket_error_to_string(err));
 }
 
-/* Binds every host:port of a listen list. 0 or -1 with a message logged. */
+struct bind_ctx {
+	struct serve_state *ss;
+	enum listener_kind kind;
+	const char *what;
+};
+
+static int bind_one(void *ctx, const char *host, const char *port)
+{
+	struct bind_ctx *b = ctx;
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	int gai = getaddrinfo(*host == '\0' || strcmp(host, "*") == 0 ? NULL : host, port, &hints,
+			      &res);
+	if (gai != 0) {
+		log_error("%s listen %s:%s: %s", b->what, host, port, gai_strerror(gai));
+		return -1;
+	}
+	struct listener *li = xcalloc(1, sizeof(*li));
+	li->d = &b->ss->d;
+	li->kind = b->kind;
+	li->l = evconnlistener_new_bind(b->ss->d.base, accept_cb, li,
+					LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+						LEV_OPT_CLOSE_ON_EXEC,
+					512, res->ai_addr, (int)res->ai_addrlen);
+	freeaddrinfo(res);
+	if (li->l == NULL) {
+		log_error("%s: cannot listen on %s:%s: %s", b->what, host, port, strerror(errno));
+		free(li);
+		return -1;
+	}
+	evconnlistener_set_error_cb(li->l, accept_error_cb);
+	li->next = b->ss->listeners;
+	b->ss->listeners = li;
+	log_info("%s listening on %s:%s", b->what, host, port);
+	return 0;
+}
+
+/* Binds every host:port of a listen list (checked when the settings were
+ * read). 0 or -1 with a message logged. */
 static int bind_list(struct serve_state *ss, const char *list, enum listener_kind kind,
 		     const char *what)
 {
 	if (list == NULL || *list == '\0')
 		return 0;
-	char *copy = xstrdup(list);
-	char *save = NULL;
-	int ret = 0;
-	for (char *item = strtok_r(copy, ",", &save); item != NULL && ret == 0;
-	     item = strtok_r(NULL, ",", &save)) {
-		while (*item == ' ')
-			item++;
-		size_t n = strlen(item);
-		while (n > 0 && item[n - 1] == ' ')
-			item[--n] = '\0';
-		char *colon = strrchr(item, ':');
-		*colon = '\0';
-		const char *host = item, *port = colon + 1;
-		if (host[0] == '[') {
-			host++;
-			char *rb = strchr(host, ']');
-			if (rb != NULL)
-				*rb = '\0';
-		}
-		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-					  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-		struct addrinfo *res = NULL;
-		int gai = getaddrinfo(*host == '\0' || strcmp(host, "*") == 0 ? NULL : host, port,
-				      &hints, &res);
-		if (gai != 0) {
-			log_error("%s listen %s:%s: %s", what, host, port, gai_strerror(gai));
-			ret = -1;
-			break;
-		}
-		struct listener *li = xcalloc(1, sizeof(*li));
-		li->d = &ss->d;
-		li->kind = kind;
-		li->l = evconnlistener_new_bind(ss->d.base, accept_cb, li,
-						LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-							LEV_OPT_CLOSE_ON_EXEC,
-						512, res->ai_addr, (int)res->ai_addrlen);
-		freeaddrinfo(res);
-		if (li->l == NULL) {
-			log_error("%s: cannot listen on %s:%s: %s", what, host, port,
-				  strerror(errno));
-			free(li);
-			ret = -1;
-			break;
-		}
-		evconnlistener_set_error_cb(li->l, accept_error_cb);
-		li->next = ss->listeners;
-		ss->listeners = li;
-		log_info("%s listening on %s:%s", what, host, port);
-	}
-	free(copy);
-	return ret;
+	struct bind_ctx b = { ss, kind, what };
+	return net_listen_list_foreach(list, bind_one, &b) == 0 ? 0 : -1;
 }
 
 static void free_listeners(struct serve_state *ss)

@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "ini.h"
+#include "net.h"
 
 enum key_type {
 	KEY_STRING, KEY_LISTEN, KEY_SIZE, KEY_UINT, KEY_ENUM,
@@ -157,37 +158,15 @@ static int parse_bool(const char *v, bool *b_r)
 }
 
 /* "host:port[, host:port ...]"; IPv6 hosts in brackets. */
+static int listen_ok(void *ctx, const char *host, const char *port)
+{
+	return 0;
+}
+
+/* "host:port[, host:port]"; IPv6 hosts in brackets. */
 static int check_listen(const char *v)
 {
-	char tmp[1024];
-	if (str_copy(tmp, v, sizeof(tmp)) >= sizeof(tmp))
-		return -1;
-	char *save = NULL;
-	int count = 0;
-	for (char *item = strtok_r(tmp, ",", &save); item != NULL;
-	     item = strtok_r(NULL, ",", &save)) {
-		while (*item == ' ')
-			item++;
-		size_t n = strlen(item);
-		while (n > 0 && item[n - 1] == ' ')
-			item[--n] = '\0';
-		char *colon = strrchr(item, ':');
-		if (colon == NULL || colon == item || colon[1] == '\0')
-			return -1;
-		/* An IPv6 address needs brackets: "[::1]:110". */
-		*colon = '\0';
-		if (strchr(item, ':') != NULL &&
-		    (item[0] != '[' || item[strlen(item) - 1] != ']'))
-			return -1;
-		const char *p = colon + 1;
-		long port = 0;
-		for (; *p >= '0' && *p <= '9' && port <= 65535; p++)
-			port = port * 10 + (*p - '0');
-		if (*p != '\0' || port < 1 || port > 65535)
-			return -1;
-		count++;
-	}
-	return count > 0 ? 0 : -1;
+	return net_listen_list_foreach(v, listen_ok, NULL);
 }
 
 static int on_section(void *ctx, const char *section, const char **error_r)

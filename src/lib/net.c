@@ -130,3 +130,54 @@ int net_range_list_parse(const char *text, struct net_range *ranges_r, size_t ma
 	}
 	return (int)n;
 }
+
+int net_listen_list_foreach(const char *list, net_listen_fn *fn, void *ctx)
+{
+	char *copy = xstrdup(list);
+	int ret = 0, count = 0;
+	char *p = copy;
+	while (ret == 0 && p != NULL) {
+		char *item = p;
+		char *comma = strchr(p, ',');
+		if (comma != NULL)
+			*comma = '\0';
+		p = comma != NULL ? comma + 1 : NULL;
+		while (*item == ' ')
+			item++;
+		size_t n = strlen(item);
+		while (n > 0 && item[n - 1] == ' ')
+			item[--n] = '\0';
+		char *colon = strrchr(item, ':');
+		if (colon == NULL || colon == item || colon[1] == '\0') {
+			ret = -1;
+			break;
+		}
+		*colon = '\0';
+		const char *port = colon + 1;
+		long num = 0;
+		const char *d = port;
+		for (; *d >= '0' && *d <= '9' && num <= 65535; d++)
+			num = num * 10 + (*d - '0');
+		if (*d != '\0' || num < 1 || num > 65535) {
+			ret = -1;
+			break;
+		}
+		char *host = item;
+		size_t hl = strlen(host);
+		if (host[0] == '[') {
+			if (hl < 2 || host[hl - 1] != ']') {
+				ret = -1;
+				break;
+			}
+			host[hl - 1] = '\0';
+			host++;
+		} else if (strchr(host, ':') != NULL) {
+			ret = -1; /* an IPv6 literal needs brackets */
+			break;
+		}
+		count++;
+		ret = fn(ctx, host, port);
+	}
+	free(copy);
+	return ret == 0 && count == 0 ? -1 : ret;
+}

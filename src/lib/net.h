@@ -38,4 +38,12 @@ bool net_range_match(const struct net_range *range, const struct net_addr *addr)
 int net_range_list_parse(const char *text, struct net_range *ranges_r, size_t max,
 			 const char **bad_r);
 
+/* Walks a listen list, "host:port[, host:port ...]", calling fn with each
+ * host (brackets of an IPv6 literal removed; "*" for any address)
+ * and port. Returns 0; -1 when an item is malformed (no host, no port, a port
+ * outside 1..65535, an IPv6 address without brackets) or the list is
+ * empty; or the first non-zero value fn returned. */
+typedef int net_listen_fn(void *ctx, const char *host, const char *port);
+int net_listen_list_foreach(const char *list, net_listen_fn *fn, void *ctx);
+
 #endif
