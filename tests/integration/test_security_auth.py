@@ -413,27 +413,30 @@ def delay_server(servers, initial="150ms", maximum="600ms"):
 
 
 def test_failure_delay_grows_per_ip_and_resets(servers):
-    s = delay_server(servers)
+    # Delays large against the noise of a check (argon2 and a store read,
+    # up to a few hundred ms on a loaded machine or on Cassandra): the
+    # assertions compare growth, never absolute times.
+    s = delay_server(servers, initial="400ms", maximum="1600ms")
     addr, pw = s.new_user("delay")
     with Pop3From(s.pop3_port) as p:
         times = [timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))[0] for _ in range(4)]
-    # 150, 300, 600, 600 ms: growing, then capped
-    assert times[1] > times[0] * 1.5 and times[2] > times[1] * 1.5, times
-    assert times[3] < times[2] * 1.6, times
+    # 400, 800, 1600, 1600 ms: doubling, then capped
+    assert times[1] - times[0] > 0.2 and times[2] - times[1] > 0.4, times
+    assert abs(times[3] - times[2]) < 0.4, times
     # the count belongs to the address, not the session: a new connection
     # from the same address waits the maximum
     with Pop3From(s.pop3_port) as p:
         t, r = timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))
-        assert r.startswith("-ERR [AUTH]") and t > times[0] * 2.5, (t, times)
+        assert r.startswith("-ERR [AUTH]") and t > times[0] + 0.6, (t, times)
         # a success forgets the address's failures
         assert p.cmd("AUTH PLAIN " + plain(addr, pw)).startswith("+OK")
     with Pop3From(s.pop3_port) as p:
         t, _ = timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))
-        assert t < times[2] * 0.7, (t, times)
+        assert t < times[2] - 0.4, (t, times)
     # another address has its own count; the trusted one has none
     with Pop3From(s.pop3_port, source="127.0.0.3") as p:
         t, _ = timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))
-        assert t < times[2] * 0.7, (t, times)
+        assert t < times[2] - 0.4, (t, times)
     with Pop3(s.pop3_port) as p:
         t, _ = timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))
         assert t < times[0], (t, times)
