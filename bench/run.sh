@@ -454,6 +454,7 @@ idle_run idle-tern "$T_POP3" "$IDLE" tern_pids
 TERN_IDLE_DEFAULT=$(get idle-tern held)
 if [ "$TERN_IDLE_DEFAULT" != "$IDLE" ]; then
 	log "tern's defaults held $TERN_IDLE_DEFAULT of $IDLE; again with [limits] max_connections raised"
+	ERRORS=$((ERRORS - 1)) # the refusals were the finding, shown in the table
 	stop_tern
 	start_tern "$WORK/tern/tern-raised.conf"
 	idle_run idle-tern-raised "$T_POP3" "$IDLE" tern_pids
@@ -508,7 +509,11 @@ row() { # label tern dovecot ratio-kind target
 	echo "password hashes: $SCHEME; $USERS users x $MSGS messages of $SIZE octets; runs of $SECS s, median of $ROUNDS round(s)"
 	echo "machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM; $(uname -sr)"
 	echo "load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "tern $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (with uncommitted changes in src/)'), $("$DOVECOT" --version | sed 's/^/Dovecot /')"
+	if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+		echo "tern $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src || echo ' (with uncommitted changes in src/)'), $("$DOVECOT" --version | sed 's/^/Dovecot /')"
+	else
+		echo "tern (not a git checkout), $("$DOVECOT" --version | sed 's/^/Dovecot /')"
+	fi
 } >>"$TABLE"
 
 echo
