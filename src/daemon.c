@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth-cache.h"
 #include "auth-penalty.h"
 #include "buf.h"
 #include "conn.h"
@@ -415,6 +416,7 @@ int serve(const struct tern_settings *set)
 						       : WORKER_THREADS_SQLITE);
 	d->penalty = auth_penalty_create(set->auth_failure_delay_initial_ms,
 					 set->auth_failure_delay_max_ms, set->auth_failure_reset_ms);
+	d->auth_cache = auth_cache_create(8192, set->auth_cache_ttl_ms);
 
 	int ret = 0;
 	if (bind_list(&ss, set->smtp_listen, L_SMTP, "smtp") < 0 ||
@@ -453,6 +455,7 @@ int serve(const struct tern_settings *set)
 		event_free(ss.shutdown_timer);
 	store_close(&d->store);
 	auth_penalty_destroy(&d->penalty);
+	auth_cache_destroy(&d->auth_cache);
 	SSL_CTX_free(d->tls);
 	event_base_free(d->base);
 	if (ret == 0)

@@ -16,6 +16,7 @@ struct event_base;
 struct worker_pool;
 struct store;
 struct auth_penalty;
+struct auth_cache;
 struct conn;
 typedef struct ssl_ctx_st SSL_CTX;
 
@@ -43,6 +44,7 @@ struct daemon {
 	const struct tern_settings *set;
 	SSL_CTX *tls;                  /* NULL when no certificate is configured */
 	struct auth_penalty *penalty;  /* failed-login delays per client address */
+	struct auth_cache *auth_cache; /* recent successful password checks */
 	uint64_t next_session_id;
 	struct daemon_session sessions; /* list head */
 	unsigned int session_count;    /* admitted sessions */

@@ -65,6 +65,7 @@ static const struct key_def keys[] = {
 	{ "auth", "failure_delay_initial", KEY_DURATION, OFF(auth_failure_delay_initial_ms), NULL },
 	{ "auth", "failure_delay_max", KEY_DURATION, OFF(auth_failure_delay_max_ms), NULL },
 	{ "auth", "failure_reset", KEY_DURATION, OFF(auth_failure_reset_ms), NULL },
+	{ "auth", "cache_ttl", KEY_DURATION, OFF(auth_cache_ttl_ms), NULL },
 	{ "auth", "max_response", KEY_SIZE, OFF(auth_response_max), NULL },
 	{ "limits", "max_connections", KEY_UINT, OFF(max_connections), NULL },
 	{ "limits", "max_connections_per_ip", KEY_UINT, OFF(max_connections_per_ip), NULL },
@@ -309,8 +310,9 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 	set->auth_failure_delay_initial_ms = 2000;
 	set->auth_failure_delay_max_ms = 15000;
 	set->auth_failure_reset_ms = 3600 * 1000;
+	set->auth_cache_ttl_ms = 5 * 60 * 1000;
 	set->auth_response_max = 4096;
-	set->max_connections = 1000;
+	set->max_connections = 15000;
 	set->max_connections_per_ip = 20;
 	set->max_bad_commands = 10;
 	set->idle_timeout_preauth_ms = 60 * 1000;

@@ -49,6 +49,7 @@ struct tern_settings {
 	unsigned int trusted_network_count;
 	unsigned int auth_failure_delay_initial_ms, auth_failure_delay_max_ms;
 	unsigned int auth_failure_reset_ms;
+	unsigned int auth_cache_ttl_ms;   /* 0: every login runs the full hash */
 	uint64_t auth_response_max;
 	/* [limits] */
 	unsigned int max_connections, max_connections_per_ip, max_bad_commands;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth-cache.h"
 #include "buf.h"
 #include "conn.h"
 #include "daemon.h"
@@ -586,7 +587,8 @@ static void job_work(struct worker_job *job)
 		buf_init(&hash, 1024);
 		enum store_status st = store_user_get(store, s->user, &hash);
 		s->job_auth_ok = st == STORE_OK &&
-				 password_verify(s->job_secret.data, s->job_secret.len, hash.data);
+				 auth_cache_verify(s->daemon->auth_cache, s->job_secret.data,
+						   s->job_secret.len, hash.data);
 		buf_wipe(&s->job_secret);
 		buf_deinit(&hash);
 		if (st == STORE_NOTFOUND)

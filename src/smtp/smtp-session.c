@@ -29,6 +29,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "auth-cache.h"
 #include "buf.h"
 #include "conn.h"
 #include "daemon.h"
@@ -838,7 +839,8 @@ static void job_work(struct worker_job *job)
 		buf_init(&hash, 1024);
 		s->job_status = store_user_get(store, s->job_user, &hash);
 		s->job_auth_ok = s->job_status == STORE_OK &&
-				 password_verify(s->job_secret.data, s->job_secret.len, hash.data);
+				 auth_cache_verify(s->daemon->auth_cache, s->job_secret.data,
+						   s->job_secret.len, hash.data);
 		buf_wipe(&s->job_secret);
 		buf_wipe(&hash);
 		buf_deinit(&hash);

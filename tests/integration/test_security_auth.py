@@ -520,3 +520,37 @@ def test_user_add_rejects_unknown_scheme(server):
     r = server.cli("user", "add", "badscheme@" + server.DOMAIN, input="{MD5}abcdef\n")
     assert r.returncode == 65, r
     assert "unsupported password hash" in r.stderr
+
+
+# --------------------------------------------------------------------------
+# the cache of successful password checks
+
+def test_auth_cache_follows_password_changes(servers):
+    """A cached success never outlives the password: after `user passwd`
+    the old password fails at once and the new one works."""
+    s = servers.create(overrides={"auth": {"cache_ttl": "10m"}})
+    addr, pw = s.new_user("cache")
+    for _ in range(3):
+        p = s.login(addr, pw)
+        p.quit()
+    r = s.cli("user", "passwd", addr, input="brand-new-secret\n")
+    assert r.returncode == 0, r.stderr
+    with s.pop3() as c:
+        assert c.cmd("USER " + addr).startswith("+OK")
+        assert c.cmd("PASS " + pw).startswith("-ERR [AUTH]")
+    p = s.login(addr, "brand-new-secret")
+    p.quit()
+    # a deleted user cannot log in with a cached password either
+    r = s.cli("user", "del", addr)
+    assert r.returncode == 0, r.stderr
+    with s.pop3() as c:
+        assert c.cmd("USER " + addr).startswith("+OK")
+        assert c.cmd("PASS brand-new-secret").startswith("-ERR [AUTH]")
+
+
+def test_auth_cache_can_be_disabled(servers):
+    s = servers.create(overrides={"auth": {"cache_ttl": "0"}})
+    addr, pw = s.new_user("nocache")
+    for _ in range(2):
+        p = s.login(addr, pw)
+        p.quit()
