@@ -20,9 +20,7 @@ Only 127.0.0.0/8 is used; every process started is stopped at the end.
 import argparse
 import os
 import poplib
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,56 +30,15 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tools", "cassandra"))
+sys.path.insert(0, HERE)
+from benchlib import CassandraTern  # noqa: E402
 
 BODY = ("X" * 78 + "\r\n") * 128          # 10 KiB
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Tern:
+class Tern(CassandraTern):
     def __init__(self, binary, contact, keyspace, pop3_ids, workdir):
-        self.binary = binary
-        self.lmtp, self.pop3 = free_port(), free_port()
-        self.conf = os.path.join(workdir, keyspace + ".conf")
-        with open(self.conf, "w") as f:
-            f.write("[server]\nhostname = bench.test\ndata_dir = %s\n"
-                    "[lmtp]\nlisten = 127.0.0.1:%d\n[pop3]\nlisten = 127.0.0.1:%d\n"
-                    "[store]\nbackend = cassandra\npop3_ids = %s\n"
-                    "[cassandra]\ncontact_points = %s\nlocal_dc = dc1\nkeyspace = %s\n"
-                    "replication = dc1:1\n" % (workdir, self.lmtp, self.pop3, pop3_ids,
-                                                contact, keyspace))
-        self.log = open(os.path.join(workdir, keyspace + ".log"), "w")
-        self.cli("domain", "add", "bench.test")
-        self.proc = subprocess.Popen([binary, "-c", self.conf, "serve"], stderr=self.log)
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.pop3), 1).close()
-                break
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("tern did not start; see " + self.log.name)
-                time.sleep(0.1)
-
-    def cli(self, *args, input=None):
-        subprocess.run([self.binary, "-c", self.conf] + list(args), input=input, text=True,
-                       check=True, capture_output=True)
-
-    def add_user(self, addr):
-        self.cli("user", "add", addr, input="pw\n")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-        self.log.close()
-        with open(self.log.name) as f:
-            return [l for l in f if "conditional statements" in l]
+        super().__init__(binary, workdir, keyspace, pop3_ids, "bench.test", contact=contact)
 
 
 def lmtp_session(port, rcpts, count, latencies):
@@ -224,7 +181,6 @@ def main():
         cluster.fetch()
         cluster.ensure("single")
     work = tempfile.mkdtemp(prefix="tern-cass-bench-")
-    rows = []
     try:
         results = {}
         for mode in ("messageid", "uid"):

@@ -9,7 +9,6 @@ DELAY_FILE holds the delay in milliseconds (missing or empty: 0). Order is
 kept; bandwidth is not limited. Loopback only.
 """
 import asyncio
-import os
 import sys
 import time
 

@@ -23,7 +23,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tools", "cassandra"))
+sys.path.insert(0, HERE)
+from benchlib import CassandraTern  # noqa: E402
 SCRIPT = os.path.join(REPO, "tools", "cassandra", "cassandra.sh")
 RELAY = {1: ("127.0.0.3", "127.0.0.1"), 2: ("127.0.0.4", "127.0.0.2")}
 
@@ -44,14 +45,6 @@ def sh(*args, timeout=600):
     if r.returncode != 0:
         raise RuntimeError("cassandra.sh %s: %s%s" % (" ".join(args), r.stdout, r.stderr))
     return r.stderr
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def relay_config(cdir):
@@ -72,39 +65,11 @@ def relay_config(cdir):
             os.makedirs(os.path.join(node, d))
 
 
-class Tern:
+class Tern(CassandraTern):
     def __init__(self, binary, work, keyspace, mode):
-        self.binary = binary
-        self.lmtp, self.pop3 = free_port(), free_port()
-        self.conf = os.path.join(work, keyspace + ".conf")
-        with open(self.conf, "w") as f:
-            f.write("[server]\nhostname = lat.test\ndata_dir = %s\n[lmtp]\nlisten = 127.0.0.1:%d\n"
-                    "[pop3]\nlisten = 127.0.0.1:%d\n[store]\nbackend = cassandra\n"
-                    "pop3_ids = %s\n[cassandra]\ncontact_points = 127.0.0.1\nlocal_dc = dc1\n"
-                    "keyspace = %s\nreplication = dc1:1, dc2:1\n"
-                    % (work, self.lmtp, self.pop3, mode, keyspace))
-        self.cli("domain", "add", "lat.test")
-        self.cli("user", "add", "u@lat.test", input="pw\n")
-        self.log = open(os.path.join(work, keyspace + ".log"), "w")
-        self.proc = subprocess.Popen([binary, "-c", self.conf, "serve"], stderr=self.log)
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.pop3), 1).close()
-                return
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("tern did not start: " + self.log.name)
-                time.sleep(0.1)
-
-    def cli(self, *args, input=None):
-        subprocess.run([self.binary, "-c", self.conf] + list(args), input=input, text=True,
-                       check=True, capture_output=True, timeout=120)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
-        self.log.close()
+        super().__init__(binary, work, keyspace, mode, "lat.test",
+                         replication="dc1:1, dc2:1")
+        self.add_user("u@lat.test")
 
 
 class Lines:

@@ -217,3 +217,23 @@ void str_escape_for_log(char *out, size_t outsize, const char *in, size_t len, s
 	}
 	out[o] = '\0';
 }
+
+int str_check_command_line(const char *line, size_t len, bool allow_tab, const char **error_r)
+{
+	if (len == 0) {
+		*error_r = "empty command line";
+		return -1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)line[i];
+		if (c == '\0') {
+			*error_r = "NUL byte in command line";
+			return -1;
+		}
+		if ((c < 0x20 && !(allow_tab && c == '\t')) || c == 0x7f) {
+			*error_r = "control character in command line";
+			return -1;
+		}
+	}
+	return 0;
+}

@@ -26,8 +26,6 @@ struct slice {
 	size_t len;
 };
 
-#define SLICE_LIT(s) ((struct slice){ (s), sizeof(s) - 1 })
-
 void buf_init(struct buf *b, size_t cap);
 void buf_deinit(struct buf *b);
 /* Wipes the contents (for secrets) and empties the buffer. */
@@ -60,6 +58,10 @@ size_t str_copy(char *dst, const char *src, size_t size);
 void str_lower(char *s);
 bool str_eq_icase(const char *a, const char *b);
 bool slice_eq_icase(struct slice s, const char *lit);
+/* Checks a protocol command line (without its line ending): not empty, no
+ * NUL, no control character (a tab only when allow_tab). 0, or -1 with a
+ * reason suitable for an error reply. */
+int str_check_command_line(const char *line, size_t len, bool allow_tab, const char **error_r);
 /* Writes a printable, truncated form of client data for logs: bytes outside
  * 0x20..0x7e become \xHH; at most max input bytes are shown. */
 void str_escape_for_log(char *out, size_t outsize, const char *in, size_t len, size_t max);

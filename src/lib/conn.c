@@ -48,7 +48,6 @@ struct conn {
 	uint64_t raw_start_ms, raw_bytes;   /* raw mode progress, for min_rate */
 	uint64_t close_deadline_ms;  /* conn_close(): give up flushing after this */
 	char peer_ip[INET6_ADDRSTRLEN];
-	char local_ip[INET6_ADDRSTRLEN];
 	struct net_addr peer_addr;
 	bool session_expired;  /* the session deadline passed while paused */
 	bool paused, raw, tls, closing, closed_sent, discarding_line;
@@ -334,16 +333,6 @@ struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr 
 	} else {
 		str_copy(conn->peer_ip, "unknown", sizeof(conn->peer_ip));
 	}
-	struct sockaddr_storage local;
-	socklen_t llen = sizeof(local);
-	if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0) {
-		if (local.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&local)->sin_addr,
-				  conn->local_ip, sizeof(conn->local_ip));
-		else if (local.ss_family == AF_INET6)
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&local)->sin6_addr,
-				  conn->local_ip, sizeof(conn->local_ip));
-	}
 
 	if (tls != NULL) {
 		SSL *ssl = new_ssl(tls);
@@ -567,11 +556,6 @@ const char *conn_peer_ip(const struct conn *conn)
 const struct net_addr *conn_peer_addr(const struct conn *conn)
 {
 	return &conn->peer_addr;
-}
-
-const char *conn_local_ip(const struct conn *conn)
-{
-	return conn->local_ip;
 }
 
 const char *conn_tls_description(const struct conn *conn, char *out, size_t outsize)

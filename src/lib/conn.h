@@ -108,7 +108,6 @@ bool conn_is_closing(const struct conn *conn);
 const char *conn_peer_ip(const struct conn *conn);
 /* The peer address, IPv4-mapped IPv6 shown as IPv4 (see net.h). */
 const struct net_addr *conn_peer_addr(const struct conn *conn);
-const char *conn_local_ip(const struct conn *conn);
 /* The negotiated protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384",
  * or NULL when not TLS. */
 const char *conn_tls_description(const struct conn *conn, char *out, size_t outsize);

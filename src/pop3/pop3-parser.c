@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
+
 static const struct {
 	const char *name;
 	enum pop3_verb verb;
@@ -40,21 +42,8 @@ int pop3_parse_command(char *line, size_t len, struct pop3_command *cmd_r,
 	size_t i, klen;
 
 	memset(cmd_r, 0, sizeof(*cmd_r));
-	if (len == 0) {
-		*error_r = "empty command line";
+	if (str_check_command_line(line, len, false, error_r) < 0)
 		return -1;
-	}
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)line[i];
-		if (c == '\0') {
-			*error_r = "NUL byte in command line";
-			return -1;
-		}
-		if (c < 0x20 || c == 0x7f) {
-			*error_r = "control character in command line";
-			return -1;
-		}
-	}
 	for (klen = 0; klen < len && line[klen] != ' '; klen++) {
 		if ((unsigned char)line[klen] > 0x7e) {
 			*error_r = "non-ASCII command keyword";

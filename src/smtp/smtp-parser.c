@@ -15,6 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
+
 static const struct {
 	const char *name;
 	enum smtp_verb verb;
@@ -38,21 +40,8 @@ int smtp_parse_command(char *line, size_t len, struct smtp_command *cmd_r,
 	size_t i, vlen;
 
 	memset(cmd_r, 0, sizeof(*cmd_r));
-	if (len == 0) {
-		*error_r = "empty command line";
+	if (str_check_command_line(line, len, true, error_r) < 0)
 		return -1;
-	}
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)line[i];
-		if (c == '\0') {
-			*error_r = "NUL byte in command line";
-			return -1;
-		}
-		if ((c < 0x20 && c != '\t') || c == 0x7f) {
-			*error_r = "control character in command line";
-			return -1;
-		}
-	}
 	for (vlen = 0; vlen < len && line[vlen] != ' '; vlen++) {
 		unsigned char c = (unsigned char)line[vlen];
 		if (c > 0x7e || c <= 0x20) {

@@ -1,52 +1,16 @@
 """A minimal CQL v4 client for test assertions (count rows, read uuids),
 independent of tern's own lib-cql so the tests check tern from outside."""
+import os
 import socket
 import struct
+import sys
 import uuid
 
 
-def _frame(stream, opcode, body):
-    return struct.pack(">BBhBi", 4, 0, stream, opcode, len(body)) + body
-
-
-def _recv(sock, n):
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise EOFError("connection closed")
-        out += chunk
-    return out
-
-
-class Reader:
-    def __init__(self, data):
-        self.d, self.p = data, 0
-
-    def take(self, n):
-        v = self.d[self.p:self.p + n]
-        self.p += n
-        return v
-
-    def int(self):
-        return struct.unpack(">i", self.take(4))[0]
-
-    def short(self):
-        return struct.unpack(">H", self.take(2))[0]
-
-    def string(self):
-        return self.take(self.short()).decode()
-
-    def option(self):
-        t = self.short()
-        if t == 0:
-            self.string()
-        elif t in (0x20, 0x22):
-            self.option()
-        elif t == 0x21:
-            self.option()
-            self.option()
-        return t
+# The frame codec of the readiness probe (tools/cassandra/cqlping.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools", "cassandra"))
+from cqlping import Reader, frame as _frame, recv_exact as _recv, string as _pack_string  # noqa: E402
 
 
 def query(host, cql, port=9042, timeout=30):
@@ -90,11 +54,6 @@ def query(host, cql, port=9042, timeout=30):
         return rows
     finally:
         s.close()
-
-
-def _pack_string(s):
-    b = s.encode()
-    return struct.pack(">H", len(b)) + b
 
 
 def _read(sock):
