@@ -24,7 +24,7 @@
 #include "mail-data.h"
 #include "mail-trace.h"
 #include "password.h"
-#include "serve.h"
+#include "server.h"
 #include "settings.h"
 #include "store.h"
 

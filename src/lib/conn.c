@@ -376,6 +376,11 @@ void conn_set_line_max(struct conn *conn, size_t max)
 	conn->line_max = max;
 }
 
+size_t conn_line_max(const struct conn *conn)
+{
+	return conn->line_max;
+}
+
 void conn_set_input_max(struct conn *conn, size_t max)
 {
 	if (max < conn->line_max)

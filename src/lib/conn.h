@@ -61,6 +61,7 @@ struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr 
 void conn_free(struct conn **conn);
 
 void conn_set_line_max(struct conn *conn, size_t max);
+size_t conn_line_max(const struct conn *conn);
 /* The most input read ahead of the session (pipelined commands, data);
  * reading from the socket stops while this much is buffered. At least the
  * line cap. */

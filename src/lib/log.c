@@ -59,6 +59,13 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
+void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+{
+	if (level < min_level)
+		return;
+	log_v(level, fmt, ap);
+}
+
 void panic(const char *fmt, ...)
 {
 	va_list ap;

@@ -5,6 +5,7 @@
  * session id. Thread-safe (each line is one write()). Client data must be
  * passed through str_escape_for_log() first; secrets are never logged.
  */
+#include <stdarg.h>
 #include <stdnoreturn.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
@@ -13,6 +14,8 @@ void log_set_level(enum log_level level);
 void log_set_prefix(const char *prefix);
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

@@ -1,40 +1,33 @@
 /*
  * pop3-session: the POP3 state machine (AUTHORIZATION → TRANSACTION →
- * UPDATE) over a conn, with store calls on the worker pool.
+ * UPDATE) on the session core, which owns the connection, the job slot,
+ * the bad-command budget, the login deadline, password checks and SASL.
  *
  * Invariants:
  * - The listing is read once, at login, and never changes during the
  *   session; message numbers index it.
  * - DELE only marks; deletions are applied at QUIT in the TRANSACTION state
  *   (UPDATE). A session that ends any other way deletes nothing.
- * - At most one store job is in flight per session, and input is paused
- *   while it runs, so pipelined commands are answered in order.
+ * - State changes go through pop3_enter_state() only; a command runs only
+ *   in the states its table row allows.
  * - Every store error maps to a reply in pop3_store_error() only.
- * - The password never reaches a log line and is wiped after use; the
- *   [auth] plaintext policy is checked before any password is looked at.
- * - A failed login is answered after the client address's failure delay,
- *   with the conn paused meanwhile; other sessions are not held up.
- * - Before login the input caps and timeouts are the smaller pre-auth ones.
+ * - The POP3 form of a message (dot-stuffing, the final ".", TOP's line
+ *   limit) is made here from the store's raw octets, piece by piece: the
+ *   next piece is read only once the client has taken most of the last, so
+ *   a large message never sits in memory whole.
+ * - The [auth] plaintext policy is checked before any password is looked
+ *   at; PASS and AUTH lines are wiped after use.
  */
 #include "pop3-session.h"
 
-#include <event2/event.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth-cache.h"
-#include "buf.h"
-#include "conn.h"
-#include "daemon.h"
-#include "log.h"
 #include "mail-address.h"
-#include "password.h"
+#include "mail-data.h"
 #include "pop3-parser.h"
-#include "sasl.h"
-#include "store.h"
-#include "worker-pool.h"
+#include "settings.h"
 
 /* RETR/TOP stream in pieces of this size, the next one read when the
  * queued output falls under the low-water mark. */
@@ -42,6 +35,7 @@
 #define POP3_READ_LOW_WATER (32 * 1024)
 #define POP3_PLAINTEXT_REFUSED \
 	"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections (use STLS)"
+#define POP3_BAD_USER "-ERR [AUTH] Invalid user name (expected user@domain)"
 
 enum pop3_state {
 	POP3_STATE_AUTHORIZATION = 1 << 0,
@@ -49,748 +43,604 @@ enum pop3_state {
 	POP3_STATE_UPDATE = 1 << 2,
 };
 
-enum pop3_job_kind { JOB_LOGIN, JOB_READ, JOB_EXPUNGE };
-
 struct pop3_session {
-	struct daemon_session ds;
-	struct daemon *daemon;
-	struct conn *conn;
-	uint64_t id;
+	struct session s;
 	enum pop3_state state;
-	unsigned int bad_commands;
-	char user[MAIL_ADDRESS_MAX + 1];  /* after USER */
+	char user[MAIL_ADDRESS_MAX + 1];  /* after USER, then the logged-in user */
 	struct store_maildrop *md;
 	bool *deleted;
-	bool dead;         /* the connection has gone; free when the job ends */
-	bool job_running;
-	bool sasl_waiting; /* AUTH PLAIN sent "+ ": the next line is the response */
-	struct event *delay_timer; /* holds a failed login's reply */
 
-	/* The one job slot. */
-	struct worker_job job;
-	enum pop3_job_kind job_kind;
+	/* the job in flight */
 	enum store_status job_status;
-	struct buf job_secret;    /* password for JOB_LOGIN, wiped after use */
-	bool job_auth_ok;
 	unsigned int job_msg;
 	long job_lines;
-	struct buf job_out;
-	struct store_reader *reader; /* RETR/TOP being streamed */
-	bool reader_done, reader_started;
+	struct store_cursor *cursor;  /* RETR/TOP being streamed */
+	struct mail_pop3_encoder enc;
+	bool read_started, read_eof;
+	struct buf job_raw, job_out;
 	unsigned int *job_indexes;
 	unsigned int job_index_count;
 };
 
-static void pop3_session_free(struct pop3_session *s);
-
-static void reply(struct pop3_session *s, const char *text)
+static struct pop3_session *pop3(struct session *s)
 {
-	conn_puts(s->conn, text);
-	conn_puts(s->conn, "\r\n");
+	return (struct pop3_session *)s;
 }
 
 /* The one place a store error becomes a POP3 reply (RFC 3206 codes). */
-static void pop3_store_error(struct pop3_session *s, enum store_status st)
+static void pop3_store_error(struct pop3_session *p, enum store_status st)
 {
 	switch (st) {
 	case STORE_NOTFOUND:
-		reply(s, "-ERR No such message (it was deleted by another session)");
+		session_reply(&p->s, "-ERR No such message (it was deleted by another session)");
 		break;
 	case STORE_TOOBIG:
-		reply(s, "-ERR [SYS/PERM] Message too big to read");
+		session_reply(&p->s, "-ERR [SYS/PERM] Message too big to read");
 		break;
 	case STORE_PERM:
 	case STORE_INVALID:
-		reply(s, "-ERR [SYS/PERM] Storage error");
+		session_reply(&p->s, "-ERR [SYS/PERM] Storage error");
 		break;
 	default:
-		reply(s, "-ERR [SYS/TEMP] Storage temporarily unavailable, try again later");
+		session_reply(&p->s, "-ERR [SYS/TEMP] Storage temporarily unavailable, try again later");
 		break;
 	}
 }
 
-static bool plaintext_allowed(struct pop3_session *s)
+static void pop3_enter_state(struct pop3_session *p, enum pop3_state state)
 {
-	return daemon_plaintext_allowed(s->daemon, s->conn);
+	p->state = state;
+	if (state == POP3_STATE_TRANSACTION)
+		session_logged_in(&p->s, p->s.env->set->pop3_idle_timeout_ms);
 }
-
-static void set_state(struct pop3_session *s, enum pop3_state state)
-{
-	const struct tern_settings *set = s->daemon->set;
-	s->state = state;
-	if (state == POP3_STATE_TRANSACTION) {
-		conn_set_line_max(s->conn, set->line_max);
-		conn_set_input_max(s->conn, set->input_buffer);
-		conn_set_idle_timeout(s->conn, set->pop3_idle_timeout_ms);
-		conn_set_session_deadline(s->conn, 0);
-	}
-}
-
-static void bad_command(struct pop3_session *s, const char *text)
-{
-	reply(s, text);
-	if (++s->bad_commands >= s->daemon->set->max_bad_commands) {
-		reply(s, "-ERR Too many bad commands, closing connection");
-		log_info("pop3 #%llu: too many bad commands", (unsigned long long)s->id);
-		conn_close(s->conn);
-	}
-}
-
-static void run_job(struct pop3_session *s, enum pop3_job_kind kind);
 
 /* --- message numbers --- */
 
-static bool get_msg(struct pop3_session *s, const char *arg, unsigned int *idx_r)
+static bool get_msg(struct pop3_session *p, const char *arg, unsigned int *idx_r)
 {
 	unsigned int n;
 	if (arg == NULL || pop3_parse_msgnum(arg, &n) < 0) {
-		bad_command(s, "-ERR Invalid message number");
+		session_bad_command(&p->s, "-ERR Invalid message number");
 		return false;
 	}
-	if (n > s->md->count) {
-		reply(s, "-ERR No such message");
+	if (n > p->md->count) {
+		session_reply(&p->s, "-ERR No such message");
 		return false;
 	}
-	if (s->deleted[n - 1]) {
-		reply(s, "-ERR Message already deleted");
+	if (p->deleted[n - 1]) {
+		session_reply(&p->s, "-ERR Message already deleted");
 		return false;
 	}
 	*idx_r = n - 1;
 	return true;
 }
 
-/* --- command handlers --- */
+/* --- logins --- */
 
-static void cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
+/* On the worker, right after the password check: the listing, so that
+ * the login costs one job. */
+static enum store_status open_maildrop(struct session *s, const char *user)
 {
-	conn_puts(s->conn, "+OK Capability list follows\r\n"
-			   "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
-	if (s->state == POP3_STATE_AUTHORIZATION) {
-		/* RFC 2595 / 5034: hide what the plaintext policy would refuse. */
-		if (plaintext_allowed(s))
-			conn_puts(s->conn, "USER\r\nSASL PLAIN\r\n");
-		if (s->daemon->tls != NULL && !conn_is_tls(s->conn))
-			conn_puts(s->conn, "STLS\r\n");
-	}
-	conn_puts(s->conn, "IMPLEMENTATION tern\r\n.\r\n");
+	return store_maildrop_open(s->env->store, user, &pop3(s)->md);
 }
 
-static void cmd_noop(struct pop3_session *s, const struct pop3_command *cmd)
+static void login_done(struct session *s, enum session_login_result result, const char *user)
 {
-	reply(s, "+OK");
+	struct pop3_session *p = pop3(s);
+	switch (result) {
+	case SESSION_LOGIN_OK:
+		str_copy(p->user, user, sizeof(p->user));
+		p->deleted = xcalloc(p->md->count ? p->md->count : 1, sizeof(bool));
+		pop3_enter_state(p, POP3_STATE_TRANSACTION);
+		session_info(s, "%s logged in, %u messages", p->user, p->md->count);
+		session_replyf(s, "+OK Logged in, %u messages (%llu octets)", p->md->count,
+			       (unsigned long long)p->md->total_size);
+		break;
+	case SESSION_LOGIN_FAILED:
+		p->user[0] = '\0';
+		session_bad_command(s, "-ERR [AUTH] Invalid user name or password");
+		break;
+	case SESSION_LOGIN_TEMPFAIL:
+		p->user[0] = '\0';
+		store_maildrop_free(&p->md);
+		pop3_store_error(p, STORE_TEMPFAIL);
+		break;
+	}
 }
 
-static void cmd_quit(struct pop3_session *s, const struct pop3_command *cmd)
+static void sasl_failed(struct session *s, enum session_sasl_failure why, const char *text)
 {
-	if (s->state != POP3_STATE_TRANSACTION) {
-		reply(s, "+OK Bye");
-		conn_close(s->conn);
-		return;
+	switch (why) {
+	case SESSION_SASL_BAD_USER:
+		session_bad_command(s, POP3_BAD_USER);
+		break;
+	case SESSION_SASL_TOO_LONG:
+		session_bad_command(s, "-ERR [AUTH] Authentication response too long");
+		break;
+	default:
+		session_bad_command_f(s, "-ERR [AUTH] %s", text);
+		break;
 	}
-	set_state(s, POP3_STATE_UPDATE);
-	unsigned int n = 0;
-	for (unsigned int i = 0; i < s->md->count; i++)
-		if (s->deleted[i])
-			n++;
-	if (n == 0) {
-		reply(s, "+OK Bye");
-		conn_close(s->conn);
-		return;
-	}
-	s->job_indexes = xcalloc(n, sizeof(unsigned int));
-	s->job_index_count = 0;
-	for (unsigned int i = 0; i < s->md->count; i++)
-		if (s->deleted[i])
-			s->job_indexes[s->job_index_count++] = i;
-	run_job(s, JOB_EXPUNGE);
 }
 
-static void cmd_stls(struct pop3_session *s, const struct pop3_command *cmd)
-{
-	if (s->state != POP3_STATE_AUTHORIZATION) {
-		/* RFC 2595 4: TLS cannot be started once logged in. */
-		bad_command(s, "-ERR STLS is only allowed before login (RFC 2595); reconnect and use STLS first");
-		return;
-	}
-	if (s->daemon->tls == NULL) {
-		bad_command(s, "-ERR STLS not available (no certificate configured)");
-		return;
-	}
-	if (conn_is_tls(s->conn)) {
-		bad_command(s, "-ERR Already using TLS");
-		return;
-	}
-	if (cmd->argc != 0) {
-		bad_command(s, "-ERR STLS takes no arguments");
-		return;
-	}
-	reply(s, "+OK Begin TLS negotiation");
-	s->user[0] = '\0';
-	conn_start_tls(s->conn, s->daemon->tls);
-}
+static const struct session_sasl_ops pop3_sasl = {
+	.challenge_prefix = "+ ",
+	.failed = sasl_failed,
+	.after_ok = open_maildrop,
+	.done = login_done,
+};
 
-/* Sets s->user from a client-supplied name; false (and a reply) when it
+/* Sets p->user from a client-supplied name; false (and a reply) when it
  * is not an address. */
-static bool set_user(struct pop3_session *s, const char *name)
+static bool set_user(struct pop3_session *p, const char *name)
 {
 	struct mail_address addr;
 	const char *error;
 	if (mail_address_parse(name, strlen(name), &addr, &error) < 0) {
-		s->user[0] = '\0';
-		bad_command(s, "-ERR [AUTH] Invalid user name (expected user@domain)");
+		p->user[0] = '\0';
+		session_bad_command(&p->s, POP3_BAD_USER);
 		return false;
 	}
-	mail_address_format(&addr, s->user, sizeof(s->user));
+	mail_address_format(&addr, p->user, sizeof(p->user));
 	return true;
 }
 
-static void cmd_user(struct pop3_session *s, const struct pop3_command *cmd)
+/* --- command handlers --- */
+
+static void cmd_capa(struct pop3_session *p, const struct pop3_command *cmd)
 {
-	if (!plaintext_allowed(s)) {
-		bad_command(s, POP3_PLAINTEXT_REFUSED);
+	struct conn *conn = p->s.conn;
+	conn_puts(conn, "+OK Capability list follows\r\n"
+			"TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+	if (p->state == POP3_STATE_AUTHORIZATION) {
+		/* RFC 2595 / 5034: hide what the plaintext policy would refuse. */
+		if (session_plaintext_allowed(&p->s))
+			conn_puts(conn, "USER\r\nSASL PLAIN\r\n");
+		if (session_tls(&p->s) != NULL && !conn_is_tls(conn))
+			conn_puts(conn, "STLS\r\n");
+	}
+	conn_puts(conn, "IMPLEMENTATION tern\r\n.\r\n");
+}
+
+static void cmd_noop(struct pop3_session *p, const struct pop3_command *cmd)
+{
+	session_reply(&p->s, "+OK");
+}
+
+static void expunge_work(struct session *s)
+{
+	struct pop3_session *p = pop3(s);
+	p->job_status = store_maildrop_expunge(p->md, p->job_indexes, p->job_index_count);
+}
+
+static void expunge_done(struct session *s)
+{
+	struct pop3_session *p = pop3(s);
+	free(p->job_indexes);
+	p->job_indexes = NULL;
+	if (p->job_status != STORE_OK) {
+		/* RFC 1939: -ERR in UPDATE when some deletion failed. */
+		session_error(s, "expunge for %s failed: %s", p->user,
+			      store_status_name(p->job_status));
+		session_reply(s, "-ERR [SYS/TEMP] Some messages could not be deleted");
+	} else {
+		session_info(s, "%s deleted %u messages", p->user, p->job_index_count);
+		session_reply(s, "+OK Bye");
+	}
+	conn_close(s->conn);
+}
+
+static void cmd_quit(struct pop3_session *p, const struct pop3_command *cmd)
+{
+	if (p->state != POP3_STATE_TRANSACTION) {
+		session_reply(&p->s, "+OK Bye");
+		conn_close(p->s.conn);
+		return;
+	}
+	pop3_enter_state(p, POP3_STATE_UPDATE);
+	unsigned int n = 0;
+	for (unsigned int i = 0; i < p->md->count; i++)
+		if (p->deleted[i])
+			n++;
+	if (n == 0) {
+		session_reply(&p->s, "+OK Bye");
+		conn_close(p->s.conn);
+		return;
+	}
+	p->job_indexes = xcalloc(n, sizeof(unsigned int));
+	p->job_index_count = 0;
+	for (unsigned int i = 0; i < p->md->count; i++)
+		if (p->deleted[i])
+			p->job_indexes[p->job_index_count++] = i;
+	session_run_job(&p->s, expunge_work, expunge_done);
+}
+
+static void cmd_stls(struct pop3_session *p, const struct pop3_command *cmd)
+{
+	if (p->state != POP3_STATE_AUTHORIZATION) {
+		/* RFC 2595 4: TLS cannot be started once logged in. */
+		session_bad_command(&p->s, "-ERR STLS is only allowed before login (RFC 2595); reconnect and use STLS first");
+		return;
+	}
+	if (session_tls(&p->s) == NULL) {
+		session_bad_command(&p->s, "-ERR STLS not available (no certificate configured)");
+		return;
+	}
+	if (conn_is_tls(p->s.conn)) {
+		session_bad_command(&p->s, "-ERR Already using TLS");
+		return;
+	}
+	if (cmd->argc != 0) {
+		session_bad_command(&p->s, "-ERR STLS takes no arguments");
+		return;
+	}
+	session_reply(&p->s, "+OK Begin TLS negotiation");
+	p->user[0] = '\0';
+	conn_start_tls(p->s.conn, session_tls(&p->s));
+}
+
+static void cmd_user(struct pop3_session *p, const struct pop3_command *cmd)
+{
+	if (!session_plaintext_allowed(&p->s)) {
+		session_bad_command(&p->s, POP3_PLAINTEXT_REFUSED);
 		return;
 	}
 	if (cmd->argc != 1) {
-		bad_command(s, "-ERR [AUTH] Invalid user name (expected user@domain)");
+		session_bad_command(&p->s, POP3_BAD_USER);
 		return;
 	}
-	if (set_user(s, cmd->argv[0]))
-		reply(s, "+OK Send PASS");
+	if (set_user(p, cmd->argv[0]))
+		session_reply(&p->s, "+OK Send PASS");
 }
 
-static void cmd_pass(struct pop3_session *s, const struct pop3_command *cmd)
+static void cmd_pass(struct pop3_session *p, const struct pop3_command *cmd)
 {
-	if (s->user[0] == '\0') {
-		bad_command(s, "-ERR USER first");
+	if (p->user[0] == '\0') {
+		session_bad_command(&p->s, "-ERR USER first");
 		return;
 	}
-	if (!plaintext_allowed(s)) {
-		bad_command(s, POP3_PLAINTEXT_REFUSED);
+	if (!session_plaintext_allowed(&p->s)) {
+		session_bad_command(&p->s, POP3_PLAINTEXT_REFUSED);
 		return;
 	}
-	buf_reset(&s->job_secret);
-	if (buf_append_str(&s->job_secret, cmd->rest) < 0) {
-		buf_wipe(&s->job_secret);
-		bad_command(s, "-ERR [AUTH] Password too long");
+	struct buf secret;
+	buf_init(&secret, p->s.env->set->auth_response_max);
+	if (buf_append_str(&secret, cmd->rest) < 0) {
+		buf_deinit(&secret);
+		session_bad_command(&p->s, "-ERR [AUTH] Password too long");
 		return;
 	}
-	run_job(s, JOB_LOGIN);
-}
-
-/* The end of an AUTH exchange without a login: back to commands. */
-static void sasl_end(struct pop3_session *s)
-{
-	s->sasl_waiting = false;
-	conn_set_line_max(s->conn, s->daemon->set->line_max_preauth);
-}
-
-/* A PLAIN response (initial or continued): checks it and starts the login. */
-static void sasl_plain_response(struct pop3_session *s, const char *b64, size_t len)
-{
-	const char *error, *authcid, *passwd;
-	size_t passwd_len;
-	struct buf msg;
-	buf_init(&msg, s->daemon->set->auth_response_max);
-	if (sasl_decode_response(b64, len, &msg, &error) < 0 ||
-	    sasl_plain_split(&msg, &authcid, &passwd, &passwd_len, &error) < 0) {
-		buf_wipe(&msg);
-		buf_deinit(&msg);
-		char text[160];
-		snprintf(text, sizeof(text), "-ERR [AUTH] %s", error);
-		bad_command(s, text);
-		return;
-	}
-	if (!set_user(s, authcid)) {
-		buf_wipe(&msg);
-		buf_deinit(&msg);
-		return;
-	}
-	buf_reset(&s->job_secret);
-	int rc = buf_append(&s->job_secret, passwd, passwd_len);
-	buf_wipe(&msg);
-	buf_deinit(&msg);
-	if (rc < 0) {
-		buf_wipe(&s->job_secret);
-		s->user[0] = '\0';
-		bad_command(s, "-ERR [AUTH] Password too long");
-		return;
-	}
-	run_job(s, JOB_LOGIN);
+	session_check_password(&p->s, p->user, &secret, open_maildrop, login_done);
+	buf_deinit(&secret);
 }
 
 /* RFC 5034: AUTH [mechanism [initial-response]]. */
-static void cmd_auth(struct pop3_session *s, const struct pop3_command *cmd)
+static void cmd_auth(struct pop3_session *p, const struct pop3_command *cmd)
 {
+	bool allowed = session_plaintext_allowed(&p->s);
 	if (cmd->argc == 0) {
 		/* The mechanisms usable here and now. */
-		conn_puts(s->conn, plaintext_allowed(s) ? "+OK\r\nPLAIN\r\n.\r\n" : "+OK\r\n.\r\n");
+		conn_puts(p->s.conn, allowed ? "+OK\r\nPLAIN\r\n.\r\n" : "+OK\r\n.\r\n");
 		return;
 	}
 	if (sasl_mech_lookup(cmd->argv[0]) != SASL_MECH_PLAIN) {
-		bad_command(s, "-ERR Unsupported authentication mechanism (use PLAIN)");
+		session_bad_command(&p->s, "-ERR Unsupported authentication mechanism (use PLAIN)");
 		return;
 	}
-	if (!plaintext_allowed(s)) {
-		bad_command(s, POP3_PLAINTEXT_REFUSED);
+	if (!allowed) {
+		session_bad_command(&p->s, POP3_PLAINTEXT_REFUSED);
 		return;
 	}
-	s->user[0] = '\0';
-	if (cmd->argc == 2) {
-		sasl_plain_response(s, cmd->argv[1], strlen(cmd->argv[1]));
-		return;
-	}
-	s->sasl_waiting = true;
-	conn_set_line_max(s->conn, s->daemon->set->auth_response_max);
-	reply(s, "+ ");
+	p->user[0] = '\0';
+	session_sasl_start(&p->s, SASL_MECH_PLAIN, cmd->argc == 2 ? cmd->argv[1] : NULL,
+			   &pop3_sasl);
 }
 
-/* A line read while an AUTH exchange waits for the client's response. */
-static void sasl_line(struct pop3_session *s, char *line, size_t len)
+static void cmd_apop(struct pop3_session *p, const struct pop3_command *cmd)
 {
-	sasl_end(s);
-	if (len == 1 && line[0] == '*') {
-		bad_command(s, "-ERR [AUTH] Authentication cancelled");
-		return;
-	}
-	sasl_plain_response(s, line, len);
+	session_bad_command(&p->s, "-ERR APOP not supported");
 }
 
-static void cmd_apop(struct pop3_session *s, const struct pop3_command *cmd)
-{
-	bad_command(s, "-ERR APOP not supported");
-}
-
-static void cmd_stat(struct pop3_session *s, const struct pop3_command *cmd)
+static void cmd_stat(struct pop3_session *p, const struct pop3_command *cmd)
 {
 	unsigned int n = 0;
 	uint64_t size = 0;
-	for (unsigned int i = 0; i < s->md->count; i++) {
-		if (!s->deleted[i]) {
+	for (unsigned int i = 0; i < p->md->count; i++) {
+		if (!p->deleted[i]) {
 			n++;
-			size += s->md->entries[i].size;
+			size += p->md->entries[i].size;
 		}
 	}
-	conn_printf(s->conn, "+OK %u %llu\r\n", n, (unsigned long long)size);
+	session_replyf(&p->s, "+OK %u %llu", n, (unsigned long long)size);
 }
 
-static void list_or_uidl(struct pop3_session *s, const struct pop3_command *cmd, bool uidl)
+static void list_or_uidl(struct pop3_session *p, const struct pop3_command *cmd, bool uidl)
 {
 	if (cmd->argc > 1) {
-		bad_command(s, "-ERR Too many arguments");
+		session_bad_command(&p->s, "-ERR Too many arguments");
 		return;
 	}
+	const struct store_listing_entry *e = p->md->entries;
 	if (cmd->argc == 1) {
 		unsigned int i;
-		if (!get_msg(s, cmd->argv[0], &i))
+		if (!get_msg(p, cmd->argv[0], &i))
 			return;
 		if (uidl)
-			conn_printf(s->conn, "+OK %u %s\r\n", i + 1, s->md->entries[i].uidl);
+			session_replyf(&p->s, "+OK %u %s", i + 1, e[i].uidl);
 		else
-			conn_printf(s->conn, "+OK %u %llu\r\n", i + 1,
-				    (unsigned long long)s->md->entries[i].size);
+			session_replyf(&p->s, "+OK %u %llu", i + 1, (unsigned long long)e[i].size);
 		return;
 	}
 	struct buf out;
 	buf_init(&out, 0);
 	buf_append_str(&out, "+OK\r\n");
-	for (unsigned int i = 0; i < s->md->count; i++) {
-		if (s->deleted[i])
+	for (unsigned int i = 0; i < p->md->count; i++) {
+		if (p->deleted[i])
 			continue;
 		if (uidl)
-			buf_printf(&out, "%u %s\r\n", i + 1, s->md->entries[i].uidl);
+			buf_printf(&out, "%u %s\r\n", i + 1, e[i].uidl);
 		else
-			buf_printf(&out, "%u %llu\r\n", i + 1,
-				   (unsigned long long)s->md->entries[i].size);
+			buf_printf(&out, "%u %llu\r\n", i + 1, (unsigned long long)e[i].size);
 	}
 	buf_append_str(&out, ".\r\n");
-	conn_write_buf(s->conn, &out);
+	conn_write_buf(p->s.conn, &out);
 	buf_deinit(&out);
 }
 
-static void cmd_list(struct pop3_session *s, const struct pop3_command *cmd)
+static void cmd_list(struct pop3_session *p, const struct pop3_command *cmd)
 {
-	list_or_uidl(s, cmd, false);
+	list_or_uidl(p, cmd, false);
 }
 
-static void cmd_uidl(struct pop3_session *s, const struct pop3_command *cmd)
+static void cmd_uidl(struct pop3_session *p, const struct pop3_command *cmd)
 {
-	list_or_uidl(s, cmd, true);
+	list_or_uidl(p, cmd, true);
 }
 
-static void cmd_retr(struct pop3_session *s, const struct pop3_command *cmd)
+/* --- RETR and TOP: the message streamed in pieces --- */
+
+static void read_work(struct session *s)
+{
+	struct pop3_session *p = pop3(s);
+	buf_reset(&p->job_out);
+	p->job_status = STORE_OK;
+	if (p->cursor == NULL) {
+		p->job_status = store_cursor_open(p->md, p->job_msg, &p->cursor);
+		mail_pop3_encoder_init(&p->enc, p->job_lines);
+	}
+	if (p->job_status != STORE_OK)
+		return;
+	bool eof = false;
+	buf_reset(&p->job_raw);
+	p->job_status = store_cursor_next(p->cursor, POP3_READ_PIECE, &p->job_raw, &eof);
+	if (p->job_status != STORE_OK)
+		return;
+	mail_pop3_encoder_feed(&p->enc, p->job_raw.data, p->job_raw.len, &p->job_out);
+	if (eof || p->enc.finished) {
+		mail_pop3_encoder_finish(&p->enc, &p->job_out);
+		p->read_eof = true;
+	}
+}
+
+static void read_end(struct pop3_session *p)
+{
+	store_cursor_close(&p->cursor);
+	p->read_started = false;
+	p->read_eof = false;
+	buf_deinit(&p->job_raw);
+	buf_init(&p->job_raw, 0);
+}
+
+static void read_done(struct session *s);
+
+/* The output has drained: read the next piece of the message. */
+static void read_more(void *ctx)
+{
+	session_run_job(ctx, read_work, read_done);
+}
+
+static void read_done(struct session *s)
+{
+	struct pop3_session *p = pop3(s);
+	bool first = !p->read_started;
+	if (p->job_status != STORE_OK) {
+		read_end(p);
+		if (first) {
+			pop3_store_error(p, p->job_status);
+			return;
+		}
+		/* The status line is out: a multi-line reply cannot turn into an
+		 * error any more, so the only honest end is to close. */
+		session_error(s, "message %u became unreadable while being sent (%s); closing",
+			      p->job_msg + 1, store_status_name(p->job_status));
+		conn_close(s->conn);
+		return;
+	}
+	if (first) {
+		p->read_started = true;
+		if (p->job_lines < 0)
+			session_replyf(s, "+OK %llu octets",
+				       (unsigned long long)p->md->entries[p->job_msg].size);
+		else
+			session_reply(s, "+OK");
+	}
+	conn_write_buf(s->conn, &p->job_out);
+	if (p->read_eof) {
+		read_end(p);
+		return;
+	}
+	/* Input stays paused until the last piece is out. */
+	session_hold(s);
+	conn_when_drained(s->conn, POP3_READ_LOW_WATER, read_more);
+}
+
+static void start_read(struct pop3_session *p, unsigned int i, long lines)
+{
+	p->job_msg = i;
+	p->job_lines = lines;
+	session_run_job(&p->s, read_work, read_done);
+}
+
+static void cmd_retr(struct pop3_session *p, const struct pop3_command *cmd)
 {
 	unsigned int i;
 	if (cmd->argc != 1) {
-		bad_command(s, "-ERR Usage: RETR msg");
+		session_bad_command(&p->s, "-ERR Usage: RETR msg");
 		return;
 	}
-	if (!get_msg(s, cmd->argv[0], &i))
-		return;
-	s->job_msg = i;
-	s->job_lines = -1;
-	run_job(s, JOB_READ);
+	if (get_msg(p, cmd->argv[0], &i))
+		start_read(p, i, -1);
 }
 
-static void cmd_top(struct pop3_session *s, const struct pop3_command *cmd)
+static void cmd_top(struct pop3_session *p, const struct pop3_command *cmd)
 {
 	unsigned int i;
 	long lines;
 	if (cmd->argc != 2) {
-		bad_command(s, "-ERR Usage: TOP msg lines");
+		session_bad_command(&p->s, "-ERR Usage: TOP msg lines");
 		return;
 	}
 	if (pop3_parse_linecount(cmd->argv[1], &lines) < 0) {
-		bad_command(s, "-ERR Invalid line count");
+		session_bad_command(&p->s, "-ERR Invalid line count");
 		return;
 	}
-	if (!get_msg(s, cmd->argv[0], &i))
-		return;
-	s->job_msg = i;
-	s->job_lines = lines;
-	run_job(s, JOB_READ);
+	if (get_msg(p, cmd->argv[0], &i))
+		start_read(p, i, lines);
 }
 
-static void cmd_dele(struct pop3_session *s, const struct pop3_command *cmd)
+static void cmd_dele(struct pop3_session *p, const struct pop3_command *cmd)
 {
 	unsigned int i;
 	if (cmd->argc != 1) {
-		bad_command(s, "-ERR Usage: DELE msg");
+		session_bad_command(&p->s, "-ERR Usage: DELE msg");
 		return;
 	}
-	if (!get_msg(s, cmd->argv[0], &i))
+	if (!get_msg(p, cmd->argv[0], &i))
 		return;
-	s->deleted[i] = true;
-	conn_printf(s->conn, "+OK Message %u deleted\r\n", i + 1);
+	p->deleted[i] = true;
+	session_replyf(&p->s, "+OK Message %u deleted", i + 1);
 }
 
-static void cmd_rset(struct pop3_session *s, const struct pop3_command *cmd)
+static void cmd_rset(struct pop3_session *p, const struct pop3_command *cmd)
 {
-	memset(s->deleted, 0, s->md->count * sizeof(bool));
-	conn_printf(s->conn, "+OK %u messages\r\n", s->md->count);
+	memset(p->deleted, 0, p->md->count * sizeof(bool));
+	session_replyf(&p->s, "+OK %u messages", p->md->count);
 }
+
+/* --- dispatch --- */
 
 struct pop3_command_def {
 	enum pop3_verb verb;
 	unsigned int states;
-	void (*handler)(struct pop3_session *s, const struct pop3_command *cmd);
+	bool secret;   /* the line carries a password: wipe it after use */
+	void (*handler)(struct pop3_session *p, const struct pop3_command *cmd);
 };
 
 #define AUTHZ POP3_STATE_AUTHORIZATION
 #define TRANS POP3_STATE_TRANSACTION
 static const struct pop3_command_def commands[] = {
-	{ POP3_VERB_CAPA, AUTHZ | TRANS, cmd_capa },
-	{ POP3_VERB_NOOP, TRANS, cmd_noop },
-	{ POP3_VERB_QUIT, AUTHZ | TRANS, cmd_quit },
-	{ POP3_VERB_STLS, AUTHZ | TRANS, cmd_stls },
-	{ POP3_VERB_USER, AUTHZ, cmd_user },
-	{ POP3_VERB_PASS, AUTHZ, cmd_pass },
-	{ POP3_VERB_AUTH, AUTHZ, cmd_auth },
-	{ POP3_VERB_APOP, AUTHZ, cmd_apop },
-	{ POP3_VERB_STAT, TRANS, cmd_stat },
-	{ POP3_VERB_LIST, TRANS, cmd_list },
-	{ POP3_VERB_UIDL, TRANS, cmd_uidl },
-	{ POP3_VERB_RETR, TRANS, cmd_retr },
-	{ POP3_VERB_TOP, TRANS, cmd_top },
-	{ POP3_VERB_DELE, TRANS, cmd_dele },
-	{ POP3_VERB_RSET, TRANS, cmd_rset },
+	{ POP3_VERB_CAPA, AUTHZ | TRANS, false, cmd_capa },
+	{ POP3_VERB_NOOP, TRANS, false, cmd_noop },
+	{ POP3_VERB_QUIT, AUTHZ | TRANS, false, cmd_quit },
+	{ POP3_VERB_STLS, AUTHZ | TRANS, false, cmd_stls },
+	{ POP3_VERB_USER, AUTHZ, false, cmd_user },
+	{ POP3_VERB_PASS, AUTHZ, true, cmd_pass },
+	{ POP3_VERB_AUTH, AUTHZ, true, cmd_auth },
+	{ POP3_VERB_APOP, AUTHZ, true, cmd_apop },
+	{ POP3_VERB_STAT, TRANS, false, cmd_stat },
+	{ POP3_VERB_LIST, TRANS, false, cmd_list },
+	{ POP3_VERB_UIDL, TRANS, false, cmd_uidl },
+	{ POP3_VERB_RETR, TRANS, false, cmd_retr },
+	{ POP3_VERB_TOP, TRANS, false, cmd_top },
+	{ POP3_VERB_DELE, TRANS, false, cmd_dele },
+	{ POP3_VERB_RSET, TRANS, false, cmd_rset },
 };
 
-static void on_line(void *ctx, char *line, size_t len, bool bare_lf)
+static void pop3_line(struct session *s, char *line, size_t len, bool bare_lf)
 {
-	struct pop3_session *s = ctx;
+	struct pop3_session *p = pop3(s);
 	struct pop3_command cmd;
 	const char *error;
-
-	if (s->sasl_waiting) {
-		sasl_line(s, line, len);
-		explicit_bzero(line, len);
-		return;
-	}
 	if (pop3_parse_command(line, len, &cmd, &error) < 0) {
-		char msg[128];
-		snprintf(msg, sizeof(msg), "-ERR %s", error);
-		bad_command(s, msg);
+		session_bad_command_f(s, "-ERR %s", error);
 		return;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-		if (commands[i].verb != cmd.verb)
+		const struct pop3_command_def *def = &commands[i];
+		if (def->verb != cmd.verb)
 			continue;
-		if ((commands[i].states & s->state) == 0) {
-			bad_command(s, s->state == POP3_STATE_AUTHORIZATION
-					       ? "-ERR Not logged in"
-					       : "-ERR Command not valid in this state");
+		if ((def->states & p->state) == 0) {
+			session_bad_command(s, p->state == POP3_STATE_AUTHORIZATION
+						       ? "-ERR Not logged in"
+						       : "-ERR Command not valid in this state");
 			return;
 		}
-		commands[i].handler(s, &cmd);
-		if (cmd.verb == POP3_VERB_PASS || cmd.verb == POP3_VERB_AUTH)
+		def->handler(p, &cmd);
+		if (def->secret)
 			explicit_bzero(line, len);
 		return;
 	}
-	bad_command(s, "-ERR Unknown command");
+	session_bad_command(s, "-ERR Unknown command");
 }
 
-static void on_line_too_long(void *ctx)
+static void pop3_line_too_long(struct session *s)
 {
-	struct pop3_session *s = ctx;
-	if (s->sasl_waiting) {
-		sasl_end(s);
-		bad_command(s, "-ERR [AUTH] Authentication response too long");
-		return;
-	}
-	bad_command(s, "-ERR Line too long");
+	session_bad_command(s, "-ERR Line too long");
 }
 
-static void on_timeout(void *ctx, enum conn_timeout kind)
+static void pop3_timeout(struct session *s, enum conn_timeout kind)
 {
-	struct pop3_session *s = ctx;
 	switch (kind) {
 	case CONN_TIMEOUT_IDLE:
-		reply(s, "-ERR Autologout; idle for too long");
+		session_reply(s, "-ERR Autologout; idle for too long");
 		break;
 	case CONN_TIMEOUT_COMMAND:
-		reply(s, "-ERR Command not received in time, closing connection");
+		session_reply(s, "-ERR Command not received in time, closing connection");
 		break;
 	case CONN_TIMEOUT_SESSION:
-		reply(s, "-ERR Not logged in in time, closing connection");
-		break;
-	}
-	log_info("pop3 #%llu: %s timeout", (unsigned long long)s->id,
-		 kind == CONN_TIMEOUT_IDLE ? "idle" : kind == CONN_TIMEOUT_COMMAND ? "command" : "login");
-}
-
-static void on_closed(void *ctx, enum conn_close_reason reason)
-{
-	struct pop3_session *s = ctx;
-	s->dead = true;
-	if (!s->job_running)
-		pop3_session_free(s);
-}
-
-static const struct conn_callbacks pop3_conn_callbacks = {
-	.line = on_line,
-	.line_too_long = on_line_too_long,
-	.timeout = on_timeout,
-	.closed = on_closed,
-};
-
-/* --- jobs --- */
-
-static void job_work(struct worker_job *job)
-{
-	struct pop3_session *s = (struct pop3_session *)((char *)job -
-		offsetof(struct pop3_session, job));
-	struct store *store = s->daemon->store;
-
-	switch (s->job_kind) {
-	case JOB_LOGIN: {
-		struct buf hash;
-		buf_init(&hash, 1024);
-		enum store_status st = store_user_get(store, s->user, &hash);
-		s->job_auth_ok = st == STORE_OK &&
-				 auth_cache_verify(s->daemon->auth_cache, s->job_secret.data,
-						   s->job_secret.len, hash.data);
-		buf_wipe(&s->job_secret);
-		buf_deinit(&hash);
-		if (st == STORE_NOTFOUND)
-			st = STORE_OK; /* an unknown user is a failed login */
-		if (st == STORE_OK && s->job_auth_ok)
-			st = store_maildrop_open(store, s->user, &s->md);
-		s->job_status = st;
-		break;
-	}
-	case JOB_READ:
-		buf_reset(&s->job_out);
-		s->job_status = STORE_OK;
-		if (s->reader == NULL)
-			s->job_status = store_reader_open(s->md, s->job_msg, s->job_lines, &s->reader);
-		if (s->job_status == STORE_OK)
-			s->job_status = store_reader_read(s->reader, POP3_READ_PIECE, &s->job_out,
-							  &s->reader_done);
-		break;
-	case JOB_EXPUNGE:
-		s->job_status = store_maildrop_expunge(s->md, s->job_indexes, s->job_index_count);
+		session_reply(s, "-ERR Not logged in in time, closing connection");
 		break;
 	}
 }
 
-/* The failure delay is over: answer the failed login, read on. */
-static void delay_done(evutil_socket_t fd, short what, void *arg)
+static void pop3_refuse(struct session *s, enum session_admit why)
 {
-	struct pop3_session *s = arg;
-	bad_command(s, "-ERR [AUTH] Invalid user name or password");
-	conn_resume(s->conn);
-}
-
-/* The output has drained: read the next piece of the message. */
-static void read_more(void *ctx)
-{
-	struct pop3_session *s = ctx;
-	run_job(s, JOB_READ);
-}
-
-/* A piece of a RETR/TOP has been read. The status line goes out with the
- * first piece; later pieces are read only once the client has taken most
- * of the previous one, so a 25 MiB message never sits in memory whole.
- * Returns true when the command is finished. */
-static bool read_piece_done(struct pop3_session *s, enum store_status st)
-{
-	bool first = s->reader_started == false;
-	if (st != STORE_OK) {
-		store_reader_free(&s->reader);
-		s->reader_started = false;
-		if (first) {
-			pop3_store_error(s, st);
-			return true;
-		}
-		/* The status line is out: a multi-line reply cannot turn into an
-		 * error any more, so the only honest end is to close. */
-		log_error("pop3 #%llu: message %u became unreadable while being sent (%s); closing",
-			  (unsigned long long)s->id, s->job_msg + 1, store_status_name(st));
-		conn_close(s->conn);
-		return true;
-	}
-	if (first) {
-		s->reader_started = true;
-		if (s->job_lines < 0)
-			conn_printf(s->conn, "+OK %llu octets\r\n",
-				    (unsigned long long)s->md->entries[s->job_msg].size);
-		else
-			reply(s, "+OK");
-	}
-	conn_write_buf(s->conn, &s->job_out);
-	if (!s->reader_done) {
-		conn_when_drained(s->conn, POP3_READ_LOW_WATER, read_more);
-		return false;
-	}
-	store_reader_free(&s->reader);
-	s->reader_started = false;
-	return true;
-}
-
-static void job_done(struct worker_job *job)
-{
-	struct pop3_session *s = (struct pop3_session *)((char *)job -
-		offsetof(struct pop3_session, job));
-	s->job_running = false;
-	if (s->dead) {
-		pop3_session_free(s);
-		return;
-	}
-	enum store_status st = s->job_status;
-	switch (s->job_kind) {
-	case JOB_LOGIN:
-		if (st != STORE_OK) {
-			log_warn("pop3 #%llu: login for %s failed: %s", (unsigned long long)s->id,
-				 s->user, store_status_name(st));
-			pop3_store_error(s, st);
-		} else if (!s->job_auth_ok) {
-			unsigned int delay = daemon_auth_failed(s->daemon, s->conn);
-			log_info("pop3 #%llu: authentication failed for %s from %s (password ********; answered after %u ms)",
-				 (unsigned long long)s->id, s->user, conn_peer_ip(s->conn), delay);
-			s->user[0] = '\0';
-			/* Stay paused: nothing is read until the answer. */
-			struct timeval tv = { delay / 1000, (suseconds_t)(delay % 1000) * 1000 };
-			evtimer_add(s->delay_timer, &tv);
-			return;
-		} else {
-			daemon_auth_succeeded(s->daemon, s->conn);
-			s->deleted = xcalloc(s->md->count ? s->md->count : 1, sizeof(bool));
-			set_state(s, POP3_STATE_TRANSACTION);
-			log_info("pop3 #%llu: %s logged in, %u messages", (unsigned long long)s->id,
-				 s->user, s->md->count);
-			conn_printf(s->conn, "+OK Logged in, %u messages (%llu octets)\r\n",
-				    s->md->count, (unsigned long long)s->md->total_size);
-		}
-		break;
-	case JOB_READ:
-		if (!read_piece_done(s, st))
-			return; /* more to stream; input stays paused */
-		break;
-	case JOB_EXPUNGE:
-		free(s->job_indexes);
-		s->job_indexes = NULL;
-		if (st != STORE_OK) {
-			/* RFC 1939: -ERR in UPDATE when some deletion failed. */
-			log_error("pop3 #%llu: expunge for %s failed: %s", (unsigned long long)s->id,
-				  s->user, store_status_name(st));
-			reply(s, "-ERR [SYS/TEMP] Some messages could not be deleted");
-		} else {
-			log_info("pop3 #%llu: %s deleted %u messages", (unsigned long long)s->id,
-				 s->user, s->job_index_count);
-			reply(s, "+OK Bye");
-		}
-		conn_close(s->conn);
-		break;
-	}
-	conn_resume(s->conn);
-}
-
-static void run_job(struct pop3_session *s, enum pop3_job_kind kind)
-{
-	s->job_kind = kind;
-	s->job_running = true;
-	s->job.work = job_work;
-	s->job.done = job_done;
-	conn_pause(s->conn);
-	worker_pool_submit(s->daemon->pool, &s->job);
-}
-
-/* --- lifetime --- */
-
-static void pop3_session_free(struct pop3_session *s)
-{
-	daemon_session_unregister(s->daemon, &s->ds);
-	if (s->delay_timer != NULL)
-		event_free(s->delay_timer);
-	conn_free(&s->conn);
-	store_reader_free(&s->reader);
-	store_maildrop_free(&s->md);
-	free(s->deleted);
-	free(s->job_indexes);
-	buf_wipe(&s->job_secret);
-	buf_deinit(&s->job_secret);
-	buf_deinit(&s->job_out);
-	free(s);
-}
-
-static void pop3_session_destroy(struct daemon_session *ds)
-{
-	pop3_session_free((struct pop3_session *)ds);
-}
-
-void pop3_session_create(struct daemon *d, int fd, const struct sockaddr *peer,
-			 socklen_t peer_len, bool implicit_tls, enum daemon_admit admit)
-{
-	const struct tern_settings *set = d->set;
-	struct pop3_session *s = xcalloc(1, sizeof(*s));
-	s->daemon = d;
-	s->id = ++d->next_session_id;
-	s->ds.destroy = pop3_session_destroy;
-	buf_init(&s->job_secret, set->auth_response_max);
-	buf_init(&s->job_out, 0);
-	s->conn = conn_create(d->base, fd, peer, peer_len, implicit_tls ? d->tls : NULL,
-			      &pop3_conn_callbacks, s);
-	s->delay_timer = evtimer_new(d->base, delay_done, s);
-	s->ds.peer = *conn_peer_addr(s->conn);
-	s->ds.refused = admit != DAEMON_ADMIT_OK;
-	daemon_session_register(d, &s->ds);
-	s->state = POP3_STATE_AUTHORIZATION;
-	conn_set_line_max(s->conn, set->line_max_preauth);
-	conn_set_input_max(s->conn, set->input_buffer_preauth);
-	conn_set_idle_timeout(s->conn, set->idle_timeout_preauth_ms);
-	conn_set_command_timeout(s->conn, set->command_timeout_ms, (unsigned int)set->min_data_rate);
-	if (admit != DAEMON_ADMIT_OK) {
-		log_info("pop3 #%llu: connect from %s refused: too many connections%s",
-			 (unsigned long long)s->id, conn_peer_ip(s->conn),
-			 admit == DAEMON_ADMIT_TOO_MANY_FROM_IP ? " from this address" : "");
-		reply(s, admit == DAEMON_ADMIT_TOO_MANY_FROM_IP
+	session_reply(s, why == SESSION_ADMIT_TOO_MANY_FROM_IP
 				 ? "-ERR [SYS/TEMP] Too many connections from your address, try again later"
 				 : "-ERR [SYS/TEMP] Too many connections, try again later");
-		conn_close(s->conn);
-		return;
-	}
-	conn_set_session_deadline(s->conn, set->login_timeout_ms);
-	log_info("pop3 #%llu: connect from %s%s", (unsigned long long)s->id,
-		 conn_peer_ip(s->conn), implicit_tls ? " (TLS)" : "");
-	reply(s, "+OK tern POP3 server ready");
 }
+
+static void pop3_start(struct session *s)
+{
+	struct pop3_session *p = pop3(s);
+	buf_init(&p->job_raw, 0);
+	buf_init(&p->job_out, 0);
+	pop3_enter_state(p, POP3_STATE_AUTHORIZATION);
+	session_start_login_deadline(s);
+	session_reply(s, "+OK tern POP3 server ready");
+}
+
+static void pop3_deinit(struct session *s)
+{
+	struct pop3_session *p = pop3(s);
+	store_cursor_close(&p->cursor);
+	store_maildrop_free(&p->md);
+	free(p->deleted);
+	free(p->job_indexes);
+	if (p->job_out.data != NULL) {
+		buf_deinit(&p->job_raw);
+		buf_deinit(&p->job_out);
+	}
+}
+
+const struct session_protocol pop3_protocol = {
+	.name = "pop3",
+	.size = sizeof(struct pop3_session),
+	.start = pop3_start,
+	.refuse = pop3_refuse,
+	.line = pop3_line,
+	.line_too_long = pop3_line_too_long,
+	.timeout = pop3_timeout,
+	.deinit = pop3_deinit,
+	.too_many_errors = "-ERR Too many bad commands, closing connection",
+};

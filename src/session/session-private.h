@@ -1,0 +1,29 @@
+#ifndef TERN_SESSION_PRIVATE_H
+#define TERN_SESSION_PRIVATE_H
+/* Between session.c and session-login.c; protocols never include this. */
+#include "session.h"
+
+#define SESSION_LOGIN_QUEUE_BUCKETS 1024
+
+struct session_login_queue;
+
+struct session_registry {
+	struct session head;         /* list head; only prev/next are used */
+	uint64_t next_id;
+	unsigned int count;          /* admitted sessions */
+	unsigned int refused_count;  /* sessions saying "too many connections" */
+	/* Password checks waiting for their turn, per penalised client. */
+	struct session_login_queue *login_queues[SESSION_LOGIN_QUEUE_BUCKETS];
+	uint64_t queue_hash_key;
+};
+
+/* Unregisters and frees the session (no job may be running). */
+void session_free(struct session *s);
+/* Ends a password check or SASL exchange in progress: leaves the
+ * address's queue, stops the penalty timer, wipes secrets. */
+void session_login_free(struct session *s);
+/* An input line or an over-long line while a SASL exchange is active. */
+void session_sasl_line(struct session *s, char *line, size_t len);
+void session_sasl_too_long(struct session *s);
+
+#endif

@@ -1,0 +1,231 @@
+#ifndef TERN_SESSION_H
+#define TERN_SESSION_H
+/*
+ * session: the core under every protocol session (POP3, SMTP, LMTP and
+ * whatever comes next). It owns what they share, so that each protection is
+ * written, and kept, once:
+ *
+ * - the connection (conn) and the pre-login caps and deadlines;
+ * - the session id, and log lines prefixed with "proto #id:";
+ * - registration with the server's registry, and admission: a refused
+ *   client is told why in the protocol's words, then closed;
+ * - the one job slot: work on a worker thread with input paused, so that
+ *   pipelined commands are answered in order, and the session's lifetime
+ *   around it (a session whose connection has gone is freed when its job
+ *   ends, never from inside one of its own callbacks);
+ * - the bad-command budget;
+ * - password checks (session-login.c): the client address's failed-login
+ *   penalty applied before the check, one check at a time from a penalised
+ *   address, unknown users verified against a dummy hash of the same cost,
+ *   and the outcome logged without the password;
+ * - SASL PLAIN and LOGIN exchanges, framed with the protocol's prefix.
+ *
+ * A protocol embeds struct session first in its own struct, describes
+ * itself with a const struct session_protocol, and keeps only its commands
+ * and states. Adding a protocol is one file and one row in the server's
+ * listener table.
+ *
+ * Threads: the event-loop thread only, except a job's work function, which
+ * runs on a worker and may touch only the session's own job fields and the
+ * store.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+#include "conn.h"
+#include "log.h"
+#include "net.h"
+#include "sasl.h"
+#include "store.h"
+#include "worker-pool.h"
+
+struct event_base;
+struct evbuffer;
+struct tern_settings;
+struct auth_penalty;
+struct auth_cache;
+struct session_registry;
+struct session_login;
+typedef struct ssl_ctx_st SSL_CTX;
+
+/* The services sessions use, one set per process, made by the server.
+ * Sessions only read it; the registry is changed through session_* calls. */
+struct session_env {
+	struct event_base *base;
+	struct worker_pool *pool;
+	struct store *store;
+	const struct tern_settings *set;
+	SSL_CTX *tls;                  /* NULL without a certificate; SIGHUP replaces it */
+	struct auth_penalty *penalty;  /* failed logins per client address */
+	struct auth_cache *auth_cache; /* recent successful password checks */
+	struct session_registry *registry;
+};
+
+/* Whether a new connection is within the connection limits. */
+enum session_admit {
+	SESSION_ADMIT_OK,
+	SESSION_ADMIT_TOO_MANY,         /* [limits] max_connections */
+	SESSION_ADMIT_TOO_MANY_FROM_IP, /* [limits] max_connections_per_ip */
+	SESSION_ADMIT_DROP,             /* refused, and too many refusals in flight to say so */
+};
+
+struct session;
+typedef void session_fn(struct session *s);
+
+struct session_protocol {
+	const char *name;     /* "pop3", "smtp", "lmtp": log prefix */
+	size_t size;          /* of the protocol's struct (struct session first) */
+	/* Admitted: set the first state and its caps, greet. */
+	void (*start)(struct session *s);
+	/* Refused: say why in one reply; the core then closes. */
+	void (*refuse)(struct session *s, enum session_admit why);
+	void (*line)(struct session *s, char *line, size_t len, bool bare_lf);
+	void (*line_too_long)(struct session *s);
+	/* Raw mode (SMTP DATA); NULL when the protocol has none. */
+	void (*raw)(struct session *s, struct evbuffer *in);
+	/* The goodbye reply for a timeout; the core logs it and closes. */
+	void (*timeout)(struct session *s, enum conn_timeout kind);
+	/* Optional: the connection has gone; the session is freed next. */
+	void (*closed)(struct session *s);
+	/* Frees what the protocol holds (not the struct itself). */
+	void (*deinit)(struct session *s);
+	/* The reply that closes a session which used up its bad-command budget. */
+	const char *too_many_errors;
+};
+
+struct session {
+	const struct session_protocol *proto;
+	const struct session_env *env;
+	struct conn *conn;
+	uint64_t id;
+	struct net_addr peer;
+	/* private to the core */
+	struct session *prev, *next;    /* the registry */
+	struct worker_job job;
+	session_fn *work, *done;
+	struct session_login *login;    /* a password check or SASL exchange */
+	unsigned int bad_commands;
+	bool refused, dead, job_running, held;
+};
+
+/* --- the registry and admission (the server's side) --- */
+
+struct session_registry *session_registry_create(void);
+/* Frees every session still registered: call with no job in flight (after
+ * the worker pool has stopped). */
+void session_registry_destroy(struct session_registry **reg);
+/* Admitted sessions open now. */
+unsigned int session_registry_count(const struct session_registry *reg);
+
+/* Checks the connection limits for a new client and logs a refusal. */
+enum session_admit session_admit(const struct session_env *env, const struct net_addr *peer,
+				 const char *peer_ip);
+
+/* Takes ownership of fd and starts a session of the given protocol
+ * (refused ones only say why). Nothing is called back before it returns. */
+void session_create(const struct session_env *env, const struct session_protocol *proto,
+		    int fd, const struct sockaddr *peer, socklen_t peer_len, bool implicit_tls,
+		    enum session_admit admit);
+
+/* --- services for protocols --- */
+
+void session_log(const struct session *s, enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+#define session_info(s, ...) session_log((s), LOG_INFO, __VA_ARGS__)
+#define session_warn(s, ...) session_log((s), LOG_WARN, __VA_ARGS__)
+#define session_error(s, ...) session_log((s), LOG_ERROR, __VA_ARGS__)
+
+/* One reply line; CRLF is added. */
+void session_reply(struct session *s, const char *line);
+void session_replyf(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A reply to a bad command: counts against [limits] max_bad_commands; at the
+ * limit the protocol's too_many_errors follows and the session closes. */
+void session_bad_command(struct session *s, const char *line);
+void session_bad_command_f(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* true when the peer is in [auth] trusted_networks. */
+bool session_peer_trusted(const struct session *s);
+/* Whether USER/PASS, AUTH PLAIN and AUTH LOGIN may be used here and now
+ * under [auth] plaintext. */
+bool session_plaintext_allowed(const struct session *s);
+/* The TLS context for STARTTLS/STLS (NULL when none is configured). */
+SSL_CTX *session_tls(const struct session *s);
+
+/* Starts the login deadline ([limits] login_timeout). */
+void session_start_login_deadline(struct session *s);
+/* The client has logged in: lifts the pre-login caps to [limits] line_max
+ * and input_buffer, ends the login deadline and sets the idle timeout. */
+void session_logged_in(struct session *s, unsigned int idle_ms);
+
+/* Runs work(s) on a worker thread, then done(s) on the loop, with input
+ * paused meanwhile. Input resumes when done() returns, unless done() started
+ * another job, called session_hold() or closed the conn. When the connection
+ * has gone meanwhile, done() is not called and the session is freed. One job
+ * at a time. */
+void session_run_job(struct session *s, session_fn *work, session_fn *done);
+/* From a job's done(): keep input paused (e.g. while a reply streams);
+ * session_resume() ends the hold. */
+void session_hold(struct session *s);
+void session_resume(struct session *s);
+
+/* --- logins (session-login.c) --- */
+
+enum session_login_result {
+	SESSION_LOGIN_OK,
+	SESSION_LOGIN_FAILED,   /* wrong password or unknown user */
+	SESSION_LOGIN_TEMPFAIL, /* the store could not answer */
+};
+
+/* What a login does once the password is right, on the worker (POP3 opens
+ * the maildrop there: one job, one round trip). Anything but STORE_OK makes
+ * the login TEMPFAIL. */
+typedef enum store_status session_login_work_fn(struct session *s, const char *user);
+typedef void session_login_done_fn(struct session *s, enum session_login_result result,
+				   const char *user);
+
+/* Checks user's password, which is taken from secret (wiped). First the
+ * client address's penalty for earlier failures is waited out; while an
+ * address has one, its checks run one at a time, in arrival order. Then a
+ * worker verifies the password (an unknown user against a dummy hash of the
+ * same cost), runs after_ok (may be NULL) on success, and done() is called
+ * on the loop with the result; the failure or success is recorded against
+ * the address and logged (never the password). Input is paused until done()
+ * returns, as for a job. user must be a normalised address. */
+void session_check_password(struct session *s, const char *user, struct buf *secret,
+			    session_login_work_fn *after_ok, session_login_done_fn *done);
+
+/* How a SASL exchange that ended without a password check failed. */
+enum session_sasl_failure {
+	SESSION_SASL_CANCELLED,  /* the client sent "*" */
+	SESSION_SASL_BAD_BASE64, /* a response was not base64 */
+	SESSION_SASL_MALFORMED,  /* decoded, but not a valid message: see text */
+	SESSION_SASL_TOO_LONG,   /* a response line was over [auth] max_response */
+	SESSION_SASL_BAD_USER,   /* the user name is not an address */
+	SESSION_SASL_BAD_PASSWORD, /* LOGIN: an empty password, or one with a NUL */
+};
+
+struct session_sasl_ops {
+	/* The prefix of a challenge line: "+ " (POP3), "334 " (SMTP). */
+	const char *challenge_prefix;
+	/* The exchange failed before any password check: reply (usually with
+	 * session_bad_command). text: a short phrase for the reply. */
+	void (*failed)(struct session *s, enum session_sasl_failure why, const char *text);
+	session_login_work_fn *after_ok; /* as for session_check_password */
+	session_login_done_fn *done;
+};
+
+/* Starts an AUTH exchange for mech (PLAIN or LOGIN), with the initial
+ * response if the client sent one (NULL otherwise). Until it ends, input
+ * lines go to the exchange (at most [auth] max_response long) and are wiped
+ * after use; it ends with ops->failed() or a password check and ops->done().
+ * ops must outlive the exchange. */
+void session_sasl_start(struct session *s, enum sasl_mech mech, const char *initial,
+			const struct session_sasl_ops *ops);
+/* true while an exchange waits for a client response. */
+bool session_sasl_active(const struct session *s);
+
+#endif
