@@ -152,18 +152,20 @@ static uint64_t monotonic_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-unsigned int daemon_auth_failed(struct daemon *d, const struct conn *conn)
+unsigned int daemon_auth_failed(struct daemon *d, const struct conn *conn, const char *user)
 {
 	/* Trusted hosts (a local webmail, a proxy) speak for many users: one
 	 * user's typos must not slow down everyone behind them. */
 	if (daemon_peer_trusted(d, conn))
 		return 0;
-	return auth_penalty_fail(d->penalty, conn_peer_addr(conn), monotonic_ms());
+	uint64_t now = monotonic_ms();
+	auth_penalty_fail(d->penalty, conn_peer_addr(conn), user, now);
+	return auth_penalty_delay(d->penalty, conn_peer_addr(conn), now);
 }
 
-void daemon_auth_succeeded(struct daemon *d, const struct conn *conn)
+void daemon_auth_succeeded(struct daemon *d, const struct conn *conn, const char *user)
 {
-	auth_penalty_success(d->penalty, conn_peer_addr(conn));
+	auth_penalty_success(d->penalty, conn_peer_addr(conn), user);
 }
 
 SSL_CTX *daemon_tls_context(const struct tern_settings *set, const char **error_r)

@@ -64,11 +64,11 @@ bool daemon_peer_trusted(const struct daemon *d, const struct conn *conn);
 /* Whether USER/PASS, AUTH PLAIN and AUTH LOGIN may be used on this
  * connection under [auth] plaintext. */
 bool daemon_plaintext_allowed(const struct daemon *d, const struct conn *conn);
-/* A failed login from the conn's peer: returns the delay (ms) to wait
- * before answering it (0 for trusted networks). A success forgets the
- * peer's failures. */
-unsigned int daemon_auth_failed(struct daemon *d, const struct conn *conn);
-void daemon_auth_succeeded(struct daemon *d, const struct conn *conn);
+/* A failed login for user from the conn's peer: returns the delay (ms) to
+ * wait before answering it (0 for trusted networks). A success by the
+ * user all the peer's failures were for forgets them. */
+unsigned int daemon_auth_failed(struct daemon *d, const struct conn *conn, const char *user);
+void daemon_auth_succeeded(struct daemon *d, const struct conn *conn, const char *user);
 
 /* Builds the server TLS context from [tls]; NULL with *error_r when the
  * files cannot be loaded. */
