@@ -586,9 +586,10 @@ static void job_work(struct worker_job *job)
 		struct buf hash;
 		buf_init(&hash, 1024);
 		enum store_status st = store_user_get(store, s->user, &hash);
-		s->job_auth_ok = st == STORE_OK &&
+		s->job_auth_ok = (st == STORE_OK || st == STORE_NOTFOUND) &&
 				 auth_cache_verify(s->daemon->auth_cache, s->job_secret.data,
-						   s->job_secret.len, hash.data);
+						   s->job_secret.len,
+						   st == STORE_OK ? hash.data : NULL);
 		buf_wipe(&s->job_secret);
 		buf_deinit(&hash);
 		if (st == STORE_NOTFOUND)
@@ -684,7 +685,7 @@ static void job_done(struct worker_job *job)
 				 s->user, store_status_name(st));
 			pop3_store_error(s, st);
 		} else if (!s->job_auth_ok) {
-			unsigned int delay = daemon_auth_failed(s->daemon, s->conn);
+			unsigned int delay = daemon_auth_failed(s->daemon, s->conn, s->user);
 			log_info("pop3 #%llu: authentication failed for %s from %s (password ********; answered after %u ms)",
 				 (unsigned long long)s->id, s->user, conn_peer_ip(s->conn), delay);
 			s->user[0] = '\0';
@@ -693,7 +694,7 @@ static void job_done(struct worker_job *job)
 			evtimer_add(s->delay_timer, &tv);
 			return;
 		} else {
-			daemon_auth_succeeded(s->daemon, s->conn);
+			daemon_auth_succeeded(s->daemon, s->conn, s->user);
 			s->deleted = xcalloc(s->md->count ? s->md->count : 1, sizeof(bool));
 			set_state(s, POP3_STATE_TRANSACTION);
 			log_info("pop3 #%llu: %s logged in, %u messages", (unsigned long long)s->id,

@@ -838,9 +838,10 @@ static void job_work(struct worker_job *job)
 		struct buf hash;
 		buf_init(&hash, 1024);
 		s->job_status = store_user_get(store, s->job_user, &hash);
-		s->job_auth_ok = s->job_status == STORE_OK &&
+		s->job_auth_ok = (s->job_status == STORE_OK || s->job_status == STORE_NOTFOUND) &&
 				 auth_cache_verify(s->daemon->auth_cache, s->job_secret.data,
-						   s->job_secret.len, hash.data);
+						   s->job_secret.len,
+						   s->job_status == STORE_OK ? hash.data : NULL);
 		buf_wipe(&s->job_secret);
 		buf_wipe(&hash);
 		buf_deinit(&hash);
@@ -955,14 +956,14 @@ static bool finish_auth(struct smtp_session *s)
 		return true;
 	}
 	if (!s->job_auth_ok) {
-		unsigned int delay = daemon_auth_failed(s->daemon, s->conn);
+		unsigned int delay = daemon_auth_failed(s->daemon, s->conn, s->job_user);
 		log_info("smtp #%llu: authentication failed for %s from %s (password ********; answered after %u ms)",
 			 (unsigned long long)s->id, s->job_user, conn_peer_ip(s->conn), delay);
 		struct timeval tv = { delay / 1000, (suseconds_t)(delay % 1000) * 1000 };
 		evtimer_add(s->delay_timer, &tv);
 		return false;
 	}
-	daemon_auth_succeeded(s->daemon, s->conn);
+	daemon_auth_succeeded(s->daemon, s->conn, s->job_user);
 	s->authenticated = true;
 	str_copy(s->auth_user, s->job_user, sizeof(s->auth_user));
 	conn_set_input_max(s->conn, s->daemon->set->input_buffer);
