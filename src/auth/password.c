@@ -1,21 +1,33 @@
 /*
  * password: argon2id through libargon2, crypt(3) through libcrypt for
  * imported hashes. Plaintext copies made here are wiped before returning.
+ *
+ * The dummy hash is made once per process under pthread_once, from a
+ * random password nobody knows and a random salt, with the same
+ * parameters as password_hash(), so verifying against it costs what
+ * verifying a real tern hash costs and can never succeed.
  */
 #include "password.h"
 
 #include <argon2.h>
 #include <crypt.h>
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+
+#include "log.h"
 
 #define ARGON2_T 2
 #define ARGON2_M_KIB 19456
 #define ARGON2_P 1
 #define SALT_LEN 16
 #define HASH_LEN 32
+#define DUMMY_PASSWORD_LEN 32
+
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+static char dummy_hash[256];
 
 int password_hash(const char *password, size_t len, struct buf *out)
 {
@@ -76,26 +88,52 @@ bool password_is_hash(const char *text)
 	return false;
 }
 
+static void dummy_make(void)
+{
+	unsigned char salt[SALT_LEN], secret[DUMMY_PASSWORD_LEN];
+	if (getrandom(salt, sizeof(salt), 0) != (ssize_t)sizeof(salt) ||
+	    getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret))
+		panic("getrandom failed");
+	if (argon2_encodedlen(ARGON2_T, ARGON2_M_KIB, ARGON2_P, SALT_LEN, HASH_LEN, Argon2_id) >
+	    sizeof(dummy_hash))
+		panic("argon2id dummy hash does not fit");
+	int rc = argon2id_hash_encoded(ARGON2_T, ARGON2_M_KIB, ARGON2_P, secret, sizeof(secret),
+				       salt, SALT_LEN, HASH_LEN, dummy_hash, sizeof(dummy_hash));
+	explicit_bzero(secret, sizeof(secret));
+	if (rc != ARGON2_OK)
+		panic("argon2id dummy hash: %s", argon2_error_message(rc));
+}
+
+bool password_verify_dummy(const char *password, size_t len)
+{
+	pthread_once(&dummy_once, dummy_make);
+	/* The result is ignored: a match would need the random password. */
+	(void)argon2id_verify(dummy_hash, password, len);
+	return false;
+}
+
 bool password_verify(const char *password, size_t len, const char *stored)
 {
 	const char *scheme;
 	size_t slen;
 	const char *h = strip_scheme(stored, &scheme, &slen);
 	if (h == NULL || !password_is_hash(stored))
-		return false;
+		return password_verify_dummy(password, len);
 	char *pw = xstrndup(password, len);
 	bool ok = false;
 	if (strncmp(h, "$argon2id$", 10) == 0)
 		ok = argon2id_verify(h, pw, len) == ARGON2_OK;
 	else if (strncmp(h, "$argon2i$", 9) == 0)
 		ok = argon2i_verify(h, pw, len) == ARGON2_OK;
-	else if (strlen(pw) == len) {
-		/* crypt(3) cannot take NUL bytes: such a password never matches. */
+	else {
+		/* crypt(3) cannot take NUL bytes: such a password never matches,
+		 * but is hashed all the same (up to its first NUL) so that the
+		 * answer takes as long as for any other password. */
 		struct crypt_data *cd = xcalloc(1, sizeof(*cd));
 		const char *res = crypt_r(pw, h, cd);
 		size_t hl = strlen(h);
 		ok = res != NULL && res[0] != '*' && strlen(res) == hl &&
-		     CRYPTO_memcmp(res, h, hl) == 0;
+		     CRYPTO_memcmp(res, h, hl) == 0 && strlen(pw) == len;
 		explicit_bzero(cd, sizeof(*cd));
 		free(cd);
 	}

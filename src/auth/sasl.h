@@ -6,9 +6,11 @@
  * for SMTP clients that know nothing else. Both carry the password in
  * clear, so the sessions offer them only where plaintext is allowed.
  *
- * No I/O: the protocol sessions frame the challenges and responses; this
- * module decodes them. Decoded secrets live in caller-owned bufs, which the
- * caller wipes.
+ * No I/O: the protocol sessions frame the challenges and responses ("+ "
+ * in POP3, RFC 5034; "334 " in SMTP, RFC 4954); this module decodes and
+ * checks them. Decoded secrets end up in caller-owned bufs, which the
+ * caller wipes; what this module decodes on its own side is wiped before
+ * each call returns.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -17,8 +19,125 @@
 
 enum sasl_mech { SASL_MECH_UNKNOWN = 0, SASL_MECH_PLAIN, SASL_MECH_LOGIN };
 
+/* The longest authentication identity accepted: the longest address
+ * (RFC 5321: 64 + 1 + 255 octets), tern's user names being addresses. */
+#define SASL_USER_MAX 320
+
 /* Case-insensitive mechanism name lookup. */
 enum sasl_mech sasl_mech_lookup(const char *name);
+
+/* --- one exchange ---
+ *
+ * Usage, for one AUTH command:
+ *
+ *	sasl_exchange_init(&x, mech, max_response);
+ *	r = sasl_exchange_start(&x, initial, initial_len, &password, &out);
+ *	while (r == SASL_CONTINUE) {
+ *		send "+ " / "334 " and out.challenge; read a line;
+ *		r = sasl_exchange_step(&x, line, len, &password, &out);
+ *	}
+ *	SASL_DONE: check out.user with the password; SASL_FAILED: reply;
+ *	sasl_exchange_deinit(&x);
+ *
+ * Mechanisms:
+ * - PLAIN: one message "[authzid] NUL authcid NUL passwd". Without an
+ *   initial response, or with the empty one ("="), the client is asked
+ *   with an empty challenge. The authorization identity must be empty or
+ *   equal to authcid (tern has no proxy logins).
+ * - LOGIN: challenges "Username:" then "Password:" (base64). An initial
+ *   response is the user name. The password may not be empty or hold a
+ *   NUL; the user name may be empty (it is then no address: the caller's
+ *   check of the name refuses it, as for any other non-address).
+ *
+ * Responses: base64 (RFC 4648, strict), "=" or "" for the empty response;
+ * "*" (in a step, not as an initial response) cancels. A response longer
+ * than max_response octets fails as too long. The exchange never calls
+ * back and keeps no pointer to the caller's data.
+ */
+enum sasl_result {
+	SASL_CONTINUE, /* send out.challenge, feed the client's next line to step */
+	SASL_DONE,     /* out.user and the password (in the caller's buf) are ready */
+	SASL_FAILED,   /* out.error and out.error_text say why */
+};
+
+/* Why an exchange failed. The phrases in out.error_text let each protocol
+ * keep its replies; today's are:
+ *
+ * | error     | POP3                     | SMTP                                      |
+ * |-----------|--------------------------|-------------------------------------------|
+ * | BASE64    | -ERR [AUTH] <error_text> | 501 5.5.2 Invalid base64 data in the authentication response |
+ * | MALFORMED | -ERR [AUTH] <error_text> | 501 5.5.2 <error_text>                    |
+ * | AUTHZID   | -ERR [AUTH] <error_text> | 501 5.5.2 <error_text>                    |
+ * | USER      | -ERR [AUTH] <error_text> | 535 5.7.8 Authentication credentials invalid (the user name is an address, user@domain) |
+ * | PASSWORD  | (no LOGIN in POP3)       | 535 5.7.8 Authentication credentials invalid |
+ * | CANCELLED | -ERR [AUTH] <error_text> | 501 5.7.0 Authentication cancelled        |
+ * | TOO_LONG  | -ERR [AUTH] <error_text> | 500 5.5.6 Authentication exchange line is too long |
+ */
+enum sasl_error {
+	SASL_ERROR_NONE = 0,
+	SASL_ERROR_BASE64,     /* a response is not (strict) base64 */
+	SASL_ERROR_MALFORMED,  /* a PLAIN message without its two NULs, with an empty
+			        * user name or password, or a NUL in the password */
+	SASL_ERROR_AUTHZID,    /* PLAIN authzid neither empty nor the user name */
+	SASL_ERROR_USER,       /* a user name over SASL_USER_MAX, or (LOGIN) with a NUL */
+	SASL_ERROR_PASSWORD,   /* a LOGIN password empty or with a NUL */
+	SASL_ERROR_CANCELLED,  /* the client answered "*" */
+	SASL_ERROR_TOO_LONG,   /* a response over max_response, or a password over
+			        * the cap of the caller's buf */
+};
+
+/* What one call produced; the strings stay valid until the next call on
+ * the exchange or its deinit. */
+struct sasl_output {
+	/* SASL_CONTINUE: the challenge, base64, "" for the empty one */
+	const char *challenge;
+	/* SASL_DONE: the authentication identity, NUL-terminated, no NUL
+	 * inside, at most SASL_USER_MAX octets, as the client sent it */
+	const char *user;
+	/* SASL_FAILED: the kind, and a short phrase for the reply that never
+	 * quotes the input */
+	enum sasl_error error;
+	const char *error_text;
+};
+
+/* Declared here so that a session can embed an exchange; the fields are
+ * private. */
+enum sasl_exchange_state {
+	SASL_EXCHANGE_START,
+	SASL_EXCHANGE_PLAIN_MESSAGE,  /* the empty challenge was sent */
+	SASL_EXCHANGE_LOGIN_USER,     /* "Username:" was sent */
+	SASL_EXCHANGE_LOGIN_PASSWORD, /* "Password:" was sent */
+	SASL_EXCHANGE_FINISHED,       /* DONE or FAILED was returned */
+};
+
+struct sasl_exchange {
+	enum sasl_mech mech;
+	enum sasl_exchange_state state;
+	size_t max_response;
+	struct buf decoded;               /* capacity reserved at init, wiped per call */
+	char user[SASL_USER_MAX + 1];
+};
+
+/* Starts an exchange for mech (PLAIN or LOGIN). max_response (> 0) caps
+ * each base64 response, e.g. [auth] max_response. Allocates the decoding
+ * buffer once, at its full size (so no copy of a secret is left behind by
+ * a reallocation). Pair with sasl_exchange_deinit(). */
+void sasl_exchange_init(struct sasl_exchange *x, enum sasl_mech mech, size_t max_response);
+/* The AUTH command itself. initial is the initial response (base64, "="
+ * for the empty one), NULL or len 0 for none. password is an initialized
+ * buf: on SASL_DONE the password replaces its contents (its cap bounds
+ * it); otherwise it is left as it was, or wiped. */
+enum sasl_result sasl_exchange_start(struct sasl_exchange *x, const char *initial, size_t len,
+				     struct buf *password, struct sasl_output *out_r);
+/* One client response line (without its line ending), after
+ * SASL_CONTINUE. Like start for the rest. Calling start or step again after
+ * SASL_DONE or SASL_FAILED is a bug (panic). */
+enum sasl_result sasl_exchange_step(struct sasl_exchange *x, const char *line, size_t len,
+				    struct buf *password, struct sasl_output *out_r);
+/* Wipes and frees what the exchange holds. Safe to call twice. */
+void sasl_exchange_deinit(struct sasl_exchange *x);
+
+/* --- the pieces, for sessions that run their own exchange --- */
 
 /* Decodes one base64 client response into out (cleared first; its cap
  * bounds the size). "=" is the empty response (RFC 4954 4, RFC 5034 4).
