@@ -34,10 +34,6 @@
 #include "store.h"
 #include "worker-pool.h"
 
-/* Store calls block a worker for an fsync (SQLite) or network round trips
- * (Cassandra); the latter wants more of them to keep sessions busy. */
-#define WORKER_THREADS_SQLITE 4
-#define WORKER_THREADS_CASSANDRA 16
 #define SHUTDOWN_GRACE_SECS 30
 /* Refused connections are answered by sessions too; past this many at once
  * (a flood), new ones are closed without a word. */
@@ -411,9 +407,7 @@ int serve(const struct tern_settings *set)
 		return 75;
 	}
 	d->base = event_base_new();
-	d->pool = worker_pool_create(d->base, strcmp(set->store.backend, "cassandra") == 0
-						       ? WORKER_THREADS_CASSANDRA
-						       : WORKER_THREADS_SQLITE);
+	d->pool = worker_pool_create(d->base, store_worker_threads(d->store));
 	d->penalty = auth_penalty_create(set->auth_failure_delay_initial_ms,
 					 set->auth_failure_delay_max_ms, set->auth_failure_reset_ms);
 	d->auth_cache = auth_cache_create(8192, set->auth_cache_ttl_ms);

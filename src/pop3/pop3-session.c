@@ -30,6 +30,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "mail-address.h"
+#include "mail-data.h"
 #include "password.h"
 #include "pop3-parser.h"
 #include "sasl.h"
@@ -75,7 +76,9 @@ struct pop3_session {
 	unsigned int job_msg;
 	long job_lines;
 	struct buf job_out;
-	struct store_reader *reader; /* RETR/TOP being streamed */
+	struct store_cursor *cursor;  /* RETR/TOP being streamed */
+	struct mail_pop3_encoder enc; /* its dot-stuffing and TOP limit */
+	struct buf job_raw;           /* a piece as stored, before encoding */
 	bool reader_done, reader_started;
 	unsigned int *job_indexes;
 	unsigned int job_index_count;
@@ -598,15 +601,33 @@ static void job_work(struct worker_job *job)
 		s->job_status = st;
 		break;
 	}
-	case JOB_READ:
+	case JOB_READ: {
+		/* A piece as stored, then its POP3 form; the cursor keeps its
+		 * place between pieces and is closed here, on the worker, once
+		 * the message (or TOP's lines) is out or reading failed. */
+		bool eof = false;
 		buf_reset(&s->job_out);
 		s->job_status = STORE_OK;
-		if (s->reader == NULL)
-			s->job_status = store_reader_open(s->md, s->job_msg, s->job_lines, &s->reader);
+		if (s->cursor == NULL) {
+			s->job_status = store_cursor_open(s->md, s->job_msg, &s->cursor);
+			mail_pop3_encoder_init(&s->enc, s->job_lines);
+		}
 		if (s->job_status == STORE_OK)
-			s->job_status = store_reader_read(s->reader, POP3_READ_PIECE, &s->job_out,
-							  &s->reader_done);
+			s->job_status = store_cursor_next(s->cursor, POP3_READ_PIECE, &s->job_raw, &eof);
+		if (s->job_status == STORE_OK) {
+			mail_pop3_encoder_feed(&s->enc, s->job_raw.data, s->job_raw.len, &s->job_out);
+			s->reader_done = eof || s->enc.finished;
+			if (s->reader_done)
+				mail_pop3_encoder_finish(&s->enc, &s->job_out);
+		}
+		buf_reset(&s->job_raw);
+		if (s->job_status != STORE_OK || s->reader_done) {
+			store_cursor_close(&s->cursor);
+			buf_deinit(&s->job_raw); /* a piece's room is not kept between commands */
+			buf_init(&s->job_raw, 0);
+		}
 		break;
+	}
 	case JOB_EXPUNGE:
 		s->job_status = store_maildrop_expunge(s->md, s->job_indexes, s->job_index_count);
 		break;
@@ -636,7 +657,6 @@ static bool read_piece_done(struct pop3_session *s, enum store_status st)
 {
 	bool first = s->reader_started == false;
 	if (st != STORE_OK) {
-		store_reader_free(&s->reader);
 		s->reader_started = false;
 		if (first) {
 			pop3_store_error(s, st);
@@ -662,7 +682,6 @@ static bool read_piece_done(struct pop3_session *s, enum store_status st)
 		conn_when_drained(s->conn, POP3_READ_LOW_WATER, read_more);
 		return false;
 	}
-	store_reader_free(&s->reader);
 	s->reader_started = false;
 	return true;
 }
@@ -743,13 +762,14 @@ static void pop3_session_free(struct pop3_session *s)
 	if (s->delay_timer != NULL)
 		event_free(s->delay_timer);
 	conn_free(&s->conn);
-	store_reader_free(&s->reader);
+	store_cursor_close(&s->cursor);
 	store_maildrop_free(&s->md);
 	free(s->deleted);
 	free(s->job_indexes);
 	buf_wipe(&s->job_secret);
 	buf_deinit(&s->job_secret);
 	buf_deinit(&s->job_out);
+	buf_deinit(&s->job_raw);
 	free(s);
 }
 
@@ -768,6 +788,7 @@ void pop3_session_create(struct daemon *d, int fd, const struct sockaddr *peer,
 	s->ds.destroy = pop3_session_destroy;
 	buf_init(&s->job_secret, set->auth_response_max);
 	buf_init(&s->job_out, 0);
+	buf_init(&s->job_raw, 0);
 	s->conn = conn_create(d->base, fd, peer, peer_len, implicit_tls ? d->tls : NULL,
 			      &pop3_conn_callbacks, s);
 	s->delay_timer = evtimer_new(d->base, delay_done, s);
