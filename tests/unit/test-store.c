@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1090,6 +1091,452 @@ static void test_concurrent(void)
 	}
 }
 
+/* ---- cursors ---- */
+
+/* A body that names its message id and whose length and filler follow from
+ * it, so a reader can tell that the octets it got are the message it
+ * opened and no other. lines = 0: a length derived from the id (up to
+ * about 256 KiB). */
+static void id_body(const struct uuid *id, unsigned int lines, struct buf *out)
+{
+	char text[UUID_STR_LEN + 1];
+	uuid_format(id, text);
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < 16; i++)
+		h = (h ^ id->b[i]) * 16777619u;
+	if (lines == 0)
+		lines = 1 + h % 4000;
+	buf_printf(out, "Subject: cursor\r\nX-Id: %s\r\n\r\n", text);
+	for (unsigned int l = 0; l < lines; l++) {
+		char line[64];
+		for (int k = 0; k < 60; k++)
+			line[k] = (char)('a' + (h + l * 7 + (unsigned int)k) % 26);
+		if ((h + l) % 7 == 0)
+			line[0] = '.';
+		line[60] = '\r';
+		line[61] = '\n';
+		buf_append(out, line, 62);
+	}
+}
+
+/* Delivers an id_body message to the recipients; returns its id. */
+static struct uuid deliver_id_body(const char *const *rcpts, unsigned int n, unsigned int lines)
+{
+	struct store_rcpt r[4];
+	for (unsigned int k = 0; k < n; k++)
+		r[k] = (struct store_rcpt){ .address = rcpts[k], .prefix = "" };
+	struct store_delivery d = { .rcpts = r, .rcpt_count = n };
+	store_delivery_init(&d);
+	struct buf body;
+	buf_init(&body, 0);
+	id_body(&d.message_id, lines, &body);
+	d.body = body.data;
+	d.body_len = body.len;
+	enum store_status st = store_deliver(store, &d);
+	for (unsigned int k = 0; k < n && st == STORE_OK; k++)
+		st = r[k].status;
+	CHECK_ST(st, STORE_OK);
+	buf_deinit(&body);
+	return d.message_id;
+}
+
+/* Whether got is exactly message i of md as id_body made it. */
+static bool is_id_body(const struct store_maildrop *md, unsigned int i, const struct buf *got,
+		       unsigned int lines)
+{
+	struct buf want;
+	buf_init(&want, 0);
+	id_body(&md->entries[i].id, lines, &want);
+	bool ok = got->len == want.len && memcmp(got->data, want.data, got->len) == 0 &&
+		  got->len == md->entries[i].size;
+	buf_deinit(&want);
+	return ok;
+}
+
+/* Reads the cursor to its end in pieces; the status of the first failure. */
+static enum store_status read_rest(struct store_cursor *c, size_t piece, struct buf *out)
+{
+	bool eof = false;
+	enum store_status st = STORE_OK;
+	while (st == STORE_OK && !eof)
+		st = store_cursor_next(c, piece, out, &eof);
+	return st;
+}
+
+static void test_cursor_basics(void)
+{
+	const char *a = "basics@cursor.test";
+	add_user(a);
+	const char *rcpt[1] = { a };
+	deliver_id_body(rcpt, 1, 3);
+	struct store_maildrop *md = open_md(a);
+	struct store_cursor *c = (struct store_cursor *)&md; /* must be reset */
+	CHECK_ST(store_cursor_open(md, md->count, &c), STORE_NOTFOUND);
+	CHECK(c == NULL);
+	CHECK_ST(store_cursor_open(md, 0, &c), STORE_OK);
+	struct buf out;
+	buf_init(&out, 0);
+	bool eof = true;
+	/* max 0: nothing, not at the end */
+	CHECK_ST(store_cursor_next(c, 0, &out, &eof), STORE_OK);
+	CHECK(!eof && out.len == 0);
+	/* out's cap too small for the piece: TOOBIG, nothing taken */
+	struct buf small;
+	buf_init(&small, 10);
+	CHECK_ST(store_cursor_next(c, 11, &small, &eof), STORE_TOOBIG);
+	CHECK_INT(store_cursor_offset(c), 0);
+	CHECK_ST(store_cursor_next(c, 10, &small, &eof), STORE_OK);
+	CHECK_INT(small.len, 10);
+	buf_append(&out, small.data, small.len);
+	buf_deinit(&small);
+	/* appends after what out holds; a max beyond the end stops there */
+	CHECK_ST(store_cursor_next(c, SIZE_MAX, &out, &eof), STORE_OK);
+	CHECK(eof);
+	CHECK(is_id_body(md, 0, &out, 3));
+	CHECK_INT(store_cursor_offset(c), md->entries[0].size);
+	store_cursor_close(&c);
+	CHECK(c == NULL);
+	store_cursor_close(&c);
+	unsigned int zero = 0;
+	CHECK_ST(store_maildrop_expunge(md, &zero, 1), STORE_OK);
+	store_maildrop_free(&md);
+	buf_deinit(&out);
+}
+
+/* Another session expunges messages while cursors on them are open. mem
+ * and SQLite (its reader pool not exhausted) read a snapshot: the cursor
+ * finishes with the octets it opened. Cassandra holds one chunk: what it
+ * holds is served, and a chunk fetched after its body was deleted gives
+ * NOTFOUND; a body another mailbox still references is served whole. No
+ * backend ever returns other octets. */
+static void test_cursor_expunge(void)
+{
+	const char *a = "exp@cursor.test", *b = "share@cursor.test";
+	add_user(a);
+	add_user(b);
+	const char *one[1] = { a }, *two[2] = { a, b };
+	deliver_id_body(one, 1, 30);                   /* 0: small */
+	deliver_id_body(one, 1, 3 * 1024 * 1024 / 62); /* 1: 3 MiB, several chunks */
+	deliver_id_body(two, 2, 30);                   /* 2: small, shared with b */
+	bool snapshot = strcmp(backend, "cassandra") != 0;
+	static const unsigned int lines[3] = { 30, 3 * 1024 * 1024 / 62, 30 };
+
+	struct store_maildrop *md = open_md(a);
+	CHECK_INT(md->count, 3);
+	if (md->count != 3) {
+		store_maildrop_free(&md);
+		return;
+	}
+	struct store_cursor *c[4] = { NULL };
+	struct buf got[4];
+	for (unsigned int k = 0; k < 4; k++) {
+		buf_init(&got[k], 0);
+		CHECK_ST(store_cursor_open(md, k < 3 ? k : 0, &c[k]), STORE_OK);
+	}
+	bool eof;
+	for (unsigned int k = 0; k < 3; k++)
+		CHECK_ST(store_cursor_next(c[k], 1000, &got[k], &eof), STORE_OK);
+
+	struct store_maildrop *other = open_md(a);
+	unsigned int all[3] = { 0, 1, 2 };
+	CHECK_ST(store_maildrop_expunge(other, all, 3), STORE_OK);
+	store_maildrop_free(&other);
+	CHECK_INT(count_of(a), 0);
+
+	/* gone for whoever opens it now */
+	struct store_cursor *late = NULL;
+	CHECK_ST(store_cursor_open(md, 0, &late), STORE_NOTFOUND);
+	CHECK(late == NULL);
+	struct buf raw;
+	buf_init(&raw, 0);
+	CHECK_ST(store_message_read_raw(md, 1, &raw), STORE_NOTFOUND);
+	CHECK_INT(raw.len, 0);
+	buf_deinit(&raw);
+
+	/* small, first piece read: all of it is there (held or a snapshot) */
+	CHECK_ST(read_rest(c[0], 1000, &got[0]), STORE_OK);
+	CHECK(is_id_body(md, 0, &got[0], lines[0]));
+	/* 3 MiB: snapshot, or NOTFOUND once past the held chunk */
+	enum store_status st = read_rest(c[1], 128 * 1024, &got[1]);
+	CHECK_ST(st, snapshot ? STORE_OK : STORE_NOTFOUND);
+	if (st == STORE_OK)
+		CHECK(is_id_body(md, 1, &got[1], lines[1]));
+	else
+		CHECK(got[1].len >= 1000 && got[1].len <= 1024 * 1024 + 1000); /* one chunk at most */
+	/* after a failure the cursor only awaits its close */
+	if (st != STORE_OK)
+		CHECK(store_cursor_next(c[1], 10, &got[1], &eof) != STORE_OK);
+	/* shared with b: its body stays, every backend serves it whole */
+	CHECK_ST(read_rest(c[2], 1000, &got[2]), STORE_OK);
+	CHECK(is_id_body(md, 2, &got[2], lines[2]));
+	/* opened before the expunge, nothing read yet */
+	st = read_rest(c[3], 4096, &got[3]);
+	CHECK_ST(st, snapshot ? STORE_OK : STORE_NOTFOUND);
+	if (st == STORE_OK)
+		CHECK(is_id_body(md, 0, &got[3], lines[0]));
+	else
+		CHECK_INT(got[3].len, 0);
+	for (unsigned int k = 0; k < 4; k++) {
+		store_cursor_close(&c[k]);
+		buf_deinit(&got[k]);
+	}
+	store_maildrop_free(&md);
+	md = open_md(b);
+	CHECK_INT(md->count, 1);
+	unsigned int zero = 0;
+	CHECK_ST(store_maildrop_expunge(md, &zero, md->count), STORE_OK);
+	store_maildrop_free(&md);
+}
+
+/* More cursors open at once than SQLite's reader pool holds (64): those
+ * beyond read through the thread's connection, piece by piece. All read
+ * correctly, interleaved; after an expunge, the pooled ones (and every mem
+ * and Cassandra cursor, whose small messages are held whole) finish from
+ * what they hold, and SQLite's unpooled ones give NOTFOUND. */
+enum { POOL_CURSORS = 80, SQLITE_POOL = 64, POOL_LINES = 50 };
+
+static void test_cursor_pool(void)
+{
+	const char *a = "pool@cursor.test";
+	add_user(a);
+	const char *one[1] = { a };
+	for (unsigned int k = 0; k < POOL_CURSORS; k++)
+		deliver_id_body(one, 1, POOL_LINES);
+	struct store_maildrop *md = open_md(a);
+	CHECK_INT(md->count, POOL_CURSORS);
+	if (md->count != POOL_CURSORS) {
+		store_maildrop_free(&md);
+		return;
+	}
+	struct store_cursor *c[POOL_CURSORS];
+	struct buf got[POOL_CURSORS];
+	bool eof[POOL_CURSORS];
+	unsigned int complete = 0, notfound = 0, other = 0;
+	for (int phase = 0; phase < 2; phase++) {
+		for (unsigned int k = 0; k < POOL_CURSORS; k++) {
+			buf_init(&got[k], 0);
+			eof[k] = false;
+			CHECK_ST(store_cursor_open(md, k, &c[k]), STORE_OK);
+		}
+		/* round robin, 1000 octets each */
+		bool expunged = false;
+		for (unsigned int round = 0, open = POOL_CURSORS; open > 0; round++) {
+			open = 0;
+			for (unsigned int k = 0; k < POOL_CURSORS; k++) {
+				if (c[k] == NULL || eof[k])
+					continue;
+				enum store_status st = store_cursor_next(c[k], 1000, &got[k], &eof[k]);
+				if (st != STORE_OK) {
+					if (st == STORE_NOTFOUND)
+						notfound++;
+					else
+						other++;
+					store_cursor_close(&c[k]);
+					continue;
+				}
+				open += !eof[k];
+			}
+			if (phase == 1 && round == 0 && !expunged) {
+				struct store_maildrop *md2 = open_md(a);
+				unsigned int *all = xcalloc(md2->count + 1, sizeof(unsigned int));
+				for (unsigned int k = 0; k < md2->count; k++)
+					all[k] = k;
+				CHECK_ST(store_maildrop_expunge(md2, all, md2->count), STORE_OK);
+				free(all);
+				store_maildrop_free(&md2);
+				expunged = true;
+			}
+		}
+		for (unsigned int k = 0; k < POOL_CURSORS; k++) {
+			if (c[k] != NULL && eof[k]) {
+				if (is_id_body(md, k, &got[k], POOL_LINES))
+					complete++;
+				else
+					other++;
+			}
+			store_cursor_close(&c[k]);
+			buf_deinit(&got[k]);
+		}
+		if (phase == 0) {
+			CHECK_INT(complete, POOL_CURSORS);
+			CHECK_INT(notfound + other, 0);
+			complete = notfound = other = 0;
+		}
+	}
+	bool sqlite = strcmp(backend, "sqlite") == 0;
+	CHECK_INT(complete, sqlite ? SQLITE_POOL : POOL_CURSORS);
+	CHECK_INT(notfound, sqlite ? POOL_CURSORS - SQLITE_POOL : 0);
+	CHECK_INT(other, 0);
+	store_maildrop_free(&md);
+	CHECK_INT(count_of(a), 0);
+}
+
+/* Cursors used the way the POP3 daemon uses them: each piece on whatever
+ * thread is free, other cursors' pieces in between, while deliveries and
+ * expunges go on. Every read either yields exactly the message opened or
+ * NOTFOUND (it was expunged); nothing else. */
+enum { CT_SLOTS = 12, CT_READERS = 4, CT_MIN_STEPS = 2000, CT_DELIVERIES = 40, CT_KEEP = 6 };
+
+struct ct_slot {
+	bool busy;
+	struct store_maildrop *md;
+	struct store_cursor *c;
+	unsigned int index;
+	size_t piece;
+	struct buf got;
+};
+
+struct ct_shared {
+	pthread_mutex_t lock;
+	struct ct_slot slots[CT_SLOTS];
+	unsigned int steps;
+	bool writers_done;
+	unsigned int completed, notfound, wrong, errors, expunges;
+	unsigned int threads_seen; /* bit per reader thread that finished a message another began */
+};
+
+static const char *const ct_address = "threads@cursor.test";
+
+static void ct_step(struct ct_shared *sh, struct ct_slot *sl, unsigned int *seed)
+{
+	static const size_t pieces[] = { 1000, 4096, 65536, 128 * 1024 };
+	enum { NONE, DONE, GONE, WRONG, ERROR } outcome = NONE;
+	if (sl->c == NULL) {
+		if (store_maildrop_open(store, ct_address, &sl->md) != STORE_OK) {
+			outcome = ERROR;
+		} else if (sl->md->count > 0) {
+			sl->index = (unsigned int)rand_r(seed) % sl->md->count;
+			sl->piece = pieces[(unsigned int)rand_r(seed) % 4];
+			enum store_status st = store_cursor_open(sl->md, sl->index, &sl->c);
+			outcome = st == STORE_OK ? NONE : st == STORE_NOTFOUND ? GONE : ERROR;
+		}
+		if (sl->c == NULL)
+			store_maildrop_free(&sl->md);
+	} else {
+		bool eof = false;
+		enum store_status st = store_cursor_next(sl->c, sl->piece, &sl->got, &eof);
+		if (st == STORE_NOTFOUND)
+			outcome = GONE;
+		else if (st != STORE_OK)
+			outcome = ERROR;
+		else if (eof)
+			outcome = is_id_body(sl->md, sl->index, &sl->got, 0) ? DONE : WRONG;
+		if (outcome != NONE) {
+			store_cursor_close(&sl->c);
+			store_maildrop_free(&sl->md);
+			buf_reset(&sl->got);
+		}
+	}
+	pthread_mutex_lock(&sh->lock);
+	sh->completed += outcome == DONE;
+	sh->notfound += outcome == GONE;
+	sh->wrong += outcome == WRONG;
+	sh->errors += outcome == ERROR;
+	pthread_mutex_unlock(&sh->lock);
+}
+
+static void *ct_reader(void *p)
+{
+	struct ct_shared *sh = p;
+	unsigned int seed = (unsigned int)(uintptr_t)&seed;
+	for (;;) {
+		pthread_mutex_lock(&sh->lock);
+		if (sh->writers_done && sh->steps >= CT_MIN_STEPS) {
+			pthread_mutex_unlock(&sh->lock);
+			return NULL;
+		}
+		unsigned int start = (unsigned int)rand_r(&seed) % CT_SLOTS;
+		struct ct_slot *sl = NULL;
+		for (unsigned int k = 0; k < CT_SLOTS && sl == NULL; k++)
+			if (!sh->slots[(start + k) % CT_SLOTS].busy)
+				sl = &sh->slots[(start + k) % CT_SLOTS];
+		if (sl != NULL) {
+			sl->busy = true;
+			sh->steps++;
+		}
+		pthread_mutex_unlock(&sh->lock);
+		if (sl == NULL) {
+			sched_yield();
+			continue;
+		}
+		ct_step(sh, sl, &seed);
+		pthread_mutex_lock(&sh->lock);
+		sl->busy = false;
+		pthread_mutex_unlock(&sh->lock);
+	}
+}
+
+static void *ct_writer(void *p)
+{
+	struct ct_shared *sh = p;
+	const char *rcpt[1] = { ct_address };
+	for (unsigned int k = 0; k < CT_DELIVERIES; k++) {
+		deliver_id_body(rcpt, 1, 0);
+		/* an expunge of all but the newest few, from a session of its own */
+		if (k % 4 == 3) {
+			struct store_maildrop *md = NULL;
+			if (store_maildrop_open(store, ct_address, &md) != STORE_OK)
+				continue;
+			unsigned int n = md->count > CT_KEEP ? md->count - CT_KEEP : 0;
+			unsigned int *idx = xcalloc(n + 1, sizeof(unsigned int));
+			for (unsigned int i = 0; i < n; i++)
+				idx[i] = i;
+			enum store_status st = store_maildrop_expunge(md, idx, n);
+			free(idx);
+			store_maildrop_free(&md);
+			pthread_mutex_lock(&sh->lock);
+			sh->expunges += st == STORE_OK && n > 0;
+			sh->errors += st != STORE_OK;
+			pthread_mutex_unlock(&sh->lock);
+		}
+	}
+	pthread_mutex_lock(&sh->lock);
+	sh->writers_done = true;
+	pthread_mutex_unlock(&sh->lock);
+	return NULL;
+}
+
+static void test_cursor_threads(void)
+{
+	add_user(ct_address);
+	const char *rcpt[1] = { ct_address };
+	for (unsigned int k = 0; k < CT_KEEP; k++)
+		deliver_id_body(rcpt, 1, 0);
+	struct ct_shared *sh = xcalloc(1, sizeof(*sh));
+	pthread_mutex_init(&sh->lock, NULL);
+	for (unsigned int k = 0; k < CT_SLOTS; k++)
+		buf_init(&sh->slots[k].got, 0);
+	pthread_t readers[CT_READERS], writer;
+	pthread_create(&writer, NULL, ct_writer, sh);
+	for (unsigned int k = 0; k < CT_READERS; k++)
+		pthread_create(&readers[k], NULL, ct_reader, sh);
+	pthread_join(writer, NULL);
+	for (unsigned int k = 0; k < CT_READERS; k++)
+		pthread_join(readers[k], NULL);
+	for (unsigned int k = 0; k < CT_SLOTS; k++) {
+		store_cursor_close(&sh->slots[k].c);
+		store_maildrop_free(&sh->slots[k].md);
+		buf_deinit(&sh->slots[k].got);
+	}
+	CHECK_INT(sh->wrong, 0);
+	CHECK_INT(sh->errors, 0);
+	CHECK(sh->completed >= 20);
+	CHECK(sh->expunges >= 1);
+	CHECK(sh->steps >= CT_MIN_STEPS);
+	if (sh->wrong + sh->errors > 0 || sh->completed < 20)
+		fprintf(stderr, "[%s] cursor threads: %u complete, %u not found, %u wrong, %u errors\n",
+			backend, sh->completed, sh->notfound, sh->wrong, sh->errors);
+	pthread_mutex_destroy(&sh->lock);
+	free(sh);
+	struct store_maildrop *md = open_md(ct_address);
+	unsigned int *all = xcalloc(md->count + 1, sizeof(unsigned int));
+	for (unsigned int i = 0; i < md->count; i++)
+		all[i] = i;
+	CHECK_ST(store_maildrop_expunge(md, all, md->count), STORE_OK);
+	free(all);
+	store_maildrop_free(&md);
+}
+
 /* ---- user deletion ---- */
 
 static void test_user_del_messages(void)
@@ -1248,6 +1695,10 @@ static void run_suite(void)
 	test_big_message();
 	test_expunge_sessions();
 	test_concurrent();
+	test_cursor_basics();
+	test_cursor_expunge();
+	test_cursor_pool();
+	test_cursor_threads();
 	test_user_del_messages();
 	if (strcmp(backend, "sqlite") == 0)
 		test_reopen();
