@@ -2,6 +2,9 @@
  * settings: the table of known keys, their parsers and defaults. Values are
  * validated as they are read so that the error names the line; the listen
  * lists are checked for syntax here and resolved when the daemon binds.
+ * A store backend's section ([cassandra]) is validated against the keys the
+ * backend declares (store_option_lookup), with the same errors, and its
+ * values go to store.options; nothing here names a backend's keys.
  */
 #include "settings.h"
 
@@ -22,6 +25,7 @@ enum key_type {
 	KEY_DURATION,  /* unsigned int milliseconds: "90", "90s", "500ms", "5m", "1h" */
 	KEY_BOOL,      /* yes/no, true/false, on/off, 1/0 */
 	KEY_NETS,      /* comma-separated CIDR ranges, kept as text, parsed at load */
+	KEY_BACKEND,   /* a store backend of this build, kept as text */
 };
 
 struct key_def {
@@ -32,13 +36,8 @@ struct key_def {
 };
 
 static const char *const plaintext_choices[] = { "tls_or_loopback", "always", "tls", NULL };
-static const char *const backend_choices[] = { "sqlite", "cassandra", "mem", NULL };
 static const char *const pop3_ids_choices[] = { "messageid", "uid", NULL };
 static const char *const tls_version_choices[] = { "1.2", "1.3", NULL };
-static const char *const consistency_choices[] = {
-	"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
-	"LOCAL_ONE", NULL
-};
 
 #define OFF(f) offsetof(struct tern_settings, f)
 static const struct key_def keys[] = {
@@ -78,16 +77,8 @@ static const struct key_def keys[] = {
 	{ "limits", "line_max", KEY_SIZE, OFF(line_max), NULL },
 	{ "limits", "input_buffer_preauth", KEY_SIZE, OFF(input_buffer_preauth), NULL },
 	{ "limits", "input_buffer", KEY_SIZE, OFF(input_buffer), NULL },
-	{ "store", "backend", KEY_ENUM, OFF(store_backend), backend_choices },
+	{ "store", "backend", KEY_BACKEND, OFF(store_backend), NULL },
 	{ "store", "pop3_ids", KEY_ENUM, OFF(store.pop3_ids), pop3_ids_choices },
-	{ "cassandra", "contact_points", KEY_STRING, OFF(cass_contact_points), NULL },
-	{ "cassandra", "local_dc", KEY_STRING, OFF(cass_local_dc), NULL },
-	{ "cassandra", "keyspace", KEY_STRING, OFF(cass_keyspace), NULL },
-	{ "cassandra", "replication", KEY_STRING, OFF(cass_replication), NULL },
-	{ "cassandra", "username", KEY_STRING, OFF(cass_username), NULL },
-	{ "cassandra", "password", KEY_STRING, OFF(cass_password), NULL },
-	{ "cassandra", "read_consistency", KEY_ENUM, OFF(cass_read_cl), consistency_choices },
-	{ "cassandra", "write_consistency", KEY_ENUM, OFF(cass_write_cl), consistency_choices },
 	{ "admin", "listen", KEY_LISTEN, OFF(admin_listen), NULL },
 };
 
@@ -175,9 +166,50 @@ static int on_section(void *ctx, const char *section, const char **error_r)
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (strcmp(keys[i].section, section) == 0)
 			return 0;
+	if (store_section_exists(section))
+		return 0;
 	snprintf(reason_buf, sizeof(reason_buf), "unknown section [%s]", section);
 	*error_r = reason_buf;
 	return -1;
+}
+
+static int unknown_key(const char *section, const char *key, const char **error_r)
+{
+	snprintf(reason_buf, sizeof(reason_buf), "unknown key \"%s\" in [%s]", key, section);
+	*error_r = reason_buf;
+	return -1;
+}
+
+/* The index of value in choices, or -1 with the error listing them. */
+static int enum_choice(const char *key, const char *value, const char *const *choices,
+		       const char **error_r)
+{
+	for (int i = 0; choices[i] != NULL; i++)
+		if (strcmp(choices[i], value) == 0)
+			return i;
+	struct buf b;
+	buf_init(&b, sizeof(reason_buf) - 1);
+	buf_printf(&b, "%s: invalid value \"%.100s\" (expected one of:", key, value);
+	for (int i = 0; choices[i] != NULL; i++)
+		buf_printf(&b, " %s", choices[i]);
+	buf_append_c(&b, ')');
+	str_copy(reason_buf, b.data, sizeof(reason_buf));
+	buf_deinit(&b);
+	*error_r = reason_buf;
+	return -1;
+}
+
+/* A key of a backend's own section, checked against what it declares. */
+static int on_backend_key(struct tern_settings *set, const char *section, const char *key,
+			  const char *value, const char **error_r)
+{
+	const struct store_option_def *def = store_option_lookup(section, key);
+	if (def == NULL)
+		return unknown_key(section, key, error_r);
+	if (def->type == STORE_OPTION_ENUM && enum_choice(key, value, def->choices, error_r) < 0)
+		return -1;
+	store_settings_set(&set->store, section, key, value);
+	return 0;
 }
 
 static int on_key(void *ctx, const char *section, const char *key, const char *value,
@@ -190,12 +222,10 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0)
 			def = &keys[i];
-	if (def == NULL) {
-		snprintf(reason_buf, sizeof(reason_buf), "unknown key \"%s\" in [%s]", key,
-			 section);
-		*error_r = reason_buf;
-		return -1;
-	}
+	if (def == NULL && store_section_exists(section))
+		return on_backend_key(set, section, key, value, error_r);
+	if (def == NULL)
+		return unknown_key(section, key, error_r);
 	void *field = (char *)set + def->offset;
 	switch (def->type) {
 	case KEY_LISTEN:
@@ -265,30 +295,22 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 		*(unsigned int *)field = (unsigned int)n;
 		return 0;
 	}
-	case KEY_ENUM:
-		for (int i = 0; def->choices[i] != NULL; i++) {
-			if (strcmp(def->choices[i], value) != 0)
-				continue;
-			if (def->choices == tls_version_choices)
-				*(int *)field = i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
-			else if (def->choices == backend_choices ||
-				 def->choices == consistency_choices) {
-				free(*(char **)field);
-				*(char **)field = xstrdup(value);
-			} else
-				*(int *)field = i;
-			return 0;
-		}
-		struct buf b;
-		buf_init(&b, sizeof(reason_buf) - 1);
-		buf_printf(&b, "%s: invalid value \"%.100s\" (expected one of:", key, value);
-		for (int i = 0; def->choices[i] != NULL; i++)
-			buf_printf(&b, " %s", def->choices[i]);
-		buf_append_c(&b, ')');
-		str_copy(reason_buf, b.data, sizeof(reason_buf));
-		buf_deinit(&b);
-		*error_r = reason_buf;
-		return -1;
+	case KEY_BACKEND:
+		if (enum_choice(key, value, store_backend_names(), error_r) < 0)
+			return -1;
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	case KEY_ENUM: {
+		int i = enum_choice(key, value, def->choices, error_r);
+		if (i < 0)
+			return -1;
+		if (def->choices == tls_version_choices)
+			*(int *)field = i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
+		else
+			*(int *)field = i;
+		return 0;
+	}
 	}
 	return -1;
 }
@@ -376,14 +398,6 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 	}
 	set->store.backend = set->store_backend;
 	set->store.data_dir = set->data_dir;
-	set->store.contact_points = set->cass_contact_points;
-	set->store.local_dc = set->cass_local_dc;
-	set->store.keyspace = set->cass_keyspace;
-	set->store.replication = set->cass_replication;
-	set->store.username = set->cass_username;
-	set->store.password = set->cass_password;
-	set->store.read_consistency = set->cass_read_cl;
-	set->store.write_consistency = set->cass_write_cl;
 	return set;
 }
 
@@ -393,13 +407,10 @@ void settings_free(struct tern_settings **setp)
 	if (set == NULL)
 		return;
 	*setp = NULL;
-	if (set->cass_password != NULL)
-		explicit_bzero(set->cass_password, strlen(set->cass_password));
+	store_settings_deinit(&set->store); /* wipes the secrets */
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		if (keys[i].type == KEY_STRING || keys[i].type == KEY_LISTEN ||
-		    keys[i].type == KEY_NETS ||
-		    (keys[i].type == KEY_ENUM && (keys[i].choices == backend_choices ||
-						  keys[i].choices == consistency_choices)))
+		    keys[i].type == KEY_NETS || keys[i].type == KEY_BACKEND)
 			free(*(char **)((char *)set + keys[i].offset));
 	}
 	free(set->path);

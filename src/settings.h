@@ -2,8 +2,9 @@
 #define TERN_SETTINGS_H
 /*
  * settings: tern's configuration file, checked whole at start-up. Every key
- * of design.md's contract is here with its default; an unknown section or
- * key, or a bad value, is an error naming FILE:LINE.
+ * of design.md's contract is here with its default, except the keys of a
+ * store backend's own section, which the backend declares (store.h); an
+ * unknown section or key, or a bad value, is an error naming FILE:LINE.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -57,11 +58,10 @@ struct tern_settings {
 	uint64_t min_data_rate;
 	uint64_t line_max_preauth, line_max;
 	uint64_t input_buffer_preauth, input_buffer;
-	/* [store] and [cassandra] */
+	/* [store], and the backends' own sections (e.g. [cassandra]), whose keys
+	 * the backends declare and store.options holds */
 	struct store_settings store;
 	char *store_backend;
-	char *cass_contact_points, *cass_local_dc, *cass_keyspace, *cass_replication;
-	char *cass_username, *cass_password, *cass_read_cl, *cass_write_cl;
 	/* [admin] */
 	char *admin_listen;
 };

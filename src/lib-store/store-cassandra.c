@@ -17,6 +17,8 @@
  * - The listing (mailbox_id → message_id, size, uidl) is one partition,
  *   ordered by message id: STAT/LIST/UIDL are one paged partition read.
  * - A body is deleted only after the last body_refs row naming it is gone.
+ * - A message cursor reads the listing row once, then each chunk once, in
+ *   order, and holds at most one chunk (1 MiB) in memory.
  *
  * Download-and-delete: POP3 clients delete what they downloaded, a prefix
  * of the time-ordered listing. When the deleted messages form a prefix, the
@@ -190,11 +192,38 @@ static const char *const schema[] = {
 	" next_uid bigint)",
 };
 
+/* The [cassandra] section (store_option_lookup). */
+static const char *const consistency_choices[] = {
+	"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
+	"LOCAL_ONE", NULL
+};
+
+#define SECTION "cassandra"
+static const struct store_option_def cass_options[] = {
+	{ "contact_points", STORE_OPTION_STRING, NULL, false },
+	{ "local_dc", STORE_OPTION_STRING, NULL, false },
+	{ "keyspace", STORE_OPTION_STRING, NULL, false },
+	{ "replication", STORE_OPTION_STRING, NULL, false },
+	{ "username", STORE_OPTION_STRING, NULL, false },
+	{ "password", STORE_OPTION_STRING, NULL, true },
+	{ "read_consistency", STORE_OPTION_ENUM, consistency_choices, false },
+	{ "write_consistency", STORE_OPTION_ENUM, consistency_choices, false },
+	{ NULL, STORE_OPTION_STRING, NULL, false },
+};
+
+static const char *option(const struct store_settings *set, const char *key)
+{
+	return store_settings_get(set, SECTION, key);
+}
+
 static struct store *cass_open(const struct store_settings *set, const char **error_r)
 {
 	static char errbuf[600];
 	struct cass_store *c = xcalloc(1, sizeof(*c));
-	const char *ks = set->keyspace != NULL ? set->keyspace : "tern";
+	const char *ks = option(set, "keyspace") != NULL ? option(set, "keyspace") : "tern";
+	const char *read_cl = option(set, "read_consistency");
+	const char *write_cl = option(set, "write_consistency");
+	const char *replication = option(set, "replication");
 	c->read_cl = c->write_cl = CQL_LOCAL_QUORUM;
 	if (!valid_identifier(ks)) {
 		*error_r = "[cassandra] keyspace must be lower-case letters, digits and _";
@@ -202,17 +231,15 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 		return NULL;
 	}
 	str_copy(c->keyspace, ks, sizeof(c->keyspace));
-	if ((set->read_consistency != NULL &&
-	     cql_consistency_parse(set->read_consistency, &c->read_cl) < 0) ||
-	    (set->write_consistency != NULL &&
-	     cql_consistency_parse(set->write_consistency, &c->write_cl) < 0)) {
+	if ((read_cl != NULL && cql_consistency_parse(read_cl, &c->read_cl) < 0) ||
+	    (write_cl != NULL && cql_consistency_parse(write_cl, &c->write_cl) < 0)) {
 		*error_r = "[cassandra] invalid consistency level";
 		free(c);
 		return NULL;
 	}
 	struct buf repl;
 	buf_init(&repl, 0);
-	if (replication_map(set->replication != NULL ? set->replication : "dc1:1", &repl) < 0) {
+	if (replication_map(replication != NULL ? replication : "dc1:1", &repl) < 0) {
 		*error_r = "[cassandra] replication must look like \"dc1:3, dc2:3\"";
 		buf_deinit(&repl);
 		free(c);
@@ -221,11 +248,11 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 
 	struct cql_settings cs;
 	cql_settings_init(&cs);
-	if (set->contact_points != NULL)
-		cs.contact_points = set->contact_points;
-	cs.local_dc = set->local_dc;
-	cs.username = set->username;
-	cs.password = set->password;
+	if (option(set, "contact_points") != NULL)
+		cs.contact_points = option(set, "contact_points");
+	cs.local_dc = option(set, "local_dc");
+	cs.username = option(set, "username");
+	cs.password = option(set, "password");
 	struct cql_error err;
 	c->session = cql_session_create(&cs, &err);
 	if (c->session == NULL) {
@@ -811,41 +838,25 @@ static enum store_status cass_maildrop_read(struct store *store, struct store_ma
 	return st;
 }
 
-/* Reads one body chunk; a missing chunk is retried once at QUORUM (the
- * listing row may have replicated before the body did), then TEMPFAIL. */
-static enum store_status read_chunk(struct cass_store *c, const struct uuid *id, int chunk,
-				    size_t skip, store_chunk_sink_t *sink, void *ctx, bool *stop_r)
-{
-	char q[512];
-	Q(c, q, "SELECT data FROM {ks}.bodies WHERE message_id = ? AND chunk = ?");
-	struct cql_values *v = cql_values_create();
-	cql_values_add_uuid(v, id->b);
-	cql_values_add_int(v, chunk);
-	enum store_status st = STORE_OK;
-	bool found = false;
-	for (int attempt = 0; attempt < 2 && !found && st == STORE_OK; attempt++) {
-		struct cql_result *res = NULL;
-		st = run(c, q, v, attempt == 0 ? c->read_cl : CQL_QUORUM, &res);
-		if (st != STORE_OK)
-			break;
-		struct cql_slice data;
-		if (cql_result_next_row(res) && cql_result_get_blob(res, 0, &data) >= 0) {
-			found = true;
-			if (data.len > skip)
-				*stop_r = sink(ctx, (const char *)data.data + skip, data.len - skip);
-		}
-		cql_result_free(&res);
-	}
-	cql_values_free(&v);
-	if (st == STORE_OK && !found) {
-		log_warn("cassandra: body chunk %d of a listed message is not readable yet", chunk);
-		st = STORE_TEMPFAIL;
-	}
-	return st;
-}
+static int row_exists(struct cass_store *c, const char *tmpl, const uint8_t a[16],
+		      const uint8_t b[16], int chunk, enum cql_consistency cl);
 
-static enum store_status cass_message_read(struct store_maildrop *md, unsigned int i,
-					   uint64_t offset, store_chunk_sink_t *sink, void *ctx)
+/* A cursor: the listing row (prefix, chunk count, body size) is read once
+ * at open; then the chunks in order, one request each, and the pieces are
+ * served from the one chunk held (its result owns the bytes). */
+struct cass_cursor {
+	struct store_cursor c;
+	uint8_t *prefix;
+	size_t prefix_len;
+	int32_t chunks;            /* in the listing row */
+	int32_t next_chunk;        /* the next one to fetch */
+	uint64_t chunk_start;      /* body offset of the held chunk */
+	struct cql_result *held;   /* the held chunk's result, or NULL */
+	struct cql_slice chunk;    /* its bytes, inside held */
+};
+
+static enum store_status cass_cursor_open(struct store_maildrop *md, unsigned int i,
+					  struct store_cursor **cursor_r)
 {
 	struct cass_store *c = (struct cass_store *)md->store;
 	char q[512];
@@ -853,7 +864,7 @@ static enum store_status cass_message_read(struct store_maildrop *md, unsigned i
 	cql_values_add_uuid(v, md->mailbox_id.b);
 	cql_values_add_uuid(v, md->entries[i].id.b);
 	struct cql_result *res = NULL;
-	enum store_status st = run(c, Q(c, q, "SELECT prefix, chunks FROM {ks}.listing"
+	enum store_status st = run(c, Q(c, q, "SELECT prefix, chunks, body_size FROM {ks}.listing"
 					      " WHERE mailbox_id = ? AND message_id = ?"),
 				   v, c->read_cl, &res);
 	cql_values_free(&v);
@@ -865,19 +876,120 @@ static enum store_status cass_message_read(struct store_maildrop *md, unsigned i
 	}
 	struct cql_slice prefix;
 	int32_t chunks = 0;
-	if (cql_result_get_blob(res, 0, &prefix) < 0 || cql_result_get_int(res, 1, &chunks) != 1) {
+	int64_t body_size = -1;
+	if (cql_result_get_blob(res, 0, &prefix) < 0 || cql_result_get_int(res, 1, &chunks) != 1 ||
+	    chunks < 1) {
 		cql_result_free(&res);
+		log_error("cassandra: a listing row without its body reference; repair will see it");
 		return STORE_TEMPFAIL;
 	}
-	bool stop = offset < prefix.len &&
-		    sink(ctx, (const char *)prefix.data + offset, prefix.len - (size_t)offset);
-	uint64_t body_off = offset > prefix.len ? offset - prefix.len : 0;
+	if (prefix.data == NULL)
+		prefix.len = 0;
+	if (cql_result_get_bigint(res, 2, &body_size) != 1 || body_size < 0)
+		body_size = md->entries[i].size >= prefix.len ? (int64_t)(md->entries[i].size - prefix.len)
+							     : 0;
+	struct cass_cursor *cc = xcalloc(1, sizeof(*cc));
+	cc->prefix_len = prefix.len;
+	cc->prefix = xmalloc(prefix.len + 1);
+	if (prefix.len > 0)
+		memcpy(cc->prefix, prefix.data, prefix.len);
+	cc->chunks = chunks;
 	cql_result_free(&res);
-	for (int k = (int)(body_off / CHUNK_SIZE); k < chunks && !stop && st == STORE_OK; k++) {
-		size_t skip = k == (int)(body_off / CHUNK_SIZE) ? (size_t)(body_off % CHUNK_SIZE) : 0;
-		st = read_chunk(c, &md->entries[i].id, k, skip, sink, ctx, &stop);
+	cc->c.size = cc->prefix_len + (uint64_t)body_size;
+	*cursor_r = &cc->c;
+	return STORE_OK;
+}
+
+/* Fetches chunk cc->next_chunk into cc->held. A missing chunk is read again
+ * once at QUORUM (the listing row may have replicated before the body,
+ * design.md invariant 9); still missing, it is NOTFOUND when the listing row
+ * has gone meanwhile (an expunge by another session), else TEMPFAIL. */
+static enum store_status fetch_chunk(struct cass_cursor *cc)
+{
+	struct store_maildrop *md = cc->c.md;
+	struct cass_store *c = (struct cass_store *)md->store;
+	const struct uuid *id = &md->entries[cc->c.index].id;
+	int32_t k = cc->next_chunk;
+	if (k >= cc->chunks) {
+		log_error("cassandra: a body is shorter than its listing row says; repair will see it");
+		return STORE_TEMPFAIL;
 	}
+	char q[512];
+	Q(c, q, "SELECT data FROM {ks}.bodies WHERE message_id = ? AND chunk = ?");
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, id->b);
+	cql_values_add_int(v, k);
+	enum store_status st = STORE_OK;
+	for (int attempt = 0; attempt < 2 && cc->held == NULL && st == STORE_OK; attempt++) {
+		struct cql_result *res = NULL;
+		st = run(c, q, v, attempt == 0 ? c->read_cl : CQL_QUORUM, &res);
+		if (st != STORE_OK)
+			break;
+		if (cql_result_next_row(res) && cql_result_get_blob(res, 0, &cc->chunk) >= 0) {
+			if (cc->chunk.data == NULL)
+				cc->chunk.len = 0;
+			cc->held = res;
+		} else {
+			cql_result_free(&res);
+		}
+	}
+	if (st == STORE_OK && cc->held == NULL) {
+		int listed = row_exists(c, "SELECT message_id FROM {ks}.listing"
+					   " WHERE mailbox_id = ? AND message_id = ?",
+					md->mailbox_id.b, id->b, -1, c->read_cl);
+		if (listed == 0) {
+			st = STORE_NOTFOUND;
+		} else {
+			log_warn("cassandra: body chunk %d of a listed message is not readable yet", k);
+			st = STORE_TEMPFAIL;
+		}
+	}
+	cql_values_free(&v);
+	if (st == STORE_OK)
+		cc->next_chunk++;
 	return st;
+}
+
+static enum store_status cass_cursor_read(struct store_cursor *c, char *dst, size_t n)
+{
+	struct cass_cursor *cc = (struct cass_cursor *)c;
+	uint64_t off = c->offset;
+	if (off < cc->prefix_len) {
+		size_t k = cc->prefix_len - (size_t)off < n ? cc->prefix_len - (size_t)off : n;
+		memcpy(dst, cc->prefix + off, k);
+		dst += k;
+		n -= k;
+		off += k;
+	}
+	while (n > 0) {
+		/* Reads only move forward: the held chunk starts at or before off. */
+		uint64_t body_off = off - cc->prefix_len;
+		if (cc->held == NULL || body_off >= cc->chunk_start + cc->chunk.len) {
+			if (cc->held != NULL) {
+				cc->chunk_start += cc->chunk.len;
+				cql_result_free(&cc->held);
+			}
+			enum store_status st = fetch_chunk(cc);
+			if (st != STORE_OK)
+				return st;
+			continue;
+		}
+		size_t at = (size_t)(body_off - cc->chunk_start);
+		size_t k = cc->chunk.len - at < n ? cc->chunk.len - at : n;
+		memcpy(dst, cc->chunk.data + at, k);
+		dst += k;
+		n -= k;
+		off += k;
+	}
+	return STORE_OK;
+}
+
+static void cass_cursor_close(struct store_cursor *c)
+{
+	struct cass_cursor *cc = (struct cass_cursor *)c;
+	cql_result_free(&cc->held);
+	free(cc->prefix);
+	free(cc);
 }
 
 static enum store_status delete_chunks(struct cass_store *c, const struct uuid *id, int chunks)
@@ -1302,6 +1414,10 @@ static enum store_status cass_repair(struct store *store, const struct store_rep
 
 const struct store_vfuncs store_cassandra_vfuncs = {
 	.name = "cassandra",
+	.section = SECTION,
+	.options = cass_options,
+	/* Every call waits on network round trips: more workers keep sessions busy. */
+	.worker_threads = 16,
 	.open = cass_open,
 	.close = cass_close,
 	.domain_add = cass_domain_add,
@@ -1315,7 +1431,9 @@ const struct store_vfuncs store_cassandra_vfuncs = {
 	.user_list = cass_user_list,
 	.deliver = cass_deliver,
 	.maildrop_read = cass_maildrop_read,
-	.message_read = cass_message_read,
+	.cursor_open = cass_cursor_open,
+	.cursor_read = cass_cursor_read,
+	.cursor_close = cass_cursor_close,
 	.expunge = cass_expunge,
 	.repair = cass_repair,
 };

@@ -353,8 +353,17 @@ static int find_row(struct mem_store *m, const struct uuid *mbox, const struct u
 	return -1;
 }
 
-static enum store_status mem_message_read(struct store_maildrop *md, unsigned int i,
-					  uint64_t offset, store_chunk_sink_t *sink, void *ctx)
+/* A cursor holds a reference on the body and a copy of the prefix: an
+ * expunge meanwhile does not take them away (a snapshot, like SQLite's). */
+struct mem_cursor {
+	struct store_cursor c;
+	char *prefix;
+	size_t prefix_len;
+	struct mem_body *body;
+};
+
+static enum store_status mem_cursor_open(struct store_maildrop *md, unsigned int i,
+					 struct store_cursor **cursor_r)
 {
 	struct mem_store *m = (struct mem_store *)md->store;
 	pthread_mutex_lock(&m->lock);
@@ -363,22 +372,43 @@ static enum store_status mem_message_read(struct store_maildrop *md, unsigned in
 		pthread_mutex_unlock(&m->lock);
 		return STORE_NOTFOUND;
 	}
-	struct mem_row *row = &m->rows[r];
-	size_t plen = strlen(row->prefix);
-	bool stop = offset < plen && sink(ctx, row->prefix + offset, plen - (size_t)offset);
-	if (!stop) {
-		/* Feed the body in small pieces to exercise chunked readers. */
-		size_t start = offset > plen ? (size_t)offset - plen : 0;
-		for (size_t off = start < row->body->len ? start : row->body->len;
-		     off < row->body->len;) {
-			size_t n = row->body->len - off < 4096 ? row->body->len - off : 4096;
-			if (sink(ctx, row->body->data + off, n))
-				break;
-			off += n;
-		}
-	}
+	struct mem_cursor *mc = xcalloc(1, sizeof(*mc));
+	mc->prefix = xstrdup(m->rows[r].prefix);
+	mc->prefix_len = strlen(mc->prefix);
+	mc->body = m->rows[r].body;
+	mc->body->refs++;
 	pthread_mutex_unlock(&m->lock);
+	mc->c.size = mc->prefix_len + mc->body->len;
+	*cursor_r = &mc->c;
 	return STORE_OK;
+}
+
+static enum store_status mem_cursor_read(struct store_cursor *c, char *dst, size_t n)
+{
+	/* The body's bytes never change and our reference keeps them. */
+	struct mem_cursor *mc = (struct mem_cursor *)c;
+	size_t off = (size_t)c->offset;
+	if (off < mc->prefix_len) {
+		size_t k = mc->prefix_len - off < n ? mc->prefix_len - off : n;
+		memcpy(dst, mc->prefix + off, k);
+		dst += k;
+		n -= k;
+		off += k;
+	}
+	if (n > 0)
+		memcpy(dst, mc->body->data + (off - mc->prefix_len), n);
+	return STORE_OK;
+}
+
+static void mem_cursor_close(struct store_cursor *c)
+{
+	struct mem_cursor *mc = (struct mem_cursor *)c;
+	struct mem_store *m = (struct mem_store *)c->md->store;
+	pthread_mutex_lock(&m->lock);
+	body_unref(m, mc->body);
+	pthread_mutex_unlock(&m->lock);
+	free(mc->prefix);
+	free(mc);
 }
 
 static enum store_status mem_expunge(struct store_maildrop *md, const unsigned int *idx,
@@ -409,6 +439,8 @@ static enum store_status mem_repair(struct store *store, const struct store_repa
 
 const struct store_vfuncs store_mem_vfuncs = {
 	.name = "mem",
+	.section = NULL,
+	.worker_threads = 4,
 	.open = mem_open,
 	.close = mem_close,
 	.domain_add = mem_domain_add,
@@ -422,7 +454,9 @@ const struct store_vfuncs store_mem_vfuncs = {
 	.user_list = mem_user_list,
 	.deliver = mem_deliver,
 	.maildrop_read = mem_maildrop_read,
-	.message_read = mem_message_read,
+	.cursor_open = mem_cursor_open,
+	.cursor_read = mem_cursor_read,
+	.cursor_close = mem_cursor_close,
 	.expunge = mem_expunge,
 	.repair = mem_repair,
 };

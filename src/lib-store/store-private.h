@@ -3,16 +3,29 @@
 /*
  * The backend side of store.h. A backend embeds struct store first in its
  * own struct and provides a const struct store_vfuncs, registered by name in
- * store.c's table. The generic layer (store.c) does argument checks and the
- * POP3 encoding; backends only move bytes.
+ * store.c's table. The generic layer (store.c) does argument checks and
+ * keeps a cursor's position and bounds; backends only move bytes.
+ *
+ * A backend also declares its configuration: the section it reads (NULL for
+ * none), the keys of that section, and how many worker threads it wants.
  */
 #include "store.h"
 
-/* Receives a message in chunks; returns true to stop reading early. */
-typedef bool store_chunk_sink_t(void *ctx, const char *data, size_t len);
+/* The generic half of a cursor; a backend embeds it first in its own. */
+struct store_cursor {
+	const struct store_vfuncs *v;
+	struct store_maildrop *md;
+	unsigned int index;
+	uint64_t offset;  /* octets returned so far */
+	uint64_t size;    /* octets in all (set by the backend's cursor_open) */
+	bool failed;      /* a read failed: the cursor only awaits its close */
+};
 
 struct store_vfuncs {
 	const char *name;
+	const char *section;                    /* its configuration section, or NULL */
+	const struct store_option_def *options; /* keys of section; ends with a NULL key */
+	unsigned int worker_threads;
 	struct store *(*open)(const struct store_settings *set, const char **error_r);
 	void (*close)(struct store *store);
 
@@ -31,10 +44,15 @@ struct store_vfuncs {
 	enum store_status (*deliver)(struct store *, struct store_delivery *d);
 	/* Fills md->entries/count/total_size (md->address and mailbox_id are set). */
 	enum store_status (*maildrop_read)(struct store *, struct store_maildrop *md);
-	/* Streams message i (prefix, then body), starting offset octets into
-	 * that concatenation, to sink until it returns true or the end. */
-	enum store_status (*message_read)(struct store_maildrop *md, unsigned int i,
-					  uint64_t offset, store_chunk_sink_t *sink, void *ctx);
+	/* Opens a cursor on message i (i < md->count): allocates the backend's
+	 * cursor struct, sets its size, and returns it with the generic fields
+	 * zeroed (store.c fills them in). NOTFOUND when the message is gone. */
+	enum store_status (*cursor_open)(struct store_maildrop *md, unsigned int i,
+					 struct store_cursor **cursor_r);
+	/* Copies the n octets at c->offset (n >= 1, c->offset + n <= c->size)
+	 * to dst. store.c advances c->offset when it returns STORE_OK. */
+	enum store_status (*cursor_read)(struct store_cursor *c, char *dst, size_t n);
+	void (*cursor_close)(struct store_cursor *c);
 	enum store_status (*expunge)(struct store_maildrop *md, const unsigned int *indexes,
 				     unsigned int n);
 	enum store_status (*repair)(struct store *, const struct store_repair_options *opts,

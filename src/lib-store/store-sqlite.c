@@ -15,6 +15,31 @@
  *
  * Bodies are reference-counted implicitly: a body row is deleted in the same
  * transaction that deletes its last listing row, never while one remains.
+ *
+ * Reading (cursors): a cursor lives across jobs, which run on any worker
+ * thread with other jobs of the same thread in between, so it cannot use the
+ * thread's connection. It checks out a reader connection of its own from a
+ * small pool (at most SQLITE_READERS_MAX open, SQLITE_READERS_IDLE kept when
+ * idle), begins a read transaction there, reads the listing row once and
+ * keeps the body's blob open: each piece is one sqlite3_blob_read(), and the
+ * cursor reads a snapshot (an expunge meanwhile does not disturb it). When
+ * the pool is exhausted, the cursor keeps no connection: it caches the
+ * body's rowid and prefix, and each piece runs on the calling thread's
+ * connection in a short transaction that checks the body row still holds
+ * this message (rowids can be reused), opens the blob, reads and closes it;
+ * a body deleted meanwhile gives NOTFOUND.
+ *
+ * An open read transaction holds back WAL checkpoints past its snapshot
+ * (the WAL file grows until the cursor closes). That is bounded: a cursor
+ * is open for the length of one RETR/TOP, and a client that stops reading
+ * is timed out after the POP3 idle timeout, which closes the cursor.
+ *
+ * Thread safety: connections are opened SQLITE_OPEN_NOMUTEX ("multi-thread"
+ * mode: a connection may move between threads but is never used by two at
+ * once, which the per-thread connections and the one-call-at-a-time cursor
+ * contract guarantee) and SQLITE_OPEN_PRIVATECACHE (no shared cache, so a
+ * reader's snapshot is its own); the library itself must be thread-safe,
+ * which sqlite_open checks.
  */
 #include "store-private.h"
 
@@ -31,11 +56,22 @@
 
 #define SQLITE_SCHEMA_VERSION 1
 #define SQLITE_BUSY_TIMEOUT_MS 10000
-#define READ_CHUNK (64 * 1024)
+/* Reader connections held by open cursors, at most; beyond, cursors read
+ * through the calling thread's connection (see the file comment). */
+#define SQLITE_READERS_MAX 64
+/* Reader connections kept open while no cursor needs them. */
+#define SQLITE_READERS_IDLE 4
 
 struct sqlite_conn {
 	sqlite3 *db;
 	struct sqlite_conn *next;
+};
+
+/* A connection of the cursors' pool, with its statement prepared once. */
+struct sqlite_reader {
+	sqlite3 *db;
+	sqlite3_stmt *find;  /* a message's listing row: prefix, body rowid */
+	struct sqlite_reader *next;
 };
 
 struct commit_req {
@@ -56,6 +92,11 @@ struct sqlite_store {
 	pthread_cond_t gc_cond;
 	struct commit_req *gc_head, *gc_tail;
 	bool gc_leader;
+	/* the cursors' reader connections */
+	pthread_mutex_t readers_lock;
+	struct sqlite_reader *readers_idle;
+	unsigned int readers_idle_count;
+	unsigned int readers_open;  /* idle + checked out */
 };
 
 static const char *const schema_sql =
@@ -107,7 +148,7 @@ static sqlite3 *conn_open(const char *path, const char **error_r)
 	sqlite3 *db = NULL;
 	int rc = sqlite3_open_v2(path, &db,
 				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-					 SQLITE_OPEN_NOMUTEX,
+					 SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
 				 NULL);
 	if (rc != SQLITE_OK) {
 		*error_r = sqlite3_errstr(rc);
@@ -160,6 +201,10 @@ static struct store *sqlite_open(const struct store_settings *set, const char **
 		*error_r = errbuf;
 		return NULL;
 	}
+	if (sqlite3_threadsafe() == 0) {
+		*error_r = "the SQLite library was built without thread support";
+		return NULL;
+	}
 	struct sqlite_store *s = xcalloc(1, sizeof(*s));
 	struct buf path;
 	buf_init(&path, 0);
@@ -169,6 +214,7 @@ static struct store *sqlite_open(const struct store_settings *set, const char **
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->gc_lock, NULL);
 	pthread_cond_init(&s->gc_cond, NULL);
+	pthread_mutex_init(&s->readers_lock, NULL);
 	pthread_key_create(&s->key, NULL);
 
 	const char *error = NULL;
@@ -209,9 +255,23 @@ static struct store *sqlite_open(const struct store_settings *set, const char **
 	return &s->store;
 }
 
+static void reader_free(struct sqlite_reader *r)
+{
+	sqlite3_finalize(r->find);
+	sqlite3_close_v2(r->db);
+	free(r);
+}
+
 static void sqlite_close(struct store *store)
 {
 	struct sqlite_store *s = (struct sqlite_store *)store;
+	/* Every cursor has been closed (store.h): only idle readers remain. */
+	while (s->readers_idle != NULL) {
+		struct sqlite_reader *r = s->readers_idle;
+		s->readers_idle = r->next;
+		reader_free(r);
+	}
+	pthread_mutex_destroy(&s->readers_lock);
 	struct sqlite_conn *c = s->conns;
 	while (c != NULL) {
 		struct sqlite_conn *next = c->next;
@@ -662,67 +722,235 @@ static enum store_status sqlite_maildrop_read(struct store *store, struct store_
 	return rc == SQLITE_DONE ? STORE_OK : status_from_rc(db, rc, "read listing");
 }
 
-static enum store_status sqlite_message_read(struct store_maildrop *md, unsigned int i,
-					     uint64_t offset, store_chunk_sink_t *sink, void *ctx)
+/* --- cursors --- */
+
+/* A reader connection for a cursor: an idle one, or a new one while fewer
+ * than SQLITE_READERS_MAX are open; NULL when the pool is exhausted (or a
+ * connection cannot be opened), and the cursor does without. */
+static struct sqlite_reader *reader_checkout(struct sqlite_store *s)
 {
-	struct sqlite_store *s = (struct sqlite_store *)md->store;
-	sqlite3 *db = get_db(s);
-	if (db == NULL)
-		return STORE_TEMPFAIL;
-	/* One read transaction: a concurrent expunge cannot remove the body
-	 * while it is being streamed. */
-	if (exec_sql(db, "BEGIN") != SQLITE_OK)
-		return STORE_TEMPFAIL;
+	pthread_mutex_lock(&s->readers_lock);
+	struct sqlite_reader *r = s->readers_idle;
+	if (r != NULL) {
+		s->readers_idle = r->next;
+		s->readers_idle_count--;
+		pthread_mutex_unlock(&s->readers_lock);
+		r->next = NULL;
+		return r;
+	}
+	if (s->readers_open >= SQLITE_READERS_MAX) {
+		pthread_mutex_unlock(&s->readers_lock);
+		return NULL;
+	}
+	s->readers_open++;
+	pthread_mutex_unlock(&s->readers_lock);
+
+	const char *error = "unknown error";
+	r = xcalloc(1, sizeof(*r));
+	r->db = conn_open(s->path, &error);
+	if (r->db != NULL && exec_sql(r->db, "PRAGMA query_only = 1") == SQLITE_OK)
+		r->find = prep(r->db, "SELECT prefix, body FROM listing"
+				      " WHERE mailbox_id = ? AND sort_key = ?");
+	if (r->find == NULL) {
+		log_error("sqlite: cannot open a reader connection to %s: %s", s->path, error);
+		reader_free(r);
+		pthread_mutex_lock(&s->readers_lock);
+		s->readers_open--;
+		pthread_mutex_unlock(&s->readers_lock);
+		return NULL;
+	}
+	return r;
+}
+
+/* Gives a reader back, out of any transaction; closes it when enough are
+ * idle already, or when it could not be brought back to a clean state. */
+static void reader_checkin(struct sqlite_store *s, struct sqlite_reader *r)
+{
+	sqlite3_reset(r->find);
+	sqlite3_clear_bindings(r->find);
+	bool clean = sqlite3_get_autocommit(r->db) != 0 ||
+		     (exec_sql(r->db, "COMMIT") == SQLITE_OK && sqlite3_get_autocommit(r->db));
+	pthread_mutex_lock(&s->readers_lock);
+	if (clean && s->readers_idle_count < SQLITE_READERS_IDLE) {
+		r->next = s->readers_idle;
+		s->readers_idle = r;
+		s->readers_idle_count++;
+		r = NULL;
+	} else {
+		s->readers_open--;
+	}
+	pthread_mutex_unlock(&s->readers_lock);
+	if (r != NULL)
+		reader_free(r);
+}
+
+struct sqlite_cursor {
+	struct store_cursor c;
+	/* pooled: a connection of its own, in a read transaction, and the
+	 * body's blob open in it; both NULL when the pool was exhausted */
+	struct sqlite_reader *reader;
+	sqlite3_blob *blob;
+	sqlite3_int64 body;    /* the body's rowid */
+	uint8_t *prefix;
+	size_t prefix_len;
+	int body_len;
+};
+
+/* Copies the listing row's prefix and body rowid; NOTFOUND without one. */
+static enum store_status take_listing_row(sqlite3 *db, sqlite3_stmt *st,
+					  struct store_maildrop *md, unsigned int i,
+					  struct sqlite_cursor *sc)
+{
 	uint8_t key[16];
 	store_sort_key(&md->entries[i].id, key);
-	enum store_status ret = STORE_OK;
+	sqlite3_bind_blob(st, 1, md->mailbox_id.b, 16, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, key, 16, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "read message");
+	sc->prefix_len = (size_t)sqlite3_column_bytes(st, 0);
+	sc->prefix = xmalloc(sc->prefix_len + 1);
+	if (sc->prefix_len > 0)
+		memcpy(sc->prefix, sqlite3_column_blob(st, 0), sc->prefix_len);
+	sc->body = sqlite3_column_int64(st, 1);
+	return STORE_OK;
+}
+
+/* Pooled: a read transaction on the reader, which lasts until the cursor
+ * closes; the listing row and the blob are read in it once. */
+static enum store_status open_pooled(struct sqlite_cursor *sc, struct store_maildrop *md,
+				     unsigned int i)
+{
+	sqlite3 *db = sc->reader->db;
+	if (exec_sql(db, "BEGIN") != SQLITE_OK)
+		return STORE_TEMPFAIL;
+	enum store_status st = take_listing_row(db, sc->reader->find, md, i, sc);
+	sqlite3_reset(sc->reader->find);
+	if (st != STORE_OK)
+		return st;
+	int rc = sqlite3_blob_open(db, "main", "bodies", "data", sc->body, 0, &sc->blob);
+	if (rc != SQLITE_OK) {
+		sc->blob = NULL;
+		return status_from_rc(db, rc, "open body");
+	}
+	sc->body_len = sqlite3_blob_bytes(sc->blob);
+	return STORE_OK;
+}
+
+/* Whether the body row rowid still holds message id (a rowid of a deleted
+ * body can be given to a new one), and its length. 1 / 0 / -1. */
+static int body_row_is(sqlite3 *db, sqlite3_int64 rowid, const struct uuid *id, int *len_r)
+{
+	sqlite3_stmt *st = prep(db, "SELECT message_id, length(data) FROM bodies WHERE id = ?");
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, rowid);
+	int rc = sqlite3_step(st);
+	int ret = rc == SQLITE_DONE ? 0 : rc == SQLITE_ROW ? 1 : -1;
+	if (ret == 1) {
+		ret = sqlite3_column_bytes(st, 0) == 16 &&
+		      memcmp(sqlite3_column_blob(st, 0), id->b, 16) == 0;
+		*len_r = sqlite3_column_int(st, 1);
+	} else if (ret < 0) {
+		status_from_rc(db, rc, "find body");
+	}
+	sqlite3_finalize(st);
+	return ret;
+}
+
+/* Unpooled: the listing row and the body's length, in one short
+ * transaction on this thread's connection. */
+static enum store_status open_unpooled(struct sqlite_store *s, struct sqlite_cursor *sc,
+				       struct store_maildrop *md, unsigned int i)
+{
+	sqlite3 *db = get_db(s);
+	if (db == NULL || exec_sql(db, "BEGIN") != SQLITE_OK)
+		return STORE_TEMPFAIL;
 	sqlite3_stmt *st = prep(db, "SELECT prefix, body FROM listing"
 				    " WHERE mailbox_id = ? AND sort_key = ?");
-	sqlite3_blob *blob = NULL;
-	if (st == NULL) {
-		ret = STORE_TEMPFAIL;
-		goto out;
-	}
-	sqlite3_bind_blob(st, 1, md->mailbox_id.b, 16, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 2, key, 16, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		ret = rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "read message");
-		goto out;
-	}
-	uint64_t prefix_len = (uint64_t)sqlite3_column_bytes(st, 0);
-	bool stop = false;
-	if (offset < prefix_len)
-		stop = sink(ctx, (const char *)sqlite3_column_blob(st, 0) + offset,
-			    (size_t)(prefix_len - offset));
-	uint64_t body_off = offset > prefix_len ? offset - prefix_len : 0;
-	sqlite3_int64 body = sqlite3_column_int64(st, 1);
-	if (stop)
-		goto out;
-	rc = sqlite3_blob_open(db, "main", "bodies", "data", body, 0, &blob);
-	if (rc != SQLITE_OK) {
-		ret = status_from_rc(db, rc, "open body");
-		goto out;
-	}
-	int total = sqlite3_blob_bytes(blob);
-	char *chunk = xmalloc(READ_CHUNK);
-	for (int off = body_off > (uint64_t)total ? total : (int)body_off; off < total && !stop;) {
-		int n = total - off < READ_CHUNK ? total - off : READ_CHUNK;
-		rc = sqlite3_blob_read(blob, chunk, n, off);
-		if (rc != SQLITE_OK) {
-			ret = status_from_rc(db, rc, "read body");
-			break;
-		}
-		stop = sink(ctx, chunk, (size_t)n);
-		off += n;
-	}
-	free(chunk);
-out:
-	if (blob != NULL)
-		sqlite3_blob_close(blob);
+	enum store_status ret = st == NULL ? STORE_TEMPFAIL : take_listing_row(db, st, md, i, sc);
 	sqlite3_finalize(st);
+	if (ret == STORE_OK) {
+		int found = body_row_is(db, sc->body, &md->entries[i].id, &sc->body_len);
+		ret = found > 0 ? STORE_OK : found == 0 ? STORE_NOTFOUND : STORE_TEMPFAIL;
+	}
 	exec_sql(db, "COMMIT");
 	return ret;
+}
+
+static void sqlite_cursor_close(struct store_cursor *c)
+{
+	struct sqlite_cursor *sc = (struct sqlite_cursor *)c;
+	struct sqlite_store *s = (struct sqlite_store *)c->md->store;
+	if (sc->blob != NULL)
+		sqlite3_blob_close(sc->blob);
+	if (sc->reader != NULL)
+		reader_checkin(s, sc->reader); /* ends the read transaction */
+	free(sc->prefix);
+	free(sc);
+}
+
+static enum store_status sqlite_cursor_open(struct store_maildrop *md, unsigned int i,
+					    struct store_cursor **cursor_r)
+{
+	struct sqlite_store *s = (struct sqlite_store *)md->store;
+	struct sqlite_cursor *sc = xcalloc(1, sizeof(*sc));
+	sc->c.md = md;
+	sc->reader = reader_checkout(s);
+	enum store_status st = sc->reader != NULL ? open_pooled(sc, md, i)
+						  : open_unpooled(s, sc, md, i);
+	if (st != STORE_OK) {
+		sqlite_cursor_close(&sc->c);
+		return st;
+	}
+	sc->c.size = sc->prefix_len + (uint64_t)sc->body_len;
+	*cursor_r = &sc->c;
+	return STORE_OK;
+}
+
+/* Unpooled: one piece of the body, on this thread's connection. */
+static enum store_status read_unpooled(struct sqlite_store *s, struct sqlite_cursor *sc,
+				       char *dst, int n, int off)
+{
+	sqlite3 *db = get_db(s);
+	if (db == NULL || exec_sql(db, "BEGIN") != SQLITE_OK)
+		return STORE_TEMPFAIL;
+	int len = -1;
+	int found = body_row_is(db, sc->body, &sc->c.md->entries[sc->c.index].id, &len);
+	enum store_status ret = found > 0 && len == sc->body_len ? STORE_OK
+				: found < 0 ? STORE_TEMPFAIL : STORE_NOTFOUND;
+	sqlite3_blob *blob = NULL;
+	if (ret == STORE_OK) {
+		int rc = sqlite3_blob_open(db, "main", "bodies", "data", sc->body, 0, &blob);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_blob_read(blob, dst, n, off);
+		if (rc != SQLITE_OK)
+			ret = status_from_rc(db, rc, "read body");
+		sqlite3_blob_close(blob);
+	}
+	exec_sql(db, "COMMIT");
+	return ret;
+}
+
+static enum store_status sqlite_cursor_read(struct store_cursor *c, char *dst, size_t n)
+{
+	struct sqlite_cursor *sc = (struct sqlite_cursor *)c;
+	uint64_t off = c->offset;
+	if (off < sc->prefix_len) {
+		size_t k = sc->prefix_len - (size_t)off < n ? sc->prefix_len - (size_t)off : n;
+		memcpy(dst, sc->prefix + off, k);
+		dst += k;
+		n -= k;
+		off += k;
+	}
+	if (n == 0)
+		return STORE_OK;
+	/* off + n <= size, and the body length is an int: both fit. */
+	int boff = (int)(off - sc->prefix_len);
+	if (sc->blob == NULL)
+		return read_unpooled((struct sqlite_store *)c->md->store, sc, dst, (int)n, boff);
+	int rc = sqlite3_blob_read(sc->blob, dst, (int)n, boff);
+	return rc == SQLITE_OK ? STORE_OK : status_from_rc(sc->reader->db, rc, "read body");
 }
 
 static enum store_status sqlite_expunge(struct store_maildrop *md, const unsigned int *indexes,
@@ -823,6 +1051,9 @@ static enum store_status sqlite_repair(struct store *store,
 
 const struct store_vfuncs store_sqlite_vfuncs = {
 	.name = "sqlite",
+	.section = NULL,
+	/* Writers are serialised and group-committed: a few threads suffice. */
+	.worker_threads = 4,
 	.open = sqlite_open,
 	.close = sqlite_close,
 	.domain_add = sqlite_domain_add,
@@ -836,7 +1067,9 @@ const struct store_vfuncs store_sqlite_vfuncs = {
 	.user_list = sqlite_user_list,
 	.deliver = sqlite_deliver,
 	.maildrop_read = sqlite_maildrop_read,
-	.message_read = sqlite_message_read,
+	.cursor_open = sqlite_cursor_open,
+	.cursor_read = sqlite_cursor_read,
+	.cursor_close = sqlite_cursor_close,
 	.expunge = sqlite_expunge,
 	.repair = sqlite_repair,
 };

@@ -1,24 +1,44 @@
 /*
  * store: backend lookup by name and the generic half of every store call:
  * argument checks, mailbox identity (a name-based UUID of the address, so no
- * coordination is ever needed to agree on it), and the POP3 encoding of
- * messages read by the backends.
+ * coordination is ever needed to agree on it), the backends' declared
+ * configuration, and the bounds of a message cursor.
+ *
+ * Invariants:
+ * - A cursor never hands out more than its message's size, and nothing
+ *   after an error: store_cursor_next() asks the backend for exactly the
+ *   octets it appends, and a failed read leaves out as it was.
+ * - The options a store was opened with are its own copy; secret values are
+ *   wiped before they are freed, wherever the copy lives.
  */
 #include "store-private.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "mail-data.h"
+#include "log.h"
 
+/* In the order the settings error lists them. */
 static const struct store_vfuncs *const backends[] = {
 	&store_sqlite_vfuncs,
-	&store_mem_vfuncs,
 	&store_cassandra_vfuncs,
+	&store_mem_vfuncs,
 };
+#define BACKEND_COUNT (sizeof(backends) / sizeof(backends[0]))
+
+static const char *backend_names[BACKEND_COUNT + 1];
+static pthread_once_t backend_names_once = PTHREAD_ONCE_INIT;
+
+static void backend_names_init(void)
+{
+	for (size_t i = 0; i < BACKEND_COUNT; i++)
+		backend_names[i] = backends[i]->name;
+	backend_names[BACKEND_COUNT] = NULL;
+}
 
 const char *store_status_name(enum store_status st)
 {
@@ -35,18 +55,121 @@ const char *store_status_name(enum store_status st)
 	return "unknown";
 }
 
+/* --- the backends' configuration --- */
+
+const char *const *store_backend_names(void)
+{
+	pthread_once(&backend_names_once, backend_names_init);
+	return backend_names;
+}
+
+bool store_section_exists(const char *section)
+{
+	for (size_t i = 0; i < BACKEND_COUNT; i++)
+		if (backends[i]->section != NULL && strcmp(backends[i]->section, section) == 0)
+			return true;
+	return false;
+}
+
+const struct store_option_def *store_option_lookup(const char *section, const char *key)
+{
+	for (size_t i = 0; i < BACKEND_COUNT; i++) {
+		if (backends[i]->section == NULL || strcmp(backends[i]->section, section) != 0)
+			continue;
+		for (const struct store_option_def *d = backends[i]->options;
+		     d != NULL && d->key != NULL; d++)
+			if (strcmp(d->key, key) == 0)
+				return d;
+	}
+	return NULL;
+}
+
+static struct store_option *find_option(const struct store_settings *set, const char *section,
+					const char *key)
+{
+	for (unsigned int i = 0; i < set->option_count; i++)
+		if (strcmp(set->options[i].section, section) == 0 &&
+		    strcmp(set->options[i].key, key) == 0)
+			return &set->options[i];
+	return NULL;
+}
+
+static void free_value(struct store_option *o)
+{
+	if (o->secret)
+		explicit_bzero(o->value, strlen(o->value));
+	free(o->value);
+	o->value = NULL;
+}
+
+void store_settings_set(struct store_settings *set, const char *section, const char *key,
+			const char *value)
+{
+	const struct store_option_def *def = store_option_lookup(section, key);
+	if (def == NULL)
+		panic("store: no backend option [%s] %s", section, key);
+	struct store_option *o = find_option(set, section, key);
+	if (o == NULL) {
+		set->options = xrealloc(set->options, (set->option_count + 1) * sizeof(*set->options));
+		o = &set->options[set->option_count++];
+		o->section = xstrdup(section);
+		o->key = xstrdup(key);
+	} else {
+		free_value(o);
+	}
+	o->value = xstrdup(value);
+	o->secret = def->secret;
+}
+
+const char *store_settings_get(const struct store_settings *set, const char *section,
+			       const char *key)
+{
+	const struct store_option *o = find_option(set, section, key);
+	return o != NULL ? o->value : NULL;
+}
+
+void store_settings_deinit(struct store_settings *set)
+{
+	for (unsigned int i = 0; i < set->option_count; i++) {
+		free_value(&set->options[i]);
+		free(set->options[i].section);
+		free(set->options[i].key);
+	}
+	free(set->options);
+	set->options = NULL;
+	set->option_count = 0;
+}
+
+/* A copy whose options the copy owns. */
+static void settings_copy(struct store_settings *dst, const struct store_settings *src)
+{
+	*dst = *src;
+	dst->options = NULL;
+	dst->option_count = 0;
+	for (unsigned int i = 0; i < src->option_count; i++)
+		store_settings_set(dst, src->options[i].section, src->options[i].key,
+				   src->options[i].value);
+}
+
+/* --- opening and closing --- */
+
 struct store *store_open(const struct store_settings *set, const char **error_r)
 {
 	const char *name = set->backend != NULL ? set->backend : "sqlite";
-	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
-		if (strcmp(backends[i]->name, name) == 0) {
-			struct store *store = backends[i]->open(set, error_r);
-			if (store != NULL) {
-				store->v = backends[i];
-				store->set = *set;
-			}
-			return store;
+	for (size_t i = 0; i < BACKEND_COUNT; i++) {
+		if (strcmp(backends[i]->name, name) != 0)
+			continue;
+		/* The backend reads the store's own copy, before and after open. */
+		struct store_settings own;
+		settings_copy(&own, set);
+		struct store *store = backends[i]->open(&own, error_r);
+		if (store == NULL) {
+			store_settings_deinit(&own);
+			return NULL;
 		}
+		store->v = backends[i];
+		store->set = own;
+		return store;
 	}
 	*error_r = "unknown store backend (this build has: sqlite, cassandra, mem)";
 	return NULL;
@@ -58,12 +181,19 @@ void store_close(struct store **storep)
 	if (store == NULL)
 		return;
 	*storep = NULL;
+	struct store_settings set = store->set;
 	store->v->close(store);
+	store_settings_deinit(&set);
 }
 
 const char *store_backend_name(const struct store *store)
 {
 	return store->v->name;
+}
+
+unsigned int store_worker_threads(const struct store *store)
+{
+	return store->v->worker_threads > 0 ? store->v->worker_threads : 1;
 }
 
 enum store_status store_domain_add(struct store *store, const char *domain)
@@ -174,100 +304,84 @@ void store_maildrop_free(struct store_maildrop **mdp)
 	free(md);
 }
 
-struct store_reader {
-	struct store_maildrop *md;
-	unsigned int index;
-	uint64_t offset;          /* raw octets consumed so far */
-	struct mail_pop3_encoder enc;
-	struct buf *out;          /* during a read */
-	size_t limit;
-	bool finished;
-};
+/* --- reading --- */
 
-static bool reader_sink(void *ctx, const char *data, size_t len)
+enum store_status store_cursor_open(struct store_maildrop *md, unsigned int i,
+				    struct store_cursor **cursor_r)
 {
-	struct store_reader *r = ctx;
-	r->offset += len;
-	mail_pop3_encoder_feed(&r->enc, data, len, r->out);
-	return r->enc.finished || r->out->len >= r->limit;
-}
-
-enum store_status store_reader_open(struct store_maildrop *md, unsigned int i, long body_lines,
-				    struct store_reader **reader_r)
-{
+	*cursor_r = NULL;
 	if (i >= md->count)
 		return STORE_NOTFOUND;
-	struct store_reader *r = xcalloc(1, sizeof(*r));
-	r->md = md;
-	r->index = i;
-	mail_pop3_encoder_init(&r->enc, body_lines);
-	*reader_r = r;
-	return STORE_OK;
-}
-
-enum store_status store_reader_read(struct store_reader *r, size_t max, struct buf *out,
-				    bool *done_r)
-{
-	*done_r = false;
-	if (r->finished) {
-		*done_r = true;
-		return STORE_OK;
-	}
-	r->out = out;
-	r->limit = out->len + (max > 0 ? max : 1);
-	uint64_t before = r->offset;
-	enum store_status st = r->md->store->v->message_read(r->md, r->index, r->offset,
-							     reader_sink, r);
-	r->out = NULL;
+	struct store_cursor *c = NULL;
+	enum store_status st = md->store->v->cursor_open(md, i, &c);
 	if (st != STORE_OK)
 		return st;
-	/* The backend stopped early only when the sink asked; otherwise (or
-	 * when nothing more came) the message is complete. */
-	bool more = !r->enc.finished && out->len >= r->limit && r->offset > before;
-	if (!more) {
-		mail_pop3_encoder_finish(&r->enc, out);
-		r->finished = true;
-		*done_r = true;
-	}
+	c->v = md->store->v;
+	c->md = md;
+	c->index = i;
+	c->offset = 0;
+	c->failed = false;
+	if (c->size != md->entries[i].size)
+		log_warn("store: message %u is %llu octets, its listing row says %llu",
+			 i + 1, (unsigned long long)c->size,
+			 (unsigned long long)md->entries[i].size);
+	*cursor_r = c;
 	return STORE_OK;
 }
 
-void store_reader_free(struct store_reader **rp)
+enum store_status store_cursor_next(struct store_cursor *c, size_t max, struct buf *out,
+				    bool *eof_r)
 {
-	free(*rp);
-	*rp = NULL;
-}
-
-enum store_status store_message_read_pop3(struct store_maildrop *md, unsigned int i,
-					  long body_lines, struct buf *out)
-{
-	struct store_reader *r = NULL;
-	enum store_status st = store_reader_open(md, i, body_lines, &r);
-	size_t start = out->len;
-	bool done = false;
-	while (st == STORE_OK && !done)
-		st = store_reader_read(r, SIZE_MAX / 2, out, &done);
-	store_reader_free(&r);
-	if (st != STORE_OK) {
-		out->len = start;
-		out->data[start] = '\0';
+	if (c->failed) {
+		*eof_r = false;
+		return STORE_TEMPFAIL;
 	}
-	return st;
+	uint64_t left = c->size - c->offset;
+	size_t n = left < max ? (size_t)left : max;
+	*eof_r = left == 0;
+	if (n == 0)
+		return STORE_OK;
+	if (buf_reserve(out, n) < 0)
+		return STORE_TOOBIG;
+	/* The backend writes straight into out's spare room: one copy. */
+	enum store_status st = c->v->cursor_read(c, out->data + out->len, n);
+	if (st != STORE_OK) {
+		out->data[out->len] = '\0';
+		c->failed = true;
+		*eof_r = false;
+		return st;
+	}
+	out->len += n;
+	out->data[out->len] = '\0';
+	c->offset += n;
+	*eof_r = c->offset == c->size;
+	return STORE_OK;
 }
 
-static bool raw_sink(void *ctx, const char *data, size_t len)
+uint64_t store_cursor_offset(const struct store_cursor *c)
 {
-	buf_append(ctx, data, len);
-	return false;
+	return c->offset;
+}
+
+void store_cursor_close(struct store_cursor **cp)
+{
+	struct store_cursor *c = *cp;
+	if (c == NULL)
+		return;
+	*cp = NULL;
+	c->v->cursor_close(c);
 }
 
 enum store_status store_message_read_raw(struct store_maildrop *md, unsigned int i,
 					 struct buf *out)
 {
-	if (i >= md->count)
-		return STORE_NOTFOUND;
+	struct store_cursor *c = NULL;
 	size_t start = out->len;
-	enum store_status st = md->store->v->message_read(md, i, 0, raw_sink, out);
+	enum store_status st = store_cursor_open(md, i, &c);
+	bool eof = false;
+	while (st == STORE_OK && !eof)
+		st = store_cursor_next(c, SIZE_MAX, out, &eof);
+	store_cursor_close(&c);
 	if (st != STORE_OK) {
 		out->len = start;
 		out->data[start] = '\0';

@@ -4,8 +4,10 @@
  * store: the one storage interface of tern, shaped around the two protocols
  * rather than the database: deliver (envelope + body → per-recipient result),
  * open a maildrop (→ the listing fixed at login: id, size, uidl), read a
- * message (whole, or the headers and the first N body lines), expunge (the
- * ids deleted at POP3 QUIT); users and domains beside it.
+ * message through a cursor (its octets as stored, piece by piece), expunge
+ * (the ids deleted at POP3 QUIT); users and domains beside it. The POP3 form
+ * of a message (dot-stuffing, TOP) is the POP3 session's business, not the
+ * store's.
  *
  * Threading: every function blocks and is safe to call from any thread; the
  * daemons call them from worker threads, the CLI from its main thread.
@@ -23,6 +25,9 @@
  *   exact octet counts of what RETR sends (CRLF line endings, before
  *   dot-stuffing), computed at delivery.
  * - UIDLs never change once assigned.
+ * - Each backend declares its own configuration section and keys and its
+ *   worker-thread hint (store_option_lookup, store_worker_threads): nothing
+ *   outside lib-store names a backend's keys.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -53,15 +58,55 @@ enum store_pop3_ids {
 	STORE_POP3_IDS_UID,           /* UIDL from a per-mailbox monotonic UID */
 };
 
-struct store_settings {
-	const char *backend;      /* "sqlite", "cassandra", "mem" */
-	const char *data_dir;     /* sqlite: the database lives here */
-	enum store_pop3_ids pop3_ids;
-	/* cassandra */
-	const char *contact_points, *local_dc, *keyspace, *replication;
-	const char *username, *password;
-	const char *read_consistency, *write_consistency;
+/* The options a backend reads from its own configuration section (e.g.
+ * [cassandra]). Each backend declares them in a table; the settings file
+ * parser validates a backend section against it (store_option_lookup). */
+enum store_option_type {
+	STORE_OPTION_STRING,   /* any text */
+	STORE_OPTION_ENUM,     /* one of choices, exactly as spelt */
 };
+
+struct store_option_def {
+	const char *key;
+	enum store_option_type type;
+	const char *const *choices;  /* ENUM: the accepted values, NULL-terminated */
+	bool secret;                 /* wiped from memory when the settings are freed */
+};
+
+/* One value of a backend section, as given. */
+struct store_option {
+	char *section, *key, *value;
+	bool secret;
+};
+
+struct store_settings {
+	const char *backend;      /* "sqlite", "cassandra", "mem"; read by store_open only */
+	const char *data_dir;     /* sqlite: the database lives here; read by store_open only */
+	enum store_pop3_ids pop3_ids;
+	/* The backend sections' values (owned; store_settings_set, _deinit).
+	 * store_open takes a copy of its own. */
+	struct store_option *options;
+	unsigned int option_count;
+};
+
+/* The backend names of this build, in table order, NULL-terminated. */
+const char *const *store_backend_names(void);
+/* Whether some backend reads its options from [section]. */
+bool store_section_exists(const char *section);
+/* The definition of key in a backend's section, or NULL when that backend
+ * has no such key (or no backend has that section). */
+const struct store_option_def *store_option_lookup(const char *section, const char *key);
+/* Records section.key = value (copied; a repeated key replaces the earlier
+ * value). The caller has validated it with store_option_lookup(), which
+ * must know the key. */
+void store_settings_set(struct store_settings *set, const char *section, const char *key,
+			const char *value);
+/* The value of section.key, or NULL when it was not set. */
+const char *store_settings_get(const struct store_settings *set, const char *section,
+			       const char *key);
+/* Frees the options (secret values are wiped first); backend, data_dir and
+ * pop3_ids are left as they are. */
+void store_settings_deinit(struct store_settings *set);
 
 struct store;
 
@@ -70,6 +115,10 @@ struct store;
 struct store *store_open(const struct store_settings *set, const char **error_r);
 void store_close(struct store **store);
 const char *store_backend_name(const struct store *store);
+/* How many worker threads the backend wants to keep sessions busy: store
+ * calls block a worker for an fsync (SQLite) or for network round trips
+ * (Cassandra), and the latter wants more of them. */
+unsigned int store_worker_threads(const struct store *store);
 
 /* Domains (lower-case names). */
 enum store_status store_domain_add(struct store *store, const char *domain);
@@ -140,23 +189,39 @@ enum store_status store_maildrop_open(struct store *store, const char *address,
 				      struct store_maildrop **md_r);
 void store_maildrop_free(struct store_maildrop **md);
 
-/* Reads message i (0-based) of the listing and appends its POP3 form
- * (dot-stuffed, CRLF-terminated, ending with ".\r\n") to out.
- * body_lines < 0 for RETR, >= 0 for TOP; TOP n 0 reads only the headers.
- * NOTFOUND when another session has expunged it meanwhile. */
-enum store_status store_message_read_pop3(struct store_maildrop *md, unsigned int i,
-					  long body_lines, struct buf *out);
-/* Streaming reads for RETR/TOP: each store_reader_read() appends about max
- * more octets of the POP3 form to out and sets *done_r once the final
- * ".\r\n" is in; the message is never held whole in memory. A message
- * expunged by another session between two reads gives NOTFOUND. */
-struct store_reader;
-enum store_status store_reader_open(struct store_maildrop *md, unsigned int i, long body_lines,
-				    struct store_reader **reader_r);
-enum store_status store_reader_read(struct store_reader *r, size_t max, struct buf *out,
-				    bool *done_r);
-void store_reader_free(struct store_reader **r);
-/* Reads message i raw (no stuffing) into out (for tools and tests). */
+/* A cursor over message i's octets as stored: the recipient's prefix, then
+ * the message, exactly md->entries[i].size octets (CRLF line endings, no
+ * dot-stuffing; the POP3 session adds that). The cursor keeps its position
+ * (SQLite: an open blob in a read transaction of its own; Cassandra: the
+ * body reference and the current chunk), so each piece costs only the read
+ * of that piece.
+ *
+ * NOTFOUND from open when another session has expunged the message. An
+ * expunge after open: the cursor either goes on returning the message's
+ * octets as they were at open (a snapshot: mem, SQLite) or fails a later
+ * call with NOTFOUND (Cassandra once the chunks are gone, SQLite when the
+ * reader pool was exhausted at open); it never returns other octets.
+ *
+ * Usable from any thread, one call at a time; close it before freeing the
+ * maildrop. An open cursor may hold a database connection and a read
+ * transaction: close it as soon as the message is read. */
+struct store_cursor;
+enum store_status store_cursor_open(struct store_maildrop *md, unsigned int i,
+				    struct store_cursor **cursor_r);
+/* Appends at most max octets of the message (fewer only at its end) to out
+ * and sets *eof_r once the last octet of the message has been appended,
+ * possibly by this very call: a message of 0 octets is at eof on the first
+ * call. After eof, appends nothing and keeps *eof_r true. On an error
+ * nothing is appended and the cursor is unusable (close it). TOOBIG when
+ * out's cap cannot take the piece. */
+enum store_status store_cursor_next(struct store_cursor *c, size_t max, struct buf *out,
+				    bool *eof_r);
+/* The octets appended so far. */
+uint64_t store_cursor_offset(const struct store_cursor *c);
+void store_cursor_close(struct store_cursor **c);
+
+/* Reads message i whole into out (appended; for tools and tests), through a
+ * cursor. On an error out is left as it was. */
 enum store_status store_message_read_raw(struct store_maildrop *md, unsigned int i,
 					 struct buf *out);
 /* Deletes the listed messages (indexes into the listing). Idempotent:

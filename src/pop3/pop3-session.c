@@ -399,36 +399,40 @@ static void cmd_uidl(struct pop3_session *p, const struct pop3_command *cmd)
 
 /* --- RETR and TOP: the message streamed in pieces --- */
 
+/* A piece as stored, then its POP3 form, on the worker. The cursor keeps
+ * its place between pieces and is closed here too (closing may touch the
+ * store), once the message or TOP's lines are out or reading failed. */
 static void read_work(struct session *s)
 {
 	struct pop3_session *p = pop3(s);
+	bool eof = false;
 	buf_reset(&p->job_out);
 	p->job_status = STORE_OK;
 	if (p->cursor == NULL) {
 		p->job_status = store_cursor_open(p->md, p->job_msg, &p->cursor);
 		mail_pop3_encoder_init(&p->enc, p->job_lines);
 	}
-	if (p->job_status != STORE_OK)
-		return;
-	bool eof = false;
+	if (p->job_status == STORE_OK)
+		p->job_status = store_cursor_next(p->cursor, POP3_READ_PIECE, &p->job_raw, &eof);
+	if (p->job_status == STORE_OK) {
+		mail_pop3_encoder_feed(&p->enc, p->job_raw.data, p->job_raw.len, &p->job_out);
+		p->read_eof = eof || p->enc.finished;
+		if (p->read_eof)
+			mail_pop3_encoder_finish(&p->enc, &p->job_out);
+	}
 	buf_reset(&p->job_raw);
-	p->job_status = store_cursor_next(p->cursor, POP3_READ_PIECE, &p->job_raw, &eof);
-	if (p->job_status != STORE_OK)
-		return;
-	mail_pop3_encoder_feed(&p->enc, p->job_raw.data, p->job_raw.len, &p->job_out);
-	if (eof || p->enc.finished) {
-		mail_pop3_encoder_finish(&p->enc, &p->job_out);
-		p->read_eof = true;
+	if (p->job_status != STORE_OK || p->read_eof) {
+		store_cursor_close(&p->cursor);
+		/* a piece's room is not kept between commands */
+		buf_deinit(&p->job_raw);
+		buf_init(&p->job_raw, 0);
 	}
 }
 
 static void read_end(struct pop3_session *p)
 {
-	store_cursor_close(&p->cursor);
 	p->read_started = false;
 	p->read_eof = false;
-	buf_deinit(&p->job_raw);
-	buf_init(&p->job_raw, 0);
 }
 
 static void read_done(struct session *s);

@@ -16,6 +16,21 @@
 
 static char tmpdir[] = "/tmp/tern-test-settings-XXXXXX";
 
+/* A [cassandra] value as the store reads it (the backend declares the keys;
+ * settings.c keeps the values in store.options). */
+#define CASS(set, key) store_settings_get(&(set)->store, "cassandra", key)
+#define STORE_CASS(set, key) option_in_array(&(set)->store, key)
+
+/* The same value found in the options array handed to store_open. */
+static const char *option_in_array(const struct store_settings *st, const char *key)
+{
+	for (unsigned int i = 0; i < st->option_count; i++)
+		if (strcmp(st->options[i].section, "cassandra") == 0 &&
+		    strcmp(st->options[i].key, key) == 0)
+			return st->options[i].value;
+	return NULL;
+}
+
 static char *write_conf(const char *content)
 {
 	static int n;
@@ -104,26 +119,30 @@ static void test_all_keys(void)
 	CHECK_INT(set->plaintext, PLAINTEXT_ALWAYS);
 	CHECK_STR(set->store_backend, "cassandra");
 	CHECK_INT(set->store.pop3_ids, STORE_POP3_IDS_UID);
-	CHECK_STR(set->cass_contact_points, "10.0.0.1,10.0.0.2");
-	CHECK_STR(set->cass_local_dc, "dc1");
-	CHECK_STR(set->cass_keyspace, "tern_ks");
-	CHECK_STR(set->cass_replication, "dc1:3,dc2:3");
-	CHECK_STR(set->cass_username, "cass");
-	CHECK_STR(set->cass_password, "s3cret pass");
-	CHECK_STR(set->cass_read_cl, "LOCAL_ONE");
-	CHECK_STR(set->cass_write_cl, "EACH_QUORUM");
+	CHECK_STR(CASS(set, "contact_points"), "10.0.0.1,10.0.0.2");
+	CHECK_STR(CASS(set, "local_dc"), "dc1");
+	CHECK_STR(CASS(set, "keyspace"), "tern_ks");
+	CHECK_STR(CASS(set, "replication"), "dc1:3,dc2:3");
+	CHECK_STR(CASS(set, "username"), "cass");
+	CHECK_STR(CASS(set, "password"), "s3cret pass");
+	CHECK_STR(CASS(set, "read_consistency"), "LOCAL_ONE");
+	CHECK_STR(CASS(set, "write_consistency"), "EACH_QUORUM");
 	CHECK_STR(set->admin_listen, "127.0.0.1:8080");
 	/* the store settings point at the same values */
 	CHECK_STR(set->store.backend, "cassandra");
 	CHECK_STR(set->store.data_dir, "/srv/tern");
-	CHECK_STR(set->store.contact_points, "10.0.0.1,10.0.0.2");
-	CHECK_STR(set->store.local_dc, "dc1");
-	CHECK_STR(set->store.keyspace, "tern_ks");
-	CHECK_STR(set->store.replication, "dc1:3,dc2:3");
-	CHECK_STR(set->store.username, "cass");
-	CHECK_STR(set->store.password, "s3cret pass");
-	CHECK_STR(set->store.read_consistency, "LOCAL_ONE");
-	CHECK_STR(set->store.write_consistency, "EACH_QUORUM");
+	CHECK_STR(STORE_CASS(set, "contact_points"), "10.0.0.1,10.0.0.2");
+	CHECK_STR(STORE_CASS(set, "local_dc"), "dc1");
+	CHECK_STR(STORE_CASS(set, "keyspace"), "tern_ks");
+	CHECK_STR(STORE_CASS(set, "replication"), "dc1:3,dc2:3");
+	CHECK_STR(STORE_CASS(set, "username"), "cass");
+	CHECK_STR(STORE_CASS(set, "password"), "s3cret pass");
+	CHECK_STR(STORE_CASS(set, "read_consistency"), "LOCAL_ONE");
+	CHECK_STR(STORE_CASS(set, "write_consistency"), "EACH_QUORUM");
+	/* the backend marks the password secret: it is wiped when freed */
+	for (unsigned int i = 0; i < set->store.option_count; i++)
+		CHECK(set->store.options[i].secret == (strcmp(set->store.options[i].key, "password") == 0));
+	CHECK_INT(set->store.option_count, 8);
 	settings_free(&set);
 	CHECK(set == NULL);
 	settings_free(&set);
@@ -158,7 +177,7 @@ static void test_defaults(void)
 		CHECK_STR(set->store.data_dir, "./var");
 		CHECK(set->hostname != NULL && set->hostname[0] != '\0');
 		CHECK(set->tls_cert == NULL && set->tls_key == NULL);
-		CHECK(set->cass_password == NULL && set->store.password == NULL);
+		CHECK(CASS(set, "password") == NULL && STORE_CASS(set, "password") == NULL);
 		settings_free(&set);
 		free(path);
 	}
@@ -244,8 +263,8 @@ static void test_values(void)
 	if (set != NULL) {
 		CHECK_STR(set->store_backend, "sqlite");
 		CHECK_STR(set->store.backend, "sqlite");
-		CHECK_STR(set->cass_read_cl, "LOCAL_QUORUM");
-		CHECK_STR(set->cass_write_cl, "ONE");
+		CHECK_STR(CASS(set, "read_consistency"), "LOCAL_QUORUM");
+		CHECK_STR(CASS(set, "write_consistency"), "ONE");
 		CHECK_STR(set->smtp_listen, "[::1]:25 , 0.0.0.0:587");
 		CHECK_STR(set->pop3_listen, "");
 		CHECK_INT(set->max_recipients, 100000);
@@ -315,6 +334,11 @@ static void test_errors(void)
 	EXPECT_ERROR("[cassandra]\nwrite_consistency = local_quorum\n", 2,
 		     "write_consistency|LOCAL_QUORUM");
 	EXPECT_ERROR("[store]\npop3_ids =\n", 2, "pop3_ids|messageid");
+	/* a backend's own section: its keys only, errors with the line */
+	EXPECT_ERROR("[cassandra]\nkeyspace = k\ncontact_point = x\n", 3,
+		     "unknown key|contact_point|[cassandra]");
+	EXPECT_ERROR("[store]\nbackend = sqlite\n[cassandra]\nlocal_dc = dc1\nread_consistency =\n",
+		     5, "read_consistency|ONE|LOCAL_ONE");
 
 	/* listen lists */
 	EXPECT_ERROR("[smtp]\nlisten = 127.0.0.1:notaport\n", 2, "listen|notaport");

@@ -7,11 +7,18 @@
  *
  * The minimum is Apache James' Pop3MetadataStoreContract (empty listing, add,
  * upsert, remove, clear, idempotent deletes, ordering); the rest covers what
- * the POP3 and SMTP sessions rely on.
+ * the POP3 and SMTP sessions rely on, the message cursor above all: every
+ * piece size, eof exactly with the last octet, a 25 MiB message in 128 KiB
+ * pieces, expunges while cursors are open, cursors used from several
+ * threads among deliveries and expunges, and more cursors than SQLite's
+ * reader pool holds. RETR and TOP are checked as the POP3 session makes
+ * them: cursor pieces through lib-mail's encoder, against a reference
+ * written independently here.
  */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "buf.h"
+#include "mail-data.h"
 #include "store.h"
 #include "uuid.h"
 
@@ -43,13 +51,18 @@ static struct store *open_store(void)
 		.backend = backend,
 		.data_dir = data_dir,
 		.pop3_ids = mode,
-		.contact_points = contact,
-		.local_dc = "dc1",
-		.keyspace = keyspace,
-		.replication = "dc1:1",
 	};
+	/* [cassandra] keys are known whatever the backend; only it reads them. */
+	if (contact != NULL)
+		store_settings_set(&set, "cassandra", "contact_points", contact);
+	store_settings_set(&set, "cassandra", "local_dc", "dc1");
+	store_settings_set(&set, "cassandra", "keyspace", keyspace);
+	store_settings_set(&set, "cassandra", "replication", "dc1:1");
 	const char *error = NULL;
 	struct store *s = store_open(&set, &error);
+	/* The store keeps a copy of its own. */
+	store_settings_deinit(&set);
+	CHECK(set.options == NULL && set.option_count == 0);
 	if (s == NULL) {
 		fprintf(stderr, "store_open(%s, %s): %s\n", backend, data_dir,
 			error != NULL ? error : "(no error)");
@@ -163,7 +176,95 @@ static void pop3_expected(const char *msg, size_t len, long body_lines, struct b
 	buf_append(out, ".\r\n", 3);
 }
 
-/* Checks RETR, TOP n and the raw read of message i against prefix+body. */
+/* What the POP3 session does for RETR (body_lines < 0) and TOP: cursor
+ * pieces of `piece` octets, dot-stuffed by the encoder, until the end of the
+ * message or TOP's limit, then the terminating line. Appends to out; on an
+ * error out is left as it was. */
+static enum store_status read_pop3(struct store_maildrop *md, unsigned int i, long body_lines,
+				   size_t piece, struct buf *out)
+{
+	struct store_cursor *c = NULL;
+	struct mail_pop3_encoder enc;
+	struct buf raw;
+	size_t start = out->len;
+	bool eof = false;
+	mail_pop3_encoder_init(&enc, body_lines);
+	buf_init(&raw, 0);
+	enum store_status st = store_cursor_open(md, i, &c);
+	while (st == STORE_OK && !eof && !enc.finished) {
+		buf_reset(&raw);
+		st = store_cursor_next(c, piece, &raw, &eof);
+		if (st == STORE_OK)
+			mail_pop3_encoder_feed(&enc, raw.data, raw.len, out);
+	}
+	if (st == STORE_OK)
+		mail_pop3_encoder_finish(&enc, out);
+	store_cursor_close(&c);
+	CHECK(c == NULL);
+	buf_deinit(&raw);
+	if (st != STORE_OK) {
+		out->len = start;
+		out->data[start] = '\0';
+	}
+	return st;
+}
+
+/* Reads message i in pieces of `piece` octets, checking every call against
+ * the cursor's contract: exactly min(piece, octets left) appended, eof set
+ * with the last octet and not before, the offset, and nothing more after
+ * eof. The octets are appended to out. Returns the status, or STORE_PERM
+ * (after reporting it) when the contract was broken. */
+static enum store_status read_pieces(struct store_maildrop *md, unsigned int i, size_t piece,
+				     struct buf *out, int line)
+{
+	struct store_cursor *c = NULL;
+	enum store_status st = store_cursor_open(md, i, &c);
+	if (st != STORE_OK)
+		return st;
+	uint64_t size = md->entries[i].size, got = 0;
+	uint64_t calls = 0, max_calls = size / piece + 2;
+	bool eof = false, broken = false;
+	while (!eof && !broken && calls++ < max_calls) {
+		size_t before = out->len;
+		st = store_cursor_next(c, piece, out, &eof);
+		if (st != STORE_OK)
+			break;
+		uint64_t n = out->len - before, left = size - got;
+		got += n;
+		broken = n != (left < piece ? left : piece) || eof != (got == size) ||
+			 store_cursor_offset(c) != got;
+	}
+	if (st == STORE_OK && !broken) {
+		/* after eof: nothing more, still eof */
+		size_t before = out->len;
+		bool again = false;
+		st = store_cursor_next(c, piece, out, &again);
+		broken = st != STORE_OK || out->len != before || !again || !eof;
+	}
+	store_cursor_close(&c);
+	if (broken) {
+		fprintf(stderr, "%s:%d: [%s] cursor on %u in pieces of %zu broke its contract after "
+			"%llu of %llu octets (eof %d)\n", __FILE__, line, backend, i, piece,
+			(unsigned long long)got, (unsigned long long)size, eof);
+		return STORE_PERM;
+	}
+	return st;
+}
+
+static void report_diff(const char *what, unsigned int i, size_t piece, enum store_status st,
+			const struct buf *got, const struct buf *want, int line)
+{
+	size_t at = 0;
+	while (at < got->len && at < want->len && got->data[at] == want->data[at])
+		at++;
+	fprintf(stderr, "%s:%d: [%s] %s %u in pieces of %zu: %s, %zu bytes, expected %zu, first "
+		"difference at %zu\n", __FILE__, line, backend, what, i, piece,
+		store_status_name(st), got->len, want->len, at);
+}
+
+/* Checks the raw read of message i against prefix+body, cursor pieces of
+ * every size 1..N+1 on small messages (of a few sizes on large ones), and
+ * RETR and TOP n as the POP3 session makes them. */
 static void check_message(struct store_maildrop *md, unsigned int i, const char *prefix,
 			  const char *body, size_t len, long top, int line)
 {
@@ -187,48 +288,48 @@ static void check_message(struct store_maildrop *md, unsigned int i, const char 
 		fprintf(stderr, "%s:%d: [%s] size of %u: %llu, expected %zu\n", __FILE__, line,
 			backend, i, (unsigned long long)md->entries[i].size, whole.len);
 	}
+
+	/* Raw pieces: every size on small messages, a few on large ones. */
+	static const size_t steps[] = { 1, 100, 4093, 65536, 131072, 1024 * 1024 };
+	size_t nsteps = sizeof(steps) / sizeof(steps[0]);
+	size_t every = whole.len <= 600 ? whole.len + 1 : 0;
+	for (size_t k = 0; k < (every > 0 ? every : nsteps); k++) {
+		size_t piece = every > 0 ? k + 1 : steps[k];
+		if (every == 0 && ((piece == 1 && whole.len > 4096) ||
+				   (piece == 100 && whole.len > 300000) ||
+				   (piece == 4093 && whole.len > 3000000)))
+			continue;
+		buf_reset(&got);
+		st = read_pieces(md, i, piece, &got, line);
+		test_checks++;
+		if (st != STORE_OK || got.len != whole.len ||
+		    memcmp(got.data, whole.data, got.len) != 0) {
+			test_failures++;
+			report_diff("raw", i, piece, st, &got, &whole, line);
+		}
+	}
+
+	/* RETR and TOP: the same bytes whatever the piece size. */
 	long modes[2] = { -1, top };
 	for (int m = 0; m < 2; m++) {
 		if (m == 1 && top < 0)
 			break;
 		buf_reset(&want);
-		buf_reset(&got);
 		pop3_expected(whole.data, whole.len, modes[m], &want);
-		st = store_message_read_pop3(md, i, modes[m], &got);
-		test_checks++;
-		if (st != STORE_OK || got.len != want.len ||
-		    memcmp(got.data, want.data, got.len) != 0) {
-			test_failures++;
-			size_t at = 0;
-			while (at < got.len && at < want.len && got.data[at] == want.data[at])
-				at++;
-			fprintf(stderr, "%s:%d: [%s] %s %u: %s, %zu bytes, expected %zu, first "
-				"difference at %zu\n", __FILE__, line, backend,
-				modes[m] < 0 ? "RETR" : "TOP", i, store_status_name(st), got.len,
-				want.len, at);
-		}
-		/* The streaming reader gives the same bytes whatever the step. */
-		static const size_t steps[] = { 1, 100, 4093, 65536 };
-		for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
-			if ((steps[k] == 1 && want.len > 4096) || (steps[k] == 100 && want.len > 300000) ||
-			    (steps[k] == 4093 && want.len > 3000000))
+		static const size_t pop3_steps[] = { 1, 100, 4093, 131072 };
+		for (size_t k = 0; k < sizeof(pop3_steps) / sizeof(pop3_steps[0]); k++) {
+			size_t piece = pop3_steps[k];
+			if ((piece == 1 && whole.len > 4096) || (piece == 100 && whole.len > 300000) ||
+			    (piece == 4093 && whole.len > 3000000))
 				continue;
-			struct store_reader *rd = NULL;
 			buf_reset(&got);
-			bool done = false;
-			st = store_reader_open(md, i, modes[m], &rd);
-			unsigned int rounds = 0;
-			while (st == STORE_OK && !done && rounds++ < 10000000)
-				st = store_reader_read(rd, steps[k], &got, &done);
-			store_reader_free(&rd);
+			st = read_pop3(md, i, modes[m], piece, &got);
 			test_checks++;
-			if (st != STORE_OK || !done || got.len != want.len ||
+			if (st != STORE_OK || got.len != want.len ||
 			    memcmp(got.data, want.data, got.len) != 0) {
 				test_failures++;
-				fprintf(stderr, "%s:%d: [%s] streamed %s %u in steps of %zu: %s, "
-					"%zu bytes, expected %zu\n", __FILE__, line, backend,
-					modes[m] < 0 ? "RETR" : "TOP", i, steps[k],
-					store_status_name(st), got.len, want.len);
+				report_diff(modes[m] < 0 ? "RETR" : "TOP", i, piece, st, &got, &want,
+					    line);
 			}
 		}
 	}
@@ -682,26 +783,26 @@ static void test_read(void)
 	/* exact outputs for a few, independent of the reference encoder */
 	struct buf out;
 	buf_init(&out, 0);
-	CHECK_ST(store_message_read_pop3(md, 1, 0, &out), STORE_OK);
+	CHECK_ST(read_pop3(md, 1, 0, 7, &out), STORE_OK);
 	CHECK_STR(out.data, "Return-Path: <s@x.test>\r\nH1: a\r\nH2: b\r\n\r\n.\r\n");
 	buf_reset(&out);
-	CHECK_ST(store_message_read_pop3(md, 0, -1, &out), STORE_OK);
+	CHECK_ST(read_pop3(md, 0, -1, 1, &out), STORE_OK);
 	CHECK_STR(out.data, "Delivered-To: reader@read.test\r\n..Hdr: dotted\r\nSubject: dots\r\n"
 			    "\r\n..\r\n...\r\n..line\r\nmid.dle\r\n..\r\n.\r\n");
 	buf_reset(&out);
-	CHECK_ST(store_message_read_pop3(md, 6, -1, &out), STORE_OK);
+	CHECK_ST(read_pop3(md, 6, -1, 1, &out), STORE_OK);
 	CHECK_STR(out.data, ".\r\n");
 	CHECK_INT(md->entries[6].size, 0);
 	buf_reset(&out);
-	CHECK_ST(store_message_read_pop3(md, 8, -1, &out), STORE_OK);
+	CHECK_ST(read_pop3(md, 8, -1, 64, &out), STORE_OK);
 	CHECK_STR(out.data, "H: v\r\n\r\nlast line without CRLF\r\n.\r\n");
 	/* reads append to what the buffer holds */
 	buf_reset(&out);
 	buf_append_str(&out, "+OK\r\n");
-	CHECK_ST(store_message_read_pop3(md, 2, 1, &out), STORE_OK);
+	CHECK_ST(read_pop3(md, 2, 1, 3, &out), STORE_OK);
 	CHECK_STR(out.data, "+OK\r\nH1: a\r\n\r\nl1\r\n.\r\n");
 	buf_reset(&out);
-	CHECK_ST(store_message_read_pop3(md, md->count, -1, &out), STORE_NOTFOUND);
+	CHECK_ST(read_pop3(md, md->count, -1, 1, &out), STORE_NOTFOUND);
 	CHECK_ST(store_message_read_raw(md, md->count, &out), STORE_NOTFOUND);
 	CHECK_INT(out.len, 0);
 	buf_deinit(&out);
@@ -884,9 +985,9 @@ static void test_expunge_sessions(void)
 	struct buf out;
 	buf_init(&out, 0);
 	buf_append_str(&out, "kept");
-	CHECK_ST(store_message_read_pop3(older, 0, -1, &out), STORE_NOTFOUND);
+	CHECK_ST(read_pop3(older, 0, -1, 100, &out), STORE_NOTFOUND);
 	CHECK_STR(out.data, "kept");
-	CHECK_ST(store_message_read_pop3(older, 2, 0, &out), STORE_NOTFOUND);
+	CHECK_ST(read_pop3(older, 2, 0, 100, &out), STORE_NOTFOUND);
 	CHECK_STR(out.data, "kept");
 	buf_reset(&out);
 	CHECK_ST(store_message_read_raw(older, 0, &out), STORE_NOTFOUND);
@@ -896,7 +997,7 @@ static void test_expunge_sessions(void)
 	unsigned int idx2[3] = { 0, 1, 2 };
 	CHECK_ST(store_maildrop_expunge(older, idx2, 3), STORE_OK);
 	CHECK_ST(store_maildrop_expunge(older, idx2, 3), STORE_OK);
-	CHECK_ST(store_message_read_pop3(newer, 1, -1, &out), STORE_NOTFOUND);
+	CHECK_ST(read_pop3(newer, 1, -1, 100, &out), STORE_NOTFOUND);
 	struct store_maildrop *third = open_md(a);
 	CHECK_INT(third->count, 2); /* message 3 and the late one */
 	if (third->count == 2) {
@@ -990,6 +1091,452 @@ static void test_concurrent(void)
 	}
 }
 
+/* ---- cursors ---- */
+
+/* A body that names its message id and whose length and filler follow from
+ * it, so a reader can tell that the octets it got are the message it
+ * opened and no other. lines = 0: a length derived from the id (up to
+ * about 256 KiB). */
+static void id_body(const struct uuid *id, unsigned int lines, struct buf *out)
+{
+	char text[UUID_STR_LEN + 1];
+	uuid_format(id, text);
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < 16; i++)
+		h = (h ^ id->b[i]) * 16777619u;
+	if (lines == 0)
+		lines = 1 + h % 4000;
+	buf_printf(out, "Subject: cursor\r\nX-Id: %s\r\n\r\n", text);
+	for (unsigned int l = 0; l < lines; l++) {
+		char line[64];
+		for (int k = 0; k < 60; k++)
+			line[k] = (char)('a' + (h + l * 7 + (unsigned int)k) % 26);
+		if ((h + l) % 7 == 0)
+			line[0] = '.';
+		line[60] = '\r';
+		line[61] = '\n';
+		buf_append(out, line, 62);
+	}
+}
+
+/* Delivers an id_body message to the recipients; returns its id. */
+static struct uuid deliver_id_body(const char *const *rcpts, unsigned int n, unsigned int lines)
+{
+	struct store_rcpt r[4];
+	for (unsigned int k = 0; k < n; k++)
+		r[k] = (struct store_rcpt){ .address = rcpts[k], .prefix = "" };
+	struct store_delivery d = { .rcpts = r, .rcpt_count = n };
+	store_delivery_init(&d);
+	struct buf body;
+	buf_init(&body, 0);
+	id_body(&d.message_id, lines, &body);
+	d.body = body.data;
+	d.body_len = body.len;
+	enum store_status st = store_deliver(store, &d);
+	for (unsigned int k = 0; k < n && st == STORE_OK; k++)
+		st = r[k].status;
+	CHECK_ST(st, STORE_OK);
+	buf_deinit(&body);
+	return d.message_id;
+}
+
+/* Whether got is exactly message i of md as id_body made it. */
+static bool is_id_body(const struct store_maildrop *md, unsigned int i, const struct buf *got,
+		       unsigned int lines)
+{
+	struct buf want;
+	buf_init(&want, 0);
+	id_body(&md->entries[i].id, lines, &want);
+	bool ok = got->len == want.len && memcmp(got->data, want.data, got->len) == 0 &&
+		  got->len == md->entries[i].size;
+	buf_deinit(&want);
+	return ok;
+}
+
+/* Reads the cursor to its end in pieces; the status of the first failure. */
+static enum store_status read_rest(struct store_cursor *c, size_t piece, struct buf *out)
+{
+	bool eof = false;
+	enum store_status st = STORE_OK;
+	while (st == STORE_OK && !eof)
+		st = store_cursor_next(c, piece, out, &eof);
+	return st;
+}
+
+static void test_cursor_basics(void)
+{
+	const char *a = "basics@cursor.test";
+	add_user(a);
+	const char *rcpt[1] = { a };
+	deliver_id_body(rcpt, 1, 3);
+	struct store_maildrop *md = open_md(a);
+	struct store_cursor *c = (struct store_cursor *)&md; /* must be reset */
+	CHECK_ST(store_cursor_open(md, md->count, &c), STORE_NOTFOUND);
+	CHECK(c == NULL);
+	CHECK_ST(store_cursor_open(md, 0, &c), STORE_OK);
+	struct buf out;
+	buf_init(&out, 0);
+	bool eof = true;
+	/* max 0: nothing, not at the end */
+	CHECK_ST(store_cursor_next(c, 0, &out, &eof), STORE_OK);
+	CHECK(!eof && out.len == 0);
+	/* out's cap too small for the piece: TOOBIG, nothing taken */
+	struct buf small;
+	buf_init(&small, 10);
+	CHECK_ST(store_cursor_next(c, 11, &small, &eof), STORE_TOOBIG);
+	CHECK_INT(store_cursor_offset(c), 0);
+	CHECK_ST(store_cursor_next(c, 10, &small, &eof), STORE_OK);
+	CHECK_INT(small.len, 10);
+	buf_append(&out, small.data, small.len);
+	buf_deinit(&small);
+	/* appends after what out holds; a max beyond the end stops there */
+	CHECK_ST(store_cursor_next(c, SIZE_MAX, &out, &eof), STORE_OK);
+	CHECK(eof);
+	CHECK(is_id_body(md, 0, &out, 3));
+	CHECK_INT(store_cursor_offset(c), md->entries[0].size);
+	store_cursor_close(&c);
+	CHECK(c == NULL);
+	store_cursor_close(&c);
+	unsigned int zero = 0;
+	CHECK_ST(store_maildrop_expunge(md, &zero, 1), STORE_OK);
+	store_maildrop_free(&md);
+	buf_deinit(&out);
+}
+
+/* Another session expunges messages while cursors on them are open. mem
+ * and SQLite (its reader pool not exhausted) read a snapshot: the cursor
+ * finishes with the octets it opened. Cassandra holds one chunk: what it
+ * holds is served, and a chunk fetched after its body was deleted gives
+ * NOTFOUND; a body another mailbox still references is served whole. No
+ * backend ever returns other octets. */
+static void test_cursor_expunge(void)
+{
+	const char *a = "exp@cursor.test", *b = "share@cursor.test";
+	add_user(a);
+	add_user(b);
+	const char *one[1] = { a }, *two[2] = { a, b };
+	deliver_id_body(one, 1, 30);                   /* 0: small */
+	deliver_id_body(one, 1, 3 * 1024 * 1024 / 62); /* 1: 3 MiB, several chunks */
+	deliver_id_body(two, 2, 30);                   /* 2: small, shared with b */
+	bool snapshot = strcmp(backend, "cassandra") != 0;
+	static const unsigned int lines[3] = { 30, 3 * 1024 * 1024 / 62, 30 };
+
+	struct store_maildrop *md = open_md(a);
+	CHECK_INT(md->count, 3);
+	if (md->count != 3) {
+		store_maildrop_free(&md);
+		return;
+	}
+	struct store_cursor *c[4] = { NULL };
+	struct buf got[4];
+	for (unsigned int k = 0; k < 4; k++) {
+		buf_init(&got[k], 0);
+		CHECK_ST(store_cursor_open(md, k < 3 ? k : 0, &c[k]), STORE_OK);
+	}
+	bool eof;
+	for (unsigned int k = 0; k < 3; k++)
+		CHECK_ST(store_cursor_next(c[k], 1000, &got[k], &eof), STORE_OK);
+
+	struct store_maildrop *other = open_md(a);
+	unsigned int all[3] = { 0, 1, 2 };
+	CHECK_ST(store_maildrop_expunge(other, all, 3), STORE_OK);
+	store_maildrop_free(&other);
+	CHECK_INT(count_of(a), 0);
+
+	/* gone for whoever opens it now */
+	struct store_cursor *late = NULL;
+	CHECK_ST(store_cursor_open(md, 0, &late), STORE_NOTFOUND);
+	CHECK(late == NULL);
+	struct buf raw;
+	buf_init(&raw, 0);
+	CHECK_ST(store_message_read_raw(md, 1, &raw), STORE_NOTFOUND);
+	CHECK_INT(raw.len, 0);
+	buf_deinit(&raw);
+
+	/* small, first piece read: all of it is there (held or a snapshot) */
+	CHECK_ST(read_rest(c[0], 1000, &got[0]), STORE_OK);
+	CHECK(is_id_body(md, 0, &got[0], lines[0]));
+	/* 3 MiB: snapshot, or NOTFOUND once past the held chunk */
+	enum store_status st = read_rest(c[1], 128 * 1024, &got[1]);
+	CHECK_ST(st, snapshot ? STORE_OK : STORE_NOTFOUND);
+	if (st == STORE_OK)
+		CHECK(is_id_body(md, 1, &got[1], lines[1]));
+	else
+		CHECK(got[1].len >= 1000 && got[1].len <= 1024 * 1024 + 1000); /* one chunk at most */
+	/* after a failure the cursor only awaits its close */
+	if (st != STORE_OK)
+		CHECK(store_cursor_next(c[1], 10, &got[1], &eof) != STORE_OK);
+	/* shared with b: its body stays, every backend serves it whole */
+	CHECK_ST(read_rest(c[2], 1000, &got[2]), STORE_OK);
+	CHECK(is_id_body(md, 2, &got[2], lines[2]));
+	/* opened before the expunge, nothing read yet */
+	st = read_rest(c[3], 4096, &got[3]);
+	CHECK_ST(st, snapshot ? STORE_OK : STORE_NOTFOUND);
+	if (st == STORE_OK)
+		CHECK(is_id_body(md, 0, &got[3], lines[0]));
+	else
+		CHECK_INT(got[3].len, 0);
+	for (unsigned int k = 0; k < 4; k++) {
+		store_cursor_close(&c[k]);
+		buf_deinit(&got[k]);
+	}
+	store_maildrop_free(&md);
+	md = open_md(b);
+	CHECK_INT(md->count, 1);
+	unsigned int zero = 0;
+	CHECK_ST(store_maildrop_expunge(md, &zero, md->count), STORE_OK);
+	store_maildrop_free(&md);
+}
+
+/* More cursors open at once than SQLite's reader pool holds (64): those
+ * beyond read through the thread's connection, piece by piece. All read
+ * correctly, interleaved; after an expunge, the pooled ones (and every mem
+ * and Cassandra cursor, whose small messages are held whole) finish from
+ * what they hold, and SQLite's unpooled ones give NOTFOUND. */
+enum { POOL_CURSORS = 80, SQLITE_POOL = 64, POOL_LINES = 50 };
+
+static void test_cursor_pool(void)
+{
+	const char *a = "pool@cursor.test";
+	add_user(a);
+	const char *one[1] = { a };
+	for (unsigned int k = 0; k < POOL_CURSORS; k++)
+		deliver_id_body(one, 1, POOL_LINES);
+	struct store_maildrop *md = open_md(a);
+	CHECK_INT(md->count, POOL_CURSORS);
+	if (md->count != POOL_CURSORS) {
+		store_maildrop_free(&md);
+		return;
+	}
+	struct store_cursor *c[POOL_CURSORS];
+	struct buf got[POOL_CURSORS];
+	bool eof[POOL_CURSORS];
+	unsigned int complete = 0, notfound = 0, other = 0;
+	for (int phase = 0; phase < 2; phase++) {
+		for (unsigned int k = 0; k < POOL_CURSORS; k++) {
+			buf_init(&got[k], 0);
+			eof[k] = false;
+			CHECK_ST(store_cursor_open(md, k, &c[k]), STORE_OK);
+		}
+		/* round robin, 1000 octets each */
+		bool expunged = false;
+		for (unsigned int round = 0, open = POOL_CURSORS; open > 0; round++) {
+			open = 0;
+			for (unsigned int k = 0; k < POOL_CURSORS; k++) {
+				if (c[k] == NULL || eof[k])
+					continue;
+				enum store_status st = store_cursor_next(c[k], 1000, &got[k], &eof[k]);
+				if (st != STORE_OK) {
+					if (st == STORE_NOTFOUND)
+						notfound++;
+					else
+						other++;
+					store_cursor_close(&c[k]);
+					continue;
+				}
+				open += !eof[k];
+			}
+			if (phase == 1 && round == 0 && !expunged) {
+				struct store_maildrop *md2 = open_md(a);
+				unsigned int *all = xcalloc(md2->count + 1, sizeof(unsigned int));
+				for (unsigned int k = 0; k < md2->count; k++)
+					all[k] = k;
+				CHECK_ST(store_maildrop_expunge(md2, all, md2->count), STORE_OK);
+				free(all);
+				store_maildrop_free(&md2);
+				expunged = true;
+			}
+		}
+		for (unsigned int k = 0; k < POOL_CURSORS; k++) {
+			if (c[k] != NULL && eof[k]) {
+				if (is_id_body(md, k, &got[k], POOL_LINES))
+					complete++;
+				else
+					other++;
+			}
+			store_cursor_close(&c[k]);
+			buf_deinit(&got[k]);
+		}
+		if (phase == 0) {
+			CHECK_INT(complete, POOL_CURSORS);
+			CHECK_INT(notfound + other, 0);
+			complete = notfound = other = 0;
+		}
+	}
+	bool sqlite = strcmp(backend, "sqlite") == 0;
+	CHECK_INT(complete, sqlite ? SQLITE_POOL : POOL_CURSORS);
+	CHECK_INT(notfound, sqlite ? POOL_CURSORS - SQLITE_POOL : 0);
+	CHECK_INT(other, 0);
+	store_maildrop_free(&md);
+	CHECK_INT(count_of(a), 0);
+}
+
+/* Cursors used the way the POP3 daemon uses them: each piece on whatever
+ * thread is free, other cursors' pieces in between, while deliveries and
+ * expunges go on. Every read either yields exactly the message opened or
+ * NOTFOUND (it was expunged); nothing else. */
+enum { CT_SLOTS = 12, CT_READERS = 4, CT_MIN_STEPS = 2000, CT_DELIVERIES = 40, CT_KEEP = 6 };
+
+struct ct_slot {
+	bool busy;
+	struct store_maildrop *md;
+	struct store_cursor *c;
+	unsigned int index;
+	size_t piece;
+	struct buf got;
+};
+
+struct ct_shared {
+	pthread_mutex_t lock;
+	struct ct_slot slots[CT_SLOTS];
+	unsigned int steps;
+	bool writers_done;
+	unsigned int completed, notfound, wrong, errors, expunges;
+	unsigned int threads_seen; /* bit per reader thread that finished a message another began */
+};
+
+static const char *const ct_address = "threads@cursor.test";
+
+static void ct_step(struct ct_shared *sh, struct ct_slot *sl, unsigned int *seed)
+{
+	static const size_t pieces[] = { 1000, 4096, 65536, 128 * 1024 };
+	enum { NONE, DONE, GONE, WRONG, ERROR } outcome = NONE;
+	if (sl->c == NULL) {
+		if (store_maildrop_open(store, ct_address, &sl->md) != STORE_OK) {
+			outcome = ERROR;
+		} else if (sl->md->count > 0) {
+			sl->index = (unsigned int)rand_r(seed) % sl->md->count;
+			sl->piece = pieces[(unsigned int)rand_r(seed) % 4];
+			enum store_status st = store_cursor_open(sl->md, sl->index, &sl->c);
+			outcome = st == STORE_OK ? NONE : st == STORE_NOTFOUND ? GONE : ERROR;
+		}
+		if (sl->c == NULL)
+			store_maildrop_free(&sl->md);
+	} else {
+		bool eof = false;
+		enum store_status st = store_cursor_next(sl->c, sl->piece, &sl->got, &eof);
+		if (st == STORE_NOTFOUND)
+			outcome = GONE;
+		else if (st != STORE_OK)
+			outcome = ERROR;
+		else if (eof)
+			outcome = is_id_body(sl->md, sl->index, &sl->got, 0) ? DONE : WRONG;
+		if (outcome != NONE) {
+			store_cursor_close(&sl->c);
+			store_maildrop_free(&sl->md);
+			buf_reset(&sl->got);
+		}
+	}
+	pthread_mutex_lock(&sh->lock);
+	sh->completed += outcome == DONE;
+	sh->notfound += outcome == GONE;
+	sh->wrong += outcome == WRONG;
+	sh->errors += outcome == ERROR;
+	pthread_mutex_unlock(&sh->lock);
+}
+
+static void *ct_reader(void *p)
+{
+	struct ct_shared *sh = p;
+	unsigned int seed = (unsigned int)(uintptr_t)&seed;
+	for (;;) {
+		pthread_mutex_lock(&sh->lock);
+		if (sh->writers_done && sh->steps >= CT_MIN_STEPS) {
+			pthread_mutex_unlock(&sh->lock);
+			return NULL;
+		}
+		unsigned int start = (unsigned int)rand_r(&seed) % CT_SLOTS;
+		struct ct_slot *sl = NULL;
+		for (unsigned int k = 0; k < CT_SLOTS && sl == NULL; k++)
+			if (!sh->slots[(start + k) % CT_SLOTS].busy)
+				sl = &sh->slots[(start + k) % CT_SLOTS];
+		if (sl != NULL) {
+			sl->busy = true;
+			sh->steps++;
+		}
+		pthread_mutex_unlock(&sh->lock);
+		if (sl == NULL) {
+			sched_yield();
+			continue;
+		}
+		ct_step(sh, sl, &seed);
+		pthread_mutex_lock(&sh->lock);
+		sl->busy = false;
+		pthread_mutex_unlock(&sh->lock);
+	}
+}
+
+static void *ct_writer(void *p)
+{
+	struct ct_shared *sh = p;
+	const char *rcpt[1] = { ct_address };
+	for (unsigned int k = 0; k < CT_DELIVERIES; k++) {
+		deliver_id_body(rcpt, 1, 0);
+		/* an expunge of all but the newest few, from a session of its own */
+		if (k % 4 == 3) {
+			struct store_maildrop *md = NULL;
+			if (store_maildrop_open(store, ct_address, &md) != STORE_OK)
+				continue;
+			unsigned int n = md->count > CT_KEEP ? md->count - CT_KEEP : 0;
+			unsigned int *idx = xcalloc(n + 1, sizeof(unsigned int));
+			for (unsigned int i = 0; i < n; i++)
+				idx[i] = i;
+			enum store_status st = store_maildrop_expunge(md, idx, n);
+			free(idx);
+			store_maildrop_free(&md);
+			pthread_mutex_lock(&sh->lock);
+			sh->expunges += st == STORE_OK && n > 0;
+			sh->errors += st != STORE_OK;
+			pthread_mutex_unlock(&sh->lock);
+		}
+	}
+	pthread_mutex_lock(&sh->lock);
+	sh->writers_done = true;
+	pthread_mutex_unlock(&sh->lock);
+	return NULL;
+}
+
+static void test_cursor_threads(void)
+{
+	add_user(ct_address);
+	const char *rcpt[1] = { ct_address };
+	for (unsigned int k = 0; k < CT_KEEP; k++)
+		deliver_id_body(rcpt, 1, 0);
+	struct ct_shared *sh = xcalloc(1, sizeof(*sh));
+	pthread_mutex_init(&sh->lock, NULL);
+	for (unsigned int k = 0; k < CT_SLOTS; k++)
+		buf_init(&sh->slots[k].got, 0);
+	pthread_t readers[CT_READERS], writer;
+	pthread_create(&writer, NULL, ct_writer, sh);
+	for (unsigned int k = 0; k < CT_READERS; k++)
+		pthread_create(&readers[k], NULL, ct_reader, sh);
+	pthread_join(writer, NULL);
+	for (unsigned int k = 0; k < CT_READERS; k++)
+		pthread_join(readers[k], NULL);
+	for (unsigned int k = 0; k < CT_SLOTS; k++) {
+		store_cursor_close(&sh->slots[k].c);
+		store_maildrop_free(&sh->slots[k].md);
+		buf_deinit(&sh->slots[k].got);
+	}
+	CHECK_INT(sh->wrong, 0);
+	CHECK_INT(sh->errors, 0);
+	CHECK(sh->completed >= 20);
+	CHECK(sh->expunges >= 1);
+	CHECK(sh->steps >= CT_MIN_STEPS);
+	if (sh->wrong + sh->errors > 0 || sh->completed < 20)
+		fprintf(stderr, "[%s] cursor threads: %u complete, %u not found, %u wrong, %u errors\n",
+			backend, sh->completed, sh->notfound, sh->wrong, sh->errors);
+	pthread_mutex_destroy(&sh->lock);
+	free(sh);
+	struct store_maildrop *md = open_md(ct_address);
+	unsigned int *all = xcalloc(md->count + 1, sizeof(unsigned int));
+	for (unsigned int i = 0; i < md->count; i++)
+		all[i] = i;
+	CHECK_ST(store_maildrop_expunge(md, all, md->count), STORE_OK);
+	free(all);
+	store_maildrop_free(&md);
+}
+
 /* ---- user deletion ---- */
 
 static void test_user_del_messages(void)
@@ -1011,7 +1558,7 @@ static void test_user_del_messages(void)
 	/* a session open across the deletion finds nothing, and does not crash */
 	struct buf out;
 	buf_init(&out, 0);
-	CHECK_ST(store_message_read_pop3(stale, 0, -1, &out), STORE_NOTFOUND);
+	CHECK_ST(read_pop3(stale, 0, -1, 100, &out), STORE_NOTFOUND);
 	unsigned int zero = 0;
 	CHECK_ST(store_maildrop_expunge(stale, &zero, 1), STORE_OK);
 	store_maildrop_free(&stale);
@@ -1148,6 +1695,10 @@ static void run_suite(void)
 	test_big_message();
 	test_expunge_sessions();
 	test_concurrent();
+	test_cursor_basics();
+	test_cursor_expunge();
+	test_cursor_pool();
+	test_cursor_threads();
 	test_user_del_messages();
 	if (strcmp(backend, "sqlite") == 0)
 		test_reopen();
