@@ -28,13 +28,6 @@
 #include "session-private.h"
 #include "settings.h"
 
-enum sasl_step {
-	SASL_STEP_NONE,
-	SASL_STEP_PLAIN,          /* the challenge for PLAIN's response is out */
-	SASL_STEP_LOGIN_USER,     /* "Username:" is out */
-	SASL_STEP_LOGIN_PASSWORD, /* "Password:" is out */
-};
-
 struct session_login_queue {
 	struct net_addr key;
 	struct session_login_queue *next_bucket;
@@ -57,7 +50,8 @@ struct session_login {
 	bool ok;
 	/* SASL */
 	const struct session_sasl_ops *sasl;
-	enum sasl_step step;
+	struct sasl_exchange exchange;
+	bool sasl_inited, sasl_active;
 	size_t saved_line_max;
 };
 
@@ -294,6 +288,8 @@ void session_login_free(struct session *s)
 		return;
 	if (l->timer != NULL)
 		event_free(l->timer);
+	if (l->sasl_inited)
+		sasl_exchange_deinit(&l->exchange);
 	queue_leave(l);
 	buf_wipe(&l->secret);
 	buf_deinit(&l->secret);
@@ -306,124 +302,80 @@ void session_login_free(struct session *s)
 
 bool session_sasl_active(const struct session *s)
 {
-	return s->login != NULL && s->login->step != SASL_STEP_NONE;
+	return s->login != NULL && s->login->sasl_active;
 }
 
-static void sasl_set_step(struct session *s, enum sasl_step step)
+/* Leaves the exchange: the line cap goes back to what it was. */
+static void sasl_end(struct session *s)
 {
 	struct session_login *l = s->login;
-	if (l->step == SASL_STEP_NONE && step != SASL_STEP_NONE) {
-		l->saved_line_max = conn_line_max(s->conn);
-		conn_set_line_max(s->conn, s->env->set->auth_response_max);
-	} else if (l->step != SASL_STEP_NONE && step == SASL_STEP_NONE) {
+	if (l->sasl_active)
 		conn_set_line_max(s->conn, l->saved_line_max);
-	}
-	l->step = step;
+	l->sasl_active = false;
+	if (l->sasl_inited)
+		sasl_exchange_deinit(&l->exchange);
+	l->sasl_inited = false;
 }
 
-static void sasl_challenge(struct session *s, enum sasl_step step, const char *b64)
-{
-	sasl_set_step(s, step);
-	conn_puts(s->conn, s->login->sasl->challenge_prefix);
-	session_reply(s, b64);
-}
-
-/* The exchange ended without a check. */
 static void sasl_fail(struct session *s, enum session_sasl_failure why, const char *text)
 {
 	const struct session_sasl_ops *ops = s->login->sasl;
-	sasl_set_step(s, SASL_STEP_NONE);
+	char phrase[160];
+	str_copy(phrase, text, sizeof(phrase));
+	sasl_end(s);
 	session_login_free(s);
-	ops->failed(s, why, text);
+	ops->failed(s, why, phrase);
 }
 
-/* Decodes one response into out; on failure ends the exchange. */
-static bool sasl_decode(struct session *s, const char *b64, size_t len, struct buf *out)
+static enum session_sasl_failure failure_of(enum sasl_error e)
 {
-	const char *error;
-	if (sasl_decode_response(b64, len, out, &error) < 0) {
-		sasl_fail(s, SESSION_SASL_BAD_BASE64, error);
-		return false;
+	switch (e) {
+	case SASL_ERROR_BASE64: return SESSION_SASL_BAD_BASE64;
+	case SASL_ERROR_USER: return SESSION_SASL_BAD_USER;
+	case SASL_ERROR_PASSWORD: return SESSION_SASL_BAD_PASSWORD;
+	case SASL_ERROR_CANCELLED: return SESSION_SASL_CANCELLED;
+	case SASL_ERROR_TOO_LONG: return SESSION_SASL_TOO_LONG;
+	case SASL_ERROR_NONE:
+	case SASL_ERROR_MALFORMED:
+	case SASL_ERROR_AUTHZID:
+		break;
 	}
-	return true;
+	return SESSION_SASL_MALFORMED;
 }
 
-/* The credentials are complete: normalise the name, check the password. */
-static void sasl_check(struct session *s, const char *name)
+/* What a start or step of the exchange produced. */
+static void sasl_result(struct session *s, enum sasl_result r, const struct sasl_output *out)
 {
 	struct session_login *l = s->login;
-	const struct session_sasl_ops *ops = l->sasl;
+	switch (r) {
+	case SASL_CONTINUE:
+		if (!l->sasl_active) {
+			l->saved_line_max = conn_line_max(s->conn);
+			conn_set_line_max(s->conn, s->env->set->auth_response_max);
+			l->sasl_active = true;
+		}
+		conn_puts(s->conn, l->sasl->challenge_prefix);
+		session_reply(s, out->challenge);
+		return;
+	case SASL_FAILED:
+		sasl_fail(s, failure_of(out->error), out->error_text);
+		return;
+	case SASL_DONE:
+		break;
+	}
+	/* The user name must be an address; checked names are normalised. */
 	struct mail_address addr;
 	const char *error;
-	if (mail_address_parse(name, strlen(name), &addr, &error) < 0) {
+	if (mail_address_parse(out->user, strlen(out->user), &addr, &error) < 0) {
 		buf_wipe(&l->secret);
-		sasl_fail(s, SESSION_SASL_BAD_USER, "the user name is not an address (user@domain)");
+		sasl_fail(s, SESSION_SASL_BAD_USER, "Invalid user name (expected user@domain)");
 		return;
 	}
 	char user[MAIL_ADDRESS_MAX + 1];
 	mail_address_format(&addr, user, sizeof(user));
-	sasl_set_step(s, SASL_STEP_NONE);
+	const struct session_sasl_ops *ops = l->sasl;
+	sasl_end(s);
 	session_check_password(s, user, &l->secret, ops->after_ok, ops->done);
-}
-
-static void sasl_plain(struct session *s, const char *b64, size_t len)
-{
-	struct session_login *l = s->login;
-	struct buf msg;
-	const char *error, *authcid, *passwd;
-	size_t passwd_len;
-	buf_init(&msg, s->env->set->auth_response_max);
-	if (!sasl_decode(s, b64, len, &msg)) {
-		buf_deinit(&msg);
-		return;
-	}
-	if (sasl_plain_split(&msg, &authcid, &passwd, &passwd_len, &error) < 0) {
-		buf_wipe(&msg);
-		buf_deinit(&msg);
-		sasl_fail(s, SESSION_SASL_MALFORMED, error);
-		return;
-	}
-	char name[MAIL_ADDRESS_MAX + 1];
-	bool name_ok = str_copy(name, authcid, sizeof(name)) < sizeof(name);
-	buf_wipe(&l->secret);
-	int rc = buf_append(&l->secret, passwd, passwd_len);
-	buf_wipe(&msg);
-	buf_deinit(&msg);
-	if (!name_ok || rc < 0) {
-		buf_wipe(&l->secret);
-		sasl_fail(s, name_ok ? SESSION_SASL_TOO_LONG : SESSION_SASL_BAD_USER,
-			  name_ok ? "Password too long" : "the user name is not an address (user@domain)");
-		return;
-	}
-	sasl_check(s, name);
-}
-
-/* LOGIN's user name (initial response or answer to "Username:"). */
-static void sasl_login_user(struct session *s, const char *b64, size_t len)
-{
-	struct session_login *l = s->login;
-	struct buf name;
-	buf_init(&name, MAIL_ADDRESS_MAX);
-	if (sasl_decode(s, b64, len, &name)) {
-		str_copy(l->user, name.data, sizeof(l->user));
-		sasl_challenge(s, SASL_STEP_LOGIN_PASSWORD, "UGFzc3dvcmQ6"); /* Password: */
-	}
-	buf_deinit(&name);
-}
-
-static void sasl_login_password(struct session *s, const char *b64, size_t len)
-{
-	struct session_login *l = s->login;
-	if (!sasl_decode(s, b64, len, &l->secret))
-		return;
-	if (l->secret.len == 0 || memchr(l->secret.data, '\0', l->secret.len) != NULL) {
-		buf_wipe(&l->secret);
-		sasl_fail(s, SESSION_SASL_BAD_PASSWORD, "Authentication credentials invalid");
-		return;
-	}
-	char name[MAIL_ADDRESS_MAX + 1];
-	str_copy(name, l->user, sizeof(name));
-	sasl_check(s, name);
 }
 
 void session_sasl_start(struct session *s, enum sasl_mech mech, const char *initial,
@@ -431,40 +383,21 @@ void session_sasl_start(struct session *s, enum sasl_mech mech, const char *init
 {
 	struct session_login *l = login_get(s);
 	l->sasl = ops;
-	bool has_initial = initial != NULL && *initial != '\0';
-	if (mech == SASL_MECH_LOGIN) {
-		if (has_initial)
-			sasl_login_user(s, initial, strlen(initial));
-		else
-			sasl_challenge(s, SASL_STEP_LOGIN_USER, "VXNlcm5hbWU6"); /* Username: */
-		return;
-	}
-	if (has_initial)
-		sasl_plain(s, initial, strlen(initial));
-	else
-		sasl_challenge(s, SASL_STEP_PLAIN, "");
+	sasl_exchange_init(&l->exchange, mech, s->env->set->auth_response_max);
+	l->sasl_inited = true;
+	struct sasl_output out;
+	enum sasl_result r = sasl_exchange_start(&l->exchange, initial,
+						 initial != NULL ? strlen(initial) : 0, &l->secret,
+						 &out);
+	sasl_result(s, r, &out);
 }
 
 void session_sasl_line(struct session *s, char *line, size_t len)
 {
-	enum sasl_step step = s->login->step;
-	if (len == 1 && line[0] == '*') {
-		sasl_fail(s, SESSION_SASL_CANCELLED, "Authentication cancelled");
-		return;
-	}
-	switch (step) {
-	case SASL_STEP_NONE:
-		break;
-	case SASL_STEP_PLAIN:
-		sasl_plain(s, line, len);
-		break;
-	case SASL_STEP_LOGIN_USER:
-		sasl_login_user(s, line, len);
-		break;
-	case SASL_STEP_LOGIN_PASSWORD:
-		sasl_login_password(s, line, len);
-		break;
-	}
+	struct session_login *l = s->login;
+	struct sasl_output out;
+	enum sasl_result r = sasl_exchange_step(&l->exchange, line, len, &l->secret, &out);
+	sasl_result(s, r, &out);
 }
 
 void session_sasl_too_long(struct session *s)

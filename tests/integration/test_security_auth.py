@@ -413,33 +413,124 @@ def delay_server(servers, initial="150ms", maximum="600ms"):
 
 
 def test_failure_delay_grows_per_ip_and_resets(servers):
-    # Delays large against the noise of a check (argon2 and a store read,
-    # up to a few hundred ms on a loaded machine or on Cassandra): the
-    # assertions compare growth, never absolute times.
+    # The penalty is waited out before the check: the first failure from an
+    # address is answered at once, each later check waits 400, 800, 1600,
+    # 1600 ms. Delays large against the noise of a check (argon2 and a
+    # store read, up to a few hundred ms on a loaded machine or on
+    # Cassandra): the assertions compare growth, never absolute times.
     s = delay_server(servers, initial="400ms", maximum="1600ms")
     addr, pw = s.new_user("delay")
     with Pop3From(s.pop3_port) as p:
-        times = [timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))[0] for _ in range(4)]
-    # 400, 800, 1600, 1600 ms: doubling, then capped
-    assert times[1] - times[0] > 0.2 and times[2] - times[1] > 0.4, times
-    assert abs(times[3] - times[2]) < 0.4, times
+        times = [timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))[0] for _ in range(5)]
+    # 0, 400, 800, 1600, 1600 ms: doubling, then capped
+    assert times[1] - times[0] > 0.2, times
+    assert times[2] - times[1] > 0.2 and times[3] - times[2] > 0.4, times
+    assert abs(times[4] - times[3]) < 0.4, times
     # the count belongs to the address, not the session: a new connection
-    # from the same address waits the maximum
+    # from the same address waits the maximum, even with the right password
     with Pop3From(s.pop3_port) as p:
         t, r = timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))
-        assert r.startswith("-ERR [AUTH]") and t > times[0] + 0.6, (t, times)
-        # a success forgets the address's failures
-        assert p.cmd("AUTH PLAIN " + plain(addr, pw)).startswith("+OK")
+        assert r.startswith("-ERR [AUTH]") and t > times[0] + 1.0, (t, times)
+        t, r = timed(p.cmd, "AUTH PLAIN " + plain(addr, pw))
+        assert r.startswith("+OK") and t > times[0] + 1.0, (t, times)
+    # the user whose password was being guessed got it right: forgiven
     with Pop3From(s.pop3_port) as p:
         t, _ = timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))
-        assert t < times[2] - 0.4, (t, times)
+        assert t < times[3] - 0.6, (t, times)
     # another address has its own count; the trusted one has none
     with Pop3From(s.pop3_port, source="127.0.0.3") as p:
         t, _ = timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))
-        assert t < times[2] - 0.4, (t, times)
+        assert t < times[3] - 0.6, (t, times)
     with Pop3(s.pop3_port) as p:
-        t, _ = timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))
-        assert t < times[0], (t, times)
+        for _ in range(3):
+            t, _ = timed(p.cmd, "AUTH PLAIN " + plain(addr, "bad"))
+            assert t < times[1], (t, times)
+
+
+def test_penalty_delays_a_right_password(servers):
+    # After failures, the right password waits as long as a wrong one: a
+    # guesser cannot stop waiting early and treat a slow answer as "wrong".
+    s = delay_server(servers, initial="1500ms", maximum="1500ms")
+    addr, pw = s.new_user("rightpw")
+    with Pop3From(s.pop3_port) as p:
+        assert p.cmd("AUTH PLAIN " + plain(addr, "bad")).startswith("-ERR [AUTH]")
+        t, r = timed(p.cmd, "AUTH PLAIN " + plain(addr, pw))
+        assert r.startswith("+OK") and t >= 1.3, (t, r)
+    # USER/PASS and SMTP AUTH are held the same way
+    with Pop3From(s.pop3_port) as p:
+        assert p.cmd("USER " + addr).startswith("+OK")
+        assert p.cmd("PASS bad").startswith("-ERR [AUTH]")
+        assert p.cmd("USER " + addr).startswith("+OK")
+        t, r = timed(p.cmd, "PASS " + pw)
+        assert r.startswith("+OK") and t >= 1.3, (t, r)
+    with SmtpFrom(s.smtp_port) as c:
+        c.ehlo()
+        assert c.cmd("AUTH PLAIN " + plain(addr, "bad")).code == 535
+        t, r = timed(c.cmd, "AUTH PLAIN " + plain(addr, pw))
+        assert r.code == 235 and t >= 1.3, (t, r)
+
+
+def test_penalised_address_checks_run_one_at_a_time(servers):
+    # Parallel connections from a penalised address get one check per
+    # penalty, not one each at once.
+    s = delay_server(servers, initial="1s", maximum="1s")
+    addr, _ = s.new_user("serial")
+    with Pop3From(s.pop3_port) as p:
+        assert p.cmd("AUTH PLAIN " + plain(addr, "bad")).startswith("-ERR [AUTH]")
+    n = 4
+    done = []
+    lock = threading.Lock()
+    t0 = time.monotonic()
+
+    def guess():
+        with Pop3From(s.pop3_port) as p:
+            r = p.cmd("AUTH PLAIN " + plain(addr, "bad"))
+            with lock:
+                done.append((time.monotonic() - t0, r))
+
+    threads = [threading.Thread(target=guess) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(TIMEOUT)
+    assert len(done) == n and all(r.startswith("-ERR [AUTH]") for _, r in done), done
+    finish = sorted(t for t, _ in done)
+    # each waited its own penalty after the one before: n seconds at least
+    assert finish[-1] >= 0.9 * n, finish
+    assert all(b - a >= 0.7 for a, b in zip(finish, finish[1:])), finish
+
+
+def test_success_by_another_user_keeps_the_penalty(servers):
+    s = delay_server(servers, initial="1500ms", maximum="1500ms")
+    victim, _ = s.new_user("victim")
+    mine, mine_pw = s.new_user("attacker")
+    with Pop3From(s.pop3_port) as p:
+        assert p.cmd("AUTH PLAIN " + plain(victim, "guess")).startswith("-ERR [AUTH]")
+    with Pop3From(s.pop3_port) as p:
+        t, r = timed(p.cmd, "AUTH PLAIN " + plain(mine, mine_pw))
+        assert r.startswith("+OK") and t >= 1.3, (t, r)
+    # the attacker's own login did not wipe the penalty
+    with Pop3From(s.pop3_port) as p:
+        t, r = timed(p.cmd, "AUTH PLAIN " + plain(victim, "guess2"))
+        assert r.startswith("-ERR [AUTH]") and t >= 1.3, (t, r)
+
+
+def test_unknown_user_costs_a_real_check(servers):
+    # No penalty in the way (trusted address, failures not counted): a
+    # wrong password for an unknown user takes as long as one for a real
+    # user, since both are verified against a hash of the same cost.
+    s = servers.create(overrides={"auth": {"cache_ttl": "0"}})
+    addr, _ = s.new_user("realuser")
+    unknown = "nobody-" + addr
+
+    def median(user):
+        with Pop3(s.pop3_port) as p:
+            ts = sorted(timed(p.cmd, "AUTH PLAIN " + plain(user, "wrong"))[0] for _ in range(5))
+        return ts[len(ts) // 2]
+
+    real, ghost = median(addr), median(unknown)
+    # a hash takes tens of ms; a lookup alone well under one
+    assert ghost > 0.3 * real and ghost > 0.005, (real, ghost)
 
 
 def test_failure_delay_smtp_and_others_not_blocked(servers):
@@ -447,15 +538,16 @@ def test_failure_delay_smtp_and_others_not_blocked(servers):
     addr, pw = s.new_user("delaysmtp")
     result = {}
 
-    def failing_login():
+    def failing_logins():
         with SmtpFrom(s.smtp_port) as c:
             c.ehlo()
+            assert c.cmd("AUTH PLAIN " + plain(addr, "bad")).code == 535
             result["t"], result["r"] = timed(c.cmd, "AUTH PLAIN " + plain(addr, "bad"))
 
-    th = threading.Thread(target=failing_login)
+    th = threading.Thread(target=failing_logins)
     th.start()
     time.sleep(0.3)
-    # while that reply is held back, other sessions are served at once
+    # while that check waits out its penalty, other sessions are served at once
     t0 = time.monotonic()
     with Pop3(s.pop3_port) as p:
         p.login(addr, pw)
