@@ -39,9 +39,10 @@ void session_registry_destroy(struct session_registry **regp)
 	struct session_registry *reg = *regp;
 	if (reg == NULL)
 		return;
-	*regp = NULL;
+	/* session_free() finds the registry through the session's env. */
 	while (reg->head.next != &reg->head)
 		session_free(reg->head.next);
+	*regp = NULL;
 	free(reg);
 }
 
