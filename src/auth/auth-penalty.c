@@ -26,6 +26,9 @@
 #include "buf.h"
 #include "log.h"
 
+#define SET_BITS 12
+_Static_assert(AUTH_PENALTY_SETS == 1 << SET_BITS, "AUTH_PENALTY_SETS is 2^SET_BITS");
+
 struct penalty_entry {
 	struct net_addr addr;      /* the key: an IPv4 address or an IPv6 /64 */
 	uint64_t last_failure_ms;
@@ -36,7 +39,7 @@ struct penalty_entry {
 
 struct auth_penalty {
 	unsigned int initial_ms, max_ms, reset_ms;
-	uint64_t addr_key;
+	uint64_t addr_key[4];
 	unsigned char user_key[32];
 	struct penalty_entry entries[AUTH_PENALTY_SETS][AUTH_PENALTY_WAYS];
 };
@@ -54,7 +57,7 @@ struct auth_penalty *auth_penalty_create(unsigned int initial_ms, unsigned int m
 	p->initial_ms = initial_ms;
 	p->max_ms = max_ms < initial_ms ? initial_ms : max_ms;
 	p->reset_ms = reset_ms;
-	random_bytes(&p->addr_key, sizeof(p->addr_key));
+	random_bytes(p->addr_key, sizeof(p->addr_key));
 	random_bytes(p->user_key, sizeof(p->user_key));
 	return p;
 }
@@ -79,14 +82,16 @@ static void key_of(struct net_addr *key, const struct net_addr *addr)
 
 static struct penalty_entry *set_of(struct auth_penalty *p, const struct net_addr *key)
 {
-	/* FNV-1a over the key bytes, seeded with the random key: only the
-	 * spread matters here, the key keeps it unpredictable. */
-	uint64_t h = 0xcbf29ce484222325ULL ^ p->addr_key;
-	h = (h ^ (uint64_t)key->family) * 0x100000001b3ULL;
-	for (size_t i = 0; i < sizeof(key->bytes); i++)
-		h = (h ^ key->bytes[i]) * 0x100000001b3ULL;
-	h ^= h >> 29;
-	return p->entries[h % AUTH_PENALTY_SETS];
+	/* Multiply-add over the address words with random keys, the set
+	 * taken from the top bits of the product, where every input bit has
+	 * had its effect (the low bits of a product see only the low bits of
+	 * its factors). */
+	uint64_t w[4] = { 0, 0, (uint64_t)(unsigned int)key->family, 0 };
+	memcpy(&w[0], key->bytes, 8);
+	memcpy(&w[1], key->bytes + 8, 8);
+	uint64_t h = (p->addr_key[0] + w[0]) * (p->addr_key[1] + w[1]) +
+		     (p->addr_key[2] + w[2]) * (p->addr_key[3] + w[3]);
+	return p->entries[h >> (64 - SET_BITS)];
 }
 
 static uint64_t user_hash(const struct auth_penalty *p, const char *user)

@@ -560,6 +560,65 @@ def test_failure_delay_smtp_and_others_not_blocked(servers):
     assert result["r"].code == 535 and result["t"] >= 1.2, result
 
 
+def test_failure_delay_kept_when_another_user_logs_in(servers):
+    # An attacker guessing at one account must not wipe the penalty by
+    # logging in to an account of their own from the same address.
+    s = delay_server(servers, initial="400ms", maximum="1600ms")
+    victim, _ = s.new_user("victim")
+    own, own_pw = s.new_user("own")
+    with Pop3From(s.pop3_port) as p:
+        times = [timed(p.cmd, "AUTH PLAIN " + plain(victim, "guess%d" % i))[0]
+                 for i in range(2)]
+    with Pop3From(s.pop3_port) as p:
+        assert p.cmd("AUTH PLAIN " + plain(own, own_pw)).startswith("+OK")
+        p.quit()
+    with Pop3From(s.pop3_port) as p:
+        t, r = timed(p.cmd, "AUTH PLAIN " + plain(victim, "guess2"))
+    # 400, 800, then 1600 ms: the third failure, not a first one
+    assert r.startswith("-ERR [AUTH]"), r
+    assert t > times[1] + 0.4, (t, times)
+
+
+# --------------------------------------------------------------------------
+# an unknown user costs a password check, as a real one does
+
+def _best_failure_times(connect, send, users, tries=4):
+    """The best time of a failed login for each user, the users taken in
+    turn so that a warming process favours none of them."""
+    best = {}
+    for _ in range(tries):
+        for user in users:
+            with connect() as c:
+                t, ok = timed(send, c, user)
+                assert ok, user
+            best[user] = min(best.get(user, t), t)
+    return [best[u] for u in users]
+
+
+def test_unknown_user_costs_a_password_check(server):
+    # From the trusted address there is no failure delay: what is timed is
+    # the check itself. Before the dummy hash an unknown user was answered
+    # in well under a millisecond, a real one after a full argon2id check.
+    real, _ = server.new_user("timing")
+    unknown = "nobody-here@" + real.split("@")[1]
+
+    def pop3_fail(p, user):
+        return p.cmd("AUTH PLAIN " + plain(user, "wrong")).startswith("-ERR [AUTH]")
+
+    def smtp_fail(c, user):
+        c.ehlo()
+        return c.cmd("AUTH PLAIN " + plain(user, "wrong")).code == 535
+
+    results = {}
+    for proto, connect, fail in (("pop3", server.pop3, pop3_fail), ("smtp", server.smtp, smtp_fail)):
+        results[proto] = _best_failure_times(connect, fail, [unknown, real])
+    for proto, (t_unknown, t_real) in results.items():
+        print("%s wrong password: unknown user %.1f ms, real user %.1f ms"
+              % (proto, t_unknown * 1e3, t_real * 1e3))
+    for proto, (t_unknown, t_real) in results.items():
+        assert t_unknown > t_real / 4, (proto, t_unknown, t_real)
+
+
 # --------------------------------------------------------------------------
 # pre-hashed passwords for migration
 
