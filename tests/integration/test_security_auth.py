@@ -515,24 +515,6 @@ def test_success_by_another_user_keeps_the_penalty(servers):
         assert r.startswith("-ERR [AUTH]") and t >= 1.3, (t, r)
 
 
-def test_unknown_user_costs_a_real_check(servers):
-    # No penalty in the way (trusted address, failures not counted): a
-    # wrong password for an unknown user takes as long as one for a real
-    # user, since both are verified against a hash of the same cost.
-    s = servers.create(overrides={"auth": {"cache_ttl": "0"}})
-    addr, _ = s.new_user("realuser")
-    unknown = "nobody-" + addr
-
-    def median(user):
-        with Pop3(s.pop3_port) as p:
-            ts = sorted(timed(p.cmd, "AUTH PLAIN " + plain(user, "wrong"))[0] for _ in range(5))
-        return ts[len(ts) // 2]
-
-    real, ghost = median(addr), median(unknown)
-    # a hash takes tens of ms; a lookup alone well under one
-    assert ghost > 0.3 * real and ghost > 0.005, (real, ghost)
-
-
 def test_failure_delay_smtp_and_others_not_blocked(servers):
     s = delay_server(servers, initial="1500ms", maximum="3s")
     addr, pw = s.new_user("delaysmtp")
