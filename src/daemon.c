@@ -26,6 +26,7 @@
 #include "auth-penalty.h"
 #include "buf.h"
 #include "conn.h"
+#include "delivery.h"
 #include "log.h"
 #include "net.h"
 #include "pop3-session.h"
@@ -410,6 +411,13 @@ int serve(const struct tern_settings *set)
 		SSL_CTX_free(d->tls);
 		return 75;
 	}
+	/* Spool files have no name while in use; anything found is a leftover
+	 * of a crash and nobody's message (none was answered 2xx). */
+	unsigned int swept = 0;
+	if (delivery_spool_sweep(set->data_dir, &swept, &error) < 0)
+		log_warn("spool: %s", error);
+	if (swept > 0)
+		log_info("spool: removed %u leftover file%s", swept, swept == 1 ? "" : "s");
 	d->base = event_base_new();
 	d->pool = worker_pool_create(d->base, strcmp(set->store.backend, "cassandra") == 0
 						       ? WORKER_THREADS_CASSANDRA

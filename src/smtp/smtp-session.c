@@ -11,9 +11,15 @@
  *   [auth] plaintext policy allows, checked before any password is looked
  *   at (538 5.7.11 otherwise). Secrets are wiped after use, never logged; a
  *   failure is answered after the client address's failure delay.
- * - The end of data is only CRLF "." CRLF (mail-data's decoder); messages
- *   containing bare LF or bare CR are refused with 550 5.6.0 after the data
- *   (tern's policy: no normalisation, so no smuggling ambiguity).
+ * - The end of data is only CRLF "." CRLF (mail-data's decoder), whatever
+ *   [smtp] bare_lf says (it governs LMTP too): with normalize (the default)
+ *   a bare LF ends a line and is stored as CRLF; with reject the message is
+ *   refused with 550 5.6.0 after the data. A bare CR is refused either way.
+ * - The message goes through one delivery builder (lib-delivery) from DATA
+ *   to the reply: the decoded data is written to it as it arrives (kept in
+ *   memory up to 1 MiB, then spooled to an unnamed file; the loop writes to
+ *   the page cache, never fsyncs), the store call runs on a worker, and the
+ *   builder is destroyed with the transaction, on every path.
  * - One store job at a time, input paused meanwhile: replies stay in order
  *   under PIPELINING.
  * - Every store error maps to a reply in smtp_store_error() only.
@@ -33,6 +39,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "daemon.h"
+#include "delivery.h"
 #include "log.h"
 #include "mail-address.h"
 #include "mail-data.h"
@@ -44,6 +51,7 @@
 #include "worker-pool.h"
 
 #define SMTP_DATA_LINE_MAX 65536    /* longest text line accepted in DATA */
+#define SMTP_DATA_FEED_MAX 65536    /* raw octets decoded per step */
 
 enum smtp_state {
 	SMTP_STATE_INIT = 1 << 0,   /* before HELO/EHLO/LHLO */
@@ -91,7 +99,8 @@ struct smtp_session {
 	struct smtp_rcpt *rcpts;
 	unsigned int rcpt_count;
 	struct mail_data_decoder decoder;
-	struct buf data;
+	struct buf data;                     /* decoded octets on their way to the delivery */
+	struct delivery *delivery;           /* from DATA to the reply */
 
 	/* the one job slot */
 	struct worker_job job;
@@ -101,10 +110,6 @@ struct smtp_session {
 	enum store_status job_status;
 	bool job_domain_local;
 	bool job_postmaster;
-	struct store_delivery delivery;
-	struct store_rcpt *store_rcpts;
-	char **prefixes;
-	unsigned int store_rcpt_count;
 	char job_user[MAIL_ADDRESS_MAX + 1];  /* JOB_AUTH */
 	struct buf job_secret;                /* JOB_AUTH password, wiped after use */
 	bool job_auth_ok;
@@ -160,6 +165,7 @@ static void reset_transaction(struct smtp_session *s)
 	s->rcpt_count = 0;
 	buf_deinit(&s->data);
 	buf_init(&s->data, 0);
+	delivery_destroy(&s->delivery);
 	if (s->state & (SMTP_STATE_MAIL | SMTP_STATE_RCPT | SMTP_STATE_DATA))
 		s->state = SMTP_STATE_READY;
 }
@@ -334,10 +340,16 @@ static void cmd_data(struct smtp_session *s, struct smtp_command *cmd)
 							   : "503 5.5.1 Need RCPT before DATA");
 		return;
 	}
-	buf_deinit(&s->data);
-	/* Room for the trace header on top of the limit. */
-	buf_init(&s->data, s->daemon->set->max_message_size + 1);
+	const struct tern_settings *set = s->daemon->set;
+	struct delivery_settings dset = { .data_dir = set->data_dir,
+					  .max_message_size = set->max_message_size };
+	delivery_destroy(&s->delivery);
+	s->delivery = delivery_create(&dset, s->mail_from);
+	for (unsigned int i = 0; i < s->rcpt_count; i++)
+		delivery_add_rcpt(s->delivery, s->rcpts[i].address);
+	buf_reset(&s->data);
 	mail_data_decoder_init(&s->decoder);
+	s->decoder.normalize_lf = set->bare_lf == BARE_LF_NORMALIZE;
 	s->state = SMTP_STATE_DATA;
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 	conn_set_raw(s->conn, true);
@@ -641,20 +653,32 @@ static void refuse_data(struct smtp_session *s, const char *text)
 	reset_transaction(s);
 }
 
-/* Builds the delivery once the data has ended, or answers the refusal. */
+/* true once the data will be refused whatever follows: a bare CR, a bare
+ * LF under bare_lf = reject, an overlong line. */
+static bool data_refused(const struct smtp_session *s)
+{
+	return s->decoder.bare_cr > 0 || (s->decoder.bare_lf > 0 && !s->decoder.normalize_lf) ||
+	       s->decoder.max_line_len > SMTP_DATA_LINE_MAX;
+}
+
+/* Completes the delivery once the data has ended, or answers the refusal. */
 static void data_finished(struct smtp_session *s)
 {
 	conn_set_raw(s->conn, false);
 	const struct tern_settings *set = s->daemon->set;
 	char text[160];
-	if (s->decoder.discard || s->decoder.size > set->max_message_size) {
+	if (delivery_too_big(s->delivery) || s->decoder.size > set->max_message_size) {
 		snprintf(text, sizeof(text), "552 5.3.4 Message size exceeds fixed limit of %llu octets",
 			 (unsigned long long)set->max_message_size);
 		refuse_data(s, text);
 		return;
 	}
-	if (s->decoder.bare_lf > 0 || s->decoder.bare_cr > 0) {
-		refuse_data(s, "550 5.6.0 Message contains bare LF or bare CR; lines must end with CRLF (RFC 5321 2.3.8)");
+	if (s->decoder.bare_cr > 0) {
+		refuse_data(s, "550 5.6.0 Message contains bare CR (a CR not followed by LF); lines must end with CRLF (RFC 5321 2.3.8)");
+		return;
+	}
+	if (s->decoder.bare_lf > 0 && !s->decoder.normalize_lf) {
+		refuse_data(s, "550 5.6.0 Message contains bare LF; lines must end with CRLF (RFC 5321 2.3.8)");
 		return;
 	}
 	if (s->decoder.max_line_len > SMTP_DATA_LINE_MAX) {
@@ -664,32 +688,8 @@ static void data_finished(struct smtp_session *s)
 		return;
 	}
 
-	/* Unique recipients go to the store; duplicates share their result. */
-	unsigned int n = 0;
-	for (unsigned int i = 0; i < s->rcpt_count; i++)
-		if (s->rcpts[i].same_as < 0)
-			n++;
-	s->store_rcpts = xcalloc(n, sizeof(*s->store_rcpts));
-	s->prefixes = xcalloc(n, sizeof(char *));
-	s->store_rcpt_count = n;
-	store_delivery_init(&s->delivery);
-	char id[UUID_STR_LEN + 1];
-	uuid_format(&s->delivery.message_id, id);
-	struct buf tmp;
-	buf_init(&tmp, 0);
-	for (unsigned int i = 0, k = 0; i < s->rcpt_count; i++) {
-		if (s->rcpts[i].same_as >= 0)
-			continue;
-		buf_reset(&tmp);
-		mail_trace_return_path(&tmp, s->mail_from);
-		mail_trace_delivered_to(&tmp, s->rcpts[i].address);
-		s->prefixes[k] = xstrndup(tmp.data, tmp.len);
-		s->store_rcpts[k].address = s->rcpts[i].address;
-		s->store_rcpts[k].prefix = s->prefixes[k];
-		k++;
-	}
-
-	/* The Received: header, common to all recipients, goes before the data. */
+	/* The Received: header, common to all recipients, goes in front of
+	 * the data (which is never copied to make room for it). */
 	char tlsdesc[128];
 	const char *proto;
 	bool tls = conn_tls_description(s->conn, tlsdesc, sizeof(tlsdesc)) != NULL;
@@ -702,23 +702,14 @@ static void data_finished(struct smtp_session *s)
 		proto = tls ? "ESMTPSA" : "ESMTPA";
 	else
 		proto = tls ? "ESMTPS" : "ESMTP";
-	buf_reset(&tmp);
-	mail_trace_received(&tmp, s->helo, conn_peer_ip(s->conn), NULL, set->hostname, proto, id,
-			    n == 1 ? s->store_rcpts[0].address : NULL, time(NULL));
-	struct buf body;
-	buf_init(&body, 0);
-	buf_append(&body, tmp.data, tmp.len);
-	buf_append(&body, s->data.data, s->data.len);
-	buf_deinit(&tmp);
-	buf_deinit(&s->data);
-	s->data = body;
-	s->delivery.body = s->data.data;
-	s->delivery.body_len = s->data.len;
-	s->delivery.rcpts = s->store_rcpts;
-	s->delivery.rcpt_count = n;
+	mail_trace_received(delivery_header(s->delivery), s->helo, conn_peer_ip(s->conn), NULL,
+			    set->hostname, proto, delivery_id(s->delivery),
+			    delivery_sole_rcpt(s->delivery), time(NULL));
 	run_job(s, JOB_DELIVER);
 }
 
+/* Decodes the data as it arrives and hands it to the delivery; once the
+ * message is sure to be refused, only counts. */
 static void on_raw(void *ctx, struct evbuffer *in)
 {
 	struct smtp_session *s = ctx;
@@ -726,10 +717,22 @@ static void on_raw(void *ctx, struct evbuffer *in)
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
+		size_t n = v.iov_len < SMTP_DATA_FEED_MAX ? v.iov_len : SMTP_DATA_FEED_MAX;
 		bool done = false;
-		size_t used = mail_data_decoder_feed(&s->decoder, v.iov_base, v.iov_len, &s->data,
-						     &done);
+		size_t used = mail_data_decoder_feed(&s->decoder, v.iov_base, n, &s->data, &done);
 		evbuffer_drain(in, used);
+		if (s->data.len > 0) {
+			const char *error;
+			if (delivery_write(s->delivery, s->data.data, s->data.len, &error) < 0) {
+				if (!delivery_too_big(s->delivery))
+					log_error("%s #%llu: %s", proto_name(s),
+						  (unsigned long long)s->id, error);
+				s->decoder.discard = true;
+			}
+			buf_reset(&s->data);
+		}
+		if (data_refused(s))
+			s->decoder.discard = true;
 		if (done) {
 			data_finished(s);
 			return;
@@ -832,7 +835,7 @@ static void job_work(struct worker_job *job)
 		break;
 	}
 	case JOB_DELIVER:
-		s->job_status = store_deliver(store, &s->delivery);
+		s->job_status = delivery_run(s->delivery, store);
 		break;
 	case JOB_AUTH: {
 		struct buf hash;
@@ -884,56 +887,35 @@ static void finish_rcpt(struct smtp_session *s)
 
 static void finish_deliver(struct smtp_session *s)
 {
-	char id[UUID_STR_LEN + 1];
-	uuid_format(&s->delivery.message_id, id);
-	if (s->job_status != STORE_OK) {
-		for (unsigned int i = 0; i < s->store_rcpt_count; i++)
-			s->store_rcpts[i].status = s->job_status;
-	}
-	unsigned int ok = 0;
-	for (unsigned int i = 0; i < s->store_rcpt_count; i++) {
-		struct store_rcpt *r = &s->store_rcpts[i];
-		if (r->status == STORE_OK)
-			ok++;
-		log_info("%s #%llu: %s from=<%s> to=<%s> size=%zu: %s", proto_name(s),
-			 (unsigned long long)s->id, id, s->mail_from, r->address,
-			 s->delivery.body_len, r->status == STORE_OK ? "stored" : store_status_name(r->status));
+	struct delivery *d = s->delivery;
+	const char *id = delivery_id(d);
+	for (unsigned int i = 0; i < s->rcpt_count; i++) {
+		if (delivery_rcpt_is_duplicate(d, i))
+			continue;
+		enum store_status st = delivery_rcpt_status(d, i);
+		log_info("%s #%llu: %s from=<%s> to=<%s> size=%llu: %s", proto_name(s),
+			 (unsigned long long)s->id, id, s->mail_from, s->rcpts[i].address,
+			 (unsigned long long)delivery_size(d),
+			 st == STORE_OK ? "stored" : store_status_name(st));
 	}
 	if (s->proto == SMTP_PROTOCOL_LMTP) {
 		/* RFC 2033 4.2: one reply per accepted RCPT, in order. */
 		for (unsigned int i = 0; i < s->rcpt_count; i++) {
-			unsigned int first = s->rcpts[i].same_as < 0 ? i : (unsigned int)s->rcpts[i].same_as;
-			unsigned int k = 0;
-			for (unsigned int j = 0; j < first; j++)
-				if (s->rcpts[j].same_as < 0)
-					k++;
-			struct store_rcpt *r = &s->store_rcpts[k];
-			if (r->status == STORE_OK)
-				conn_printf(s->conn, "250 2.0.0 <%s> %s Saved\r\n", r->address, id);
+			enum store_status st = delivery_rcpt_status(d, i);
+			if (st == STORE_OK)
+				conn_printf(s->conn, "250 2.0.0 <%s> %s Saved\r\n", s->rcpts[i].address, id);
 			else
-				smtp_store_error(s, r->status, r->address);
+				smtp_store_error(s, st, s->rcpts[i].address);
 		}
 	} else {
 		/* SMTP has one reply: 250 only when every accepted recipient has
 		 * it durably; a recipient deleted meanwhile is reported in the log. */
-		bool temp = false;
-		for (unsigned int i = 0; i < s->store_rcpt_count; i++)
-			if (s->store_rcpts[i].status != STORE_OK &&
-			    s->store_rcpts[i].status != STORE_NOTFOUND)
-				temp = true;
-		if (temp || ok == 0)
-			smtp_store_error(s, temp ? STORE_TEMPFAIL : STORE_NOTFOUND,
-					 s->store_rcpts[0].address);
-		else
+		enum store_status st = delivery_status(d);
+		if (st == STORE_OK)
 			conn_printf(s->conn, "250 2.0.0 Ok: queued as %s\r\n", id);
+		else
+			smtp_store_error(s, st, s->rcpts[0].address);
 	}
-	for (unsigned int i = 0; i < s->store_rcpt_count; i++)
-		free(s->prefixes[i]);
-	free(s->prefixes);
-	free(s->store_rcpts);
-	s->prefixes = NULL;
-	s->store_rcpts = NULL;
-	s->store_rcpt_count = 0;
 	reset_transaction(s);
 }
 
@@ -1015,10 +997,7 @@ static void smtp_session_free(struct smtp_session *s)
 	conn_free(&s->conn);
 	buf_wipe(&s->job_secret);
 	buf_deinit(&s->job_secret);
-	for (unsigned int i = 0; i < s->store_rcpt_count; i++)
-		free(s->prefixes[i]);
-	free(s->prefixes);
-	free(s->store_rcpts);
+	delivery_destroy(&s->delivery);
 	free(s->rcpts);
 	buf_deinit(&s->data);
 	free(s);
