@@ -99,7 +99,8 @@ struct smtp_session {
 	struct smtp_rcpt *rcpts;
 	unsigned int rcpt_count;
 	struct mail_data_decoder decoder;
-	struct buf data;                     /* decoded octets on their way to the delivery */
+	struct buf data;                     /* decoded octets on their way to the delivery:
+	                                        at most 2 x SMTP_DATA_FEED_MAX at a time */
 	struct delivery *delivery;           /* from DATA to the reply */
 
 	/* the one job slot */
