@@ -1,8 +1,9 @@
 /*
- * fuzz-mail-data: the body transforms. Input byte 0 picks a split point and
- * an output cap, the rest is the data. Checks that the DATA decoder gives the
- * same result whole, split, and byte by byte; that its end is really
- * CRLF "." CRLF; that POP3 encoding of a clean decoded message decodes back
+ * fuzz-mail-data: the body transforms. Input byte 0 picks a split point, an
+ * output cap and the bare LF mode, the rest is the data. Checks that the DATA
+ * decoder gives the same result whole, split, and byte by byte; that its end
+ * is really CRLF "." CRLF in both modes; that normalize mode leaves no bare
+ * LF in its output; that POP3 encoding of a clean decoded message decodes back
  * to it; that TOP output is a prefix of RETR output; and that the CRLF
  * normaliser leaves no bare CR or LF and is idempotent.
  */
@@ -19,6 +20,8 @@ struct dec_run {
 	bool done;
 };
 
+static bool normalize;
+
 static void decode(const char *in, size_t len, size_t cap, size_t step, size_t split,
 		   struct dec_run *r)
 {
@@ -26,6 +29,7 @@ static void decode(const char *in, size_t len, size_t cap, size_t step, size_t s
 
 	buf_init(&r->out, cap);
 	mail_data_decoder_init(&r->d);
+	r->d.normalize_lf = normalize;
 	r->consumed = 0;
 	r->done = false;
 	while (pos < len && !r->done) {
@@ -96,6 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t cap = (data[0] & 0x80) ? (size_t)(data[0] & 0x3f) : 0;
 	struct dec_run whole, other;
 
+	normalize = (data[0] & 0x40) != 0;
 	decode(in, len, cap, 0, 0, &whole);
 	if (whole.done && (whole.consumed < 3 ||
 			   memcmp(in + whole.consumed - 3, ".\r\n", 3) != 0 ||
@@ -103,6 +108,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (cap == 0 && whole.out.len != whole.d.size)
 		abort();
+	if (normalize)
+		for (size_t i = 0; i < whole.out.len; i++)
+			if (whole.out.data[i] == '\n' && (i == 0 || whole.out.data[i - 1] != '\r'))
+				abort();
 	decode(in, len, cap, 0, split, &other);
 	same(&whole, &other);
 	buf_deinit(&other.out);
@@ -112,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* round trip for clean, CRLF-terminated decoded messages */
 	const struct buf *m = &whole.out;
-	if (cap == 0 && whole.d.bare_lf == 0 && whole.d.bare_cr == 0 &&
+	if (cap == 0 && (normalize || whole.d.bare_lf == 0) && whole.d.bare_cr == 0 &&
 	    (m->len == 0 || (m->len >= 2 && memcmp(m->data + m->len - 2, "\r\n", 2) == 0))) {
 		struct buf enc;
 		encode(m->data, m->len, -1, &enc);

@@ -35,6 +35,7 @@ struct key_def {
 	const char *const *choices; /* KEY_ENUM: index = value */
 };
 
+static const char *const bare_lf_choices[] = { "normalize", "reject", NULL };
 static const char *const plaintext_choices[] = { "tls_or_loopback", "always", "tls", NULL };
 static const char *const pop3_ids_choices[] = { "messageid", "uid", NULL };
 static const char *const tls_version_choices[] = { "1.2", "1.3", NULL };
@@ -48,6 +49,7 @@ static const struct key_def keys[] = {
 	{ "smtp", "max_message_size", KEY_SIZE, OFF(max_message_size), NULL },
 	{ "smtp", "max_recipients", KEY_UINT, OFF(max_recipients), NULL },
 	{ "smtp", "idle_timeout", KEY_DURATION, OFF(smtp_idle_timeout_ms), NULL },
+	{ "smtp", "bare_lf", KEY_ENUM, OFF(bare_lf), bare_lf_choices },
 	{ "lmtp", "listen", KEY_LISTEN, OFF(lmtp_listen), NULL },
 	{ "lmtp", "starttls", KEY_BOOL, OFF(lmtp_starttls), NULL },
 	{ "lmtp", "idle_timeout", KEY_DURATION, OFF(lmtp_idle_timeout_ms), NULL },

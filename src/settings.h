@@ -14,6 +14,13 @@
 
 #define SETTINGS_TRUSTED_MAX 64
 
+/* [smtp] bare_lf: what SMTP, LMTP and `tern deliver` do with a line ended
+ * by LF alone (a bare CR is refused either way). */
+enum bare_lf_policy {
+	BARE_LF_NORMALIZE = 0, /* the LF ends the line and is stored as CRLF */
+	BARE_LF_REJECT,        /* the message is refused (550 5.6.0, EX_DATAERR) */
+};
+
 enum plaintext_policy {
 	PLAINTEXT_TLS_OR_LOOPBACK = 0,
 	PLAINTEXT_ALWAYS,
@@ -30,6 +37,7 @@ struct tern_settings {
 	uint64_t max_message_size;
 	unsigned int max_recipients;
 	unsigned int smtp_idle_timeout_ms;
+	enum bare_lf_policy bare_lf;
 	/* [lmtp] */
 	char *lmtp_listen;
 	bool lmtp_starttls;

@@ -19,10 +19,10 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "delivery.h"
 #include "log.h"
 #include "mail-address.h"
 #include "mail-data.h"
-#include "mail-trace.h"
 #include "password.h"
 #include "server.h"
 #include "settings.h"
@@ -246,6 +246,51 @@ out:
 	return ret;
 }
 
+/* Line endings: LF and CRLF are accepted and stored as CRLF, unless
+ * [smtp] bare_lf = reject, which refuses a bare LF as SMTP does; a bare CR
+ * (a CR not followed by LF) is refused whatever the setting, as SMTP
+ * refuses it, so what tern stores never depends on the way in. */
+static int deliver_read_stdin(const struct tern_settings *set, struct delivery *d)
+{
+	struct mail_crlf_normaliser norm;
+	mail_crlf_normaliser_init(&norm);
+	struct buf out;
+	buf_init(&out, 0);
+	char chunk[65536];
+	size_t n;
+	bool eof = false;
+	int ret = EX_OK;
+	while (ret == EX_OK && !eof) {
+		buf_reset(&out);
+		n = fread(chunk, 1, sizeof(chunk), stdin);
+		if (n > 0)
+			(void)mail_crlf_normalise(&norm, chunk, n, &out);
+		if (n < sizeof(chunk)) {
+			if (ferror(stdin)) {
+				ret = die(EX_IOERR, "deliver: cannot read the message from stdin: %s",
+					  strerror(errno));
+				break;
+			}
+			eof = true;
+			(void)mail_crlf_normalise_finish(&norm, &out);
+		}
+		if (norm.bare_cr > 0) {
+			ret = die(EX_DATAERR, "deliver: the message contains a bare CR (a CR not followed by LF); lines must end with LF or CRLF");
+		} else if (norm.bare_lf > 0 && set->bare_lf == BARE_LF_REJECT) {
+			ret = die(EX_DATAERR, "deliver: the message has a line ending in LF alone and [smtp] bare_lf = reject; send CRLF line endings");
+		} else {
+			const char *error;
+			if (delivery_write(d, out.data, out.len, &error) < 0)
+				ret = delivery_too_big(d)
+					      ? die(EX_DATAERR, "deliver: message larger than max_message_size (%llu octets)",
+						    (unsigned long long)set->max_message_size)
+					      : die(EX_TEMPFAIL, "deliver: %s", error);
+		}
+	}
+	buf_deinit(&out);
+	return ret;
+}
+
 static int cmd_deliver(const struct tern_settings *set, struct store *store, int argc,
 		       char **argv)
 {
@@ -268,47 +313,18 @@ static int cmd_deliver(const struct tern_settings *set, struct store *store, int
 	if (parse_address(argv[0], addr) < 0)
 		return EX_USAGE;
 
-	struct buf body;
-	buf_init(&body, set->max_message_size + 2);
-	struct mail_crlf_normaliser norm;
-	mail_crlf_normaliser_init(&norm);
-	char chunk[65536];
-	size_t n;
-	int too_big = 0;
-	while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0) {
-		if (mail_crlf_normalise(&norm, chunk, n, &body) < 0) {
-			too_big = 1;
-			break;
-		}
+	struct delivery_settings dset = { .data_dir = set->data_dir,
+					  .max_message_size = set->max_message_size };
+	struct delivery *d = delivery_create(&dset, sender);
+	delivery_add_rcpt(d, addr);
+	int ret = deliver_read_stdin(set, d);
+	if (ret != EX_OK) {
+		delivery_destroy(&d);
+		return ret;
 	}
-	if (!too_big && ferror(stdin)) {
-		buf_deinit(&body);
-		return die(EX_IOERR, "deliver: cannot read the message from stdin: %s", strerror(errno));
-	}
-	if (too_big || mail_crlf_normalise_finish(&norm, &body) < 0 ||
-	    body.len > set->max_message_size) {
-		buf_deinit(&body);
-		return die(EX_DATAERR, "deliver: message larger than max_message_size (%llu octets)",
-			   (unsigned long long)set->max_message_size);
-	}
-
-	struct buf prefix;
-	buf_init(&prefix, 0);
-	mail_trace_return_path(&prefix, sender);
-	mail_trace_delivered_to(&prefix, addr);
-	struct store_rcpt rcpt = { .address = addr, .prefix = prefix.data };
-	struct store_delivery d = { .body = body.data, .body_len = body.len, .rcpts = &rcpt,
-				    .rcpt_count = 1 };
-	store_delivery_init(&d);
-	enum store_status st = store_deliver(store, &d);
-	/* One retry with the same message id: idempotent if the first
-	 * attempt did commit. */
-	if (store_status_is_temporary(st) || store_status_is_temporary(rcpt.status))
-		st = store_deliver(store, &d);
-	buf_deinit(&prefix);
-	buf_deinit(&body);
-	if (st == STORE_OK)
-		st = rcpt.status;
+	delivery_run(d, store);
+	enum store_status st = delivery_rcpt_status(d, 0);
+	delivery_destroy(&d);
 	if (st == STORE_NOTFOUND)
 		return die(EX_NOUSER, "deliver: unknown user %s", addr);
 	if (st != STORE_OK)

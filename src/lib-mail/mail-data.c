@@ -12,6 +12,13 @@
  * end: a downstream MTA that accepts bare LF can then never be made to see a
  * different message boundary than tern did (SMTP smuggling).
  *
+ * With normalize_lf (Postfix's smtpd_forbid_bare_newline = normalize), a bare
+ * LF ends the line and is emitted as CRLF, and what follows is a "soft" line
+ * start: a dot there is unstuffed (clients that send LF line endings stuff
+ * after LF), but no sequence that starts at a soft line start can end the
+ * data. So "\n.\n" and "\n.\r\n" become an empty line, "\r\n.\n" likewise, and
+ * the data goes on to the real CRLF "." CRLF.
+ *
  * POP3 output: every line is CRLF-terminated (a bare LF becomes CRLF, so no
  * client, strict or lenient, can see a terminator we did not send), lines
  * starting with '.' are stuffed, and ".\r\n" is appended once.
@@ -36,6 +43,7 @@ enum dec_state {
 	DEC_CR,             /* inside a line, a CR whose meaning is not yet known */
 	DEC_DOT,            /* "." at line start */
 	DEC_DOT_CR,         /* ".\r" at line start: the end if LF follows */
+	DEC_SOFT_START,     /* after a bare LF in normalize_lf mode: never the end */
 	DEC_DONE,
 };
 
@@ -110,12 +118,23 @@ size_t mail_data_decoder_feed(struct mail_data_decoder *d, const char *in,
 		case DEC_MID:
 			if (c == '\r') {
 				d->state = DEC_CR;
+			} else if (c == '\n' && d->normalize_lf) {
+				d->bare_lf++;
+				dec_emit_crlf(d, &st, out);
+				d->state = DEC_SOFT_START;
 			} else {
 				if (c == '\n')
 					d->bare_lf++;
 				dec_emit(d, &st, out, c);
 			}
 			break;
+		case DEC_SOFT_START:
+			/* a stuffed dot after a bare LF: drop it; either way the
+			 * line is ordinary data and cannot be the end */
+			d->state = DEC_MID;
+			if (c == '.')
+				break;
+			goto again;
 		case DEC_CR:
 			if (c == '\n') {
 				dec_emit_crlf(d, &st, out);
@@ -301,6 +320,8 @@ int mail_crlf_normalise(struct mail_crlf_normaliser *n, const char *in, size_t l
 		int ret;
 		if (n->last_cr) {
 			n->last_cr = false;
+			if (c != '\n')
+				n->bare_cr++;
 			/* CRLF stays, a bare CR becomes CRLF too */
 			if (norm_put(n, &st, out, "\r\n", 2) < 0)
 				return -1;
@@ -311,9 +332,10 @@ int mail_crlf_normalise(struct mail_crlf_normaliser *n, const char *in, size_t l
 			n->last_cr = true;
 			continue;
 		}
-		if (c == '\n')
+		if (c == '\n') {
+			n->bare_lf++;
 			ret = norm_put(n, &st, out, "\r\n", 2);
-		else
+		} else
 			ret = norm_put(n, &st, out, &c, 1);
 		if (ret < 0)
 			return -1;
@@ -331,6 +353,7 @@ int mail_crlf_normalise_finish(struct mail_crlf_normaliser *n, struct buf *out)
 	if (!n->last_cr)
 		return 0;
 	n->last_cr = false;
+	n->bare_cr++;
 	if (buf_append(out, "\r\n", 2) < 0)
 		return -1;
 	n->size += 2;

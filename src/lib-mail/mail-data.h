@@ -5,9 +5,12 @@
  *
  * - The SMTP/LMTP DATA decoder: removes dot-stuffing and finds the end of the
  *   data, which is only CRLF "." CRLF (a bare LF never ends it: no SMTP
- *   smuggling). Bare LF and bare CR are passed through unchanged but counted,
- *   so the session can refuse such messages (tern's documented policy).
- *   The data begins at a line start (right after the DATA reply).
+ *   smuggling). Bare CR is passed through unchanged but counted, so the
+ *   session can refuse the message. Bare LF is counted too and, by default,
+ *   passed through (for a session that refuses it); with normalize_lf it
+ *   ends a line, is stored as CRLF, and a dot after it is unstuffed as after
+ *   CRLF, but it still never starts the end of the data. The data begins at
+ *   a line start (right after the DATA reply).
  * - The POP3 encoder: adds dot-stuffing, guarantees the output ends with CRLF
  *   even when the stored message does not, appends the terminating ".\r\n",
  *   and can stop after the headers plus N body lines (TOP).
@@ -25,6 +28,7 @@
 struct mail_data_decoder {
 	int state;            /* private */
 	bool discard;         /* set by the caller: count bytes, append nothing */
+	bool normalize_lf;    /* set by the caller after init: bare LF -> CRLF */
 	uint64_t size;        /* decoded bytes so far (appended or discarded) */
 	uint64_t bare_lf;     /* LF not preceded by CR */
 	uint64_t bare_cr;     /* CR not followed by LF */
@@ -58,15 +62,18 @@ void mail_pop3_encoder_feed(struct mail_pop3_encoder *e, const char *in, size_t 
 void mail_pop3_encoder_finish(struct mail_pop3_encoder *e, struct buf *out);
 
 struct mail_crlf_normaliser {
-	bool last_cr;  /* private */
-	uint64_t size; /* bytes written so far */
+	bool last_cr;     /* private */
+	uint64_t size;    /* bytes written so far */
+	uint64_t bare_lf; /* LF not preceded by CR in the input */
+	uint64_t bare_cr; /* CR not followed by LF in the input */
 };
 void mail_crlf_normaliser_init(struct mail_crlf_normaliser *n);
-/* Converts bare LF to CRLF (and a bare CR to CRLF) into out. Returns 0 or
- * -1 when out's cap is reached. */
+/* Converts bare LF to CRLF (and a bare CR to CRLF) into out, counting both
+ * so the caller can refuse them instead. Returns 0 or -1 when out's cap is
+ * reached. */
 int mail_crlf_normalise(struct mail_crlf_normaliser *n, const char *in, size_t len,
 			struct buf *out);
-/* Ends the normalisation: a trailing bare CR becomes CRLF. */
+/* Ends the normalisation: a trailing bare CR becomes CRLF (and counts). */
 int mail_crlf_normalise_finish(struct mail_crlf_normaliser *n, struct buf *out);
 
 /* Offset just past the empty line that ends the header block (the start of

@@ -10,10 +10,11 @@
  * - Every write is idempotent: rows are keyed by ids the writer chose before
  *   the first attempt (the message's TimeUUID, the mailbox's name-based
  *   UUID), so a retried statement rewrites the same cells.
- * - Delivery writes the body chunks (at most 1 MiB each), then per recipient
- *   a body_refs row and the listing row, all synchronously at the write
- *   consistency before the store answers: a listed message has its body in
- *   the writer's datacenter.
+ * - Delivery writes the body chunks (at most 1 MiB each, cut from the common
+ *   header followed by the body, which may be read from a file: a message
+ *   is never held whole in memory), then per recipient a body_refs row and
+ *   the listing row, all synchronously at the write consistency before the
+ *   store answers: a listed message has its body in the writer's datacenter.
  * - The listing (mailbox_id → message_id, size, uidl) is one partition,
  *   ordered by message id: STAT/LIST/UIDL are one paged partition read.
  * - A body is deleted only after the last body_refs row naming it is gone.
@@ -626,25 +627,37 @@ static enum store_status allocate_uid(struct cass_store *c, const struct uuid *m
 	return STORE_TEMPFAIL;
 }
 
+/* Writes the message (header + body) as chunks of CHUNK_SIZE, each built in
+ * one scratch buffer from the header and the body (read piece by piece
+ * from memory or the caller's file), so a large message costs one chunk of
+ * memory, not its size. */
 static enum store_status put_chunks(struct cass_store *c, const struct store_delivery *d,
 				    int *chunks_r)
 {
 	char q[512];
-	int chunks = (int)((d->body_len + CHUNK_SIZE - 1) / CHUNK_SIZE);
-	if (chunks == 0)
-		chunks = 1; /* an empty body is one empty chunk */
+	uint64_t total = store_delivery_size(d);
+	uint64_t nchunks = (total + CHUNK_SIZE - 1) / CHUNK_SIZE;
+	if (nchunks > INT32_MAX)
+		return STORE_TOOBIG;
+	int chunks = nchunks == 0 ? 1 : (int)nchunks; /* an empty body is one empty chunk */
 	Q(c, q, "INSERT INTO {ks}.bodies (message_id, chunk, data) VALUES (?, ?, ?)");
 	struct cql_values *v = cql_values_create();
+	char *scratch = xmalloc(total < CHUNK_SIZE ? (size_t)total : CHUNK_SIZE);
 	enum store_status st = STORE_OK;
 	for (int i = 0; i < chunks && st == STORE_OK; i++) {
-		size_t off = (size_t)i * CHUNK_SIZE;
-		size_t n = d->body_len - off < CHUNK_SIZE ? d->body_len - off : CHUNK_SIZE;
+		uint64_t off = (uint64_t)i * CHUNK_SIZE;
+		size_t n = total - off < CHUNK_SIZE ? (size_t)(total - off) : CHUNK_SIZE;
+		if (store_delivery_read(d, off, scratch, n) < 0) {
+			st = STORE_TEMPFAIL;
+			break;
+		}
 		cql_values_clear(v);
 		cql_values_add_uuid(v, d->message_id.b);
 		cql_values_add_int(v, i);
-		cql_values_add_blob(v, d->body + off, d->body_len == 0 ? 0 : n);
+		cql_values_add_blob(v, scratch, n);
 		st = run(c, q, v, c->write_cl, NULL);
 	}
+	free(scratch);
 	cql_values_free(&v);
 	*chunks_r = chunks;
 	return st;
@@ -704,7 +717,7 @@ static int retry_of_earlier(struct cass_store *c, const struct uuid *mbox,
 		r->uidl[u.len] = '\0';
 		if (!deleted)
 			*st_r = put_listing(c, mbox, &d->message_id, size, r->uidl, prefix.data,
-					    prefix.len, (int64_t)d->body_len, chunks);
+					    prefix.len, (int64_t)store_delivery_size(d), chunks);
 	}
 	cql_result_free(&res);
 	return found;
@@ -731,7 +744,8 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 		uuid_format(&d->message_id, uidl);
 	}
 	size_t prefix_len = strlen(r->prefix);
-	int64_t size = (int64_t)(prefix_len + d->body_len);
+	int64_t body_size = (int64_t)store_delivery_size(d);
+	int64_t size = (int64_t)prefix_len + body_size;
 	struct cql_values *v = cql_values_create();
 	/* body_refs first: a crash between the two writes leaves a reference
 	 * that repair can re-list, never a listing row without its record. */
@@ -740,7 +754,7 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 	cql_values_add_bigint(v, size);
 	cql_values_add_text(v, uidl);
 	cql_values_add_blob(v, r->prefix, prefix_len);
-	cql_values_add_bigint(v, (int64_t)d->body_len);
+	cql_values_add_bigint(v, body_size);
 	cql_values_add_int(v, chunks);
 	st = run(c, Q(c, q, "INSERT INTO {ks}.body_refs (message_id, mailbox_id,"
 			    " size, uidl, prefix, body_size, chunks)"
@@ -749,7 +763,7 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 	cql_values_free(&v);
 	if (st == STORE_OK)
 		st = put_listing(c, &mbox, &d->message_id, size, uidl, r->prefix, prefix_len,
-				 (int64_t)d->body_len, chunks);
+				 body_size, chunks);
 	if (st == STORE_OK)
 		str_copy(r->uidl, uidl, sizeof(r->uidl));
 	return st;

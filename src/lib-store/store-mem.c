@@ -265,10 +265,19 @@ static enum store_status deliver_locked(struct mem_store *m, struct store_delive
 		if (memcmp(&m->bodies[i]->id, &d->message_id, 16) == 0)
 			body = m->bodies[i];
 	if (body == NULL) {
+		/* The stored body is the header followed by the body (read from
+		 * the caller's file when there is one). */
+		size_t len = (size_t)store_delivery_size(d);
+		char *data = xmalloc(len + 1);
+		if (store_delivery_read(d, 0, data, len) < 0) {
+			free(data);
+			return STORE_TEMPFAIL;
+		}
+		data[len] = '\0';
 		body = xcalloc(1, sizeof(*body));
 		body->id = d->message_id;
-		body->data = xstrndup(d->body, d->body_len);
-		body->len = d->body_len;
+		body->data = data;
+		body->len = len;
 		m->bodies = xrealloc(m->bodies, (m->nbodies + 1) * sizeof(*m->bodies));
 		m->bodies[m->nbodies++] = body;
 	}

@@ -74,5 +74,9 @@ void store_uidl_from_uid(uint32_t uid, uint32_t uidvalidity, char out[72]);
 /* A 16-byte key whose memcmp order is Cassandra's TimeUUID order. */
 void store_sort_key(const struct uuid *id, uint8_t key_r[16]);
 void store_sort_key_to_uuid(const uint8_t key[16], struct uuid *id_r);
+/* Copies len octets of the delivered message (header, then body) from
+ * offset into out; the body is read from memory or with pread() from
+ * body_fd. 0, or -1 (logged) on a read error or a short file. */
+int store_delivery_read(const struct store_delivery *d, uint64_t offset, void *out, size_t len);
 
 #endif

@@ -7,7 +7,10 @@
  * with the store); SQLite serialises writers, readers see a snapshot.
  * Deliveries are group-committed: concurrent ones share one transaction and
  * one fsync (sqlite_deliver). A delivery to several recipients stores the
- * body once and one listing row per recipient, all or nothing.
+ * body once and one listing row per recipient, all or nothing. A body is
+ * written as a zeroblob of its final size, then filled in 64 KiB pieces
+ * (from memory or from the caller's file), so delivering a large message
+ * costs no more memory than a small one.
  *
  * Listing order: rows are keyed by (mailbox_id, sort_key) where sort_key is a
  * byte string whose memcmp order is the TimeUUID order (store_sort_key), so
@@ -44,6 +47,7 @@
 #include "store-private.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -61,6 +65,7 @@
 #define SQLITE_READERS_MAX 64
 /* Reader connections kept open while no cursor needs them. */
 #define SQLITE_READERS_IDLE 4
+#define WRITE_CHUNK (64 * 1024)
 
 struct sqlite_conn {
 	sqlite3 *db;
@@ -492,22 +497,77 @@ static enum store_status sqlite_user_list(struct store *store, struct buf *out)
 			   "SELECT address FROM users ORDER BY domain, address", NULL, out, false);
 }
 
-/* Inserts the body once (idempotent on the message id) and returns its rowid. */
+/* Copies the message (header + body) into the new body row in pieces, so a
+ * body in a file is never held whole in memory; the pages go through the
+ * connection's small cache and spill to the WAL inside the transaction. */
+static enum store_status write_body(sqlite3 *db, const struct store_delivery *d,
+				    sqlite3_int64 rowid, uint64_t total)
+{
+	sqlite3_blob *blob = NULL;
+	int rc = sqlite3_blob_open(db, "main", "bodies", "data", rowid, 1, &blob);
+	if (rc != SQLITE_OK) {
+		sqlite3_blob_close(blob);
+		return status_from_rc(db, rc, "open body for writing");
+	}
+	enum store_status ret = STORE_OK;
+	char *chunk = xmalloc(WRITE_CHUNK);
+	for (uint64_t off = 0; off < total && ret == STORE_OK;) {
+		size_t n = total - off < WRITE_CHUNK ? (size_t)(total - off) : WRITE_CHUNK;
+		if (store_delivery_read(d, off, chunk, n) < 0) {
+			ret = STORE_TEMPFAIL;
+			break;
+		}
+		rc = sqlite3_blob_write(blob, chunk, (int)n, (int)off);
+		if (rc != SQLITE_OK)
+			ret = status_from_rc(db, rc, "write body");
+		off += n;
+	}
+	free(chunk);
+	rc = sqlite3_blob_close(blob);
+	if (ret == STORE_OK && rc != SQLITE_OK)
+		ret = status_from_rc(db, rc, "close body");
+	return ret;
+}
+
+/* Inserts the body once (idempotent on the message id) and returns its
+ * rowid. A new row is made as a zeroblob of the final size and then filled
+ * in; a row an earlier attempt with this id committed already holds the
+ * same bytes and is left alone. */
 static enum store_status put_body(sqlite3 *db, const struct store_delivery *d,
 				  sqlite3_int64 *rowid_r)
 {
-	sqlite3_stmt *st = prep(db, "INSERT INTO bodies (message_id, data) VALUES (?, ?)"
-				    " ON CONFLICT (message_id) DO UPDATE SET message_id = excluded.message_id"
-				    " RETURNING id");
+	uint64_t total = store_delivery_size(d);
+	if (total > INT_MAX)
+		return STORE_TOOBIG; /* the incremental blob API takes int offsets */
+	sqlite3_stmt *st = prep(db, "INSERT INTO bodies (message_id, data) VALUES (?, zeroblob(?))"
+				    " ON CONFLICT (message_id) DO NOTHING RETURNING id");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_blob(st, 1, d->message_id.b, 16, SQLITE_STATIC);
-	sqlite3_bind_blob64(st, 2, d->body, d->body_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)total);
 	int rc = sqlite3_step(st);
+	bool inserted = rc == SQLITE_ROW;
+	if (inserted) {
+		*rowid_r = sqlite3_column_int64(st, 0);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return status_from_rc(db, rc, "insert body");
+	if (inserted)
+		return write_body(db, d, *rowid_r, total);
+
+	st = prep(db, "SELECT id FROM bodies WHERE message_id = ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, d->message_id.b, 16, SQLITE_STATIC);
+	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*rowid_r = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
-	return rc == SQLITE_ROW ? STORE_OK : status_from_rc(db, rc, "insert body");
+	if (rc == SQLITE_ROW)
+		return STORE_OK;
+	return rc == SQLITE_DONE ? STORE_TEMPFAIL : status_from_rc(db, rc, "find body");
 }
 
 static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
@@ -574,7 +634,7 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 		return STORE_TEMPFAIL;
 	sqlite3_bind_blob(st, 1, mbox, 16, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 2, key, 16, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)(prefix_len + d->body_len));
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)(prefix_len + store_delivery_size(d)));
 	sqlite3_bind_text(st, 4, uidl, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 5, r->prefix, (int)prefix_len, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 6, body);

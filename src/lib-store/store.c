@@ -2,7 +2,9 @@
  * store: backend lookup by name and the generic half of every store call:
  * argument checks, mailbox identity (a name-based UUID of the address, so no
  * coordination is ever needed to agree on it), the backends' declared
- * configuration, and the bounds of a message cursor.
+ * configuration, the bounds of a message cursor, and the one reader of a
+ * message being delivered (header + body, in memory or in a file) the
+ * backends share.
  *
  * Invariants:
  * - A cursor never hands out more than its message's size, and nothing
@@ -13,12 +15,14 @@
  */
 #include "store-private.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -260,11 +264,13 @@ void store_delivery_init(struct store_delivery *d)
 {
 	timeuuid_generate(&d->message_id);
 	d->attempts = 0;
+	d->body_fd = -1;
 }
 
 enum store_status store_deliver(struct store *store, struct store_delivery *d)
 {
-	if (d->rcpt_count == 0)
+	if (d->rcpt_count == 0 || (d->header == NULL && d->header_len > 0) ||
+	    (d->body_fd < 0 && d->body == NULL && d->body_len > 0))
 		return STORE_INVALID;
 	for (unsigned int i = 0; i < d->rcpt_count; i++) {
 		d->rcpts[i].status = STORE_TEMPFAIL;
@@ -272,6 +278,44 @@ enum store_status store_deliver(struct store *store, struct store_delivery *d)
 	}
 	d->attempts++;
 	return store->v->deliver(store, d);
+}
+
+int store_delivery_read(const struct store_delivery *d, uint64_t offset, void *out, size_t len)
+{
+	char *p = out;
+	if (offset < d->header_len) {
+		size_t n = d->header_len - (size_t)offset < len ? d->header_len - (size_t)offset : len;
+		memcpy(p, d->header + offset, n);
+		p += n;
+		len -= n;
+		offset += n;
+	}
+	if (len == 0)
+		return 0;
+	uint64_t body_off = offset - d->header_len;
+	if (body_off > d->body_len || len > d->body_len - body_off) {
+		log_error("store: read past the end of the message (%llu + %zu > %zu)",
+			  (unsigned long long)body_off, len, d->body_len);
+		return -1;
+	}
+	if (d->body_fd < 0) {
+		memcpy(p, d->body + body_off, len);
+		return 0;
+	}
+	while (len > 0) {
+		ssize_t n = pread(d->body_fd, p, len, (off_t)body_off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			log_error("store: reading the message body: %s",
+				  n < 0 ? strerror(errno) : "file shorter than the body");
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+		body_off += (uint64_t)n;
+	}
+	return 0;
 }
 
 enum store_status store_maildrop_open(struct store *store, const char *address,

@@ -142,9 +142,8 @@ enum store_status store_user_get(struct store *store, const char *address,
 enum store_status store_user_list(struct store *store, struct buf *out);
 
 /* Delivery. The caller fills in the recipients (normalised addresses, no
- * duplicates) and the body (CRLF line endings, with the trace headers common
- * to all recipients). The store prepends, per recipient, the given prefix
- * (e.g. Return-Path: and Delivered-To:) to what RETR returns. Each
+ * duplicates) and the message. The store prepends, per recipient, the given
+ * prefix (e.g. Return-Path: and Delivered-To:) to what RETR returns. Each
  * recipient's status is set; the return value is STORE_OK when at least the
  * call itself worked (some recipients may still have failed). */
 struct store_rcpt {
@@ -156,15 +155,35 @@ struct store_rcpt {
 
 struct store_delivery {
 	struct uuid message_id;   /* set by store_delivery_init, kept across retries */
+	/* The message is `header` (the trace fields common to all recipients,
+	 * e.g. Received:; may be NULL with header_len 0) followed by the body:
+	 * in memory (body, body_len) or, when body_fd >= 0, the first body_len
+	 * octets of that file, read with pread() (the store never closes it,
+	 * never moves its offset, and never holds it whole in memory). CRLF
+	 * line endings. store_delivery_init() sets body_fd = -1: call it first,
+	 * then fill in the fields. */
+	const char *header;
+	size_t header_len;
 	const char *body;
 	size_t body_len;
+	int body_fd;
 	struct store_rcpt *rcpts;
 	unsigned int rcpt_count;
 	unsigned int attempts;    /* store_deliver() calls so far with this id */
 };
 
-/* Mints the message id. Call once per message, before the first attempt. */
+/* Mints the message id and sets body_fd = -1 (other fields are left as
+ * they are). Call once per message, before the first attempt; a retry
+ * calls store_deliver() again with the same struct, so it keeps its id and
+ * every recipient keeps its UIDL. */
 void store_delivery_init(struct store_delivery *d);
+/* The stored message's size without the prefix: header_len + body_len. */
+static inline uint64_t store_delivery_size(const struct store_delivery *d)
+{
+	return (uint64_t)d->header_len + d->body_len;
+}
+/* STORE_INVALID when there is no recipient or the message fields are
+ * inconsistent (a NULL pointer with a non-zero length). */
 enum store_status store_deliver(struct store *store, struct store_delivery *d);
 
 /* The maildrop: the listing fixed at POP3 login. */

@@ -29,6 +29,7 @@
 #include "auth-cache.h"
 #include "auth-penalty.h"
 #include "buf.h"
+#include "delivery.h"
 #include "log.h"
 #include "net.h"
 #include "pop3-session.h"
@@ -326,6 +327,13 @@ int serve(const struct tern_settings *set)
 		SSL_CTX_free(env->tls);
 		return 75;
 	}
+	/* Spool files have no name while in use; anything found is a leftover
+	 * of a crash and nobody's message (none was answered 2xx). */
+	unsigned int swept = 0;
+	if (delivery_spool_sweep(set->data_dir, &swept, &error) < 0)
+		log_warn("spool: %s", error);
+	if (swept > 0)
+		log_info("spool: removed %u leftover file%s", swept, swept == 1 ? "" : "s");
 	env->base = event_base_new();
 	env->pool = worker_pool_create(env->base, store_worker_threads(env->store));
 	env->penalty = auth_penalty_create(set->auth_failure_delay_initial_ms,

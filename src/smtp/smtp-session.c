@@ -19,7 +19,15 @@
  * - AUTH (RFC 4954) PLAIN and LOGIN are offered and accepted only where the
  *   [auth] plaintext policy allows, checked before any password is looked
  *   at (538 5.7.11 otherwise).
- * - The end of data is only CRLF "." CRLF (mail-data's decoder).
+ * - The end of data is only CRLF "." CRLF (mail-data's decoder), whatever
+ *   [smtp] bare_lf says (it governs LMTP too): with normalize (the default)
+ *   a bare LF ends a line and is stored as CRLF; with reject the message is
+ *   refused with 550 5.6.0 after the data. A bare CR is refused either way.
+ * - The message goes through one delivery builder (lib-delivery) from DATA
+ *   to the reply: decoded data is written to it as it arrives (in memory
+ *   up to 1 MiB, then spooled to an unnamed file), the store call runs on a
+ *   worker, and the builder is destroyed with the transaction, on every
+ *   path. What a session holds for a message is bounded whatever its size.
  * - Every store error maps to a reply in smtp_store_error() only.
  */
 #include "smtp-session.h"
@@ -31,6 +39,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "delivery.h"
 #include "mail-address.h"
 #include "mail-data.h"
 #include "mail-trace.h"
@@ -38,6 +47,7 @@
 #include "smtp-parser.h"
 
 #define SMTP_DATA_LINE_MAX 65536    /* longest text line accepted in DATA */
+#define SMTP_DATA_FEED_MAX 65536    /* raw octets decoded per step */
 
 enum smtp_state {
 	SMTP_STATE_INIT = 1 << 0,   /* before HELO/EHLO/LHLO */
@@ -52,7 +62,6 @@ enum smtp_state {
 
 struct smtp_rcpt {
 	char address[MAIL_ADDRESS_MAX + 1];
-	int same_as;   /* index of the first identical recipient, or -1 */
 };
 
 struct smtp_session {
@@ -69,17 +78,15 @@ struct smtp_session {
 	struct smtp_rcpt *rcpts;
 	unsigned int rcpt_count;
 	struct mail_data_decoder decoder;
-	struct buf data;
+	struct buf data;             /* decoded octets on their way to the delivery:
+				      * at most 2 x SMTP_DATA_FEED_MAX at a time */
+	struct delivery *delivery;   /* from DATA to the reply */
 
 	/* the job in flight */
 	struct mail_address job_addr;
 	char job_rcpt[MAIL_ADDRESS_MAX + 1];
 	enum store_status job_status;
 	bool job_domain_local, job_postmaster;
-	struct store_delivery delivery;
-	struct store_rcpt *store_rcpts;
-	char **prefixes;
-	unsigned int store_rcpt_count;
 };
 
 static struct smtp_session *smtp(struct session *s)
@@ -127,17 +134,6 @@ static void smtp_store_error(struct smtp_session *m, enum store_status st, const
 	}
 }
 
-static void free_delivery(struct smtp_session *m)
-{
-	for (unsigned int i = 0; i < m->store_rcpt_count; i++)
-		free(m->prefixes[i]);
-	free(m->prefixes);
-	free(m->store_rcpts);
-	m->prefixes = NULL;
-	m->store_rcpts = NULL;
-	m->store_rcpt_count = 0;
-}
-
 /* Forgets the transaction; back to READY unless before HELO. */
 static void reset_transaction(struct smtp_session *m)
 {
@@ -147,6 +143,7 @@ static void reset_transaction(struct smtp_session *m)
 	m->rcpt_count = 0;
 	buf_deinit(&m->data);
 	buf_init(&m->data, 0);
+	delivery_destroy(&m->delivery);
 	if (m->state != SMTP_STATE_INIT)
 		smtp_enter_state(m, SMTP_STATE_READY);
 }
@@ -311,13 +308,6 @@ static void rcpt_done(struct session *s)
 	m->rcpts = xrealloc(m->rcpts, (m->rcpt_count + 1) * sizeof(*m->rcpts));
 	struct smtp_rcpt *r = &m->rcpts[m->rcpt_count];
 	str_copy(r->address, m->job_rcpt, sizeof(r->address));
-	r->same_as = -1;
-	for (unsigned int i = 0; i < m->rcpt_count; i++) {
-		if (strcmp(m->rcpts[i].address, r->address) == 0) {
-			r->same_as = (int)i;
-			break;
-		}
-	}
 	m->rcpt_count++;
 	smtp_enter_state(m, SMTP_STATE_RCPT);
 	session_reply(s, "250 2.1.5 Ok");
@@ -357,10 +347,16 @@ static void cmd_data(struct smtp_session *m, struct smtp_command *cmd)
 		session_bad_command(&m->s, "501 5.5.4 DATA takes no arguments");
 		return;
 	}
-	buf_deinit(&m->data);
-	/* Room for the trace header on top of the limit. */
-	buf_init(&m->data, m->s.env->set->max_message_size + 1);
+	const struct tern_settings *set = m->s.env->set;
+	struct delivery_settings dset = { .data_dir = set->data_dir,
+					  .max_message_size = set->max_message_size };
+	delivery_destroy(&m->delivery);
+	m->delivery = delivery_create(&dset, m->mail_from);
+	for (unsigned int i = 0; i < m->rcpt_count; i++)
+		delivery_add_rcpt(m->delivery, m->rcpts[i].address);
+	buf_reset(&m->data);
 	mail_data_decoder_init(&m->decoder);
+	m->decoder.normalize_lf = set->bare_lf == BARE_LF_NORMALIZE;
 	session_reply(&m->s, "354 End data with <CR><LF>.<CR><LF>");
 	smtp_enter_state(m, SMTP_STATE_DATA);
 }
@@ -368,55 +364,40 @@ static void cmd_data(struct smtp_session *m, struct smtp_command *cmd)
 static void deliver_work(struct session *s)
 {
 	struct smtp_session *m = smtp(s);
-	m->job_status = store_deliver(s->env->store, &m->delivery);
+	m->job_status = delivery_run(m->delivery, s->env->store);
 }
 
 static void deliver_done(struct session *s)
 {
 	struct smtp_session *m = smtp(s);
-	char id[UUID_STR_LEN + 1];
-	uuid_format(&m->delivery.message_id, id);
-	if (m->job_status != STORE_OK)
-		for (unsigned int i = 0; i < m->store_rcpt_count; i++)
-			m->store_rcpts[i].status = m->job_status;
-	unsigned int ok = 0;
-	for (unsigned int i = 0; i < m->store_rcpt_count; i++) {
-		struct store_rcpt *r = &m->store_rcpts[i];
-		if (r->status == STORE_OK)
-			ok++;
-		session_info(s, "%s from=<%s> to=<%s> size=%zu: %s", id, m->mail_from, r->address,
-			     m->delivery.body_len,
-			     r->status == STORE_OK ? "stored" : store_status_name(r->status));
+	struct delivery *d = m->delivery;
+	const char *id = delivery_id(d);
+	for (unsigned int i = 0; i < m->rcpt_count; i++) {
+		if (delivery_rcpt_is_duplicate(d, i))
+			continue;
+		enum store_status st = delivery_rcpt_status(d, i);
+		session_info(s, "%s from=<%s> to=<%s> size=%llu: %s", id, m->mail_from,
+			     m->rcpts[i].address, (unsigned long long)delivery_size(d),
+			     st == STORE_OK ? "stored" : store_status_name(st));
 	}
 	if (m->lmtp) {
 		/* RFC 2033 4.2: one reply per accepted RCPT, in order. */
 		for (unsigned int i = 0; i < m->rcpt_count; i++) {
-			unsigned int first = m->rcpts[i].same_as < 0 ? i : (unsigned int)m->rcpts[i].same_as;
-			unsigned int k = 0;
-			for (unsigned int j = 0; j < first; j++)
-				if (m->rcpts[j].same_as < 0)
-					k++;
-			struct store_rcpt *r = &m->store_rcpts[k];
-			if (r->status == STORE_OK)
-				session_replyf(s, "250 2.0.0 <%s> %s Saved", r->address, id);
+			enum store_status st = delivery_rcpt_status(d, i);
+			if (st == STORE_OK)
+				session_replyf(s, "250 2.0.0 <%s> %s Saved", m->rcpts[i].address, id);
 			else
-				smtp_store_error(m, r->status, r->address);
+				smtp_store_error(m, st, m->rcpts[i].address);
 		}
 	} else {
 		/* SMTP has one reply: 250 only when every accepted recipient has
 		 * it durably; a recipient deleted meanwhile is reported in the log. */
-		bool temp = false;
-		for (unsigned int i = 0; i < m->store_rcpt_count; i++)
-			if (m->store_rcpts[i].status != STORE_OK &&
-			    m->store_rcpts[i].status != STORE_NOTFOUND)
-				temp = true;
-		if (temp || ok == 0)
-			smtp_store_error(m, temp ? STORE_TEMPFAIL : STORE_NOTFOUND,
-					 m->store_rcpts[0].address);
-		else
+		enum store_status st = delivery_status(d);
+		if (st == STORE_OK)
 			session_replyf(s, "250 2.0.0 Ok: queued as %s", id);
+		else
+			smtp_store_error(m, st, m->rcpts[0].address);
 	}
-	free_delivery(m);
 	reset_transaction(m);
 }
 
@@ -430,58 +411,46 @@ static void refuse_data(struct smtp_session *m, const char *text)
 	reset_transaction(m);
 }
 
-/* The data has ended: refuse it, or build the delivery and store it. */
+/* true once the data will be refused whatever follows: a bare CR, a bare
+ * LF under bare_lf = reject, an overlong line. */
+static bool data_refused(const struct smtp_session *m)
+{
+	return m->decoder.bare_cr > 0 || (m->decoder.bare_lf > 0 && !m->decoder.normalize_lf) ||
+	       m->decoder.max_line_len > SMTP_DATA_LINE_MAX;
+}
+
+/* The data has ended: refuse it, or complete the delivery and store it. */
 static void data_finished(struct smtp_session *m)
 {
 	const struct tern_settings *set = m->s.env->set;
-	char text[160];
-	if (m->decoder.discard || m->decoder.size > set->max_message_size) {
+	if (delivery_too_big(m->delivery) || m->decoder.size > set->max_message_size) {
+		char text[160];
 		snprintf(text, sizeof(text), "552 5.3.4 Message size exceeds fixed limit of %llu octets",
 			 (unsigned long long)set->max_message_size);
 		refuse_data(m, text);
 		return;
 	}
-	if (m->decoder.bare_lf > 0 || m->decoder.bare_cr > 0) {
-		refuse_data(m, "550 5.6.0 Message contains bare LF or bare CR; lines must end with CRLF (RFC 5321 2.3.8)");
+	if (m->decoder.bare_cr > 0) {
+		refuse_data(m, "550 5.6.0 Message contains bare CR (a CR not followed by LF); lines must end with CRLF (RFC 5321 2.3.8)");
+		return;
+	}
+	if (m->decoder.bare_lf > 0 && !m->decoder.normalize_lf) {
+		refuse_data(m, "550 5.6.0 Message contains bare LF; lines must end with CRLF (RFC 5321 2.3.8)");
 		return;
 	}
 	if (m->decoder.max_line_len > SMTP_DATA_LINE_MAX) {
+		char text[160];
 		snprintf(text, sizeof(text), "552 5.3.4 Message line too long (limit %d octets)",
 			 SMTP_DATA_LINE_MAX);
 		refuse_data(m, text);
 		return;
 	}
-
-	/* Unique recipients go to the store; duplicates share their result. */
-	unsigned int n = 0;
-	for (unsigned int i = 0; i < m->rcpt_count; i++)
-		if (m->rcpts[i].same_as < 0)
-			n++;
-	m->store_rcpts = xcalloc(n, sizeof(*m->store_rcpts));
-	m->prefixes = xcalloc(n, sizeof(char *));
-	m->store_rcpt_count = n;
-	store_delivery_init(&m->delivery);
-	char id[UUID_STR_LEN + 1];
-	uuid_format(&m->delivery.message_id, id);
-	struct buf tmp;
-	buf_init(&tmp, 0);
-	for (unsigned int i = 0, k = 0; i < m->rcpt_count; i++) {
-		if (m->rcpts[i].same_as >= 0)
-			continue;
-		buf_reset(&tmp);
-		mail_trace_return_path(&tmp, m->mail_from);
-		mail_trace_delivered_to(&tmp, m->rcpts[i].address);
-		m->prefixes[k] = xstrndup(tmp.data, tmp.len);
-		m->store_rcpts[k].address = m->rcpts[i].address;
-		m->store_rcpts[k].prefix = m->prefixes[k];
-		k++;
-	}
-
-	/* The Received: header, common to all recipients, goes before the data. */
+	/* The Received: field, common to all recipients, goes in front of the
+	 * data (which is never copied to make room for it). RFC 3848 protocol
+	 * types. */
 	char tlsdesc[128];
 	const char *proto;
 	bool tls = conn_tls_description(m->s.conn, tlsdesc, sizeof(tlsdesc)) != NULL;
-	/* RFC 3848 protocol types. */
 	if (m->lmtp)
 		proto = "LMTP";
 	else if (!m->esmtp)
@@ -490,23 +459,14 @@ static void data_finished(struct smtp_session *m)
 		proto = tls ? "ESMTPSA" : "ESMTPA";
 	else
 		proto = tls ? "ESMTPS" : "ESMTP";
-	buf_reset(&tmp);
-	mail_trace_received(&tmp, m->helo, conn_peer_ip(m->s.conn), NULL, set->hostname, proto, id,
-			    n == 1 ? m->store_rcpts[0].address : NULL, time(NULL));
-	struct buf body;
-	buf_init(&body, 0);
-	buf_append(&body, tmp.data, tmp.len);
-	buf_append(&body, m->data.data, m->data.len);
-	buf_deinit(&tmp);
-	buf_deinit(&m->data);
-	m->data = body;
-	m->delivery.body = m->data.data;
-	m->delivery.body_len = m->data.len;
-	m->delivery.rcpts = m->store_rcpts;
-	m->delivery.rcpt_count = n;
+	mail_trace_received(delivery_header(m->delivery), m->helo, conn_peer_ip(m->s.conn), NULL,
+			    set->hostname, proto, delivery_id(m->delivery),
+			    delivery_sole_rcpt(m->delivery), time(NULL));
 	session_run_job(&m->s, deliver_work, deliver_done);
 }
 
+/* Decodes the data as it arrives and hands it to the delivery; once the
+ * message is sure to be refused, only counts. */
 static void smtp_raw(struct session *s, struct evbuffer *in)
 {
 	struct smtp_session *m = smtp(s);
@@ -514,10 +474,21 @@ static void smtp_raw(struct session *s, struct evbuffer *in)
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
+		size_t n = v.iov_len < SMTP_DATA_FEED_MAX ? v.iov_len : SMTP_DATA_FEED_MAX;
 		bool done = false;
-		size_t used = mail_data_decoder_feed(&m->decoder, v.iov_base, v.iov_len, &m->data,
-						     &done);
+		size_t used = mail_data_decoder_feed(&m->decoder, v.iov_base, n, &m->data, &done);
 		evbuffer_drain(in, used);
+		if (m->data.len > 0) {
+			const char *error;
+			if (delivery_write(m->delivery, m->data.data, m->data.len, &error) < 0) {
+				if (!delivery_too_big(m->delivery))
+					session_error(s, "%s", error);
+				m->decoder.discard = true;
+			}
+			buf_reset(&m->data);
+		}
+		if (data_refused(m))
+			m->decoder.discard = true;
 		if (done) {
 			data_finished(m);
 			return;
@@ -819,7 +790,7 @@ static void lmtp_start(struct session *s)
 static void smtp_deinit(struct session *s)
 {
 	struct smtp_session *m = smtp(s);
-	free_delivery(m);
+	delivery_destroy(&m->delivery);
 	free(m->rcpts);
 	if (m->data.data != NULL)
 		buf_deinit(&m->data);

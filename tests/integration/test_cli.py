@@ -2,7 +2,7 @@
 used while the server runs (the module's server stays up throughout)."""
 import pytest
 
-from .ternserver import EX_NOUSER, EX_OK, EX_USAGE, sqlite_only
+from .ternserver import EX_DATAERR, EX_NOUSER, EX_OK, EX_USAGE, sqlite_only
 from .helpers import Closed, headers, make_message
 
 
@@ -13,7 +13,8 @@ def lines(text):
 def assert_mistake(r, *words):
     """A mistake: non-zero exit, one clear message on stderr naming it."""
     assert r.returncode != 0, "expected failure, got 0; stdout=%r" % r.stdout
-    msg = r.stderr.strip()
+    msg = r.stderr.decode(errors="replace") if isinstance(r.stderr, bytes) else r.stderr
+    msg = msg.strip()
     assert msg, "no message on stderr (rc %d)" % r.returncode
     assert len(msg.splitlines()) <= 3, "expected one clear message, got:\n%s" % msg
     for w in words:
@@ -248,6 +249,59 @@ def test_deliver_binary_and_large(server):
     assert r.returncode == EX_OK, r.stderr
     (_, size, m), = server.fetch_all(addr, pw)
     assert m.endswith(body.replace(b"\n", b"\r\n"))
+
+
+def test_deliver_large_lf_message_through_the_spool(servers):
+    """Past 1 MiB the body is spooled to data_dir/spool; nothing is left
+    there afterwards and the message is stored whole, with CRLF lines."""
+    server = servers.create(name="dspool", max_message_size=8 * 1024 * 1024)
+    addr, pw = server.new_user("dspool")
+    body = b"".join(b"%07d spooled line of a large piped message\n" % i for i in range(60000))
+    assert 2 * 1024 * 1024 < len(body) < server.max_message_size // 2
+    r = server.deliver_cli(addr, b"Subject: spooled\n\n" + body)
+    assert r.returncode == EX_OK, r.stderr
+    (_, size, m), = server.fetch_all(addr, pw)
+    assert m.endswith(b"Subject: spooled\r\n\r\n" + body.replace(b"\n", b"\r\n"))
+    assert size == len(m)
+    spool = server.data_dir / "spool"
+    assert spool.is_dir(), "the body was never spooled"   # made on first use
+    assert list(spool.iterdir()) == []
+
+
+def test_deliver_too_big(server):
+    addr, pw = server.new_user("dtoobig")
+    r = server.deliver_cli(addr, b"Subject: big\n\n" + (b"z" * 60 + b"\n") * (server.max_message_size // 30))
+    assert r.returncode == EX_DATAERR, (r.returncode, r.stderr)
+    assert_mistake(r, "max_message_size")
+    assert server.count(addr, pw) == 0
+
+
+def test_deliver_bare_cr_refused(server):
+    """A CR not followed by LF is refused, as SMTP refuses it: what tern
+    stores does not depend on how the message came in."""
+    addr, pw = server.new_user("dbarecr")
+    for msg in (b"Subject: cr\n\nold\rmac\n", b"Subject: cr\r\n\r\nends with CR\r"):
+        r = server.deliver_cli(addr, msg)
+        assert r.returncode == EX_DATAERR, (r.returncode, r.stderr)
+        assert_mistake(r, "bare CR")
+    assert server.count(addr, pw) == 0
+
+
+def test_deliver_bare_lf_reject_mode(servers):
+    s = servers.create(name="dreject", overrides={"smtp": {"bare_lf": "reject"}})
+    addr, pw = s.new_user("dlfrej")
+    r = s.deliver_cli(addr, b"Subject: lf\n\npiped with LF\n")
+    assert r.returncode == EX_DATAERR, (r.returncode, r.stderr)
+    assert_mistake(r, "bare_lf")
+    r = s.deliver_cli(addr, b"Subject: cr\r\n\r\nold\rmac\r\n")
+    assert r.returncode == EX_DATAERR, (r.returncode, r.stderr)
+    assert_mistake(r, "bare CR")
+    assert s.count(addr, pw) == 0
+    msg = make_message("crlf-ok", b"CRLF is fine\r\n", to=addr)
+    r = s.deliver_cli(addr, msg)
+    assert r.returncode == EX_OK, r.stderr
+    (_, _, m), = s.fetch_all(addr, pw)
+    assert m.endswith(msg)
 
 
 # --------------------------------------------------------------------------

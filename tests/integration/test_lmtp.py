@@ -125,7 +125,37 @@ def test_duplicate_recipient_reply_count(server):
     assert subjects(server, addr, pw) == ["ldup"]
 
 
-def test_bare_lf_refused_per_recipient(server):
+@pytest.fixture(scope="module")
+def reject_server(module_servers):
+    """[smtp] bare_lf governs LMTP too."""
+    return module_servers.create(name="lreject", overrides={"smtp": {"bare_lf": "reject"}})
+
+
+def test_bare_lf_normalized_per_recipient(server):
+    a, apw = server.new_user("lnfa")
+    b, bpw = server.new_user("lnfb")
+    with server.lmtp() as s:
+        s.ehlo(verb="LHLO")
+        assert s.cmd("MAIL FROM:<s@remote.test>").code == 250
+        assert s.cmd("RCPT TO:<%s>" % a).code == 250
+        assert s.cmd("RCPT TO:<%s>" % b).code == 250
+        assert s.cmd("RCPT TO:<%s>" % a).code == 250
+        assert s.cmd("DATA").code == 354
+        # LF line endings, stuffed after LF, as an LF-only client sends them
+        s.send(b"Subject: lf\n\none\n..two\n\r\n.\r\n")
+        for _ in range(3):
+            r = s.reply()
+            assert r.code == 250, r
+        assert s.cmd("VRFY x").code == 252
+        s.quit()
+    for addr, pw in ((a, apw), (b, bpw)):
+        (_, size, got), = server.fetch_all(addr, pw)
+        assert got.endswith(b"Subject: lf\r\n\r\none\r\n.two\r\n\r\n"), got
+        assert size == len(got)
+
+
+def test_bare_lf_refused_per_recipient(reject_server):
+    server = reject_server
     a, apw = server.new_user("llfa")
     b, bpw = server.new_user("llfb")
     with server.lmtp() as s:
@@ -141,6 +171,44 @@ def test_bare_lf_refused_per_recipient(server):
         assert s.cmd("VRFY x").code == 252
         s.quit()
     assert server.count(a, apw) == 0 and server.count(b, bpw) == 0
+
+
+def test_bare_cr_refused_per_recipient(server):
+    a, apw = server.new_user("lcra")
+    with server.lmtp() as s:
+        s.ehlo(verb="LHLO")
+        assert s.cmd("MAIL FROM:<s@remote.test>").code == 250
+        assert s.cmd("RCPT TO:<%s>" % a).code == 250
+        assert s.cmd("RCPT TO:<%s>" % a).code == 250
+        assert s.cmd("DATA").code == 354
+        s.send(b"Subject: cr\r\n\r\none\rtwo\r\n.\r\n")
+        for _ in range(2):
+            r = s.reply()
+            assert r.code == 550 and r.enhanced == "5.6.0", r
+        assert s.cmd("VRFY x").code == 252
+        s.quit()
+    assert server.count(a, apw) == 0
+
+
+@pytest.mark.parametrize("terminator", [b"\n.\n", b"\r\n.\n", b"\n.\r\n"])
+def test_smuggling_lmtp_normalized_stays_data(server, terminator):
+    a, apw = server.new_user("lsmn")
+    v, vpw = server.new_user("lsmnv")
+    smuggled = (b"MAIL FROM:<x@remote.test>\r\nRCPT TO:<" + v.encode() +
+                b">\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n")
+    with server.lmtp() as s:
+        s.ehlo(verb="LHLO")
+        assert s.cmd("MAIL FROM:<s@remote.test>").code == 250
+        assert s.cmd("RCPT TO:<%s>" % a).code == 250
+        assert s.cmd("DATA").code == 354
+        s.send(b"Subject: c\r\n\r\nhi" + terminator + smuggled + b".\r\n")
+        r = s.reply()
+        assert r.code == 250, r
+        assert s.cmd("VRFY x").code == 252
+        s.quit()
+    assert server.count(v, vpw) == 0
+    (_, _, got), = server.fetch_all(a, apw)
+    assert got.endswith(b"Subject: c\r\n\r\nhi\r\n\r\n" + smuggled)
 
 
 def test_smuggling_lmtp(server):

@@ -1,5 +1,6 @@
 """SMTP receiving for local users (RFC 5321, RFC 1870 SIZE, RFC 6152
 8BITMIME, RFC 2034/3463 enhanced status codes, RFC 2920 PIPELINING)."""
+import email.message
 import smtplib
 
 import pytest
@@ -414,8 +415,75 @@ def test_long_text_line_accepted(server, n):
     assert got.endswith(msg)
 
 
-def test_bare_lf_in_data_is_refused(server):
+@pytest.fixture(scope="module")
+def reject_server(module_servers):
+    """A server with [smtp] bare_lf = reject."""
+    return module_servers.create(name="reject", overrides={"smtp": {"bare_lf": "reject"}})
+
+
+def lf_message(subject, to):
+    """An email.message with LF line endings, as Python builds it, with
+    body lines that start with dots (smtplib stuffs them after LF)."""
+    msg = email.message.EmailMessage()
+    msg["From"] = "origin@remote.test"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content("line one\n.one dot\n..two dots\n.\n\nlast line\n")
+    data = msg.as_bytes()
+    assert b"\r" not in data and data.endswith(b"\n")
+    return data
+
+
+def test_smtplib_lf_message_is_normalized(server):
+    """[smtp] bare_lf = normalize (the default): what smtplib sends for an
+    LF-terminated message is stored with CRLF lines, dots unstuffed."""
+    addr, pw = server.new_user("lflib")
+    data = lf_message("lf-smtplib", addr)
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=TIMEOUT) as c:
+        c.ehlo("client.test")
+        assert c.sendmail("origin@remote.test", [addr], data) == {}
+    (uid, size, got), = server.fetch_all(addr, pw)   # Pop3 checks every line ends with CRLF
+    # smtplib sends the data, then a CRLF because the data does not end
+    # with one (an empty last line), then "." CRLF.
+    want = data.replace(b"\n", b"\r\n") + b"\r\n"
+    assert got.endswith(want), got[-300:]
+    assert b".one dot\r\n..two dots\r\n.\r\n\r\nlast line\r\n" in got
+    assert size == len(got)
+    assert dict(headers(got))["subject"] == "lf-smtplib"
+
+
+def test_bare_lf_in_data_is_normalized(server):
     addr, pw = server.new_user("barelf")
+    with begin(server) as s:
+        assert s.cmd("RCPT TO:<%s>" % addr).code == 250
+        assert s.cmd("DATA").code == 354
+        s.send(b"Subject: barelf\r\n\r\nline one\nline two\r\n.\r\n")
+        r = s.reply()
+        assert r.code == 250, r
+        s.quit()
+    (_, _, got), = server.fetch_all(addr, pw)
+    assert got.endswith(b"Subject: barelf\r\n\r\nline one\r\nline two\r\n")
+
+
+def test_smtplib_lf_message_refused_in_reject_mode(reject_server):
+    server = reject_server
+    addr, pw = server.new_user("lfrej")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=TIMEOUT) as c:
+        c.ehlo("client.test")
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            c.sendmail("origin@remote.test", [addr], lf_message("lf-reject", addr))
+        assert e.value.smtp_code == 550 and e.value.smtp_error.startswith(b"5.6.0"), e.value
+        # the connection stays usable, and CRLF mail goes through
+        c.rset()
+        msg = make_message("crlf-after", to=addr)
+        assert c.sendmail("origin@remote.test", [addr], msg) == {}
+    (_, _, got), = server.fetch_all(addr, pw)
+    assert got.endswith(msg)
+
+
+def test_bare_lf_in_data_is_refused_in_reject_mode(reject_server):
+    server = reject_server
+    addr, pw = server.new_user("barelfrej")
     with begin(server) as s:
         assert s.cmd("RCPT TO:<%s>" % addr).code == 250
         assert s.cmd("DATA").code == 354
@@ -428,6 +496,21 @@ def test_bare_lf_in_data_is_refused(server):
         assert s.data(make_message("after-barelf", to=addr)).code == 250
         s.quit()
     assert subjects(server, addr, pw) == ["after-barelf"]
+
+
+@pytest.mark.parametrize("mode", ["normalize", "reject"])
+def test_bare_cr_in_data_is_refused_in_both_modes(server, reject_server, mode):
+    srv = server if mode == "normalize" else reject_server
+    addr, pw = srv.new_user("barecr" + mode[0])
+    with begin(srv) as s:
+        assert s.cmd("RCPT TO:<%s>" % addr).code == 250
+        assert s.cmd("DATA").code == 354
+        s.send(b"Subject: barecr\r\n\r\nline one\rline two\nthree\r\n.\r\n")
+        r = s.reply()
+        assert r.code == 550 and r.enhanced == "5.6.0", r
+        assert s.cmd("NOOP").code == 250
+        s.quit()
+    assert srv.count(addr, pw) == 0
 
 
 def test_bare_cr_in_data_refused_or_normalised(server):
@@ -467,6 +550,45 @@ def test_smtp_smuggling(server, terminator):
     if r.code == 250:
         (_, _, got), = server.fetch_all(sender, spw)
         assert b"Subject: smuggled" in got
+
+
+@pytest.mark.parametrize("terminator", [b"\n.\n", b"\r\n.\n", b"\n.\r\n"])
+def test_smuggling_with_lf_normalized_stays_data(server, terminator):
+    """With bare_lf = normalize the would-be terminator becomes an empty line
+    and the smuggled commands are stored as the message's own lines."""
+    sender, spw = server.new_user("smugn")
+    victim, vpw = server.new_user("smugnv")
+    smuggled = (b"MAIL FROM:<ceo@" + server.DOMAIN.encode() + b">\r\nRCPT TO:<" + victim.encode() +
+                b">\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n")
+    with begin(server) as s:
+        assert s.cmd("RCPT TO:<%s>" % sender).code == 250
+        assert s.cmd("DATA").code == 354
+        s.send(b"Subject: carrier\r\n\r\nhello" + terminator + smuggled + b".\r\n")
+        r = s.reply()
+        assert r.code == 250, r
+        assert s.cmd("VRFY someone").code == 252
+        s.quit()
+    assert server.count(victim, vpw) == 0
+    (_, _, got), = server.fetch_all(sender, spw)
+    assert got.endswith(b"Subject: carrier\r\n\r\nhello\r\n\r\n" + smuggled), got[-300:]
+
+
+@pytest.mark.parametrize("terminator", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r"])
+def test_smtp_smuggling_reject_mode(reject_server, terminator):
+    server = reject_server
+    sender, spw = server.new_user("smugr")
+    victim, vpw = server.new_user("smugrv")
+    with begin(server) as s:
+        assert s.cmd("RCPT TO:<%s>" % sender).code == 250
+        assert s.cmd("DATA").code == 354
+        s.send(b"Subject: carrier\r\n\r\nhello" + terminator + b"MAIL FROM:<ceo@" +
+               server.DOMAIN.encode() + b">\r\nRCPT TO:<" + victim.encode() +
+               b">\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n")
+        r = s.reply()
+        assert r.code == 550 and r.enhanced == "5.6.0", r
+        assert s.cmd("VRFY someone").code == 252
+        s.quit()
+    assert server.count(victim, vpw) == 0 and server.count(sender, spw) == 0
 
 
 def test_empty_lines_and_crlf_dot_only_at_line_start(server):

@@ -19,6 +19,10 @@ struct dec_result {
 	struct mail_data_decoder d;
 };
 
+/* The decoder's bare LF mode for dec_run(): false refuses (passes bare LF
+ * through, counted), true normalizes. */
+static bool normalize;
+
 /* Feeds in as chunks: split = 0 whole, split = k: [0,k) then the rest,
  * bytewise: one byte at a time. Stops feeding once the end is found. */
 static void dec_run(const char *in, size_t len, size_t cap, size_t split,
@@ -26,6 +30,7 @@ static void dec_run(const char *in, size_t len, size_t cap, size_t split,
 {
 	buf_init(&r->out, cap);
 	mail_data_decoder_init(&r->d);
+	r->d.normalize_lf = normalize;
 	r->consumed = 0;
 	r->done = false;
 	size_t pos = 0;
@@ -88,7 +93,7 @@ static void dec_expect(const char *in, size_t len, size_t cap, const char *exp,
 	if (test_failures != before) {
 		char esc[200];
 		str_escape_for_log(esc, sizeof(esc), in, len, 60);
-		fprintf(stderr, "  (input \"%s\")\n", esc);
+		fprintf(stderr, "  (input \"%s\", %s)\n", esc, normalize ? "normalize" : "reject");
 	}
 	for (size_t k = 1; k < len; k++) {
 		dec_run(in, len, cap, k, false, &other);
@@ -103,9 +108,16 @@ static void dec_expect(const char *in, size_t len, size_t cap, const char *exp,
 
 /* ALL: the whole input is consumed */
 #define ALL ((size_t)-1)
-#define DEC(in, exp, consumed, done, lf, cr) \
+#define DEC_MODE(mode, in, exp, consumed, done, lf, cr) do { normalize = (mode); \
 	dec_expect(S(in), 0, S(exp), (consumed) == ALL ? sizeof(in) - 1 : (consumed), \
-		   done, lf, cr)
+		   done, lf, cr); normalize = false; } while (0)
+/* In reject mode; without a bare LF, normalize mode must give the same. */
+#define DEC(in, exp, consumed, done, lf, cr) do { \
+	DEC_MODE(false, in, exp, consumed, done, lf, cr); \
+	if ((lf) == 0) \
+		DEC_MODE(true, in, exp, consumed, done, lf, cr); } while (0)
+/* In normalize mode only. */
+#define DECN(in, exp, consumed, done, lf, cr) DEC_MODE(true, in, exp, consumed, done, lf, cr)
 
 static void test_decoder(void)
 {
@@ -142,6 +154,53 @@ static void test_decoder(void)
 	DEC(". \r\n.\r\n", " \r\n", ALL, true, 0, 0);
 	/* binary-ish bytes, NUL passes through */
 	DEC("a\0b\xff\r\n.\r\n", "a\0b\xff\r\n", ALL, true, 0, 0);
+}
+
+/* normalize_lf: a bare LF ends a line and is stored as CRLF, a dot after
+ * it is unstuffed, and only CRLF "." CRLF ends the data. */
+static void test_decoder_normalize(void)
+{
+	DECN("a\nb\r\n.\r\n", "a\r\nb\r\n", ALL, true, 1, 0);
+	/* what smtplib sends for LF-terminated bytes: stuffed after LF, then
+	 * its CRLF (the data did not end with one) and the end */
+	DECN("Subject: x\n\n..dot\nbody\n\r\n.\r\n",
+	     "Subject: x\r\n\r\n.dot\r\nbody\r\n\r\n", ALL, true, 4, 0);
+	DECN("a\n\r\n.\r\nQUIT\r\n", "a\r\n\r\n", 7, true, 1, 0);
+	DECN("a\n..\n...\nb\r\n.\r\n", "a\r\n.\r\n..\r\nb\r\n", ALL, true, 3, 0);
+	/* a dot not at a line start stays */
+	DECN("a\nb.\n.\r\n", "a\r\nb.\r\n\r\n", ALL, false, 2, 0);
+	/* smuggling: none of these is the end, the data goes on */
+	DECN("a\n.\nb\r\n.\r\n", "a\r\n\r\nb\r\n", ALL, true, 2, 0);
+	DECN("a\r\n.\nb\r\n.\r\n", "a\r\n\r\nb\r\n", ALL, true, 1, 0);
+	DECN("a\n.\r\nb\r\n.\r\n", "a\r\n\r\nb\r\n", ALL, true, 1, 0);
+	DECN("a\n.\n", "a\r\n\r\n", ALL, false, 2, 0);
+	DECN("a\r\n.\n", "a\r\n\r\n", ALL, false, 1, 0);
+	DECN("a\n.\r\n", "a\r\n\r\n", ALL, false, 1, 0);
+	DECN("\n.\r\n", "\r\n\r\n", ALL, false, 1, 0);
+	DECN("..\n.\r\n", ".\r\n\r\n", ALL, false, 1, 0);
+	DECN("a\n\n.\r\n", "a\r\n\r\n\r\n", ALL, false, 2, 0);
+	DECN("x\r\n\n.\r\n.\r\n", "x\r\n\r\n\r\n", ALL, true, 1, 0);
+	DECN("hi\n.\nMAIL FROM:<x@y>\r\nRCPT TO:<v@y>\r\nDATA\r\nevil\r\n.\r\n",
+	     "hi\r\n\r\nMAIL FROM:<x@y>\r\nRCPT TO:<v@y>\r\nDATA\r\nevil\r\n", ALL, true, 2, 0);
+	/* bare CR is still only counted, in every position */
+	DECN("a\rb\nc\r\n.\r\n", "a\rb\r\nc\r\n", ALL, true, 1, 1);
+	DECN("a\n\r.\r\nb\r\n.\r\n", "a\r\n\r.\r\nb\r\n", ALL, true, 1, 1);
+	DECN("a\r.\r\nb\r\n.\r\n", "a\r.\r\nb\r\n", ALL, true, 0, 1);
+	DECN("a\r\r\n.\r\n", "a\r\r\n", ALL, true, 0, 1);
+	/* and in reject mode the same inputs pass the LF through */
+	DEC("a\nb\r\n.\r\n", "a\nb\r\n", ALL, true, 1, 0);
+	DEC("a\n..\nb\r\n.\r\n", "a\n..\nb\r\n", ALL, true, 2, 0);
+
+	/* a line ended by a bare LF counts without its line end */
+	struct dec_result r;
+	normalize = true;
+	dec_run(S("abc\nabcdef\nab\r\n.\r\n"), 0, 0, false, &r);
+	CHECK_INT(r.d.max_line_len, 6);
+	CHECK_INT(r.d.size, 17);
+	buf_deinit(&r.out);
+	/* the cap keeps the first cap bytes of the normalized data */
+	dec_expect(S("ab\ncd\nef\r\n.\r\n"), 5, S("ab\r\nc"), 13, true, 2, 0);
+	normalize = false;
 }
 
 static void test_decoder_line_len(void)
@@ -325,12 +384,16 @@ static void test_round_trip(void)
 		struct buf enc;
 		enc_run(msg, n, -1, 0, false, &enc);
 		struct dec_result r;
-		dec_run(enc.data, enc.len, 0, 0, false, &r);
-		CHECK(r.done);
-		CHECK_INT(r.consumed, enc.len);
-		CHECK_MEM(r.out.data, r.out.len, msg, n);
-		CHECK_INT(r.d.bare_lf + r.d.bare_cr, 0);
-		buf_deinit(&r.out);
+		for (int m = 0; m < 2; m++) {
+			normalize = m == 1;
+			dec_run(enc.data, enc.len, 0, 0, false, &r);
+			CHECK(r.done);
+			CHECK_INT(r.consumed, enc.len);
+			CHECK_MEM(r.out.data, r.out.len, msg, n);
+			CHECK_INT(r.d.bare_lf + r.d.bare_cr, 0);
+			buf_deinit(&r.out);
+		}
+		normalize = false;
 		/* and the decoder's every-split equality on encoder output */
 		if (iter % 40 == 0)
 			dec_expect(enc.data, enc.len, 0, msg, n, enc.len, true, 0, 0);
@@ -341,7 +404,7 @@ static void test_round_trip(void)
 /* ---- normaliser ---- */
 
 static void norm_run(const char *in, size_t len, size_t split, bool bytewise,
-		     struct buf *out, uint64_t *size_r)
+		     struct buf *out, uint64_t *size_r, uint64_t counts_r[2])
 {
 	struct mail_crlf_normaliser n;
 	buf_init(out, 0);
@@ -354,37 +417,47 @@ static void norm_run(const char *in, size_t len, size_t split, bool bytewise,
 	}
 	CHECK_INT(mail_crlf_normalise_finish(&n, out), 0);
 	*size_r = n.size;
+	counts_r[0] = n.bare_lf;
+	counts_r[1] = n.bare_cr;
 }
 
-static void norm_expect(const char *in, size_t len, const char *exp, size_t explen)
+static void norm_expect(const char *in, size_t len, const char *exp, size_t explen,
+			unsigned int exp_lf, unsigned int exp_cr)
 {
 	struct buf whole, other;
-	uint64_t size, osize;
-	norm_run(in, len, 0, false, &whole, &size);
+	uint64_t size, osize, counts[2], ocounts[2];
+	norm_run(in, len, 0, false, &whole, &size, counts);
 	CHECK_MEM(whole.data, whole.len, exp, explen);
 	CHECK_INT(size, explen);
+	CHECK_INT(counts[0], exp_lf);
+	CHECK_INT(counts[1], exp_cr);
 	for (size_t k = 1; k < len; k++) {
-		norm_run(in, len, k, false, &other, &osize);
+		norm_run(in, len, k, false, &other, &osize, ocounts);
 		CHECK_MEM(other.data, other.len, whole.data, whole.len);
 		CHECK_INT(osize, size);
+		CHECK_INT(ocounts[0], counts[0]);
+		CHECK_INT(ocounts[1], counts[1]);
 		buf_deinit(&other);
 	}
-	norm_run(in, len, 0, true, &other, &osize);
+	norm_run(in, len, 0, true, &other, &osize, ocounts);
 	CHECK_MEM(other.data, other.len, whole.data, whole.len);
 	CHECK_INT(osize, size);
+	CHECK_INT(ocounts[0], counts[0]);
+	CHECK_INT(ocounts[1], counts[1]);
 	buf_deinit(&other);
 	buf_deinit(&whole);
 }
 
 static void test_normaliser(void)
 {
-	norm_expect(S("a\nb\r\nc\rd\r"), S("a\r\nb\r\nc\r\nd\r\n"));
-	norm_expect(S(""), S(""));
-	norm_expect(S("\n\n"), S("\r\n\r\n"));
-	norm_expect(S("\r\r\n"), S("\r\n\r\n"));
-	norm_expect(S("\n\r"), S("\r\n\r\n"));
-	norm_expect(S("no newline"), S("no newline"));
-	norm_expect(S(".\n"), S(".\r\n"));
+	norm_expect(S("a\nb\r\nc\rd\r"), S("a\r\nb\r\nc\r\nd\r\n"), 1, 2);
+	norm_expect(S(""), S(""), 0, 0);
+	norm_expect(S("\n\n"), S("\r\n\r\n"), 2, 0);
+	norm_expect(S("\r\r\n"), S("\r\n\r\n"), 0, 1);
+	norm_expect(S("\n\r"), S("\r\n\r\n"), 1, 1);
+	norm_expect(S("no newline"), S("no newline"), 0, 0);
+	norm_expect(S(".\n"), S(".\r\n"), 1, 0);
+	norm_expect(S("a\r\nb\r\n"), S("a\r\nb\r\n"), 0, 0);
 
 	/* cap reached */
 	struct mail_crlf_normaliser n;
@@ -421,6 +494,7 @@ static void test_header_end(void)
 int main(void)
 {
 	test_decoder();
+	test_decoder_normalize();
 	test_decoder_line_len();
 	test_decoder_cap();
 	test_encoder();

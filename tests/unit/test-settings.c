@@ -68,6 +68,7 @@ static void test_all_keys(void)
 		"listen_tls = 127.0.0.1:4650, [::1]:4650\n"
 		"max_message_size = 10M\n"
 		"max_recipients = 42\n"
+		"bare_lf = reject\n"
 		"[lmtp]\n"
 		"listen = 127.0.0.1:2424\n"
 		"[pop3]\n"
@@ -110,6 +111,7 @@ static void test_all_keys(void)
 	CHECK_STR(set->smtp_listen_tls, "127.0.0.1:4650, [::1]:4650");
 	CHECK_INT(set->max_message_size, 10 * 1024 * 1024);
 	CHECK_INT(set->max_recipients, 42);
+	CHECK_INT(set->bare_lf, BARE_LF_REJECT);
 	CHECK_STR(set->lmtp_listen, "127.0.0.1:2424");
 	CHECK_STR(set->pop3_listen, "127.0.0.1:1110");
 	CHECK_STR(set->pop3_listen_tls, "localhost:1995");
@@ -168,6 +170,7 @@ static void test_defaults(void)
 		}
 		CHECK_INT(set->max_message_size, 25 * 1024 * 1024);
 		CHECK_INT(set->max_recipients, 100);
+		CHECK_INT(set->bare_lf, BARE_LF_NORMALIZE);
 		CHECK_INT(set->tls_min_version, TLS1_2_VERSION);
 		CHECK_INT(set->plaintext, PLAINTEXT_TLS_OR_LOOPBACK);
 		CHECK_STR(set->store_backend, "sqlite");
@@ -233,6 +236,10 @@ static void test_values(void)
 		  STORE_POP3_IDS_MESSAGEID },
 		{ "[store]\npop3_ids = uid\n", offsetof(struct tern_settings, store.pop3_ids),
 		  STORE_POP3_IDS_UID },
+		{ "[smtp]\nbare_lf = reject\n", offsetof(struct tern_settings, bare_lf),
+		  BARE_LF_REJECT },
+		{ "[smtp]\nbare_lf = reject\nbare_lf = normalize\n",
+		  offsetof(struct tern_settings, bare_lf), BARE_LF_NORMALIZE },
 		{ "[tls]\nmin_version = 1.2\n", offsetof(struct tern_settings, tls_min_version),
 		  TLS1_2_VERSION },
 		{ "[tls]\nmin_version = 1.3\n", offsetof(struct tern_settings, tls_min_version),
@@ -327,6 +334,10 @@ static void test_errors(void)
 	EXPECT_ERROR("[auth]\nplaintext = sometimes\n", 2,
 		     "plaintext|sometimes|tls_or_loopback|always|tls");
 	EXPECT_ERROR("[tls]\nmin_version = 1.7\n", 2, "min_version|1.7|1.2|1.3");
+	EXPECT_ERROR("[smtp]\nbare_lf = strip\n", 2, "bare_lf|strip|normalize|reject");
+	EXPECT_ERROR("[smtp]\nbare_lf = Reject\n", 2, "bare_lf|normalize|reject");
+	/* one key for SMTP, LMTP and tern deliver: it lives in [smtp] only */
+	EXPECT_ERROR("[lmtp]\nbare_lf = reject\n", 2, "bare_lf|[lmtp]");
 	EXPECT_ERROR("[tls]\nmin_version = 1.0\n", 2, "min_version|1.2|1.3");
 	EXPECT_ERROR("[store]\npop3_ids = UID\n", 2, "pop3_ids|messageid|uid");
 	EXPECT_ERROR("[cassandra]\nread_consistency = SERIAL\n", 2,

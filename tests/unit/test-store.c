@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "mail-data.h"
@@ -960,6 +961,158 @@ static void test_big_message(void)
 	free(body);
 }
 
+/* The message as a header in memory and a body in a file (what the
+ * delivery builder hands over once it has spooled): stored byte-exact as
+ * header + body, sized so, read with pread() only up to body_len, the
+ * file's offset untouched; a retry keeps the id and every UIDL. */
+static void test_header_and_file_body(void)
+{
+	const char *a = "hfa@file.test", *b = "hfb@file.test";
+	add_user(a);
+	add_user(b);
+	const char *header = "Received: from client.test by tern.test; id 1\r\n";
+	size_t hlen = strlen(header);
+	/* Crosses the SQLite write piece and the Cassandra chunk at odd offsets. */
+	size_t blen = 3 * 1024 * 1024 + 4321;
+	char *body = xmalloc(blen);
+	size_t pos = (size_t)snprintf(body, blen, "Subject: file\r\n\r\n");
+	for (unsigned int line = 0; pos < blen - 2; line++) {
+		size_t n = 1 + line % 113;
+		for (size_t k = 0; k < n && pos < blen - 2; k++)
+			body[pos++] = (char)(k == 0 && line % 7 == 0 ? '.' : ' ' + (line * 31 + k) % 94);
+		if (pos < blen - 2) {
+			body[pos++] = '\r';
+			body[pos++] = '\n';
+		}
+	}
+	body[blen - 2] = '\r';
+	body[blen - 1] = '\n';
+	FILE *f = tmpfile();
+	CHECK(f != NULL);
+	if (f == NULL) {
+		free(body);
+		return;
+	}
+	int fd = fileno(f);
+	CHECK_INT(fwrite(body, 1, blen, f), blen);
+	CHECK_INT(fwrite("TRAILING", 1, 8, f), 8); /* past body_len: never read */
+	fflush(f);
+	off_t where = lseek(fd, 100, SEEK_SET);
+
+	const char *pa = "Return-Path: <s@x.test>\r\nDelivered-To: hfa@file.test\r\n";
+	const char *pb = "Delivered-To: hfb@file.test\r\n";
+	struct store_rcpt r[2] = { { .address = a, .prefix = pa }, { .address = b, .prefix = pb } };
+	struct store_delivery d;
+	memset(&d, 0, sizeof(d));
+	store_delivery_init(&d);
+	CHECK_INT(d.body_fd, -1);
+	d.header = header;
+	d.header_len = hlen;
+	d.body_fd = fd;
+	d.body_len = blen;
+	d.rcpts = r;
+	d.rcpt_count = 2;
+	CHECK_INT(store_delivery_size(&d), hlen + blen);
+	CHECK_ST(store_deliver(store, &d), STORE_OK);
+	CHECK_ST(r[0].status, STORE_OK);
+	CHECK_ST(r[1].status, STORE_OK);
+	CHECK_INT(lseek(fd, 0, SEEK_CUR), where);
+	char uidl_a[UUID_STR_LEN + 1], uidl_b[UUID_STR_LEN + 1];
+	str_copy(uidl_a, r[0].uidl, sizeof(uidl_a));
+	str_copy(uidl_b, r[1].uidl, sizeof(uidl_b));
+	check_uidl(uidl_a, &d.message_id, __LINE__);
+
+	/* a retry (same struct, same id) creates no second copy */
+	struct uuid id = d.message_id;
+	CHECK_ST(store_deliver(store, &d), STORE_OK);
+	CHECK(memcmp(&id, &d.message_id, 16) == 0);
+	CHECK_INT(d.attempts, 2);
+	CHECK_ST(r[0].status, STORE_OK);
+	CHECK_ST(r[1].status, STORE_OK);
+	CHECK_STR(r[0].uidl, uidl_a);
+	CHECK_STR(r[1].uidl, uidl_b);
+
+	struct buf whole;
+	buf_init(&whole, 0);
+	buf_append(&whole, header, hlen);
+	buf_append(&whole, body, blen);
+	struct store_maildrop *ma = open_md(a), *mb = open_md(b);
+	CHECK_INT(ma->count, 1);
+	CHECK_INT(mb->count, 1);
+	if (ma->count == 1 && mb->count == 1) {
+		CHECK_INT(ma->entries[0].size, strlen(pa) + hlen + blen);
+		CHECK_MESSAGE(ma, 0, pa, whole.data, whole.len, 2);
+		CHECK_MESSAGE(mb, 0, pb, whole.data, whole.len, -1);
+	}
+	unsigned int zero = 0;
+	CHECK_ST(store_maildrop_expunge(ma, &zero, ma->count), STORE_OK);
+	CHECK_ST(store_maildrop_expunge(mb, &zero, mb->count), STORE_OK);
+	store_maildrop_free(&ma);
+	store_maildrop_free(&mb);
+
+	/* a header with an in-memory body, and a header alone */
+	const char *mem_body = "Subject: mem\r\n\r\nin memory\r\n";
+	struct store_rcpt r1 = { .address = a, .prefix = "" };
+	struct store_delivery dm;
+	memset(&dm, 0, sizeof(dm));
+	store_delivery_init(&dm);
+	dm.header = header;
+	dm.header_len = hlen;
+	dm.body = mem_body;
+	dm.body_len = strlen(mem_body);
+	dm.rcpts = &r1;
+	dm.rcpt_count = 1;
+	CHECK_ST(store_deliver(store, &dm), STORE_OK);
+	CHECK_ST(r1.status, STORE_OK);
+	struct store_delivery dh;
+	memset(&dh, 0, sizeof(dh));
+	store_delivery_init(&dh);
+	dh.header = header;
+	dh.header_len = hlen;
+	dh.rcpts = &r1;
+	dh.rcpt_count = 1;
+	CHECK_ST(store_deliver(store, &dh), STORE_OK);
+	CHECK_ST(r1.status, STORE_OK);
+	ma = open_md(a);
+	CHECK_INT(ma->count, 2);
+	if (ma->count == 2) {
+		buf_reset(&whole);
+		buf_append(&whole, header, hlen);
+		buf_append_str(&whole, mem_body);
+		CHECK_MESSAGE(ma, 0, "", whole.data, whole.len, 0);
+		CHECK_MESSAGE(ma, 1, "", header, hlen, -1);
+	}
+	unsigned int both[2] = { 0, 1 };
+	CHECK_ST(store_maildrop_expunge(ma, both, ma->count), STORE_OK);
+	store_maildrop_free(&ma);
+
+	/* a file shorter than body_len: nothing stored, a temporary failure */
+	struct store_delivery ds;
+	memset(&ds, 0, sizeof(ds));
+	store_delivery_init(&ds);
+	ds.header = header;
+	ds.header_len = hlen;
+	ds.body_fd = fd;
+	ds.body_len = blen + 100;
+	ds.rcpts = &r1;
+	ds.rcpt_count = 1;
+	enum store_status st = store_deliver(store, &ds);
+	CHECK(st != STORE_OK || store_status_is_temporary(r1.status));
+	CHECK(store_status_is_temporary(st) || store_status_is_temporary(r1.status));
+	CHECK_INT(count_of(a), 0);
+	/* inconsistent fields are refused */
+	ds.body_fd = -1;
+	ds.body = NULL;
+	CHECK_ST(store_deliver(store, &ds), STORE_INVALID);
+	ds.body_len = 0;
+	ds.header = NULL;
+	CHECK_ST(store_deliver(store, &ds), STORE_INVALID);
+
+	buf_deinit(&whole);
+	fclose(f);
+	free(body);
+}
+
 /* ---- expunge across sessions ---- */
 
 static void test_expunge_sessions(void)
@@ -1693,6 +1846,7 @@ static void run_suite(void)
 	test_read();
 	test_chunk_boundaries();
 	test_big_message();
+	test_header_and_file_body();
 	test_expunge_sessions();
 	test_concurrent();
 	test_cursor_basics();
