@@ -206,7 +206,9 @@ def test_unreadable_chunks_through_the_cursor(cass_servers, cassandra_node):
             break
         got += chunk
     assert not got.endswith(b"\r\n.\r\n")
-    assert 2 * 1024 * 1024 <= len(got) < 3 * 1024 * 1024  # chunks 0 and 1 went out
+    # Pieces of chunks 0 and 1 went out, nothing of chunk 2 (the piece that
+    # reaches into it fails whole, and what was still queued may be dropped).
+    assert 1024 * 1024 < len(got) < 2 * 1024 * 1024 + 4096, len(got)
     p.close()
     s.stop()
     assert s.log_text().count("is not readable yet") == 2
