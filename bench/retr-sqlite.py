@@ -9,7 +9,8 @@ It makes a temporary data_dir and config (POP3 on a free loopback port),
 adds a user, delivers one message of --mib MiB with `tern deliver`, starts
 `tern serve`, then logs in and RETRs the message --rounds times (after one
 warm-up RETR), each time from the command to the final ".\\r\\n", reading
-as fast as loopback allows. It prints the median and the best round."""
+as fast as loopback allows. It prints the median and the best round, and
+the server's resident memory before and after."""
 import argparse
 import os
 import signal
@@ -54,6 +55,14 @@ def expect(sock, buf, end):
 
 def line(sock):
     return expect(sock, b"", b"\r\n")
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    return 0
 
 
 def retr(port, count):
@@ -121,8 +130,11 @@ def main():
                     if time.time() > deadline or proc.poll() is not None:
                         raise RuntimeError("tern did not start")
                     time.sleep(0.05)
+            rss0 = rss_kib(proc.pid)
             retr(port, 1)  # warm-up: page cache, auth cache
+            rss1 = rss_kib(proc.pid)
             times, octets = retr(port, args.rounds)
+            rss2 = rss_kib(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -135,6 +147,8 @@ def main():
                                                              med * 1e6 / pieces))
     print("  best   %.1f ms (%.0f MB/s), %.0f us per piece" % (best * 1e3, octets / best / 1e6,
                                                              best * 1e6 / pieces))
+    print("  server RSS %.1f MiB at start, +%.1f MiB after the first RETR (login included),"
+          " +%.1f MiB after the rest" % (rss0 / 1024, (rss1 - rss0) / 1024, (rss2 - rss1) / 1024))
 
 
 if __name__ == "__main__":
