@@ -30,12 +30,16 @@
  * body's rowid and prefix, and each piece runs on the calling thread's
  * connection in a short transaction that checks the body row still holds
  * this message (rowids can be reused), opens the blob, reads and closes it;
- * a body deleted meanwhile gives NOTFOUND.
+ * a body deleted meanwhile gives NOTFOUND. That mode is the overflow only:
+ * a reopened blob finds a piece's offset by walking the body's overflow
+ * pages from the start, so a piece costs more the further into a large
+ * message it lies.
  *
  * An open read transaction holds back WAL checkpoints past its snapshot
- * (the WAL file grows until the cursor closes). That is bounded: a cursor
- * is open for the length of one RETR/TOP, and a client that stops reading
- * is timed out after the POP3 idle timeout, which closes the cursor.
+ * (the WAL file grows until the cursor closes, and is reset at the first
+ * moment no reader holds an older snapshot). That is bounded: a cursor is
+ * open for the length of one RETR/TOP, and a client that stops reading is
+ * timed out after the POP3 idle timeout, which closes the cursor.
  *
  * Thread safety: connections are opened SQLITE_OPEN_NOMUTEX ("multi-thread"
  * mode: a connection may move between threads but is never used by two at

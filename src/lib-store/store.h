@@ -209,7 +209,7 @@ enum store_status store_maildrop_open(struct store *store, const char *address,
 void store_maildrop_free(struct store_maildrop **md);
 
 /* A cursor over message i's octets as stored: the recipient's prefix, then
- * the message, exactly md->entries[i].size octets (CRLF line endings, no
+ * the message, md->entries[i].size octets (CRLF line endings, no
  * dot-stuffing; the POP3 session adds that). The cursor keeps its position
  * (SQLite: an open blob in a read transaction of its own; Cassandra: the
  * body reference and the current chunk), so each piece costs only the read
@@ -230,9 +230,10 @@ enum store_status store_cursor_open(struct store_maildrop *md, unsigned int i,
 /* Appends at most max octets of the message (fewer only at its end) to out
  * and sets *eof_r once the last octet of the message has been appended,
  * possibly by this very call: a message of 0 octets is at eof on the first
- * call. After eof, appends nothing and keeps *eof_r true. On an error
- * nothing is appended and the cursor is unusable (close it). TOOBIG when
- * out's cap cannot take the piece. */
+ * call. After eof, appends nothing and keeps *eof_r true. TOOBIG when out's
+ * cap cannot take the piece: nothing is taken, and a smaller max may follow.
+ * Any other error appends nothing and leaves the cursor failed: later calls
+ * return TEMPFAIL, and it only awaits its close. */
 enum store_status store_cursor_next(struct store_cursor *c, size_t max, struct buf *out,
 				    bool *eof_r);
 /* The octets appended so far. */

@@ -3,7 +3,8 @@
  *   test-store mem
  *   test-store sqlite BASEDIR   (a fresh temporary directory is made under
  *                                BASEDIR per pop3_ids mode and removed after)
- * Both pop3_ids modes are run. Only the public store.h is used.
+ * Both pop3_ids modes are run. Only the public store.h is used (and
+ * lib-mail's POP3 encoder, as the POP3 session uses it).
  *
  * The minimum is Apache James' Pop3MetadataStoreContract (empty listing, add,
  * upsert, remove, clear, idempotent deletes, ordering); the rest covers what
