@@ -6,8 +6,13 @@
  * - The store gets each distinct recipient once, in the order first seen;
  *   rcpts[i].slot names the store recipient whose result the i-th accepted
  *   recipient reports, so duplicates share a result by construction.
- * - The message id is minted at create and is the one of every attempt:
- *   a retry after an uncertain write finds the first attempt's rows.
+ * - The message id is minted once the data has ended (on the first
+ *   delivery_id() or delivery_run(); a write after that is a caller bug)
+ *   and is the one of every attempt: a retry after an uncertain write finds
+ *   the first attempt's rows. Minting it at the end, not when DATA begins,
+ *   keeps an id's time close to its first write however slowly the data
+ *   came, which the listing order and the Cassandra store's range deletes
+ *   (they spare only ids younger than a margin before login) rely on.
  * - The body is in exactly one place: in `body` while in memory; once
  *   spooled, in the file (`spooled` octets) followed by `body` (octets not
  *   yet written, at most SPOOL_BUFFER). `size` counts every octet the caller
@@ -30,6 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "mail-trace.h"
 
 #define SPOOL_DIR "spool"
@@ -62,6 +68,7 @@ struct delivery {
 	uint64_t size;
 	bool too_big;
 	enum store_status failed;   /* STORE_OK, or why the body is lost */
+	bool id_minted;
 	bool ran;
 	char error[256];
 };
@@ -73,8 +80,7 @@ struct delivery *delivery_create(const struct delivery_settings *set, const char
 	if (d->set.memory_max == 0)
 		d->set.memory_max = DELIVERY_MEMORY_MAX;
 	d->sender = xstrdup(sender);
-	store_delivery_init(&d->sd);
-	uuid_format(&d->sd.message_id, d->id);
+	d->sd.body_fd = -1;
 	buf_init(&d->header, HEADER_MAX);
 	buf_init(&d->body, 0);
 	d->spool_fd = -1;
@@ -149,8 +155,18 @@ unsigned int delivery_add_rcpt(struct delivery *d, const char *address)
 	return d->rcpt_count++;
 }
 
-const char *delivery_id(const struct delivery *d)
+static void mint_id(struct delivery *d)
 {
+	if (d->id_minted)
+		return;
+	store_delivery_init(&d->sd);
+	uuid_format(&d->sd.message_id, d->id);
+	d->id_minted = true;
+}
+
+const char *delivery_id(struct delivery *d)
+{
+	mint_id(d);
 	return d->id;
 }
 
@@ -279,6 +295,8 @@ static int spool_flush(struct delivery *d)
 
 int delivery_write(struct delivery *d, const void *data, size_t len, const char **error_r)
 {
+	if (d->id_minted)
+		panic("delivery: body written after the message id was minted");
 	d->size += len;
 	if (!d->too_big && d->size > d->set.max_message_size) {
 		d->too_big = true;
@@ -342,6 +360,7 @@ static bool any_temporary(const struct delivery *d, enum store_status st)
 
 enum store_status delivery_run(struct delivery *d, struct store *store)
 {
+	mint_id(d);
 	d->ran = true;
 	enum store_status st = STORE_OK;
 	if (d->unique == 0)

@@ -10,6 +10,7 @@
  *   d = delivery_create(&set, sender);
  *   delivery_add_rcpt(d, address);          for each accepted recipient
  *   delivery_write(d, data, len, &error);   the decoded body, in pieces
+ *   (the data has ended)
  *   mail_trace_received(delivery_header(d), ..., delivery_id(d),
  *                       delivery_sole_rcpt(d), ...);
  *   delivery_run(d, store);                 blocking: on a worker thread
@@ -58,8 +59,7 @@ struct delivery_settings {
 
 struct delivery;
 
-/* sender: the reverse path, "" for the null path <>. Mints the message id.
- * set is copied. */
+/* sender: the reverse path, "" for the null path <>. set is copied. */
 struct delivery *delivery_create(const struct delivery_settings *set, const char *sender);
 /* Releases everything (closing the spool file) and sets *d to NULL. */
 void delivery_destroy(struct delivery **d);
@@ -71,8 +71,12 @@ void delivery_destroy(struct delivery **d);
 unsigned int delivery_add_rcpt(struct delivery *d, const char *address);
 
 /* The message id (a TimeUUID's canonical text), kept across retries: for the
- * Received: field, the replies and the logs. */
-const char *delivery_id(const struct delivery *d);
+ * Received: field, the replies and the logs. The first call mints it, so
+ * make it once the data has ended, never at DATA: the store orders messages
+ * by id and the Cassandra store's range deletes spare only ids younger than
+ * a margin, which a slow upload would outlive. Writing more body after it
+ * is a bug (panic). delivery_run() mints it too when nobody asked. */
+const char *delivery_id(struct delivery *d);
 /* The address when there is exactly one distinct recipient, else NULL (for
  * the "for" clause of Received:). */
 const char *delivery_sole_rcpt(const struct delivery *d);

@@ -2,10 +2,12 @@
 8BITMIME, RFC 2034/3463 enhanced status codes, RFC 2920 PIPELINING)."""
 import email.message
 import smtplib
+import time
 
 import pytest
 
-from .helpers import TIMEOUT, ehlo_keywords, headers, make_message, stuff
+from .helpers import (TIMEOUT, TIMEUUID_RE, ehlo_keywords, headers, make_message, stuff,
+                      timeuuid_unix_time)
 
 MAX_SIZE = 200000
 MAX_RCPT = 5
@@ -589,6 +591,26 @@ def test_smtp_smuggling_reject_mode(reject_server, terminator):
         assert s.cmd("VRFY someone").code == 252
         s.quit()
     assert server.count(victim, vpw) == 0 and server.count(sender, spw) == 0
+
+
+def test_message_id_is_minted_when_the_data_ends(server):
+    """The id (the UIDL in messageid mode) orders the listing and must be
+    no older than the end of the data, however slowly the data came: the
+    Cassandra store's range deletes rely on it."""
+    addr, pw = server.new_user("slowid")
+    with begin(server) as s:
+        assert s.cmd("RCPT TO:<%s>" % addr).code == 250
+        assert s.cmd("DATA").code == 354
+        s.send(b"Subject: slow\r\n\r\nfirst half\r\n")
+        time.sleep(1.5)
+        before_end = time.time()
+        s.send(b"second half\r\n.\r\n")
+        r = s.reply()
+        assert r.code == 250, r
+        s.quit()
+    (uidl, _, _), = server.fetch_all(addr, pw)
+    assert TIMEUUID_RE.match(uidl), uidl
+    assert timeuuid_unix_time(uidl) >= before_end - 0.2, (timeuuid_unix_time(uidl), before_end)
 
 
 def test_empty_lines_and_crlf_dot_only_at_line_start(server):

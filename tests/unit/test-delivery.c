@@ -13,12 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "delivery.h"
 #include "store.h"
+#include "uuid.h"
 
 #include "test.h"
 
@@ -175,17 +178,23 @@ static void test_rcpts(void)
 	/* before the run nothing is delivered */
 	CHECK_ST(delivery_rcpt_status(d, 0), STORE_TEMPFAIL);
 	CHECK_ST(delivery_status(d), STORE_TEMPFAIL);
+
+	const char *body = "Subject: dedup\r\n\r\nonce each\r\n";
+	write_ok(d, body, strlen(body));
+	/* the id is minted when first asked for, once the data has ended: its
+	 * time is not that of DATA, however slowly the data came */
+	struct uuid before, minted;
+	timeuuid_generate(&before);
 	CHECK_INT(strlen(delivery_id(d)), UUID_STR_LEN);
 	char id[UUID_STR_LEN + 1];
 	str_copy(id, delivery_id(d), sizeof(id));
-
+	CHECK(uuid_parse(id, &minted) == 0);
+	CHECK(timeuuid_ticks(&minted) >= timeuuid_ticks(&before));
 	const char *received = "Received: from c.test by tern.test; id x\r\n";
 	CHECK_INT(buf_append_str(delivery_header(d), received), 0);
-	const char *body = "Subject: dedup\r\n\r\nonce each\r\n";
-	write_ok(d, body, strlen(body));
 	CHECK_INT(delivery_size(d), strlen(received) + strlen(body));
 	CHECK_ST(delivery_run(d, store), STORE_OK);
-	CHECK_STR(delivery_id(d), id);
+	CHECK_STR(delivery_id(d), id); /* the same id for every attempt */
 	const enum store_status want[5] = { STORE_OK, STORE_OK, STORE_OK, STORE_NOTFOUND, STORE_OK };
 	for (unsigned int i = 0; i < 5; i++)
 		CHECK_ST(delivery_rcpt_status(d, i), want[i]);
@@ -233,6 +242,24 @@ static void test_rcpts(void)
 	CHECK_ST(delivery_status(d), STORE_TEMPFAIL);
 	delivery_destroy(&d);
 	buf_deinit(&whole);
+}
+
+/* Writing body after the id was minted is a caller bug: it aborts. */
+static void test_write_after_id(void)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct delivery *d = create(1000, 0, "s@remote.test");
+		delivery_add_rcpt(d, "a@dedup.test");
+		(void)delivery_id(d);
+		const char *error;
+		(void)delivery_write(d, "late", 4, &error);
+		_exit(0);
+	}
+	int status = 0;
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
 }
 
 /* ---- the body: memory, spool, release ---- */
@@ -479,6 +506,7 @@ static void run(const char *name, const char *base)
 	}
 	CHECK_INT(spool_names(), -1); /* made on first use only */
 	test_rcpts();
+	test_write_after_id();
 	CHECK_INT(spool_names(), -1);
 	test_threshold();
 	test_release();
