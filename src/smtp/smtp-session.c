@@ -796,30 +796,21 @@ static void smtp_deinit(struct session *s)
 		buf_deinit(&m->data);
 }
 
-const struct session_protocol smtp_protocol = {
-	.name = "smtp",
-	.size = sizeof(struct smtp_session),
-	.start = smtp_start,
-	.refuse = smtp_refuse,
-	.line = smtp_line,
-	.line_too_long = smtp_line_too_long,
-	.raw = smtp_raw,
-	.timeout = smtp_timeout,
-	.closed = smtp_closed,
-	.deinit = smtp_deinit,
-	.too_many_errors = "421 4.7.0 Too many errors, closing connection",
-};
+/* SMTP and LMTP differ only in their name and how they start. */
+#define SMTP_FAMILY_PROTOCOL(proto_name, start_fn)                         \
+	{                                                                  \
+		.name = (proto_name),                                      \
+		.size = sizeof(struct smtp_session),                       \
+		.start = (start_fn),                                       \
+		.refuse = smtp_refuse,                                     \
+		.line = smtp_line,                                         \
+		.line_too_long = smtp_line_too_long,                       \
+		.raw = smtp_raw,                                           \
+		.timeout = smtp_timeout,                                   \
+		.closed = smtp_closed,                                     \
+		.deinit = smtp_deinit,                                     \
+		.too_many_errors = "421 4.7.0 Too many errors, closing connection", \
+	}
 
-const struct session_protocol lmtp_protocol = {
-	.name = "lmtp",
-	.size = sizeof(struct smtp_session),
-	.start = lmtp_start,
-	.refuse = smtp_refuse,
-	.line = smtp_line,
-	.line_too_long = smtp_line_too_long,
-	.raw = smtp_raw,
-	.timeout = smtp_timeout,
-	.closed = smtp_closed,
-	.deinit = smtp_deinit,
-	.too_many_errors = "421 4.7.0 Too many errors, closing connection",
-};
+const struct session_protocol smtp_protocol = SMTP_FAMILY_PROTOCOL("smtp", smtp_start);
+const struct session_protocol lmtp_protocol = SMTP_FAMILY_PROTOCOL("lmtp", lmtp_start);
