@@ -13,6 +13,15 @@
  *
  * While paused (conn_pause), no input is processed, so replies stay in order
  * when a command waits for a worker: this is how pipelining is kept safe.
+ *
+ * What one peer can cost is bounded without the session's help: at most
+ * input_max octets are read ahead of it, and while more than output_max
+ * octets of its output are unsent (conn_output_pending), no further input
+ * is processed or read, until the peer has taken the output down to half
+ * the cap. This second stop is independent of conn_pause(): conn_resume()
+ * does not lift it and the peer draining its output does not lift a pause.
+ * A peer that takes no output for the idle timeout while output is pending
+ * is timed out like one that sends nothing, in every state.
  */
 #include <event2/event.h>
 #include <stdbool.h>
@@ -34,7 +43,7 @@ enum conn_close_reason {
 };
 
 enum conn_timeout {
-	CONN_TIMEOUT_IDLE,     /* no input for the idle timeout */
+	CONN_TIMEOUT_IDLE,     /* no input, or no output taken, for the idle timeout */
 	CONN_TIMEOUT_COMMAND,  /* a line (or raw data) arrived too slowly */
 	CONN_TIMEOUT_SESSION,  /* the session deadline passed */
 };
@@ -49,7 +58,9 @@ struct conn_callbacks {
 	/* Raw mode: consume what you want from in. */
 	void (*raw)(void *ctx, struct evbuffer *in);
 	/* A timeout: called before closed(TIMEOUT) so the session can say
-	 * goodbye; the conn then flushes and closes. May be NULL. */
+	 * goodbye; the conn then flushes for at most 5 s (and at most the
+	 * idle timeout) and closes. May come while paused (a peer that stops
+	 * reading a streamed reply). May be NULL. */
 	void (*timeout)(void *ctx, enum conn_timeout kind);
 	void (*closed)(void *ctx, enum conn_close_reason reason);
 };
@@ -66,14 +77,27 @@ size_t conn_line_max(const struct conn *conn);
  * reading from the socket stops while this much is buffered. At least the
  * line cap. */
 void conn_set_input_max(struct conn *conn, size_t max);
-/* No input for this long: timeout(IDLE). 0 disables. */
+/* The most output queued for the peer before input stops (default 256 KiB;
+ * the TLS filter's ciphertext counts too). One reply may be larger (a
+ * listing, a message streamed with conn_when_drained): the cap only holds
+ * back the commands after it. Input resumes once the peer has taken the
+ * output down to max / 2. */
+void conn_set_output_max(struct conn *conn, size_t max);
+/* The idle timeout, in both directions: timeout(IDLE) when output is
+ * pending and the peer has taken none of it for ms, whether the conn is
+ * paused, stopped by the output cap or reading; or when input is wanted
+ * (not paused, not capped) and none has arrived for ms. Waiting for the
+ * server (paused, nothing pending) does not count: the input clock
+ * restarts at conn_resume() and when the output cap lifts. Setting the
+ * timeout restarts the input clock. 0 disables. */
 void conn_set_idle_timeout(struct conn *conn, unsigned int ms);
 /* Slow-client deadlines, so that a client trickling bytes cannot hold a
  * session: a line must be complete within command_ms of its first byte
  * arriving, and raw data (SMTP DATA) must arrive at an average of at least
  * min_rate octets per second after a grace of command_ms. Otherwise
  * timeout(COMMAND). command_ms 0 disables. The clock does not run while the
- * conn is paused (waiting for the server is not the client's fault). */
+ * conn is paused (waiting for the server is not the client's fault) or
+ * stopped by the output cap (the idle timeout watches the peer then). */
 void conn_set_command_timeout(struct conn *conn, unsigned int command_ms,
 			      unsigned int min_rate);
 /* The session must end within ms from now, else timeout(SESSION); 0
@@ -93,6 +117,8 @@ size_t conn_output_pending(const struct conn *conn);
  * a new one replaces the old. Not called once the connection is closing. */
 void conn_when_drained(struct conn *conn, size_t low, void (*fn)(void *ctx));
 
+/* The session's stop: no input is processed until conn_resume(). Output
+ * still flows, and the idle timeout still applies to pending output. */
 void conn_pause(struct conn *conn);
 void conn_resume(struct conn *conn);
 
@@ -102,7 +128,8 @@ void conn_resume(struct conn *conn);
  * first. 0, or -1 when TLS could not be set up (the conn is then closed). */
 int conn_start_tls(struct conn *conn, SSL_CTX *tls);
 bool conn_is_tls(const struct conn *conn);
-/* Flushes what is queued, then closes; closed(LOCAL) follows. */
+/* Flushes what is queued, then closes; closed(LOCAL) follows, or
+ * closed(TIMEOUT) when the peer has not taken it all within 10 s. */
 void conn_close(struct conn *conn);
 bool conn_is_closing(const struct conn *conn);
 

@@ -171,6 +171,10 @@ int net_listen_list_foreach(const char *list, net_listen_fn *fn, void *ctx)
 			}
 			host[hl - 1] = '\0';
 			host++;
+			if (host[0] == '\0') {
+				ret = -1; /* "[]" names no host */
+				break;
+			}
 		} else if (strchr(host, ':') != NULL) {
 			ret = -1; /* an IPv6 literal needs brackets */
 			break;
