@@ -26,6 +26,8 @@ void log_set_prefix(const char *prefix)
 }
 
 static void log_v(enum log_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+static void log_v(enum log_level level, const char *fmt, va_list ap)
 {
 	static const char *names[] = { "debug", "info", "warn", "error" };
 	char line[2048];

@@ -281,6 +281,24 @@ void session_check_password(struct session *s, const char *user, struct buf *sec
 		queue_advance(reg, q);
 }
 
+void session_login_queues_clear(struct session_registry *reg)
+{
+	for (size_t i = 0; i < SESSION_LOGIN_QUEUE_BUCKETS; i++) {
+		while (reg->login_queues[i] != NULL) {
+			struct session_login_queue *q = reg->login_queues[i];
+			reg->login_queues[i] = q->next_bucket;
+			if (q->active != NULL)
+				q->active->queue = NULL;
+			for (struct session_login *l = q->head, *next; l != NULL; l = next) {
+				next = l->queue_next;
+				l->queue = NULL;
+				l->queue_next = NULL;
+			}
+			free(q);
+		}
+	}
+}
+
 void session_login_free(struct session *s)
 {
 	struct session_login *l = s->login;

@@ -22,6 +22,9 @@ void session_free(struct session *s);
 /* Ends a password check or SASL exchange in progress: leaves the
  * address's queue, stops the penalty timer, wipes secrets. */
 void session_login_free(struct session *s);
+/* Forgets every address's queue of logins without giving anyone a turn:
+ * at shutdown, when the pool has stopped and no check may start. */
+void session_login_queues_clear(struct session_registry *reg);
 /* An input line or an over-long line while a SASL exchange is active. */
 void session_sasl_line(struct session *s, char *line, size_t len);
 void session_sasl_too_long(struct session *s);

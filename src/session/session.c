@@ -39,6 +39,10 @@ void session_registry_destroy(struct session_registry **regp)
 	struct session_registry *reg = *regp;
 	if (reg == NULL)
 		return;
+	/* Freeing a login that holds its address's turn would hand the turn
+	 * on, and start a check on the stopped pool when the penalty has
+	 * expired meanwhile: nobody gets a turn any more. */
+	session_login_queues_clear(reg);
 	/* session_free() finds the registry through the session's env. */
 	while (reg->head.next != &reg->head)
 		session_free(reg->head.next);
