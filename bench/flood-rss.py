@@ -11,6 +11,12 @@ VmRSS before the flood, its peak while the client keeps pushing (until
 everything is sent, or nothing more is accepted for two seconds), the
 growth, and how much of the flood the server took in. A measurement, not a
 pass/fail test (tests/integration/test_cost.py holds the assertions).
+
+To compare two versions, build the older one apart and pass both:
+
+    git archive OLD_COMMIT | (mkdir -p ../tern-old && tar -x -C ../tern-old)
+    cmake -S ../tern-old -B ../tern-old/build && cmake --build ../tern-old/build -j2
+    python3 bench/flood-rss.py ../tern-old/build/tern build/tern
 """
 import os
 import shutil
