@@ -175,12 +175,9 @@ static void setup_once(void)
 static void deliver(const char *rcpt, const char *prefix, const char *body)
 {
 	struct store_rcpt r = { .address = rcpt, .prefix = prefix };
-	struct store_delivery d;
+	struct store_delivery d = { .body = body, .body_len = strlen(body), .rcpts = &r,
+				    .rcpt_count = 1 };
 	store_delivery_init(&d);
-	d.body = body;
-	d.body_len = strlen(body);
-	d.rcpts = &r;
-	d.rcpt_count = 1;
 	if (store_deliver(env.store, &d) != STORE_OK || r.status != STORE_OK)
 		abort();
 }
