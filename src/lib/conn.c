@@ -466,10 +466,19 @@ static void watch_wire(struct conn *conn, struct evbuffer *wire)
 	conn->wire_cb = evbuffer_add_cb(wire, wire_cb, conn);
 }
 
+/* What the socket may read ahead: the input cap, but always room for one
+ * longest line and its CRLF, or a line of exactly line_max octets could
+ * never be read whole (and would stall until the command timeout). */
+static size_t read_high_water(const struct conn *conn)
+{
+	size_t need = conn->line_max + 2;
+	return conn->input_max > need ? conn->input_max : need;
+}
+
 static void setup_bev(struct conn *conn)
 {
 	bufferevent_setcb(conn->bev, conn_read_cb, NULL, conn_event_cb, conn);
-	bufferevent_setwatermark(conn->bev, EV_READ, 0, conn->input_max);
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, read_high_water(conn));
 	bufferevent_enable(conn->bev, reading(conn) ? EV_READ | EV_WRITE : EV_WRITE);
 }
 
@@ -560,6 +569,7 @@ void conn_free(struct conn **connp)
 void conn_set_line_max(struct conn *conn, size_t max)
 {
 	conn->line_max = max;
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, read_high_water(conn));
 }
 
 size_t conn_line_max(const struct conn *conn)
@@ -572,7 +582,7 @@ void conn_set_input_max(struct conn *conn, size_t max)
 	if (max < conn->line_max)
 		max = conn->line_max;
 	conn->input_max = max;
-	bufferevent_setwatermark(conn->bev, EV_READ, 0, max);
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, read_high_water(conn));
 }
 
 void conn_set_output_max(struct conn *conn, size_t max)

@@ -343,3 +343,19 @@ def test_flood_that_never_reads_is_timed_out(idle_server, proto):
     else:
         with Pop3(idle_server.pop3_port) as p:
             assert p.cmd("NOOP").startswith(("+OK", "-ERR"))
+
+
+def test_line_as_long_as_the_cap_when_input_cap_equals_it(servers):
+    # The settings allow input_buffer_preauth = line_max_preauth: a line of
+    # exactly line_max octets (CR included) plus its LF must still be read
+    # whole and answered, not wait for the command timeout.
+    s = servers.create(overrides={"limits": {"line_max_preauth": "512",
+                                             "input_buffer_preauth": "512"}})
+    with socket.create_connection(("127.0.0.1", s.pop3_port), timeout=TIMEOUT) as c:
+        f = c.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        c.sendall(b"X" * 511 + b"\r\n")
+        t0 = time.monotonic()
+        line = f.readline()
+        assert line.startswith(b"-ERR"), line
+        assert time.monotonic() - t0 < 10, "the line waited for the command timeout"
