@@ -860,8 +860,6 @@ static int row_exists(struct cass_store *c, const char *tmpl, const uint8_t a[16
  * served from the one chunk held (its result owns the bytes). */
 struct cass_cursor {
 	struct store_cursor c;
-	uint8_t *prefix;
-	size_t prefix_len;
 	int32_t chunks;            /* in the listing row */
 	int32_t next_chunk;        /* the next one to fetch */
 	uint64_t chunk_start;      /* body offset of the held chunk */
@@ -903,13 +901,13 @@ static enum store_status cass_cursor_open(struct store_maildrop *md, unsigned in
 		body_size = md->entries[i].size >= prefix.len ? (int64_t)(md->entries[i].size - prefix.len)
 							     : 0;
 	struct cass_cursor *cc = xcalloc(1, sizeof(*cc));
-	cc->prefix_len = prefix.len;
-	cc->prefix = xmalloc(prefix.len + 1);
+	cc->c.prefix_len = prefix.len;
+	cc->c.prefix = xmalloc(prefix.len + 1);
 	if (prefix.len > 0)
-		memcpy(cc->prefix, prefix.data, prefix.len);
+		memcpy(cc->c.prefix, prefix.data, prefix.len);
 	cc->chunks = chunks;
 	cql_result_free(&res);
-	cc->c.size = cc->prefix_len + (uint64_t)body_size;
+	cc->c.size = cc->c.prefix_len + (uint64_t)body_size;
 	*cursor_r = &cc->c;
 	return STORE_OK;
 }
@@ -964,20 +962,12 @@ static enum store_status fetch_chunk(struct cass_cursor *cc)
 	return st;
 }
 
-static enum store_status cass_cursor_read(struct store_cursor *c, char *dst, size_t n)
+static enum store_status cass_cursor_read(struct store_cursor *c, uint64_t body_off,
+				       char *dst, size_t n)
 {
 	struct cass_cursor *cc = (struct cass_cursor *)c;
-	uint64_t off = c->offset;
-	if (off < cc->prefix_len) {
-		size_t k = cc->prefix_len - (size_t)off < n ? cc->prefix_len - (size_t)off : n;
-		memcpy(dst, cc->prefix + off, k);
-		dst += k;
-		n -= k;
-		off += k;
-	}
 	while (n > 0) {
-		/* Reads only move forward: the held chunk starts at or before off. */
-		uint64_t body_off = off - cc->prefix_len;
+		/* Reads only move forward: the held chunk starts at or before body_off. */
 		if (cc->held == NULL || body_off >= cc->chunk_start + cc->chunk.len) {
 			if (cc->held != NULL) {
 				cc->chunk_start += cc->chunk.len;
@@ -993,7 +983,7 @@ static enum store_status cass_cursor_read(struct store_cursor *c, char *dst, siz
 		memcpy(dst, cc->chunk.data + at, k);
 		dst += k;
 		n -= k;
-		off += k;
+		body_off += k;
 	}
 	return STORE_OK;
 }
@@ -1002,7 +992,6 @@ static void cass_cursor_close(struct store_cursor *c)
 {
 	struct cass_cursor *cc = (struct cass_cursor *)c;
 	cql_result_free(&cc->held);
-	free(cc->prefix);
 	free(cc);
 }
 

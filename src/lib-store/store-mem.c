@@ -366,8 +366,6 @@ static int find_row(struct mem_store *m, const struct uuid *mbox, const struct u
  * expunge meanwhile does not take them away (a snapshot, like SQLite's). */
 struct mem_cursor {
 	struct store_cursor c;
-	char *prefix;
-	size_t prefix_len;
 	struct mem_body *body;
 };
 
@@ -382,30 +380,22 @@ static enum store_status mem_cursor_open(struct store_maildrop *md, unsigned int
 		return STORE_NOTFOUND;
 	}
 	struct mem_cursor *mc = xcalloc(1, sizeof(*mc));
-	mc->prefix = xstrdup(m->rows[r].prefix);
-	mc->prefix_len = strlen(mc->prefix);
+	mc->c.prefix = xstrdup(m->rows[r].prefix);
+	mc->c.prefix_len = strlen(mc->c.prefix);
 	mc->body = m->rows[r].body;
 	mc->body->refs++;
 	pthread_mutex_unlock(&m->lock);
-	mc->c.size = mc->prefix_len + mc->body->len;
+	mc->c.size = mc->c.prefix_len + mc->body->len;
 	*cursor_r = &mc->c;
 	return STORE_OK;
 }
 
-static enum store_status mem_cursor_read(struct store_cursor *c, char *dst, size_t n)
+static enum store_status mem_cursor_read(struct store_cursor *c, uint64_t body_off, char *dst,
+				       size_t n)
 {
 	/* The body's bytes never change and our reference keeps them. */
 	struct mem_cursor *mc = (struct mem_cursor *)c;
-	size_t off = (size_t)c->offset;
-	if (off < mc->prefix_len) {
-		size_t k = mc->prefix_len - off < n ? mc->prefix_len - off : n;
-		memcpy(dst, mc->prefix + off, k);
-		dst += k;
-		n -= k;
-		off += k;
-	}
-	if (n > 0)
-		memcpy(dst, mc->body->data + (off - mc->prefix_len), n);
+	memcpy(dst, mc->body->data + body_off, n);
 	return STORE_OK;
 }
 
@@ -416,7 +406,6 @@ static void mem_cursor_close(struct store_cursor *c)
 	pthread_mutex_lock(&m->lock);
 	body_unref(m, mc->body);
 	pthread_mutex_unlock(&m->lock);
-	free(mc->prefix);
 	free(mc);
 }
 

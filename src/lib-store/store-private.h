@@ -18,6 +18,10 @@ struct store_cursor {
 	unsigned int index;
 	uint64_t offset;  /* octets returned so far */
 	uint64_t size;    /* octets in all (set by the backend's cursor_open) */
+	/* The recipient's prefix, served by store.c before the body: set by
+	 * the backend's cursor_open (malloc'ed); store_cursor_close() frees it. */
+	char *prefix;
+	size_t prefix_len;
 	bool failed;      /* a read failed: the cursor only awaits its close */
 };
 
@@ -49,9 +53,10 @@ struct store_vfuncs {
 	 * zeroed (store.c fills them in). NOTFOUND when the message is gone. */
 	enum store_status (*cursor_open)(struct store_maildrop *md, unsigned int i,
 					 struct store_cursor **cursor_r);
-	/* Copies the n octets at c->offset (n >= 1, c->offset + n <= c->size)
-	 * to dst. store.c advances c->offset when it returns STORE_OK. */
-	enum store_status (*cursor_read)(struct store_cursor *c, char *dst, size_t n);
+	/* Copies the n body octets at body_off (n >= 1, within the body) to
+	 * dst; the prefix is store.c's. Reads only move forward. */
+	enum store_status (*cursor_read)(struct store_cursor *c, uint64_t body_off, char *dst,
+					 size_t n);
 	void (*cursor_close)(struct store_cursor *c);
 	enum store_status (*expunge)(struct store_maildrop *md, const unsigned int *indexes,
 				     unsigned int n);

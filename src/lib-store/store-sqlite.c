@@ -855,8 +855,6 @@ struct sqlite_cursor {
 	struct sqlite_reader *reader;
 	sqlite3_blob *blob;
 	sqlite3_int64 body;    /* the body's rowid */
-	uint8_t *prefix;
-	size_t prefix_len;
 	int body_len;
 };
 
@@ -872,10 +870,10 @@ static enum store_status take_listing_row(sqlite3 *db, sqlite3_stmt *st,
 	int rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW)
 		return rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "read message");
-	sc->prefix_len = (size_t)sqlite3_column_bytes(st, 0);
-	sc->prefix = xmalloc(sc->prefix_len + 1);
-	if (sc->prefix_len > 0)
-		memcpy(sc->prefix, sqlite3_column_blob(st, 0), sc->prefix_len);
+	sc->c.prefix_len = (size_t)sqlite3_column_bytes(st, 0);
+	sc->c.prefix = xmalloc(sc->c.prefix_len + 1);
+	if (sc->c.prefix_len > 0)
+		memcpy(sc->c.prefix, sqlite3_column_blob(st, 0), sc->c.prefix_len);
 	sc->body = sqlite3_column_int64(st, 1);
 	return STORE_OK;
 }
@@ -950,7 +948,7 @@ static void sqlite_cursor_close(struct store_cursor *c)
 		sqlite3_blob_close(sc->blob);
 	if (sc->reader != NULL)
 		reader_checkin(s, sc->reader); /* ends the read transaction */
-	free(sc->prefix);
+	free(sc->c.prefix);
 	free(sc);
 }
 
@@ -967,7 +965,7 @@ static enum store_status sqlite_cursor_open(struct store_maildrop *md, unsigned 
 		sqlite_cursor_close(&sc->c);
 		return st;
 	}
-	sc->c.size = sc->prefix_len + (uint64_t)sc->body_len;
+	sc->c.size = sc->c.prefix_len + (uint64_t)sc->body_len;
 	*cursor_r = &sc->c;
 	return STORE_OK;
 }
@@ -996,21 +994,12 @@ static enum store_status read_unpooled(struct sqlite_store *s, struct sqlite_cur
 	return ret;
 }
 
-static enum store_status sqlite_cursor_read(struct store_cursor *c, char *dst, size_t n)
+static enum store_status sqlite_cursor_read(struct store_cursor *c, uint64_t body_off,
+					    char *dst, size_t n)
 {
 	struct sqlite_cursor *sc = (struct sqlite_cursor *)c;
-	uint64_t off = c->offset;
-	if (off < sc->prefix_len) {
-		size_t k = sc->prefix_len - (size_t)off < n ? sc->prefix_len - (size_t)off : n;
-		memcpy(dst, sc->prefix + off, k);
-		dst += k;
-		n -= k;
-		off += k;
-	}
-	if (n == 0)
-		return STORE_OK;
-	/* off + n <= size, and the body length is an int: both fit. */
-	int boff = (int)(off - sc->prefix_len);
+	/* body_off + n <= the body length, which is an int: both fit. */
+	int boff = (int)body_off;
 	if (sc->blob == NULL)
 		return read_unpooled((struct sqlite_store *)c->md->store, sc, dst, (int)n, boff);
 	int rc = sqlite3_blob_read(sc->blob, dst, (int)n, boff);

@@ -387,8 +387,17 @@ enum store_status store_cursor_next(struct store_cursor *c, size_t max, struct b
 		return STORE_OK;
 	if (buf_reserve(out, n) < 0)
 		return STORE_TOOBIG;
-	/* The backend writes straight into out's spare room: one copy. */
-	enum store_status st = c->v->cursor_read(c, out->data + out->len, n);
+	/* The prefix from memory, the body written by the backend straight
+	 * into out's spare room: one copy. */
+	char *dst = out->data + out->len;
+	size_t k = 0;
+	if (c->offset < c->prefix_len) {
+		k = c->prefix_len - (size_t)c->offset < n ? c->prefix_len - (size_t)c->offset : n;
+		memcpy(dst, c->prefix + c->offset, k);
+	}
+	enum store_status st = STORE_OK;
+	if (n > k)
+		st = c->v->cursor_read(c, c->offset + k - c->prefix_len, dst + k, n - k);
 	if (st != STORE_OK) {
 		out->data[out->len] = '\0';
 		c->failed = true;
@@ -413,6 +422,8 @@ void store_cursor_close(struct store_cursor **cp)
 	if (c == NULL)
 		return;
 	*cp = NULL;
+	free(c->prefix);
+	c->prefix = NULL;
 	c->v->cursor_close(c);
 }
 
