@@ -80,15 +80,6 @@ static struct session_login *login_get(struct session *s)
 
 /* --- the queue per penalised address --- */
 
-/* The unit a client holds: an IPv4 address, an IPv6 /64 (as the penalty). */
-static void queue_key(struct net_addr *key, const struct net_addr *addr)
-{
-	if (addr->family == AF_INET6)
-		net_addr_prefix(key, addr, 64);
-	else
-		*key = *addr;
-}
-
 static struct session_login_queue **queue_bucket(struct session_registry *reg,
 						 const struct net_addr *key)
 {
@@ -256,7 +247,7 @@ void session_check_password(struct session *s, const char *user, struct buf *sec
 	}
 	struct session_registry *reg = registry(s);
 	struct net_addr key;
-	queue_key(&key, &s->peer);
+	session_client_key(&key, &s->peer);
 	struct session_login_queue *q = queue_find(reg, &key);
 	if (q == NULL) {
 		if (auth_penalty_delay(s->env->penalty, &s->peer, monotonic_ms()) == 0) {

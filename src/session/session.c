@@ -80,8 +80,7 @@ static void registry_remove(struct session_registry *reg, struct session *s)
 		reg->count--;
 }
 
-/* One client: an IPv4 address, or an IPv6 /64. */
-static void client_key(struct net_addr *key, const struct net_addr *addr)
+void session_client_key(struct net_addr *key, const struct net_addr *addr)
 {
 	if (addr->family == AF_INET6)
 		net_addr_prefix(key, addr, IPV6_CLIENT_PREFIX);
@@ -109,12 +108,12 @@ enum session_admit session_admit(const struct session_env *env, const struct net
 	/* A linear scan: bounded by max_connections, and cheaper than any
 	 * bookkeeping that could drift. */
 	struct net_addr key, other;
-	client_key(&key, peer);
+	session_client_key(&key, peer);
 	unsigned int n = 0;
 	for (const struct session *s = reg->head.next; s != &reg->head; s = s->next) {
 		if (s->refused)
 			continue;
-		client_key(&other, &s->peer);
+		session_client_key(&other, &s->peer);
 		if (net_addr_equal(&key, &other))
 			n++;
 	}
