@@ -61,6 +61,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
+bool log_enabled(enum log_level level)
+{
+	return level >= min_level;
+}
+
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {
 	if (level < min_level)

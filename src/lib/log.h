@@ -6,6 +6,7 @@
  * passed through str_escape_for_log() first; secrets are never logged.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdnoreturn.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
@@ -14,6 +15,8 @@ void log_set_level(enum log_level level);
 void log_set_prefix(const char *prefix);
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* Whether a line of this level would be written (to skip formatting). */
+bool log_enabled(enum log_level level);
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)

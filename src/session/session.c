@@ -129,6 +129,8 @@ enum session_admit session_admit(const struct session_env *env, const struct net
 
 void session_log(const struct session *s, enum log_level level, const char *fmt, ...)
 {
+	if (!log_enabled(level))
+		return; /* e.g. SMTP's debug line per state change */
 	char line[1536];
 	va_list ap;
 	va_start(ap, fmt);
