@@ -624,6 +624,20 @@ static void pop3_start(struct session *s)
 	session_reply(s, "+OK tern POP3 server ready");
 }
 
+/* Closing a cursor may touch the store (SQLite: the read transaction's
+ * COMMIT and the reader pool's lock): a worker's job, never the loop's. */
+static void close_cursor_work(struct session *s)
+{
+	store_cursor_close(&pop3(s)->cursor);
+}
+
+/* A client gone mid-RETR (a drop, a timeout): its cursor is closed on a
+ * worker before the session is freed. */
+static bool holds_cursor(const struct session *s)
+{
+	return ((const struct pop3_session *)s)->cursor != NULL;
+}
+
 static void pop3_deinit(struct session *s)
 {
 	struct pop3_session *p = pop3(s);
@@ -631,10 +645,8 @@ static void pop3_deinit(struct session *s)
 	store_maildrop_free(&p->md);
 	free(p->deleted);
 	free(p->job_indexes);
-	if (p->job_out.data != NULL) {
-		buf_deinit(&p->job_raw);
-		buf_deinit(&p->job_out);
-	}
+	buf_deinit(&p->job_raw);
+	buf_deinit(&p->job_out);
 }
 
 const struct session_protocol pop3_protocol = {
@@ -645,6 +657,8 @@ const struct session_protocol pop3_protocol = {
 	.line = pop3_line,
 	.line_too_long = pop3_line_too_long,
 	.timeout = pop3_timeout,
+	.needs_release = holds_cursor,
+	.release = close_cursor_work,
 	.deinit = pop3_deinit,
 	.too_many_errors = "-ERR Too many bad commands, closing connection",
 };

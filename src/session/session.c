@@ -227,12 +227,28 @@ static void job_work(struct worker_job *job)
 	s->work(s);
 }
 
+static void release_done(struct session *s)
+{
+}
+
+/* The connection has gone and no job runs: free the session, after
+ * releasing on a worker what must not be released on the loop. */
+static void session_end(struct session *s)
+{
+	if (s->proto->needs_release != NULL && s->proto->needs_release(s)) {
+		/* dead is set: job_done frees the session when this has run */
+		session_run_job(s, s->proto->release, release_done);
+		return;
+	}
+	session_free(s);
+}
+
 static void job_done(struct worker_job *job)
 {
 	struct session *s = job_session(job);
 	s->job_running = false;
 	if (s->dead) {
-		session_free(s);
+		session_end(s);
 		return;
 	}
 	session_fn *done = s->done;
@@ -316,7 +332,7 @@ static void on_closed(void *ctx, enum conn_close_reason reason)
 	/* A password check waiting for its turn or its penalty holds no
 	 * worker: stop waiting. One on a worker ends with the job. */
 	if (!s->job_running)
-		session_free(s);
+		session_end(s);
 }
 
 static const struct conn_callbacks session_conn_callbacks = {

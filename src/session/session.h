@@ -90,6 +90,12 @@ struct session_protocol {
 	void (*timeout)(struct session *s, enum conn_timeout kind);
 	/* Optional: the connection has gone; the session is freed next. */
 	void (*closed)(struct session *s);
+	/* Optional: what must be released on a worker, never on the loop (a
+	 * store cursor: closing it may commit and take the store's locks).
+	 * Once the connection has gone and no job runs, if needs_release(s),
+	 * the core runs release(s) as a job and frees the session after it. */
+	bool (*needs_release)(const struct session *s);
+	session_fn *release;
 	/* Frees what the protocol holds (not the struct itself). */
 	void (*deinit)(struct session *s);
 	/* The reply that closes a session which used up its bad-command budget. */

@@ -792,8 +792,7 @@ static void smtp_deinit(struct session *s)
 	struct smtp_session *m = smtp(s);
 	delivery_destroy(&m->delivery);
 	free(m->rcpts);
-	if (m->data.data != NULL)
-		buf_deinit(&m->data);
+	buf_deinit(&m->data);
 }
 
 /* SMTP and LMTP differ only in their name and how they start. */
