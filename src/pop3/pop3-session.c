@@ -49,6 +49,8 @@ struct pop3_session {
 	char user[MAIL_ADDRESS_MAX + 1];  /* after USER, then the logged-in user */
 	struct store_maildrop *md;
 	bool *deleted;
+	unsigned int deleted_count;  /* marked by DELE: STAT costs no scan */
+	uint64_t deleted_size;
 
 	/* the job in flight */
 	enum store_status job_status;
@@ -238,10 +240,7 @@ static void cmd_quit(struct pop3_session *p, const struct pop3_command *cmd)
 		return;
 	}
 	pop3_enter_state(p, POP3_STATE_UPDATE);
-	unsigned int n = 0;
-	for (unsigned int i = 0; i < p->md->count; i++)
-		if (p->deleted[i])
-			n++;
+	unsigned int n = p->deleted_count;
 	if (n == 0) {
 		session_reply(&p->s, "+OK Bye");
 		conn_close(p->s.conn);
@@ -343,15 +342,8 @@ static void cmd_apop(struct pop3_session *p, const struct pop3_command *cmd)
 
 static void cmd_stat(struct pop3_session *p, const struct pop3_command *cmd)
 {
-	unsigned int n = 0;
-	uint64_t size = 0;
-	for (unsigned int i = 0; i < p->md->count; i++) {
-		if (!p->deleted[i]) {
-			n++;
-			size += p->md->entries[i].size;
-		}
-	}
-	session_replyf(&p->s, "+OK %u %llu", n, (unsigned long long)size);
+	session_replyf(&p->s, "+OK %u %llu", p->md->count - p->deleted_count,
+		       (unsigned long long)(p->md->total_size - p->deleted_size));
 }
 
 static void list_or_uidl(struct pop3_session *p, const struct pop3_command *cmd, bool uidl)
@@ -522,12 +514,16 @@ static void cmd_dele(struct pop3_session *p, const struct pop3_command *cmd)
 	if (!get_msg(p, cmd->argv[0], &i))
 		return;
 	p->deleted[i] = true;
+	p->deleted_count++;
+	p->deleted_size += p->md->entries[i].size;
 	session_replyf(&p->s, "+OK Message %u deleted", i + 1);
 }
 
 static void cmd_rset(struct pop3_session *p, const struct pop3_command *cmd)
 {
 	memset(p->deleted, 0, p->md->count * sizeof(bool));
+	p->deleted_count = 0;
+	p->deleted_size = 0;
 	session_replyf(&p->s, "+OK %u messages", p->md->count);
 }
 
