@@ -272,6 +272,11 @@ void session_run_job(struct session *s, session_fn *work, session_fn *done)
 	worker_pool_submit(s->env->pool, &s->job);
 }
 
+bool session_job_running(const struct session *s)
+{
+	return s->job_running;
+}
+
 void session_hold(struct session *s)
 {
 	s->held = true;

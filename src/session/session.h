@@ -176,6 +176,8 @@ void session_run_job(struct session *s, session_fn *work, session_fn *done);
 /* From a job's done(): keep input paused (e.g. while a reply streams);
  * session_resume() ends the hold. */
 void session_hold(struct session *s);
+/* true while a job of the session's runs (its work or done is pending). */
+bool session_job_running(const struct session *s);
 void session_resume(struct session *s);
 
 /* --- logins (session-login.c) --- */

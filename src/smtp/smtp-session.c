@@ -411,12 +411,20 @@ static void refuse_data(struct smtp_session *m, const char *text)
 	reset_transaction(m);
 }
 
-/* true once the data will be refused whatever follows: a bare CR, a bare
- * LF under bare_lf = reject, an overlong line. */
-static bool data_refused(const struct smtp_session *m)
+#define SMTP_STR_(x) #x
+#define SMTP_STR(x) SMTP_STR_(x)
+
+/* Why the data will be refused whatever follows (a bare CR, a bare LF
+ * under bare_lf = reject, an overlong line), or NULL. */
+static const char *data_refusal(const struct smtp_session *m)
 {
-	return m->decoder.bare_cr > 0 || (m->decoder.bare_lf > 0 && !m->decoder.normalize_lf) ||
-	       m->decoder.max_line_len > SMTP_DATA_LINE_MAX;
+	if (m->decoder.bare_cr > 0)
+		return "550 5.6.0 Message contains bare CR (a CR not followed by LF); lines must end with CRLF (RFC 5321 2.3.8)";
+	if (m->decoder.bare_lf > 0 && !m->decoder.normalize_lf)
+		return "550 5.6.0 Message contains bare LF; lines must end with CRLF (RFC 5321 2.3.8)";
+	if (m->decoder.max_line_len > SMTP_DATA_LINE_MAX)
+		return "552 5.3.4 Message line too long (limit " SMTP_STR(SMTP_DATA_LINE_MAX) " octets)";
+	return NULL;
 }
 
 /* The data has ended: refuse it, or complete the delivery and store it. */
@@ -430,19 +438,9 @@ static void data_finished(struct smtp_session *m)
 		refuse_data(m, text);
 		return;
 	}
-	if (m->decoder.bare_cr > 0) {
-		refuse_data(m, "550 5.6.0 Message contains bare CR (a CR not followed by LF); lines must end with CRLF (RFC 5321 2.3.8)");
-		return;
-	}
-	if (m->decoder.bare_lf > 0 && !m->decoder.normalize_lf) {
-		refuse_data(m, "550 5.6.0 Message contains bare LF; lines must end with CRLF (RFC 5321 2.3.8)");
-		return;
-	}
-	if (m->decoder.max_line_len > SMTP_DATA_LINE_MAX) {
-		char text[160];
-		snprintf(text, sizeof(text), "552 5.3.4 Message line too long (limit %d octets)",
-			 SMTP_DATA_LINE_MAX);
-		refuse_data(m, text);
+	const char *refusal = data_refusal(m);
+	if (refusal != NULL) {
+		refuse_data(m, refusal);
 		return;
 	}
 	/* The Received: field, common to all recipients, goes in front of the
@@ -487,7 +485,7 @@ static void smtp_raw(struct session *s, struct evbuffer *in)
 			}
 			buf_reset(&m->data);
 		}
-		if (data_refused(m))
+		if (data_refusal(m) != NULL)
 			m->decoder.discard = true;
 		if (done) {
 			data_finished(m);
@@ -752,7 +750,7 @@ static void smtp_timeout(struct session *s, enum conn_timeout kind)
 static void smtp_closed(struct session *s)
 {
 	struct smtp_session *m = smtp(s);
-	if (m->state == SMTP_STATE_DATA && !s->job_running)
+	if (m->state == SMTP_STATE_DATA && !session_job_running(s))
 		session_info(s, "connection lost during DATA; nothing stored");
 }
 

@@ -1495,10 +1495,10 @@ static bool session_dead(void *arg)
 	return s != NULL && s->dead;
 }
 
-static bool session_job_running(void *arg)
+static bool first_session_busy(void *arg)
 {
 	struct session *s = first_session();
-	return s != NULL && s->job_running;
+	return s != NULL && session_job_running(s);
 }
 
 static void test_peer_gone(void)
@@ -1570,7 +1570,7 @@ static void test_peer_gone(void)
 		if (round == 1) {
 			blocker_start(&bl);
 			event_add(c->ev, NULL);
-			CHECK(run_until(session_job_running, NULL, WAIT_MS));
+			CHECK(run_until(first_session_busy, NULL, WAIT_MS));
 		}
 		client_hangup(c);
 		if (round == 1) {
