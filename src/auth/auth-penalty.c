@@ -72,14 +72,6 @@ void auth_penalty_destroy(struct auth_penalty **pp)
 	free(p);
 }
 
-static void key_of(struct net_addr *key, const struct net_addr *addr)
-{
-	if (addr->family == AF_INET6)
-		net_addr_prefix(key, addr, AUTH_PENALTY_V6_PREFIX);
-	else
-		*key = *addr;
-}
-
 static struct penalty_entry *set_of(struct auth_penalty *p, const struct net_addr *key)
 {
 	/* Multiply-add over the address words with random keys, the set
@@ -160,7 +152,7 @@ unsigned int auth_penalty_delay(struct auth_penalty *p, const struct net_addr *a
 				uint64_t now_ms)
 {
 	struct net_addr key;
-	key_of(&key, addr);
+	net_client_key(&key, addr);
 	const struct penalty_entry *e = lookup(p, &key, now_ms);
 	return e != NULL ? delay_of(p, e->failures) : 0;
 }
@@ -169,7 +161,7 @@ void auth_penalty_fail(struct auth_penalty *p, const struct net_addr *addr, cons
 		       uint64_t now_ms)
 {
 	struct net_addr key;
-	key_of(&key, addr);
+	net_client_key(&key, addr);
 	uint64_t uh = user_hash(p, user);
 	struct penalty_entry *e = lookup(p, &key, now_ms);
 	if (e == NULL) {
@@ -191,7 +183,7 @@ void auth_penalty_success(struct auth_penalty *p, const struct net_addr *addr,
 			  const char *user)
 {
 	struct net_addr key;
-	key_of(&key, addr);
+	net_client_key(&key, addr);
 	struct penalty_entry *set = set_of(p, &key);
 	for (int i = 0; i < AUTH_PENALTY_WAYS; i++) {
 		struct penalty_entry *e = &set[i];
@@ -207,7 +199,7 @@ unsigned int auth_penalty_failures(struct auth_penalty *p, const struct net_addr
 				   uint64_t now_ms)
 {
 	struct net_addr key;
-	key_of(&key, addr);
+	net_client_key(&key, addr);
 	const struct penalty_entry *e = lookup(p, &key, now_ms);
 	return e != NULL ? e->failures : 0;
 }

@@ -35,7 +35,7 @@
 #define AUTH_PENALTY_SETS 4096
 #define AUTH_PENALTY_WAYS 8
 /* The prefix length IPv6 addresses are cut to. */
-#define AUTH_PENALTY_V6_PREFIX 64
+#define AUTH_PENALTY_V6_PREFIX NET_CLIENT_V6_PREFIX
 
 struct auth_penalty;
 

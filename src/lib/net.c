@@ -185,3 +185,11 @@ int net_listen_list_foreach(const char *list, net_listen_fn *fn, void *ctx)
 	free(copy);
 	return ret == 0 && count == 0 ? -1 : ret;
 }
+
+void net_client_key(struct net_addr *key, const struct net_addr *addr)
+{
+	if (addr->family == AF_INET6)
+		net_addr_prefix(key, addr, NET_CLIENT_V6_PREFIX);
+	else
+		*key = *addr;
+}

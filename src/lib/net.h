@@ -26,6 +26,11 @@ bool net_addr_equal(const struct net_addr *a, const struct net_addr *b);
 /* The address with its host bits beyond the prefix cleared (e.g. an IPv6
  * /64, the unit a single client usually controls). */
 void net_addr_prefix(struct net_addr *out, const struct net_addr *in, unsigned int bits);
+/* The prefix length that makes one client of an IPv6 address. */
+#define NET_CLIENT_V6_PREFIX 64
+/* One client, for per-client limits and penalties: an IPv4 address as it
+ * is, an IPv6 address cut to its /64 (the block one client usually holds). */
+void net_client_key(struct net_addr *key, const struct net_addr *addr);
 
 /* "a.b.c.d[/n]" or "ipv6[/n]"; without /n the range is one address.
  * 0 or -1. */

@@ -247,7 +247,7 @@ void session_check_password(struct session *s, const char *user, struct buf *sec
 	}
 	struct session_registry *reg = registry(s);
 	struct net_addr key;
-	session_client_key(&key, &s->peer);
+	net_client_key(&key, &s->peer);
 	struct session_login_queue *q = queue_find(reg, &key);
 	if (q == NULL) {
 		if (auth_penalty_delay(s->env->penalty, &s->peer, monotonic_ms()) == 0) {

@@ -17,9 +17,6 @@ struct session_registry {
 	uint64_t queue_hash_key;
 };
 
-/* One client, for the per-address limits and login queues: an IPv4
- * address, or an IPv6 /64 (the block one client usually holds). */
-void session_client_key(struct net_addr *key, const struct net_addr *addr);
 /* Unregisters and frees the session (no job may be running). */
 void session_free(struct session *s);
 /* Ends a password check or SASL exchange in progress: leaves the

@@ -25,7 +25,6 @@
 /* Refused connections are answered by sessions too; past this many at
  * once (a flood), new ones are closed without a word. */
 #define SESSION_REFUSED_MAX 64
-#define IPV6_CLIENT_PREFIX 64
 
 struct session_registry *session_registry_create(void)
 {
@@ -80,13 +79,6 @@ static void registry_remove(struct session_registry *reg, struct session *s)
 		reg->count--;
 }
 
-void session_client_key(struct net_addr *key, const struct net_addr *addr)
-{
-	if (addr->family == AF_INET6)
-		net_addr_prefix(key, addr, IPV6_CLIENT_PREFIX);
-	else
-		*key = *addr;
-}
 
 static enum session_admit refuse(const struct session_registry *reg, enum session_admit why)
 {
@@ -108,12 +100,12 @@ enum session_admit session_admit(const struct session_env *env, const struct net
 	/* A linear scan: bounded by max_connections, and cheaper than any
 	 * bookkeeping that could drift. */
 	struct net_addr key, other;
-	session_client_key(&key, peer);
+	net_client_key(&key, peer);
 	unsigned int n = 0;
 	for (const struct session *s = reg->head.next; s != &reg->head; s = s->next) {
 		if (s->refused)
 			continue;
-		session_client_key(&other, &s->peer);
+		net_client_key(&other, &s->peer);
 		if (net_addr_equal(&key, &other))
 			n++;
 	}
