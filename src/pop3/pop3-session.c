@@ -407,6 +407,9 @@ static void read_work(struct session *s)
 	if (p->job_status == STORE_OK)
 		p->job_status = store_cursor_next(p->cursor, POP3_READ_PIECE, &p->job_raw, &eof);
 	if (p->job_status == STORE_OK) {
+		/* job_out is handed to the conn whole after every piece: give it
+		 * its room at once (stuffing and CRs add a little), not by doubling. */
+		buf_reserve(&p->job_out, p->job_raw.len + p->job_raw.len / 16 + 8);
 		mail_pop3_encoder_feed(&p->enc, p->job_raw.data, p->job_raw.len, &p->job_out);
 		p->read_eof = eof || p->enc.finished;
 		if (p->read_eof)

@@ -79,7 +79,6 @@ static void registry_remove(struct session_registry *reg, struct session *s)
 		reg->count--;
 }
 
-
 static enum session_admit refuse(const struct session_registry *reg, enum session_admit why)
 {
 	return reg->refused_count >= SESSION_REFUSED_MAX ? SESSION_ADMIT_DROP : why;
