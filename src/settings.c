@@ -26,6 +26,7 @@ enum key_type {
 	KEY_BOOL,      /* yes/no, true/false, on/off, 1/0 */
 	KEY_NETS,      /* comma-separated CIDR ranges, kept as text, parsed at load */
 	KEY_BACKEND,   /* a store backend of this build, kept as text */
+	KEY_LIMIT,     /* uint64_t: "none" (SETTINGS_NO_LIMIT, 0) or a size/count of at least 1 */
 };
 
 struct key_def {
@@ -39,11 +40,17 @@ static const char *const bare_lf_choices[] = { "normalize", "reject", NULL };
 static const char *const plaintext_choices[] = { "tls_or_loopback", "always", "tls", NULL };
 static const char *const pop3_ids_choices[] = { "messageid", "uid", NULL };
 static const char *const tls_version_choices[] = { "1.2", "1.3", NULL };
+static const char *const log_target_choices[] = { "stderr", "syslog", NULL };
+static const char *const log_level_choices[] = { "debug", "info", "warn", "error", NULL };
 
 #define OFF(f) offsetof(struct tern_settings, f)
 static const struct key_def keys[] = {
 	{ "server", "hostname", KEY_STRING, OFF(hostname), NULL },
 	{ "server", "data_dir", KEY_STRING, OFF(data_dir), NULL },
+	{ "server", "user", KEY_STRING, OFF(user), NULL },
+	{ "server", "group", KEY_STRING, OFF(group), NULL },
+	{ "server", "log", KEY_ENUM, OFF(log_target), log_target_choices },
+	{ "server", "log_level", KEY_ENUM, OFF(log_level), log_level_choices },
 	{ "smtp", "listen", KEY_LISTEN, OFF(smtp_listen), NULL },
 	{ "smtp", "listen_tls", KEY_LISTEN, OFF(smtp_listen_tls), NULL },
 	{ "smtp", "max_message_size", KEY_SIZE, OFF(max_message_size), NULL },
@@ -82,6 +89,11 @@ static const struct key_def keys[] = {
 	{ "store", "backend", KEY_BACKEND, OFF(store_backend), NULL },
 	{ "store", "pop3_ids", KEY_ENUM, OFF(store.pop3_ids), pop3_ids_choices },
 	{ "admin", "listen", KEY_LISTEN, OFF(admin_listen), NULL },
+	{ "admin", "token_file", KEY_STRING, OFF(admin_token_file), NULL },
+	{ "admin", "tls", KEY_BOOL, OFF(admin_tls), NULL },
+	{ "admin", "metrics_public", KEY_BOOL, OFF(admin_metrics_public), NULL },
+	{ "quota", "messages", KEY_LIMIT, OFF(quota_messages), NULL },
+	{ "quota", "octets", KEY_LIMIT, OFF(quota_octets), NULL },
 };
 
 static char reason_buf[512];
@@ -220,6 +232,10 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 	struct tern_settings *set = ctx;
 	if (strcmp(section, "tls") == 0 && (strcmp(key, "cert") == 0 || strcmp(key, "key") == 0))
 		set->tls_line = line;
+	if (strcmp(section, "server") == 0 && (strcmp(key, "user") == 0 || strcmp(key, "group") == 0))
+		set->user_line = line;
+	if (strcmp(section, "admin") == 0 && strcmp(key, "listen") == 0)
+		set->admin_line = line;
 	const struct key_def *def = NULL;
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0)
@@ -242,6 +258,19 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 	case KEY_STRING:
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
+		return 0;
+	case KEY_LIMIT:
+		if (strcmp(value, "none") == 0) {
+			*(uint64_t *)field = SETTINGS_NO_LIMIT;
+			return 0;
+		}
+		if (parse_size(value, field) < 0 || *(uint64_t *)field == 0) {
+			snprintf(reason_buf, sizeof(reason_buf),
+				 "%s: invalid limit \"%.200s\" (expected none, or a number of at least 1 with an optional K, M or G)",
+				 key, value);
+			*error_r = reason_buf;
+			return -1;
+		}
 		return 0;
 	case KEY_SIZE:
 		if (parse_size(value, field) < 0) {
@@ -347,6 +376,9 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 	set->line_max = 1024;
 	set->input_buffer_preauth = 16 * 1024;
 	set->input_buffer = 256 * 1024;
+	set->log_level = 1; /* info */
+	set->quota_messages = SETTINGS_NO_LIMIT;
+	set->quota_octets = SETTINGS_NO_LIMIT;
 	if (ini_parse_file(path, on_section, on_key, set, error_r) < 0) {
 		settings_free(&set);
 		return NULL;
@@ -367,6 +399,17 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 		buf_init(&b, 0);
 		buf_printf(&b, "%s:%u: [tls] needs both cert and key (%s is missing)", path,
 			   set->tls_line, set->tls_cert == NULL ? "cert" : "key");
+		*error_r = buf_steal(&b);
+		buf_deinit(&b);
+		settings_free(&set);
+		return NULL;
+	}
+	if (set->admin_listen != NULL && *set->admin_listen != '\0' &&
+	    set->admin_token_file == NULL) {
+		struct buf b;
+		buf_init(&b, 0);
+		buf_printf(&b, "%s:%u: [admin] listen needs token_file (a file whose first line is the bearer token)",
+			   path, set->admin_line);
 		*error_r = buf_steal(&b);
 		buf_deinit(&b);
 		settings_free(&set);
@@ -398,6 +441,8 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 		settings_free(&set);
 		return NULL;
 	}
+	set->store.default_quota.messages = set->quota_messages;
+	set->store.default_quota.octets = set->quota_octets;
 	set->store.backend = set->store_backend;
 	set->store.data_dir = set->data_dir;
 	return set;

@@ -27,11 +27,23 @@ enum plaintext_policy {
 	PLAINTEXT_TLS,
 };
 
+/* [quota]: no limit (as store.h's STORE_NO_LIMIT; a limit is at least 1). */
+#define SETTINGS_NO_LIMIT 0
+
+enum log_target {
+	LOG_TARGET_STDERR = 0,
+	LOG_TARGET_SYSLOG,     /* facility mail */
+};
+
 struct tern_settings {
 	char *path;
 	/* [server] */
 	char *hostname;
 	char *data_dir;
+	char *user, *group;        /* privilege drop after binding; NULL: none */
+	unsigned int user_line;    /* where user or group was set, for errors */
+	enum log_target log_target;
+	int log_level;             /* enum log_level */
 	/* [smtp] */
 	char *smtp_listen, *smtp_listen_tls;
 	uint64_t max_message_size;
@@ -72,6 +84,12 @@ struct tern_settings {
 	char *store_backend;
 	/* [admin] */
 	char *admin_listen;
+	char *admin_token_file;    /* required when admin_listen is set */
+	bool admin_tls;            /* serve the admin API over TLS with the [tls] pair */
+	bool admin_metrics_public; /* GET /metrics without the token */
+	unsigned int admin_line;   /* where [admin] listen was set, for errors */
+	/* [quota]: the per-user defaults, SETTINGS_NO_LIMIT when none */
+	uint64_t quota_messages, quota_octets;
 };
 
 /* Returns NULL with a malloc'ed "FILE:LINE: reason" in *error_r. */

@@ -55,6 +55,8 @@ const char *store_status_name(enum store_status st)
 	case STORE_PERM: return "permanent failure";
 	case STORE_TOOBIG: return "too big";
 	case STORE_INVALID: return "invalid";
+	case STORE_OVERQUOTA: return "over quota";
+	case STORE_LOOP: return "alias loop";
 	}
 	return "unknown";
 }

@@ -45,6 +45,8 @@ enum store_status {
 	STORE_PERM,       /* permanent failure */
 	STORE_TOOBIG,     /* over a size limit */
 	STORE_INVALID,    /* malformed input */
+	STORE_OVERQUOTA,  /* the recipient is at or would go over a quota limit (4.2.2) */
+	STORE_LOOP,       /* an alias would reach itself, or nest deeper than STORE_ALIAS_DEPTH */
 };
 
 const char *store_status_name(enum store_status st);
@@ -79,7 +81,17 @@ struct store_option {
 	bool secret;
 };
 
+/* A quota limit meaning "none": 0, so a zeroed struct has no quota (a
+ * real limit is at least 1). */
+#define STORE_NO_LIMIT 0
+
+struct store_quota {
+	uint64_t messages, octets;   /* STORE_NO_LIMIT: none */
+};
+
 struct store_settings {
+	/* The per-user defaults ([quota]); a user's own limits replace them. */
+	struct store_quota default_quota;
 	const char *backend;      /* "sqlite", "cassandra", "mem"; read by store_open only */
 	const char *data_dir;     /* sqlite: the database lives here; read by store_open only */
 	enum store_pop3_ids pop3_ids;
@@ -141,6 +153,62 @@ enum store_status store_user_get(struct store *store, const char *address,
 				 struct buf *hash_r);
 enum store_status store_user_list(struct store *store, struct buf *out);
 
+/* Aliases: an address of a local domain that delivers to one or more
+ * targets, each a local user or another alias. Stored in the store, so
+ * every node sees them; plain writes, no lightweight transaction.
+ * store_alias_set() creates or replaces an alias; it refuses (STORE_INVALID)
+ * an alias outside the local domains, an address that is a user, an empty
+ * or over-long target list (STORE_ALIAS_TARGETS_MAX) or a target that is no
+ * local user or alias (STORE_NOTFOUND), and with STORE_LOOP an alias whose
+ * expansion would reach itself or nest deeper than STORE_ALIAS_DEPTH. Two
+ * nodes creating a loop at the same moment can still store one: delivery
+ * then refuses that address (STORE_LOOP), it never loops. */
+#define STORE_ALIAS_TARGETS_MAX 64
+#define STORE_ALIAS_DEPTH 8
+enum store_status store_alias_set(struct store *store, const char *address,
+				  const char *const *targets, unsigned int target_count);
+enum store_status store_alias_del(struct store *store, const char *address);
+/* Appends the alias's targets, each followed by '\n'. NOTFOUND when address is no alias. */
+enum store_status store_alias_get(struct store *store, const char *address, struct buf *targets_r);
+/* Appends one line per alias: "address target[,target...]\n", in address order. */
+enum store_status store_alias_list(struct store *store, struct buf *out);
+
+/* What a recipient address delivers to: the users it names, after aliases
+ * (depth-first, duplicates folded, at most STORE_ALIAS_TARGETS_MAX users).
+ * An address that is a user resolves to itself. "postmaster@D" of a local
+ * domain D that has no such user or alias resolves as the bare
+ * <Postmaster> of RFC 5321 4.5.1 does (see smtp-session.c). NOTFOUND when
+ * it is neither; STORE_LOOP when the stored aliases loop. */
+struct store_resolved {
+	unsigned int count;
+	char users[STORE_ALIAS_TARGETS_MAX][320];
+};
+enum store_status store_resolve(struct store *store, const char *address,
+				struct store_resolved *r);
+
+/* Quotas. A user's own limits, each STORE_NO_LIMIT where the user has none
+ * of their own (then the [quota] default applies). */
+enum store_status store_quota_get(struct store *store, const char *address,
+				  struct store_quota *own_r);
+enum store_status store_quota_set(struct store *store, const char *address,
+				  const struct store_quota *own);
+/* The limits that apply: the user's own where set, else the default. */
+enum store_status store_quota_effective(struct store *store, const char *address,
+					struct store_quota *limits_r);
+/* What the mailbox holds now: computed from the listing (SQLite: exact;
+ * Cassandra: the listing as the local datacenter sees it at the read
+ * consistency: exact to within deliveries in flight and replication). */
+enum store_status store_mailbox_usage(struct store *store, const char *address,
+				      uint64_t *messages_r, uint64_t *octets_r);
+/* STORE_OK when the user is under both limits (at RCPT: one more message
+ * of unknown size still fits), STORE_OVERQUOTA when at or over one. */
+enum store_status store_quota_check(struct store *store, const char *address);
+
+/* Health: STORE_OK when the store can take writes (SQLite: the database
+ * is writable; Cassandra: a quorum of the local datacenter's replicas is
+ * reachable). Else a temporary status with what fails appended to detail. */
+enum store_status store_health(struct store *store, struct buf *detail);
+
 /* Delivery. The caller fills in the recipients (normalised addresses, no
  * duplicates) and the message. The store prepends, per recipient, the given
  * prefix (e.g. Return-Path: and Delivered-To:) to what RETR returns. Each
@@ -170,6 +238,11 @@ struct store_delivery {
 	struct store_rcpt *rcpts;
 	unsigned int rcpt_count;
 	unsigned int attempts;    /* store_deliver() calls so far with this id */
+	/* Quota enforcement: each recipient whom the message would take over
+	 * a limit gets STORE_OVERQUOTA and not the message (SQLite checks in
+	 * the write transaction, so it is exact). With quota_all_or_nothing
+	 * (SMTP, which has one reply), one such recipient means nobody gets it. */
+	bool quota_all_or_nothing;
 };
 
 /* Mints the message id and sets body_fd = -1 (other fields are left as
@@ -262,6 +335,9 @@ struct store_repair_options {
 	bool sweep;                /* unreferenced bodies */
 };
 
+/* The report is updated while the repair runs, with relaxed atomic stores
+ * (__atomic_store_n): another thread may read the progress with
+ * __atomic_load_n. */
 struct store_repair_report {
 	uint64_t refs_scanned, listing_scanned, bodies_scanned;
 	uint64_t relisted;         /* referenced but missing from its listing: listed again */
