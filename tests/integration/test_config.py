@@ -262,11 +262,16 @@ def test_sigint_exits_zero(servers):
     s.stop(sig=signal.SIGINT)
 
 
-def test_admin_section_is_known(servers):
+def test_admin_listen_without_token_file_is_refused(tern_bin, tmp_path):
     admin_port, = free_ports(1)
-    s = servers.create(overrides={"admin": {"listen": "127.0.0.1:%d" % admin_port}})
-    with s.pop3() as c:
-        assert c.greeting.startswith("+OK")
+    ports = free_ports(4)
+    text, lineno = with_line(base_lines(tmp_path, ports) + ["[admin]"], "admin",
+                             "listen = 127.0.0.1:%d" % admin_port)
+    path = tmp_path / "tern.conf"
+    path.write_text(text)
+    r = run_serve(tern_bin, path)
+    assert_points_at(r, path, lineno)
+    assert "token_file" in r.stderr
 
 
 def test_explicit_defaults_accepted(servers):

@@ -93,7 +93,12 @@ static void test_all_keys(void)
 		"read_consistency = LOCAL_ONE\n"
 		"write_consistency = EACH_QUORUM\n"
 		"[admin]\n"
-		"listen = 127.0.0.1:8080\n";
+		"listen = 127.0.0.1:8080\n"
+		"token_file = /etc/tern/admin.token\n"
+		"metrics_public = yes\n"
+		"[quota]\n"
+		"messages = 1000\n"
+		"octets = 1G\n";
 	char *path, *err;
 	struct tern_settings *set = load(conf, &path, &err);
 	CHECK(set != NULL);
@@ -130,6 +135,11 @@ static void test_all_keys(void)
 	CHECK_STR(CASS(set, "read_consistency"), "LOCAL_ONE");
 	CHECK_STR(CASS(set, "write_consistency"), "EACH_QUORUM");
 	CHECK_STR(set->admin_listen, "127.0.0.1:8080");
+	CHECK_STR(set->admin_token_file, "/etc/tern/admin.token");
+	CHECK(set->admin_metrics_public);
+	CHECK(!set->admin_tls);
+	CHECK(set->store.default_quota.messages == 1000);
+	CHECK(set->store.default_quota.octets == 1024ULL * 1024 * 1024);
 	/* the store settings point at the same values */
 	CHECK_STR(set->store.backend, "cassandra");
 	CHECK_STR(set->store.data_dir, "/srv/tern");
@@ -358,6 +368,10 @@ static void test_errors(void)
 	EXPECT_ERROR("[pop3]\nlisten_tls = 127.0.0.1:\n", 2, "listen_tls");
 	EXPECT_ERROR("[smtp]\nlisten_tls = :25\n", 2, "listen_tls");
 	EXPECT_ERROR("[admin]\nlisten = 127.0.0.1:8080, localhost:x\n", 2, "listen");
+	EXPECT_ERROR("[admin]\nlisten = 127.0.0.1:8080\n", 2, "token_file");
+	EXPECT_ERROR("[quota]\nmessages = 0\n", 2, "invalid limit");
+	EXPECT_ERROR("[quota]\noctets = lots\n", 2, "invalid limit");
+	EXPECT_ERROR("[server]\nlog = file\n", 2, "stderr syslog");
 	EXPECT_ERROR("[smtp]\nlisten = 127.0.0.1:-1\n", 2, "listen");
 	EXPECT_ERROR("[smtp]\nlisten = ,\n", 2, "listen");
 
