@@ -208,6 +208,8 @@ enum store_status store_quota_check(struct store *store, const char *address);
  * is writable; Cassandra: a quorum of the local datacenter's replicas is
  * reachable). Else a temporary status with what fails appended to detail. */
 enum store_status store_health(struct store *store, struct buf *detail);
+/* Appends the backend's own metric families (Prometheus text format) to out. */
+void store_metrics_render(struct store *store, struct buf *out);
 
 /* Delivery. The caller fills in the recipients (normalised addresses, no
  * duplicates) and the message. The store prepends, per recipient, the given
