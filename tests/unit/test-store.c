@@ -2327,10 +2327,10 @@ static void test_health_unavailable(void)
 
 static void test_sqlite_migration(void)
 {
-	char dir[PATH_MAX], saved[PATH_MAX];
+	char dir[PATH_MAX + 8], saved[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s/v1", data_dir);
 	CHECK(mkdir(dir, 0700) == 0);
-	char path[PATH_MAX + 16];
+	char path[PATH_MAX + 32];
 	snprintf(path, sizeof(path), "%s/tern.db", dir);
 	sqlite3 *db = NULL;
 	CHECK(sqlite3_open(path, &db) == SQLITE_OK);
