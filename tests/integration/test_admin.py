@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from .helpers import TIMEOUT, Closed, make_message, wait_until
+from .helpers import TIMEOUT, make_message, wait_until
+from .test_cli import pop3_login_ok
 from .ternserver import BACKEND, REPO, free_ports
 
 STUBBED = (REPO / "src" / "admin" / "admin-stubs.c").exists()
@@ -131,18 +132,6 @@ def new_user(api, domain=None, password=None):
     password = password or secrets.token_hex(8)
     api.ok("PUT", "/users/" + addr, {"password": password}, want=201)
     return addr, password
-
-
-def pop3_login_ok(server, addr, pw):
-    with server.pop3() as p:
-        if not p.cmd("USER " + addr).startswith("+OK"):
-            return False
-        ok = p.cmd("PASS " + pw).startswith("+OK")
-        try:
-            p.cmd("QUIT")
-        except (Closed, OSError):
-            pass
-        return ok
 
 
 def assert_error(st, h, b, want):
