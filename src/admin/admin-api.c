@@ -171,7 +171,8 @@ static void domain_delete(struct admin_job *j)
 {
 	enum store_status st = store_domain_del(j->store, j->arg);
 	if (st == STORE_EXISTS)
-		admin_reply_error(j, 409, "domain %s still has users; delete them first", j->arg);
+		admin_reply_error(j, 409, "domain %s still has users or aliases; delete them first",
+				  j->arg);
 	else
 		reply_deleted(j, st, "domain", "domain del");
 }
@@ -273,8 +274,13 @@ static void user_put(struct admin_job *j)
 	if (st == STORE_NOTFOUND) {
 		st = store_user_add(j->store, j->arg, hash.data);
 		created = st == STORE_OK;
-		if (st == STORE_EXISTS) /* added meanwhile: change its password */
-			st = store_user_set_password(j->store, j->arg, hash.data);
+		/* EXISTS: added meanwhile (change its password), or an alias's
+		 * address (then no user has it). */
+		if (st == STORE_EXISTS &&
+		    (st = store_user_set_password(j->store, j->arg, hash.data)) == STORE_NOTFOUND) {
+			admin_reply_error(j, 409, "%s is an alias; delete the alias first", j->arg);
+			goto out;
+		}
 	} else if (st == STORE_OK) {
 		st = store_user_set_password(j->store, j->arg, hash.data);
 	}
@@ -441,8 +447,8 @@ static void alias_put(struct admin_job *j)
 					  "a target is neither a local user nor an alias");
 	} else if (st == STORE_INVALID) {
 		admin_reply_error(j, HTTP_BADREQUEST,
-				  "alias %s refused: an alias must be in a local domain and must not be a user's address",
-				  j->arg);
+				  "alias %s refused: an alias must be in a local domain, must not be a user's address, and may reach at most %d users",
+				  j->arg, STORE_ALIAS_TARGETS_MAX);
 	} else if (st == STORE_LOOP) {
 		admin_reply_error(j, 409,
 				  "alias %s refused: its expansion would reach itself or nest deeper than %d levels",
