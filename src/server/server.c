@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin-http.h"
 #include "auth-cache.h"
 #include "auth-penalty.h"
 #include "buf.h"
@@ -75,6 +76,7 @@ struct listener {
 struct server {
 	struct session_env env;
 	struct listener *listeners;
+	struct admin_http *admin;
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_timer;
 	time_t shutdown_started;
 	bool shutting_down;
@@ -270,6 +272,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		 worker_pool_pending(srv->env.pool));
 	srv->shutting_down = true;
 	free_listeners(srv);
+	admin_http_stop(srv->admin);
 	srv->shutdown_started = time(NULL);
 	struct timeval tv = { 0, 50000 };
 	srv->shutdown_timer = event_new(srv->env.base, -1, EV_PERSIST, shutdown_tick, srv);
@@ -343,7 +346,11 @@ int serve(const struct tern_settings *set)
 	env->registry = session_registry_create();
 
 	int ret = 0;
-	if (bind_all(&srv) < 0) {
+	srv.admin = admin_http_create(env, &error);
+	if (srv.admin == NULL && error != NULL) {
+		log_error("%s", error);
+		ret = 78;
+	} else if (bind_all(&srv) < 0 || (srv.admin != NULL && admin_http_listen(srv.admin) < 0)) {
 		ret = 71; /* EX_OSERR */
 	} else if (srv.listeners == NULL) {
 		log_error("%s: nothing to serve: no listen address is configured", set->path);
@@ -359,6 +366,7 @@ int serve(const struct tern_settings *set)
 
 	free_listeners(&srv);
 	worker_pool_destroy(&env->pool);
+	admin_http_destroy(&srv.admin);
 	session_registry_destroy(&env->registry);
 	if (srv.sig_term != NULL) {
 		event_free(srv.sig_term);
