@@ -1,10 +1,6 @@
 """The admin HTTP API of `tern serve` (docs/admin-api.md): the token, the
 error replies, every resource created, read and deleted, repair tasks,
 metrics and the health check, against the real server on loopback.
-
-Tests of endpoints whose store functions live on another branch (aliases,
-quotas, mailbox usage, store_health) are skipped while
-src/admin/admin-stubs.c stands in for them; deleting that file runs them.
 """
 import http.client
 import json
@@ -19,11 +15,8 @@ import pytest
 
 from .helpers import TIMEOUT, make_message, wait_until
 from .test_cli import pop3_login_ok
-from .ternserver import BACKEND, REPO, free_ports
+from .ternserver import BACKEND, free_ports
 
-STUBBED = (REPO / "src" / "admin" / "admin-stubs.c").exists()
-needs_store_ops = pytest.mark.skipif(
-    STUBBED, reason="the store functions are stand-ins (src/admin/admin-stubs.c) until the store work is merged")
 
 
 class Admin:
@@ -326,7 +319,6 @@ def test_keepalive_connection_serves_several_requests(api):
 # --------------------------------------------------------------------------
 # mailbox usage, aliases, quotas (store functions from the store work)
 
-@needs_store_ops
 def test_mailbox_usage(srv, api):
     addr, pw = new_user(api)
     assert api.ok("GET", "/users/%s/mailbox" % addr) == {"messages": 0, "octets": 0}
@@ -340,7 +332,6 @@ def test_mailbox_usage(srv, api):
     assert_error(st, h, b, 404)
 
 
-@needs_store_ops
 def test_aliases_created_read_deleted(api):
     d = new_domain(api)
     u1, _ = new_user(api, d)
@@ -363,7 +354,6 @@ def test_aliases_created_read_deleted(api):
     assert_error(st, h, b, 404)
 
 
-@needs_store_ops
 def test_alias_errors_change_nothing(api):
     d = new_domain(api)
     u1, _ = new_user(api, d)
@@ -397,7 +387,6 @@ def test_alias_errors_change_nothing(api):
     assert_error(st, h, b, 409)
 
 
-@needs_store_ops
 def test_quota_read_set_cleared(api):
     addr, _ = new_user(api)
     q = api.ok("GET", "/quota/" + addr)
@@ -489,7 +478,6 @@ def test_healthcheck_ok(api):
     assert_error(st, h, b, 401)
 
 
-@needs_store_ops
 @pytest.mark.skipif(BACKEND != "sqlite", reason="moves the SQLite file")
 def test_healthcheck_503_when_the_store_is_unusable(srv, api):
     """A database file that is no longer the one the server opened (moved
