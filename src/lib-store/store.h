@@ -179,9 +179,10 @@ enum store_status store_alias_list(struct store *store, struct buf *out);
  * domain D that has no such user or alias resolves as the bare
  * <Postmaster> of RFC 5321 4.5.1 does (see smtp-session.c). NOTFOUND when
  * it is neither; STORE_LOOP when the stored aliases loop. */
+#define STORE_ADDRESS_MAX 320   /* local part (64) + "@" + domain (255) */
 struct store_resolved {
 	unsigned int count;
-	char users[STORE_ALIAS_TARGETS_MAX][320];
+	char users[STORE_ALIAS_TARGETS_MAX][STORE_ADDRESS_MAX + 1];
 };
 enum store_status store_resolve(struct store *store, const char *address,
 				struct store_resolved *r);
