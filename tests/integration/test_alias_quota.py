@@ -186,3 +186,19 @@ def test_default_quota_and_own_limit(servers):
     # the CLI says where each limit comes from
     out = s.cli_ok("quota", "get", u).stdout
     assert "1" in out and "default" in out.lower(), out
+
+
+def test_cli_deliver_to_alias_and_quota(server):
+    a, apw = server.new_user("cli-a")
+    b, bpw = server.new_user("cli-b")
+    alias = "cli-team-" + a
+    server.cli_ok("alias", "add", alias, a, b)
+    r = server.deliver_cli(alias, make_message("by-cli"))
+    assert r.returncode == 0, r.stderr
+    assert subjects(server, a, apw) == ["by-cli"]
+    assert subjects(server, b, bpw) == ["by-cli"]
+    server.cli_ok("quota", "set", b, "--messages", "1")
+    r = server.deliver_cli(alias, make_message("second"))
+    assert r.returncode == 75, r.stderr   # EX_TEMPFAIL: the MTA retries
+    assert b"quota" in r.stderr
+    assert subjects(server, a, apw) == ["by-cli"]
