@@ -547,21 +547,37 @@ static int cmd_deliver(const struct tern_settings *set, struct store *store, int
 	char addr[MAIL_ADDRESS_MAX + 1];
 	if (parse_address(argv[0], addr) < 0)
 		return EX_USAGE;
-
+	/* The address may be an alias: every user it reaches gets the
+	 * message, or (as SMTP's one reply) nobody when one is over quota. */
+	struct store_resolved *r = xcalloc(1, sizeof(*r));
+	enum store_status st = store_resolve(store, addr, r);
+	if (st == STORE_NOTFOUND) {
+		free(r);
+		return die(EX_NOUSER, "deliver: unknown user %s", addr);
+	}
+	if (st != STORE_OK) {
+		free(r);
+		return die(store_exit(st), "deliver to %s: %s", addr, store_status_name(st));
+	}
 	struct delivery_settings dset = { .data_dir = set->data_dir,
-					  .max_message_size = set->max_message_size };
+					  .max_message_size = set->max_message_size,
+					  .quota_all_or_nothing = true };
 	struct delivery *d = delivery_create(&dset, sender);
-	delivery_add_rcpt(d, addr);
+	for (unsigned int i = 0; i < r->count; i++)
+		delivery_add_rcpt(d, r->users[i]);
+	free(r);
 	int ret = deliver_read_stdin(set, d);
 	if (ret != EX_OK) {
 		delivery_destroy(&d);
 		return ret;
 	}
 	delivery_run(d, store);
-	enum store_status st = delivery_rcpt_status(d, 0);
+	st = delivery_status(d);
 	delivery_destroy(&d);
 	if (st == STORE_NOTFOUND)
 		return die(EX_NOUSER, "deliver: unknown user %s", addr);
+	if (st == STORE_OVERQUOTA)
+		return die(EX_TEMPFAIL, "deliver to %s: mailbox full (over quota)", addr);
 	if (st != STORE_OK)
 		return die(store_exit(st), "deliver to %s: %s", addr, store_status_name(st));
 	return EX_OK;

@@ -191,9 +191,10 @@ enum store_status store_alias_list(struct store *store, struct buf *out);
  * alias none of whose targets is left; INVALID without a domain; STORE_LOOP
  * when the stored aliases loop, nest deeper than STORE_ALIAS_DEPTH or reach
  * more than STORE_ALIAS_TARGETS_MAX users. */
+#define STORE_ADDRESS_MAX 320   /* local part (64) + "@" + domain (255) */
 struct store_resolved {
 	unsigned int count;
-	char users[STORE_ALIAS_TARGETS_MAX][320];
+	char users[STORE_ALIAS_TARGETS_MAX][STORE_ADDRESS_MAX + 1];
 };
 enum store_status store_resolve(struct store *store, const char *address,
 				struct store_resolved *r);
