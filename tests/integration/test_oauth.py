@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from .helpers import TIMEOUT, Pop3, ehlo_keywords, make_message
 from .security_helpers import Pop3From, SmtpFrom, capa_names, plain, timed
+from .ternserver import require_tool
 
 ISSUER = "https://idp.example.test/realms/mail"
 AUDIENCE = "tern-mail"
@@ -449,3 +450,32 @@ def test_bad_key_file_stops_start_up(servers, keys, tmp_path):
         rc, err = run_serve(s)
         assert rc == 78, (rc, err)
         assert "oauth_jwks_file needs oauth_issuer and oauth_audience" in err, err
+
+
+@pytest.mark.parametrize("mech", ["OAUTHBEARER", "XOAUTH2"])
+def test_curl_pop3_and_smtp(osrv, keys, tmp_path, mech):
+    # curl's own OAUTHBEARER and XOAUTH2 (--oauth2-bearer), with and without
+    # an initial response: it sends a message over SMTP, then lists it
+    # over POP3.
+    curl = require_tool("curl")
+    addr, _ = osrv.new_user("curl" + mech)
+    tok = keys["ec"].token(addr)
+    msg = tmp_path / "msg.eml"
+    msg.write_bytes(make_message("via curl", to=addr))
+    common = [curl, "-sS", "--max-time", str(int(TIMEOUT)), "--user", addr + ":",
+              "--oauth2-bearer", tok, "--login-options", "AUTH=" + mech]
+    r = subprocess.run(common + ["--sasl-ir", "--mail-from", addr, "--mail-rcpt", addr,
+                                 "--upload-file", str(msg),
+                                 "smtp://127.0.0.1:%d" % osrv.smtp_port],
+                       capture_output=True, text=True, timeout=TIMEOUT + 5)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(common + ["pop3://127.0.0.1:%d/" % osrv.pop3_port],
+                       capture_output=True, text=True, timeout=TIMEOUT + 5)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0:1] == ["1"], r.stdout
+    # a refused token: curl reads the error challenge, answers, and fails
+    bad = keys["ec"].token(addr, lifetime=-3600)
+    common[common.index(tok)] = bad
+    r = subprocess.run(common + ["pop3://127.0.0.1:%d/" % osrv.pop3_port],
+                       capture_output=True, text=True, timeout=TIMEOUT + 5)
+    assert r.returncode == 67, (r.returncode, r.stderr)  # CURLE_LOGIN_DENIED
