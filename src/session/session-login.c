@@ -310,10 +310,10 @@ static void start_check(struct session_login *l)
 	session_run_job(l->s, check_work, check_done);
 }
 
-/* Sets up a check of l->secret for user (normalised; "" for a bearer token
- * that names none) and queues it behind the address's penalty. */
-static void check_request(struct session *s, const char *user, struct buf *secret,
-			  session_login_work_fn *after_ok, session_login_done_fn *done)
+/* Also the request for a bearer token (l->bearer_mech set; user "" when
+ * the client named none). */
+void session_check_password(struct session *s, const char *user, struct buf *secret,
+			    session_login_work_fn *after_ok, session_login_done_fn *done)
 {
 	struct session_login *l = login_get(s);
 	str_copy(l->user, user, sizeof(l->user));
@@ -356,12 +356,6 @@ static void check_request(struct session *s, const char *user, struct buf *secre
 	q->tail = l;
 	if (q->active == NULL)
 		queue_advance(reg, q);
-}
-
-void session_check_password(struct session *s, const char *user, struct buf *secret,
-			    session_login_work_fn *after_ok, session_login_done_fn *done)
-{
-	check_request(s, user, secret, after_ok, done);
 }
 
 void session_login_queues_clear(struct session_registry *reg)
@@ -485,7 +479,7 @@ static void sasl_result(struct session *s, enum sasl_result r, const struct sasl
 		l->bearer_mech = mech;
 		l->keys = s->env->oauth_keys != NULL ? oauth_keys_ref(s->env->oauth_keys) : NULL;
 	}
-	check_request(s, user, &l->secret, ops->after_ok, ops->done);
+	session_check_password(s, user, &l->secret, ops->after_ok, ops->done);
 }
 
 void session_sasl_start(struct session *s, enum sasl_mech mech, const char *initial,
