@@ -75,6 +75,10 @@ static const struct key_def keys[] = {
 	{ "auth", "failure_reset", KEY_DURATION, OFF(auth_failure_reset_ms), NULL },
 	{ "auth", "cache_ttl", KEY_DURATION, OFF(auth_cache_ttl_ms), NULL },
 	{ "auth", "max_response", KEY_SIZE, OFF(auth_response_max), NULL },
+	{ "auth", "oauth_jwks_file", KEY_STRING, OFF(oauth_jwks_file), NULL },
+	{ "auth", "oauth_issuer", KEY_STRING, OFF(oauth_issuer), NULL },
+	{ "auth", "oauth_audience", KEY_STRING, OFF(oauth_audience), NULL },
+	{ "auth", "oauth_user_claim", KEY_STRING, OFF(oauth_user_claim), NULL },
 	{ "limits", "max_connections", KEY_UINT, OFF(max_connections), NULL },
 	{ "limits", "max_connections_per_ip", KEY_UINT, OFF(max_connections_per_ip), NULL },
 	{ "limits", "max_bad_commands", KEY_UINT, OFF(max_bad_commands), NULL },
@@ -426,6 +430,10 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 		problem = "[limits] input_buffer(_preauth) must hold at least one line (line_max(_preauth)) and be at most 64M";
 	else if (set->auth_response_max < 64 || set->auth_response_max > 64 * 1024)
 		problem = "[auth] max_response must be 64 octets to 64K";
+	else if (set->oauth_jwks_file != NULL &&
+		 (set->oauth_issuer == NULL || *set->oauth_issuer == '\0' ||
+		  set->oauth_audience == NULL || *set->oauth_audience == '\0'))
+		problem = "[auth] oauth_jwks_file needs oauth_issuer and oauth_audience (what the tokens' iss and aud must be)";
 	else if (set->min_data_rate == 0)
 		problem = "[limits] min_data_rate must be at least 1 octet per second";
 	else if (set->command_timeout_ms < 1000 || set->idle_timeout_preauth_ms < 1000 ||

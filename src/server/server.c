@@ -3,8 +3,9 @@
  * accepts connections into sessions, and shuts down cleanly: on
  * SIGTERM/SIGINT it stops accepting, lets store jobs in flight finish (so
  * every commit that started completes), then frees every session and
- * exits 0. SIGHUP reloads the TLS certificate and key; sessions in progress
- * keep the context they started with.
+ * exits 0. SIGHUP reloads the TLS certificate and key, and the OAuth JWKS
+ * file; sessions in progress keep the context they started with, and
+ * token checks in flight the key set they started with.
  *
  * This is the only module above the protocols: sessions know nothing of
  * listeners, and reach the services they share through struct session_env.
@@ -33,6 +34,7 @@
 #include "delivery.h"
 #include "log.h"
 #include "net.h"
+#include "oauth.h"
 #include "pop3-session.h"
 #include "session.h"
 #include "smtp-session.h"
@@ -248,22 +250,47 @@ static void shutdown_tick(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+static void reload_tls(struct server *srv)
+{
+	if (srv->env.set->tls_cert == NULL)
+		return;
+	const char *error;
+	SSL_CTX *ctx = tls_context(srv->env.set, &error);
+	if (ctx == NULL) {
+		log_error("SIGHUP: TLS reload failed, keeping the old certificate: %s", error);
+		return;
+	}
+	/* Sessions hold their own reference through their SSL objects. */
+	SSL_CTX_free(srv->env.tls);
+	srv->env.tls = ctx;
+	log_info("SIGHUP: TLS certificate and key reloaded");
+}
+
+/* Checks in flight hold a reference to the set they started with. */
+static void reload_oauth_keys(struct server *srv)
+{
+	const struct tern_settings *set = srv->env.set;
+	if (set->oauth_jwks_file == NULL)
+		return;
+	char *error;
+	struct oauth_keys *keys = oauth_keys_load(set->oauth_jwks_file, &error);
+	if (keys == NULL) {
+		log_error("SIGHUP: [auth] oauth_jwks_file reload failed, keeping the old keys: %s",
+			  error);
+		free(error);
+		return;
+	}
+	oauth_keys_unref(&srv->env.oauth_keys);
+	srv->env.oauth_keys = keys;
+	log_info("SIGHUP: [auth] oauth_jwks_file reloaded (%u keys)", oauth_keys_count(keys));
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
 	if (sig == SIGHUP) {
-		if (srv->env.set->tls_cert == NULL)
-			return;
-		const char *error;
-		SSL_CTX *ctx = tls_context(srv->env.set, &error);
-		if (ctx == NULL) {
-			log_error("SIGHUP: TLS reload failed, keeping the old certificate: %s", error);
-			return;
-		}
-		/* Sessions hold their own reference through their SSL objects. */
-		SSL_CTX_free(srv->env.tls);
-		srv->env.tls = ctx;
-		log_info("SIGHUP: TLS certificate and key reloaded");
+		reload_tls(srv);
+		reload_oauth_keys(srv);
 		return;
 	}
 	if (srv->shutting_down)
@@ -323,11 +350,22 @@ int serve(const struct tern_settings *set)
 		log_error("%s: listen_tls is set but [tls] has no cert and key", set->path);
 		return 78;
 	}
+	if (set->oauth_jwks_file != NULL) {
+		char *jwks_error;
+		env->oauth_keys = oauth_keys_load(set->oauth_jwks_file, &jwks_error);
+		if (env->oauth_keys == NULL) {
+			log_error("%s: [auth] oauth_jwks_file: %s", set->path, jwks_error);
+			free(jwks_error);
+			SSL_CTX_free(env->tls);
+			return 78;
+		}
+	}
 	const char *error;
 	env->store = store_open(&set->store, &error);
 	if (env->store == NULL) {
 		log_error("cannot open the %s store: %s", set->store.backend, error);
 		SSL_CTX_free(env->tls);
+		oauth_keys_unref(&env->oauth_keys);
 		return 75;
 	}
 	/* Spool files have no name while in use; anything found is a leftover
@@ -379,6 +417,7 @@ int serve(const struct tern_settings *set)
 	auth_penalty_destroy(&env->penalty);
 	auth_cache_destroy(&env->auth_cache);
 	SSL_CTX_free(env->tls);
+	oauth_keys_unref(&env->oauth_keys);
 	event_base_free(env->base);
 	if (ret == 0)
 		log_info("tern stopped");

@@ -219,7 +219,8 @@ static void cmd_ehlo(struct smtp_session *m, struct smtp_command *cmd)
 	if (starttls_offered(m) && !conn_is_tls(conn))
 		conn_puts(conn, "250-STARTTLS\r\n");
 	if (auth_offered(m) && !m->authenticated)
-		conn_puts(conn, "250-AUTH PLAIN LOGIN\r\n");
+		conn_puts(conn, session_oauth_offered(&m->s) ? "250-AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2\r\n"
+							     : "250-AUTH PLAIN LOGIN\r\n");
 	conn_puts(conn, "250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n");
 }
 
@@ -657,7 +658,7 @@ static void cmd_auth(struct smtp_session *m, struct smtp_command *cmd)
 			initial++;
 	}
 	enum sasl_mech mt = sasl_mech_lookup(mech);
-	if (mt == SASL_MECH_UNKNOWN) {
+	if (mt == SASL_MECH_UNKNOWN || (sasl_mech_is_bearer(mt) && m->s.env->oauth_keys == NULL)) {
 		session_bad_command(&m->s, "504 5.5.4 Unrecognized authentication type (use PLAIN or LOGIN)");
 		return;
 	}
