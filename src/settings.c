@@ -376,7 +376,7 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 	set->login_timeout_ms = 180 * 1000;
 	set->command_timeout_ms = 60 * 1000;
 	set->min_data_rate = 512;
-	set->line_max_preauth = 512;
+	set->line_max_preauth = 0;   /* set below unless the file sets it */
 	set->line_max = 1024;
 	set->input_buffer_preauth = 16 * 1024;
 	set->input_buffer = 256 * 1024;
@@ -387,6 +387,11 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 		settings_free(&set);
 		return NULL;
 	}
+	/* 512 octets before login, or 8 KiB when bearer tokens are accepted:
+	 * a JWT sent on the AUTH line itself (SASL-IR, as curl and smtplib do)
+	 * never fits 512; RFC 4954 4 allows AUTH lines of 12288. */
+	if (set->line_max_preauth == 0)
+		set->line_max_preauth = set->oauth_jwks_file != NULL ? 8192 : 512;
 	if (set->hostname == NULL) {
 		char host[256];
 		if (gethostname(host, sizeof(host)) != 0)
