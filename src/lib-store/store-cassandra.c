@@ -176,7 +176,7 @@ static const char *const schema[] = {
 	"CREATE TABLE IF NOT EXISTS {ks}.meta (key text PRIMARY KEY, value text)",
 	"CREATE TABLE IF NOT EXISTS {ks}.domains (name text PRIMARY KEY)",
 	"CREATE TABLE IF NOT EXISTS {ks}.users (address text PRIMARY KEY, domain text,"
-	" password text, quota_messages bigint, quota_octets bigint)",
+	" password text, quota_messages bigint, quota_octets bigint, expire_days bigint)",
 	/* An alias row is replaced whole: targets is the '\n'-terminated list. */
 	"CREATE TABLE IF NOT EXISTS {ks}.aliases (address text PRIMARY KEY, domain text,"
 	" targets text)",
@@ -198,6 +198,14 @@ static const char *const schema[] = {
 	"CREATE TABLE IF NOT EXISTS {ks}.body_refs (message_id timeuuid, mailbox_id uuid,"
 	" size bigint, uidl text, prefix blob, body_size bigint, chunks int, deleted boolean,"
 	" PRIMARY KEY ((message_id), mailbox_id))",
+	/* LOGIN-DELAY: the last POP3 login, a plain write per login
+	 * (last-write-wins across datacenters). */
+	"CREATE TABLE IF NOT EXISTS {ks}.pop3_logins (address text PRIMARY KEY, last_login bigint)",
+	/* EXPIRE: one row per (message, retrieval time), so that a later
+	 * retrieval never hides the first one whatever the write order: the
+	 * first clustering row of a message is its earliest retrieval. */
+	"CREATE TABLE IF NOT EXISTS {ks}.retrieved (mailbox_id uuid, message_id timeuuid,"
+	" retrieved_at bigint, PRIMARY KEY ((mailbox_id), message_id, retrieved_at))",
 	/* uid mode only: the per-mailbox counter, advanced by compare-and-set. */
 	"CREATE TABLE IF NOT EXISTS {ks}.mailbox_uids (mailbox_id uuid PRIMARY KEY,"
 	" next_uid bigint)",
@@ -229,13 +237,14 @@ static int has_column(struct cass_store *c, const char *table, const char *colum
 	return found;
 }
 
-/* A keyspace made before the users had quotas gets the two columns. Nodes
+/* A keyspace made before the users had quotas (or their own EXPIRE
+ * policy) gets the columns. Nodes
  * starting together may both add them: the loser's error is harmless
  * once the columns are there. */
 static enum store_status migrate_users(struct cass_store *c)
 {
-	static const char *const columns[] = { "quota_messages", "quota_octets" };
-	for (size_t i = 0; i < 2; i++) {
+	static const char *const columns[] = { "quota_messages", "quota_octets", "expire_days" };
+	for (size_t i = 0; i < sizeof(columns) / sizeof(columns[0]); i++) {
 		int has = has_column(c, "users", columns[i]);
 		if (has != 0) {
 			if (has < 0)
@@ -1621,6 +1630,174 @@ static enum store_status cass_quota_set(struct store *store, const char *address
 	return st;
 }
 
+/* --- POP3 extensions: EXPIRE and LOGIN-DELAY --- */
+
+/* Column 1 of a one-row read keyed by address, as a bigint (absent: left
+ * as it is); NOTFOUND without the row. */
+static enum store_status read_bigint(struct cass_store *c, const char *tmpl, const char *address,
+				     int64_t *v_r)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, address);
+	struct cql_result *res = NULL;
+	enum store_status st = run(c, Q(c, q, tmpl), v, c->read_cl, &res);
+	cql_values_free(&v);
+	if (st != STORE_OK)
+		return st;
+	if (!cql_result_next_row(res))
+		st = STORE_NOTFOUND;
+	else
+		cql_result_get_bigint(res, 1, v_r);
+	cql_result_free(&res);
+	return st;
+}
+
+static enum store_status cass_expire_get(struct store *store, const char *address, int *days_r)
+{
+	int64_t v = STORE_EXPIRE_DEFAULT;
+	enum store_status st = read_bigint((struct cass_store *)store,
+					   "SELECT address, expire_days FROM {ks}.users WHERE address = ?",
+					   address, &v);
+	*days_r = v >= STORE_EXPIRE_NEVER && v <= STORE_EXPIRE_DAYS_MAX ? (int)v : STORE_EXPIRE_DEFAULT;
+	return st;
+}
+
+/* Administrative, like the quota: the user must exist; the default is
+ * stored as null. */
+static enum store_status cass_expire_set(struct store *store, const char *address, int days)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = read_text(c, "SELECT address FROM {ks}.users WHERE address = ?",
+					 address, NULL, true);
+	if (st != STORE_OK)
+		return st;
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	if (days == STORE_EXPIRE_DEFAULT)
+		cql_values_add_null(v);
+	else
+		cql_values_add_bigint(v, days);
+	cql_values_add_text(v, address);
+	st = run(c, Q(c, q, "UPDATE {ks}.users SET expire_days = ? WHERE address = ?"), v,
+		 c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+static enum store_status cass_login_get(struct store *store, const char *address, int64_t *us_r)
+{
+	enum store_status st = read_bigint((struct cass_store *)store,
+					   "SELECT address, last_login FROM {ks}.pop3_logins"
+					   " WHERE address = ?", address, us_r);
+	return st == STORE_NOTFOUND ? STORE_OK : st;
+}
+
+static enum store_status cass_login_put(struct store *store, const char *address, int64_t us)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, address);
+	cql_values_add_bigint(v, us);
+	enum store_status st = run(c, Q(c, q, "INSERT INTO {ks}.pop3_logins (address, last_login)"
+					      " VALUES (?, ?)"), v, c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+static enum store_status cass_retrieved_put(struct store *store, const struct uuid *mailbox,
+					    const struct uuid *id, int64_t us)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, mailbox->b);
+	cql_values_add_uuid(v, id->b);
+	cql_values_add_bigint(v, us);
+	enum store_status st = run(c, Q(c, q, "INSERT INTO {ks}.retrieved (mailbox_id, message_id,"
+					      " retrieved_at) VALUES (?, ?, ?)"), v, c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+struct retrieved_rows {
+	int64_t before_us;
+	unsigned int max, n;
+	struct uuid *ids;
+	int64_t *times;
+	struct uuid last;  /* the message of the previous row */
+	bool have_last;
+};
+
+/* Rows come by message id, then retrieval time: a message's first row is
+ * its earliest retrieval, the others are skipped. */
+static bool retrieved_row(void *ctx, struct cql_result *res)
+{
+	struct retrieved_rows *r = ctx;
+	struct uuid id;
+	int64_t at = 0;
+	if (cql_result_get_uuid(res, 0, id.b) != 1 || cql_result_get_bigint(res, 1, &at) != 1)
+		return true;
+	if (r->have_last && memcmp(&r->last, &id, 16) == 0)
+		return true;
+	r->last = id;
+	r->have_last = true;
+	if (at >= r->before_us)
+		return true;
+	r->ids[r->n] = id;
+	r->times[r->n] = at;
+	return ++r->n < r->max;
+}
+
+static enum store_status cass_retrieved_list(struct store *store, const struct uuid *mailbox,
+					     int64_t before_us, unsigned int max,
+					     struct uuid **ids_r, int64_t **us_r, unsigned int *count_r)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	*ids_r = NULL;
+	*us_r = NULL;
+	*count_r = 0;
+	if (max == 0)
+		return STORE_OK;
+	struct retrieved_rows r = { .before_us = before_us, .max = max };
+	r.ids = xcalloc(max, sizeof(*r.ids));
+	r.times = xcalloc(max, sizeof(*r.times));
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, mailbox->b);
+	uint64_t rows;
+	enum store_status st = for_each_row(c, "SELECT message_id, retrieved_at FROM {ks}.retrieved"
+					       " WHERE mailbox_id = ?", v, c->read_cl, 0,
+					    retrieved_row, &r, &rows);
+	cql_values_free(&v);
+	if (st != STORE_OK || r.n == 0) {
+		free(r.ids);
+		free(r.times);
+		return st;
+	}
+	*ids_r = r.ids;
+	*us_r = r.times;
+	*count_r = r.n;
+	return STORE_OK;
+}
+
+static enum store_status cass_retrieved_del(struct store *store, const struct uuid *mailbox,
+					    const struct uuid *ids, unsigned int n)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = STORE_OK;
+	for (unsigned int k = 0; k < n && st == STORE_OK; k++) {
+		char q[512];
+		struct cql_values *v = cql_values_create();
+		cql_values_add_uuid(v, mailbox->b);
+		cql_values_add_uuid(v, ids[k].b);
+		st = run(c, Q(c, q, "DELETE FROM {ks}.retrieved WHERE mailbox_id = ? AND message_id = ?"),
+			 v, c->write_cl, NULL);
+		cql_values_free(&v);
+	}
+	return st;
+}
+
 static enum store_status cass_mailbox_usage(struct store *store, const char *address,
 					    uint64_t *messages_r, uint64_t *octets_r)
 {
@@ -1684,6 +1861,13 @@ const struct store_vfuncs store_cassandra_vfuncs = {
 	.alias_list = cass_alias_list,
 	.quota_get = cass_quota_get,
 	.quota_set = cass_quota_set,
+	.expire_get = cass_expire_get,
+	.expire_set = cass_expire_set,
+	.login_get = cass_login_get,
+	.login_put = cass_login_put,
+	.retrieved_put = cass_retrieved_put,
+	.retrieved_list = cass_retrieved_list,
+	.retrieved_del = cass_retrieved_del,
 	.mailbox_usage = cass_mailbox_usage,
 	.health = cass_health,
 	.deliver = cass_deliver,

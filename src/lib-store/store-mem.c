@@ -30,6 +30,15 @@ struct mem_user {
 	char *address, *hash;
 	uint32_t next_uid;
 	struct store_quota quota;  /* the user's own limits */
+	bool expire_own;           /* expire_days is the user's own policy */
+	int expire_days;
+	int64_t last_login;
+};
+
+/* The first retrieval of a message (EXPIRE). */
+struct mem_retrieved {
+	struct uuid mailbox, id;
+	int64_t us;
 };
 
 struct mem_alias {
@@ -49,6 +58,8 @@ struct mem_store {
 	unsigned int nbodies;
 	struct mem_alias *aliases;
 	unsigned int naliases;
+	struct mem_retrieved *retrieved;
+	unsigned int nretrieved;
 };
 
 static struct store *mem_open(const struct store_settings *set, const char **error_r)
@@ -92,6 +103,7 @@ static void mem_close(struct store *store)
 		free(m->aliases[i].targets);
 	}
 	free(m->aliases);
+	free(m->retrieved);
 	free(m->domains);
 	free(m->users);
 	free(m->rows);
@@ -182,7 +194,7 @@ static enum store_status user_add_locked(struct mem_store *m, const char *a, con
 	if (find_user(m, a) != NULL)
 		return STORE_EXISTS;
 	m->users = xrealloc(m->users, (m->nusers + 1) * sizeof(*m->users));
-	m->users[m->nusers++] = (struct mem_user){ xstrdup(a), xstrdup(h), 1, { 0, 0 } };
+	m->users[m->nusers++] = (struct mem_user){ xstrdup(a), xstrdup(h), 1, { 0, 0 }, false, 0, 0 };
 	return STORE_OK;
 }
 
@@ -610,6 +622,144 @@ static enum store_status mem_mailbox_usage(struct store *store, const char *a, u
 	LOCKED(m, usage_of_locked(m, a, n_r, octets_r));
 }
 
+/* --- POP3 extensions: EXPIRE and LOGIN-DELAY --- */
+
+static enum store_status expire_get_locked(struct mem_store *m, const char *a, int *days_r)
+{
+	struct mem_user *u = find_user(m, a);
+	if (u == NULL)
+		return STORE_NOTFOUND;
+	*days_r = u->expire_own ? u->expire_days : STORE_EXPIRE_DEFAULT;
+	return STORE_OK;
+}
+
+static enum store_status mem_expire_get(struct store *store, const char *a, int *days_r)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, expire_get_locked(m, a, days_r));
+}
+
+static enum store_status expire_set_locked(struct mem_store *m, const char *a, int days)
+{
+	struct mem_user *u = find_user(m, a);
+	if (u == NULL)
+		return STORE_NOTFOUND;
+	u->expire_own = days != STORE_EXPIRE_DEFAULT;
+	u->expire_days = days;
+	return STORE_OK;
+}
+
+static enum store_status mem_expire_set(struct store *store, const char *a, int days)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, expire_set_locked(m, a, days));
+}
+
+static enum store_status login_get_locked(struct mem_store *m, const char *a, int64_t *us_r)
+{
+	struct mem_user *u = find_user(m, a);
+	if (u == NULL)
+		return STORE_NOTFOUND;
+	*us_r = u->last_login;
+	return STORE_OK;
+}
+
+static enum store_status mem_login_get(struct store *store, const char *a, int64_t *us_r)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, login_get_locked(m, a, us_r));
+}
+
+static enum store_status login_put_locked(struct mem_store *m, const char *a, int64_t us)
+{
+	struct mem_user *u = find_user(m, a);
+	if (u == NULL)
+		return STORE_NOTFOUND;
+	u->last_login = us;
+	return STORE_OK;
+}
+
+static enum store_status mem_login_put(struct store *store, const char *a, int64_t us)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, login_put_locked(m, a, us));
+}
+
+static int find_retrieved(struct mem_store *m, const struct uuid *mbox, const struct uuid *id)
+{
+	for (unsigned int i = 0; i < m->nretrieved; i++)
+		if (memcmp(&m->retrieved[i].mailbox, mbox, 16) == 0 &&
+		    memcmp(&m->retrieved[i].id, id, 16) == 0)
+			return (int)i;
+	return -1;
+}
+
+static enum store_status retrieved_put_locked(struct mem_store *m, const struct uuid *mbox,
+					      const struct uuid *id, int64_t us)
+{
+	if (find_retrieved(m, mbox, id) >= 0)
+		return STORE_OK;
+	m->retrieved = xrealloc(m->retrieved, (m->nretrieved + 1) * sizeof(*m->retrieved));
+	m->retrieved[m->nretrieved++] = (struct mem_retrieved){ *mbox, *id, us };
+	return STORE_OK;
+}
+
+static enum store_status mem_retrieved_put(struct store *store, const struct uuid *mbox,
+					   const struct uuid *id, int64_t us)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, retrieved_put_locked(m, mbox, id, us));
+}
+
+static enum store_status retrieved_list_locked(struct mem_store *m, const struct uuid *mbox,
+					       int64_t before_us, unsigned int max,
+					       struct uuid **ids_r, int64_t **us_r,
+					       unsigned int *count_r)
+{
+	unsigned int n = 0;
+	for (unsigned int i = 0; i < m->nretrieved && n < max; i++) {
+		const struct mem_retrieved *r = &m->retrieved[i];
+		if (memcmp(&r->mailbox, mbox, 16) != 0 || r->us >= before_us)
+			continue;
+		*ids_r = xrealloc(*ids_r, (n + 1) * sizeof(**ids_r));
+		*us_r = xrealloc(*us_r, (n + 1) * sizeof(**us_r));
+		(*ids_r)[n] = r->id;
+		(*us_r)[n] = r->us;
+		n++;
+	}
+	*count_r = n;
+	return STORE_OK;
+}
+
+/* In insertion order: store.c does not rely on the order. */
+static enum store_status mem_retrieved_list(struct store *store, const struct uuid *mbox,
+					    int64_t before_us, unsigned int max, struct uuid **ids_r,
+					    int64_t **us_r, unsigned int *count_r)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	*ids_r = NULL;
+	*us_r = NULL;
+	LOCKED(m, retrieved_list_locked(m, mbox, before_us, max, ids_r, us_r, count_r));
+}
+
+static enum store_status retrieved_del_locked(struct mem_store *m, const struct uuid *mbox,
+					      const struct uuid *ids, unsigned int n)
+{
+	for (unsigned int k = 0; k < n; k++) {
+		int i = find_retrieved(m, mbox, &ids[k]);
+		if (i >= 0)
+			m->retrieved[i] = m->retrieved[--m->nretrieved];
+	}
+	return STORE_OK;
+}
+
+static enum store_status mem_retrieved_del(struct store *store, const struct uuid *mbox,
+					   const struct uuid *ids, unsigned int n)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, retrieved_del_locked(m, mbox, ids, n));
+}
+
 static enum store_status mem_health(struct store *store, struct buf *detail)
 {
 	(void)store;
@@ -638,6 +788,13 @@ const struct store_vfuncs store_mem_vfuncs = {
 	.alias_list = mem_alias_list,
 	.quota_get = mem_quota_get,
 	.quota_set = mem_quota_set,
+	.expire_get = mem_expire_get,
+	.expire_set = mem_expire_set,
+	.login_get = mem_login_get,
+	.login_put = mem_login_put,
+	.retrieved_put = mem_retrieved_put,
+	.retrieved_list = mem_retrieved_list,
+	.retrieved_del = mem_retrieved_del,
 	.mailbox_usage = mem_mailbox_usage,
 	.health = mem_health,
 	.deliver = mem_deliver,

@@ -66,6 +66,26 @@ struct store_vfuncs {
 	/* OK, or a temporary status with "backend: what fails" appended to detail. */
 	enum store_status (*health)(struct store *, struct buf *detail);
 
+	/* POP3 extensions (store.h). expire_get: STORE_EXPIRE_DEFAULT when the
+	 * user has no own value; NOTFOUND without the user. */
+	enum store_status (*expire_get)(struct store *, const char *address, int *days_r);
+	enum store_status (*expire_set)(struct store *, const char *address, int days);
+	/* 0 when none is recorded. */
+	enum store_status (*login_get)(struct store *, const char *address, int64_t *us_r);
+	enum store_status (*login_put)(struct store *, const char *address, int64_t us);
+	/* Keeps the earliest us per (mailbox, message). */
+	enum store_status (*retrieved_put)(struct store *, const struct uuid *mailbox,
+					   const struct uuid *id, int64_t us);
+	/* The mailbox's messages first retrieved before before_us, ordered
+	 * by id, at most max (ids_r and us_r malloc'ed, NULL when none). */
+	enum store_status (*retrieved_list)(struct store *, const struct uuid *mailbox,
+					    int64_t before_us, unsigned int max,
+					    struct uuid **ids_r, int64_t **us_r,
+					    unsigned int *count_r);
+	/* Removes the records of these messages; idempotent. */
+	enum store_status (*retrieved_del)(struct store *, const struct uuid *mailbox,
+					   const struct uuid *ids, unsigned int n);
+
 	/* Per recipient: NOTFOUND (no such user), OVERQUOTA (the message would
 	 * take the user over a limit: see store_quota_fits(), and
 	 * store_quota_refuse_all() for d->quota_all_or_nothing), else the

@@ -48,8 +48,10 @@
  * It is read only when some limit applies to the recipient.
  *
  * Schema versions (meta.schema_version): 1 the mail tables; 2 adds the
- * users' own quota columns, the aliases table and the health table. An
- * older database is migrated in the transaction that opens it.
+ * users' own quota columns, the aliases table and the health table; 3 the
+ * users' own EXPIRE policy and last POP3 login, and the retrieved table
+ * (first retrieval of a message, for EXPIRE). An older database is
+ * migrated in the transaction that opens it.
  *
  * Thread safety: connections are opened SQLITE_OPEN_NOMUTEX ("multi-thread"
  * mode: a connection may move between threads but is never used by two at
@@ -73,7 +75,7 @@
 
 #include "log.h"
 
-#define SQLITE_SCHEMA_VERSION 2
+#define SQLITE_SCHEMA_VERSION 3
 #define SQLITE_BUSY_TIMEOUT_MS 10000
 /* Reader connections held by open cursors, at most; beyond, cursors read
  * through the calling thread's connection (see the file comment). */
@@ -148,6 +150,12 @@ static const char *const migrations[SQLITE_SCHEMA_VERSION + 1] = {
 	      "  targets TEXT NOT NULL) WITHOUT ROWID;"
 	      "CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1),"
 	      "  checked_at INTEGER NOT NULL);",
+	/* expire_days: STORE_EXPIRE_DEFAULT (-2), _NEVER (-1) or days;
+	 * last_login: µs since the epoch, 0 for none. */
+	[3] = "ALTER TABLE users ADD COLUMN expire_days INTEGER NOT NULL DEFAULT -2;"
+	      "ALTER TABLE users ADD COLUMN last_login INTEGER NOT NULL DEFAULT 0;"
+	      "CREATE TABLE retrieved (mailbox_id BLOB NOT NULL, sort_key BLOB NOT NULL,"
+	      "  first_us INTEGER NOT NULL, PRIMARY KEY (mailbox_id, sort_key)) WITHOUT ROWID;",
 };
 
 static enum store_status status_from_rc(sqlite3 *db, int rc, const char *what)
@@ -1295,6 +1303,165 @@ static enum store_status sqlite_quota_set(struct store *store, const char *addre
 	return ret == STORE_OK && sqlite3_changes(db) == 0 ? STORE_NOTFOUND : ret;
 }
 
+/* --- POP3 extensions: EXPIRE and LOGIN-DELAY --- */
+
+/* Column 0 of the users row of address as an integer; NOTFOUND without it. */
+static enum store_status user_int(struct sqlite_store *s, const char *sql, const char *address,
+				  int64_t *v_r)
+{
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, sql);
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*v_r = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? STORE_OK : rc == SQLITE_DONE ? STORE_NOTFOUND
+							       : status_from_rc(db, rc, sql);
+}
+
+/* Sets an integer column of the users row; NOTFOUND without it. */
+static enum store_status user_set_int(struct sqlite_store *s, const char *sql,
+				      const char *address, int64_t v)
+{
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, sql);
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_int64(st, 1, v);
+	sqlite3_bind_text(st, 2, address, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	enum store_status ret = status_from_rc(db, rc, sql);
+	return ret == STORE_OK && sqlite3_changes(db) == 0 ? STORE_NOTFOUND : ret;
+}
+
+static enum store_status sqlite_expire_get(struct store *store, const char *address, int *days_r)
+{
+	int64_t v = STORE_EXPIRE_DEFAULT;
+	enum store_status st = user_int((struct sqlite_store *)store,
+					"SELECT expire_days FROM users WHERE address = ?", address, &v);
+	*days_r = (int)v;
+	return st;
+}
+
+static enum store_status sqlite_expire_set(struct store *store, const char *address, int days)
+{
+	return user_set_int((struct sqlite_store *)store,
+			    "UPDATE users SET expire_days = ? WHERE address = ?", address, days);
+}
+
+static enum store_status sqlite_login_get(struct store *store, const char *address, int64_t *us_r)
+{
+	return user_int((struct sqlite_store *)store,
+			"SELECT last_login FROM users WHERE address = ?", address, us_r);
+}
+
+static enum store_status sqlite_login_put(struct store *store, const char *address, int64_t us)
+{
+	return user_set_int((struct sqlite_store *)store,
+			    "UPDATE users SET last_login = ? WHERE address = ?", address, us);
+}
+
+/* INSERT OR IGNORE: the first retrieval's time stays. */
+static enum store_status sqlite_retrieved_put(struct store *store, const struct uuid *mailbox,
+					      const struct uuid *id, int64_t us)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, "INSERT OR IGNORE INTO retrieved (mailbox_id, sort_key, first_us)"
+				    " VALUES (?, ?, ?)");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	uint8_t key[16];
+	store_sort_key(id, key);
+	sqlite3_bind_blob(st, 1, mailbox->b, 16, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, key, 16, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, us);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return status_from_rc(db, rc, "retrieved put");
+}
+
+static enum store_status sqlite_retrieved_list(struct store *store, const struct uuid *mailbox,
+					       int64_t before_us, unsigned int max,
+					       struct uuid **ids_r, int64_t **us_r,
+					       unsigned int *count_r)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	*ids_r = NULL;
+	*us_r = NULL;
+	*count_r = 0;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, "SELECT sort_key, first_us FROM retrieved"
+				    " WHERE mailbox_id = ? AND first_us < ? ORDER BY sort_key LIMIT ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, mailbox->b, 16, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, before_us);
+	sqlite3_bind_int64(st, 3, max);
+	struct uuid *ids = xcalloc(max ? max : 1, sizeof(*ids));
+	int64_t *times = xcalloc(max ? max : 1, sizeof(*times));
+	unsigned int n = 0;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+		if (sqlite3_column_bytes(st, 0) != 16)
+			continue;
+		store_sort_key_to_uuid(sqlite3_column_blob(st, 0), &ids[n]);
+		times[n++] = sqlite3_column_int64(st, 1);
+	}
+	enum store_status ret = rc == SQLITE_ROW || rc == SQLITE_DONE
+					? STORE_OK : status_from_rc(db, rc, "retrieved list");
+	sqlite3_finalize(st);
+	if (ret != STORE_OK || n == 0) {
+		free(ids);
+		free(times);
+		return ret;
+	}
+	*ids_r = ids;
+	*us_r = times;
+	*count_r = n;
+	return STORE_OK;
+}
+
+static enum store_status sqlite_retrieved_del(struct store *store, const struct uuid *mailbox,
+					      const struct uuid *ids, unsigned int n)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, "DELETE FROM retrieved WHERE mailbox_id = ? AND sort_key = ?");
+	if (st == NULL || exec_sql(db, "BEGIN IMMEDIATE") != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return STORE_TEMPFAIL;
+	}
+	enum store_status ret = STORE_OK;
+	for (unsigned int k = 0; k < n && ret == STORE_OK; k++) {
+		uint8_t key[16];
+		store_sort_key(&ids[k], key);
+		sqlite3_reset(st);
+		sqlite3_bind_blob(st, 1, mailbox->b, 16, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 2, key, 16, SQLITE_TRANSIENT);
+		ret = status_from_rc(db, sqlite3_step(st), "retrieved del");
+	}
+	sqlite3_finalize(st);
+	if (ret == STORE_OK && exec_sql(db, "COMMIT") == SQLITE_OK)
+		return STORE_OK;
+	exec_sql(db, "ROLLBACK");
+	return ret == STORE_OK ? STORE_TEMPFAIL : ret;
+}
+
 static enum store_status sqlite_mailbox_usage(struct store *store, const char *address,
 					      uint64_t *messages_r, uint64_t *octets_r)
 {
@@ -1387,6 +1554,13 @@ const struct store_vfuncs store_sqlite_vfuncs = {
 	.alias_list = sqlite_alias_list,
 	.quota_get = sqlite_quota_get,
 	.quota_set = sqlite_quota_set,
+	.expire_get = sqlite_expire_get,
+	.expire_set = sqlite_expire_set,
+	.login_get = sqlite_login_get,
+	.login_put = sqlite_login_put,
+	.retrieved_put = sqlite_retrieved_put,
+	.retrieved_list = sqlite_retrieved_list,
+	.retrieved_del = sqlite_retrieved_del,
 	.mailbox_usage = sqlite_mailbox_usage,
 	.health = sqlite_health,
 	.deliver = sqlite_deliver,

@@ -935,3 +935,121 @@ void store_metrics_render(struct store *store, struct buf *out)
 	(void)store;
 	(void)out;
 }
+
+/* --- POP3 extensions: EXPIRE and LOGIN-DELAY --- */
+
+enum store_status store_user_expire_get(struct store *store, const char *address, int *days_r)
+{
+	*days_r = STORE_EXPIRE_DEFAULT;
+	return store->v->expire_get(store, address, days_r);
+}
+
+enum store_status store_user_expire_set(struct store *store, const char *address, int days)
+{
+	if (days < STORE_EXPIRE_DEFAULT || days > STORE_EXPIRE_DAYS_MAX)
+		return STORE_INVALID;
+	return store->v->expire_set(store, address, days);
+}
+
+enum store_status store_login_get(struct store *store, const char *address, int64_t *us_r)
+{
+	*us_r = 0;
+	return store->v->login_get(store, address, us_r);
+}
+
+enum store_status store_login_put(struct store *store, const char *address, int64_t us)
+{
+	if (us <= 0)
+		return STORE_INVALID;
+	return store->v->login_put(store, address, us);
+}
+
+enum store_status store_retrieved_put(struct store_maildrop *md, unsigned int i, int64_t us)
+{
+	if (i >= md->count || us <= 0)
+		return STORE_INVALID;
+	return md->store->v->retrieved_put(md->store, &md->mailbox_id, &md->entries[i].id, us);
+}
+
+struct retrieved_key {
+	uint8_t key[16];
+	unsigned int index;  /* into the retrieved list */
+};
+
+static int retrieved_key_cmp(const void *a, const void *b)
+{
+	return memcmp(((const struct retrieved_key *)a)->key,
+		      ((const struct retrieved_key *)b)->key, 16);
+}
+
+/* The listing is read after the retrieval records, so every message it
+ * finds was retrieved before before_us: only those are expunged. The
+ * records are removed only once the expunge has succeeded; a record whose
+ * message is no longer listed (deleted at QUIT, or not yet replicated to
+ * this datacenter) is removed too, which can only make a message expire
+ * never, not early. */
+enum store_status store_expire_mailbox(struct store *store, const char *address,
+				       int64_t before_us, unsigned int max,
+				       struct store_expired **expired_r, unsigned int *count_r)
+{
+	*expired_r = NULL;
+	*count_r = 0;
+	struct uuid mbox;
+	uuid_v5(address, strlen(address), &mbox);
+	struct uuid *ids = NULL;
+	int64_t *times = NULL;
+	unsigned int n = 0;
+	enum store_status st =
+		store->v->retrieved_list(store, &mbox, before_us, max, &ids, &times, &n);
+	if (st != STORE_OK || n == 0) {
+		free(ids);
+		free(times);
+		return st;
+	}
+	struct store_maildrop *md = NULL;
+	st = store_maildrop_open(store, address, &md);
+	if (st != STORE_OK) {
+		free(ids);
+		free(times);
+		return st;
+	}
+	struct retrieved_key *keys = xcalloc(n, sizeof(*keys));
+	for (unsigned int k = 0; k < n; k++) {
+		store_sort_key(&ids[k], keys[k].key);
+		keys[k].index = k;
+	}
+	qsort(keys, n, sizeof(*keys), retrieved_key_cmp);
+	unsigned int *indexes = xcalloc(n, sizeof(*indexes));
+	struct store_expired *expired = xcalloc(n, sizeof(*expired));
+	unsigned int found = 0;
+	for (unsigned int i = 0; i < md->count && found < n; i++) {
+		struct retrieved_key probe;
+		store_sort_key(&md->entries[i].id, probe.key);
+		const struct retrieved_key *hit =
+			bsearch(&probe, keys, n, sizeof(*keys), retrieved_key_cmp);
+		if (hit == NULL)
+			continue;
+		indexes[found] = i;
+		expired[found].id = md->entries[i].id;
+		expired[found].size = md->entries[i].size;
+		expired[found].retrieved_us = times[hit->index];
+		found++;
+	}
+	st = store_maildrop_expunge(md, indexes, found);
+	/* The records left behind by a failure here are removed by a later
+	 * sweep: their messages are gone from the listing by then. */
+	if (st == STORE_OK && store->v->retrieved_del(store, &mbox, ids, n) != STORE_OK)
+		log_warn("expire: retrieval records of %s not removed yet", address);
+	store_maildrop_free(&md);
+	free(indexes);
+	free(keys);
+	free(ids);
+	free(times);
+	if (st != STORE_OK || found == 0) {
+		free(expired);
+		return st;
+	}
+	*expired_r = expired;
+	*count_r = found;
+	return STORE_OK;
+}

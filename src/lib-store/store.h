@@ -217,6 +217,46 @@ enum store_status store_mailbox_usage(struct store *store, const char *address,
  * of unknown size still fits), STORE_OVERQUOTA when at or over one. */
 enum store_status store_quota_check(struct store *store, const char *address);
 
+/* POP3 extensions (RFC 2449): the user's own EXPIRE policy, the last
+ * login for LOGIN-DELAY, and when messages were first retrieved. All plain
+ * writes, no lightweight transaction, no read-then-write: a login time is
+ * last-write-wins, a retrieval record keeps the earliest time written (see
+ * store_retrieved_put). */
+struct store_maildrop;
+#define STORE_EXPIRE_DEFAULT (-2)  /* no own value: [pop3] expire_days applies */
+#define STORE_EXPIRE_NEVER (-1)
+#define STORE_EXPIRE_DAYS_MAX 36500
+/* The user's own policy in days (0..STORE_EXPIRE_DAYS_MAX), or
+ * STORE_EXPIRE_NEVER, or STORE_EXPIRE_DEFAULT; NOTFOUND without the user. */
+enum store_status store_user_expire_get(struct store *store, const char *address, int *days_r);
+/* INVALID for a value outside those; NOTFOUND without the user. */
+enum store_status store_user_expire_set(struct store *store, const char *address, int days);
+/* The last successful POP3 login (µs since the epoch), 0 when none is
+ * recorded. A plain write per login: two datacenters' logins are ordered
+ * by their write timestamps once replicated, no better. */
+enum store_status store_login_get(struct store *store, const char *address, int64_t *us_r);
+enum store_status store_login_put(struct store *store, const char *address, int64_t us);
+/* Records that message i of the listing was retrieved at us. Idempotent;
+ * a later call for the same message never moves its time later (SQLite:
+ * INSERT OR IGNORE; Cassandra: one clustering row per retrieval time, the
+ * earliest read back; mem: kept if present). */
+enum store_status store_retrieved_put(struct store_maildrop *md, unsigned int i, int64_t us);
+
+/* The expiry sweep of one mailbox: the messages first retrieved before
+ * before_us (and only those: a message never retrieved is never expired)
+ * that are still in the listing, at most max of them, are expunged as at
+ * POP3 QUIT; their retrieval records, and those of messages no longer
+ * listed, are removed. *expired_r (malloc'ed, may be NULL when
+ * *count_r is 0) says which, for the log. */
+struct store_expired {
+	struct uuid id;
+	uint64_t size;
+	int64_t retrieved_us;
+};
+enum store_status store_expire_mailbox(struct store *store, const char *address,
+				       int64_t before_us, unsigned int max,
+				       struct store_expired **expired_r, unsigned int *count_r);
+
 /* Health: STORE_OK when the store can take writes (SQLite: the database
  * is writable; Cassandra: a quorum of the local datacenter's replicas is
  * reachable). Else a temporary status with what fails appended to detail. */
