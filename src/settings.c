@@ -27,6 +27,7 @@ enum key_type {
 	KEY_NETS,      /* comma-separated CIDR ranges, kept as text, parsed at load */
 	KEY_BACKEND,   /* a store backend of this build, kept as text */
 	KEY_LIMIT,     /* uint64_t: "none" (SETTINGS_NO_LIMIT, 0) or a size/count of at least 1 */
+	KEY_DAYS,      /* int: "never" (SETTINGS_EXPIRE_NEVER) or 0..36500 days */
 };
 
 struct key_def {
@@ -51,6 +52,7 @@ static const struct key_def keys[] = {
 	{ "server", "group", KEY_STRING, OFF(group), NULL },
 	{ "server", "log", KEY_ENUM, OFF(log_target), log_target_choices },
 	{ "server", "log_level", KEY_ENUM, OFF(log_level), log_level_choices },
+	{ "server", "audit_log", KEY_STRING, OFF(audit_log), NULL },
 	{ "smtp", "listen", KEY_LISTEN, OFF(smtp_listen), NULL },
 	{ "smtp", "listen_tls", KEY_LISTEN, OFF(smtp_listen_tls), NULL },
 	{ "smtp", "max_message_size", KEY_SIZE, OFF(max_message_size), NULL },
@@ -63,6 +65,9 @@ static const struct key_def keys[] = {
 	{ "pop3", "listen", KEY_LISTEN, OFF(pop3_listen), NULL },
 	{ "pop3", "listen_tls", KEY_LISTEN, OFF(pop3_listen_tls), NULL },
 	{ "pop3", "idle_timeout", KEY_DURATION, OFF(pop3_idle_timeout_ms), NULL },
+	{ "pop3", "expire_days", KEY_DAYS, OFF(pop3_expire_days), NULL },
+	{ "pop3", "expire_sweep_interval", KEY_DURATION, OFF(pop3_expire_sweep_interval_ms), NULL },
+	{ "pop3", "login_delay", KEY_DURATION, OFF(pop3_login_delay_ms), NULL },
 	{ "tls", "cert", KEY_STRING, OFF(tls_cert), NULL },
 	{ "tls", "key", KEY_STRING, OFF(tls_key), NULL },
 	{ "tls", "min_version", KEY_ENUM, OFF(tls_min_version), tls_version_choices },
@@ -276,6 +281,23 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 			return -1;
 		}
 		return 0;
+	case KEY_DAYS: {
+		char *end;
+		unsigned long n = strtoul(value, &end, 10);
+		if (strcmp(value, "never") == 0) {
+			*(int *)field = SETTINGS_EXPIRE_NEVER;
+			return 0;
+		}
+		if (*value < '0' || *value > '9' || *end != '\0' || n > 36500) {
+			snprintf(reason_buf, sizeof(reason_buf),
+				 "%s: invalid value \"%.200s\" (expected never, or a number of days 0..36500)",
+				 key, value);
+			*error_r = reason_buf;
+			return -1;
+		}
+		*(int *)field = (int)n;
+		return 0;
+	}
 	case KEY_SIZE:
 		if (parse_size(value, field) < 0) {
 			snprintf(reason_buf, sizeof(reason_buf),
@@ -360,6 +382,8 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 	set->smtp_idle_timeout_ms = 300 * 1000;  /* RFC 5321 4.5.3.2: 5 minutes */
 	set->lmtp_idle_timeout_ms = 300 * 1000;
 	set->pop3_idle_timeout_ms = 600 * 1000;  /* RFC 1939 3: at least 10 minutes */
+	set->pop3_expire_days = SETTINGS_EXPIRE_NEVER;
+	set->pop3_expire_sweep_interval_ms = 300 * 1000;
 	set->plaintext = PLAINTEXT_TLS_OR_LOOPBACK;
 	const char *bad;
 	set->trusted_network_count = (unsigned int)net_range_list_parse(

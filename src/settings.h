@@ -27,6 +27,9 @@ enum plaintext_policy {
 	PLAINTEXT_TLS,
 };
 
+/* [pop3] expire_days = never (as store.h's STORE_EXPIRE_NEVER). */
+#define SETTINGS_EXPIRE_NEVER (-1)
+
 /* [quota]: no limit (as store.h's STORE_NO_LIMIT; a limit is at least 1). */
 #define SETTINGS_NO_LIMIT 0
 
@@ -44,6 +47,7 @@ struct tern_settings {
 	unsigned int user_line;    /* where user or group was set, for errors */
 	enum log_target log_target;
 	int log_level;             /* enum log_level */
+	char *audit_log;           /* the audit file; NULL: none */
 	/* [smtp] */
 	char *smtp_listen, *smtp_listen_tls;
 	uint64_t max_message_size;
@@ -57,6 +61,9 @@ struct tern_settings {
 	/* [pop3] */
 	char *pop3_listen, *pop3_listen_tls;
 	unsigned int pop3_idle_timeout_ms;
+	int pop3_expire_days;      /* SETTINGS_EXPIRE_NEVER, or days (RFC 2449 EXPIRE) */
+	unsigned int pop3_expire_sweep_interval_ms;
+	unsigned int pop3_login_delay_ms; /* 0: none (RFC 2449 LOGIN-DELAY) */
 	/* [tls] */
 	char *tls_cert, *tls_key;
 	unsigned int tls_line;  /* where [tls] cert or key was set, for errors */

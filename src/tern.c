@@ -3,6 +3,7 @@
  *   serve                          run the daemon in the foreground
  *   domain add|del DOMAIN, domain list
  *   user add|del|passwd ADDRESS, user list   (password: first line of stdin)
+ *   user expire ADDRESS [DAYS|default|never]  a user's own POP3 EXPIRE policy
  *   alias add ADDRESS TARGET..., alias del ADDRESS, alias list
  *   quota set ADDRESS [--messages N|none] [--octets SIZE|none], quota get ADDRESS
  *   deliver [-f SENDER] ADDRESS    local delivery of the message on stdin
@@ -44,6 +45,9 @@ static void usage(FILE *f)
 		"                                (or a {SCHEME}-prefixed hash) is read from stdin\n"
 		"  user del ADDRESS              remove a user and their mail\n"
 		"  user list                     list users\n"
+		"  user expire ADDRESS [DAYS|default|never]\n"
+		"                                show or set a user's own POP3 EXPIRE policy\n"
+		"                                (default: [pop3] expire_days applies)\n"
 		"  alias add ADDRESS TARGET...   create an alias of a local domain, or add\n"
 		"                                targets (users or aliases) to it\n"
 		"  alias del ADDRESS             remove an alias\n"
@@ -90,7 +94,7 @@ static int parse_address(const char *arg, char out[MAIL_ADDRESS_MAX + 1])
 {
 	struct mail_address addr;
 	const char *error;
-	if (mail_address_parse(arg, strlen(arg), &addr, &error) < 0) {
+	if (mail_address_parse_utf8(arg, strlen(arg), &addr, &error) < 0) {
 		fprintf(stderr, "tern: invalid address \"%s\": %s\n", arg, error);
 		return -1;
 	}
@@ -195,6 +199,60 @@ static int address_kind(struct store *store, const char *address, enum store_sta
 	}
 	buf_deinit(&b);
 	return kind;
+}
+
+static void print_expire(const char *label, int days)
+{
+	if (days == STORE_EXPIRE_NEVER)
+		printf("%s: never\n", label);
+	else
+		printf("%s: %d day%s\n", label, days, days == 1 ? "" : "s");
+}
+
+/* user expire ADDRESS [DAYS|default|never] */
+static int cmd_user_expire(const struct tern_settings *set, struct store *store, int argc,
+			   char **argv)
+{
+	if (argc != 1 && argc != 2) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	char addr[MAIL_ADDRESS_MAX + 1];
+	if (parse_address(argv[0], addr) < 0)
+		return EX_DATAERR;
+	enum store_status st;
+	if (argc == 1) {
+		int own;
+		st = store_user_expire_get(store, addr, &own);
+		if (st == STORE_NOTFOUND)
+			return die(EX_NOUSER, "unknown user %s", addr);
+		if (st != STORE_OK)
+			return die(store_exit(st), "user expire %s: %s", addr, store_status_name(st));
+		if (own == STORE_EXPIRE_DEFAULT)
+			printf("own: default\n");
+		else
+			print_expire("own", own);
+		print_expire("effective", own == STORE_EXPIRE_DEFAULT ? set->pop3_expire_days : own);
+		return EX_OK;
+	}
+	const char *v = argv[1];
+	int days;
+	if (strcmp(v, "default") == 0) {
+		days = STORE_EXPIRE_DEFAULT;
+	} else if (strcmp(v, "never") == 0) {
+		days = STORE_EXPIRE_NEVER;
+	} else {
+		char *end;
+		unsigned long n = strtoul(v, &end, 10);
+		if (*v < '0' || *v > '9' || *end != '\0' || n > STORE_EXPIRE_DAYS_MAX)
+			return die(EX_DATAERR, "user expire: expected a number of days (0..%d), default or never, got \"%s\"",
+				   STORE_EXPIRE_DAYS_MAX, v);
+		days = (int)n;
+	}
+	st = store_user_expire_set(store, addr, days);
+	if (st == STORE_NOTFOUND)
+		return die(EX_NOUSER, "unknown user %s", addr);
+	return st == STORE_OK ? EX_OK : die(store_exit(st), "user expire %s: %s", addr, store_status_name(st));
 }
 
 static int cmd_user(struct store *store, int argc, char **argv)
@@ -696,6 +754,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(command, "domain") == 0)
 		ret = cmd_domain(store, rest_argc, rest);
+	else if (strcmp(command, "user") == 0 && rest_argc > 0 && strcmp(rest[0], "expire") == 0)
+		ret = cmd_user_expire(set, store, rest_argc - 1, rest + 1);
 	else if (strcmp(command, "user") == 0)
 		ret = cmd_user(store, rest_argc, rest);
 	else if (strcmp(command, "repair") == 0)

@@ -3,7 +3,7 @@
  *
  * Invariants kept for every address this module returns:
  *  - local holds at most MAIL_LOCAL_MAX octets, domain at most MAIL_DOMAIN_MAX,
- *    both NUL-terminated, lower-cased, printable ASCII only;
+ *    both NUL-terminated, lower-cased, printable ASCII only (mail_address_parse_utf8: UTF-8 in the local part);
  *  - local is either a dot-string, or a quoted string in canonical form
  *    (only '"' and '\' escaped), used only when the content is not a valid
  *    dot-string: "abc"@x and abc@x are the same mailbox and compare equal;
@@ -12,10 +12,21 @@
  * Anything else (control characters, spaces outside quotes, 8-bit bytes,
  * missing '@', empty parts) is refused with a short reason: these addresses
  * become database keys and log fields, so ambiguity is not tolerated.
+ *
+ * mail_address_parse_utf8() also takes the internationalised local parts
+ * of RFC 6531/6532 (atext extended by UTF8-non-ascii), for user names
+ * (POP3 UTF8, SASL, the CLI): the octets must be valid UTF-8 (shortest
+ * form, no surrogates, nothing above U+10FFFF, no C1 controls); only ASCII
+ * letters are lower-cased, the rest is kept octet for octet (no Unicode
+ * case folding or normalisation: "É" and "é" are different users, and so
+ * are the composed and decomposed forms of one letter). The domain stays
+ * ASCII (an IDN is given in its A-label form, xn--...). Lengths are in
+ * octets.
  */
 #include "mail-address.h"
 
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -34,15 +45,16 @@ static char to_lower(char c)
 	return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
 }
 
-/* RFC 5322 atext. */
-static bool is_atext(unsigned char c)
+/* RFC 5322 atext; with utf8, RFC 6532's UTF8-non-ascii too (the octets
+ * have been validated as UTF-8 before). */
+static bool is_atext(unsigned char c, bool utf8)
 {
-	if (is_alpha(c) || is_digit(c))
+	if (is_alpha(c) || is_digit(c) || (utf8 && c >= 0x80))
 		return true;
 	return c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
 }
 
-static bool is_dot_string(const char *s, size_t len)
+static bool is_dot_string(const char *s, size_t len, bool utf8)
 {
 	if (len == 0 || s[0] == '.' || s[len - 1] == '.')
 		return false;
@@ -50,9 +62,43 @@ static bool is_dot_string(const char *s, size_t len)
 		if (s[i] == '.') {
 			if (s[i - 1] == '.')
 				return false;
-		} else if (!is_atext((unsigned char)s[i])) {
+		} else if (!is_atext((unsigned char)s[i], utf8)) {
 			return false;
 		}
+	}
+	return true;
+}
+
+bool mail_utf8_is_valid(const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	for (size_t i = 0; i < len;) {
+		unsigned char c = s[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		size_t n;
+		uint32_t cp, min;
+		if (c >= 0xc2 && c <= 0xdf)
+			n = 2, cp = c & 0x1f, min = 0x80;
+		else if (c >= 0xe0 && c <= 0xef)
+			n = 3, cp = c & 0x0f, min = 0x800;
+		else if (c >= 0xf0 && c <= 0xf4)
+			n = 4, cp = c & 0x07, min = 0x10000;
+		else
+			return false; /* a continuation octet, an overlong lead (C0, C1) or F5..FF */
+		if (len - i < n)
+			return false;
+		for (size_t k = 1; k < n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+		    (cp >= 0x80 && cp <= 0x9f))
+			return false; /* overlong, out of range, a surrogate, a C1 control */
+		i += n;
 	}
 	return true;
 }
@@ -118,7 +164,7 @@ bool mail_domain_is_valid(const char *domain, size_t len)
 
 /* Parses a quoted-string local part s[0..len) (quotes included) into its
  * canonical form in out (size outsize). Returns 0 or -1. */
-static int parse_quoted_local(const char *s, size_t len, char *out, size_t outsize,
+static int parse_quoted_local(const char *s, size_t len, bool utf8, char *out, size_t outsize,
 			      const char **error_r)
 {
 	char content[MAIL_LOCAL_MAX + 1];
@@ -140,7 +186,7 @@ static int parse_quoted_local(const char *s, size_t len, char *out, size_t outsi
 			*error_r = "malformed quoted local part";
 			return -1;
 		}
-		if (c < 0x20 || c > 0x7e) {
+		if (c < 0x20 || c == 0x7f || (c > 0x7f && !utf8)) {
 			*error_r = "invalid character in local part";
 			return -1;
 		}
@@ -152,7 +198,7 @@ static int parse_quoted_local(const char *s, size_t len, char *out, size_t outsi
 		*error_r = "empty local part";
 		return -1;
 	}
-	if (is_dot_string(content, n)) {
+	if (is_dot_string(content, n, utf8)) {
 		memcpy(out, content, n + 1);
 		return 0;
 	}
@@ -190,8 +236,8 @@ static size_t find_at(const char *s, size_t len)
 	return len;
 }
 
-int mail_address_parse(const char *s, size_t len, struct mail_address *addr_r,
-		       const char **error_r)
+static int parse_address(const char *s, size_t len, bool utf8, struct mail_address *addr_r,
+			 const char **error_r)
 {
 	memset(addr_r, 0, sizeof(*addr_r));
 	for (size_t i = 0; i < len; i++) {
@@ -200,10 +246,14 @@ int mail_address_parse(const char *s, size_t len, struct mail_address *addr_r,
 			*error_r = "control character in address";
 			return -1;
 		}
-		if (c > 0x7f) {
+		if (c > 0x7f && !utf8) {
 			*error_r = "non-ASCII address";
 			return -1;
 		}
+	}
+	if (utf8 && !mail_utf8_is_valid(s, len)) {
+		*error_r = "invalid UTF-8 in address";
+		return -1;
 	}
 	size_t at = find_at(s, len);
 	if (at == len) {
@@ -229,11 +279,11 @@ int mail_address_parse(const char *s, size_t len, struct mail_address *addr_r,
 		return -1;
 	}
 	if (s[0] == '"') {
-		if (parse_quoted_local(s, at, addr_r->local, sizeof(addr_r->local),
+		if (parse_quoted_local(s, at, utf8, addr_r->local, sizeof(addr_r->local),
 				       error_r) < 0)
 			return -1;
 	} else {
-		if (!is_dot_string(s, at)) {
+		if (!is_dot_string(s, at, utf8)) {
 			*error_r = memchr(s, ' ', at) != NULL ?
 				"space in local part" : "invalid local part";
 			return -1;
@@ -257,6 +307,18 @@ int mail_address_parse(const char *s, size_t len, struct mail_address *addr_r,
 	}
 	addr_r->domain[dlen] = '\0';
 	return 0;
+}
+
+int mail_address_parse(const char *s, size_t len, struct mail_address *addr_r,
+		       const char **error_r)
+{
+	return parse_address(s, len, false, addr_r, error_r);
+}
+
+int mail_address_parse_utf8(const char *s, size_t len, struct mail_address *addr_r,
+			    const char **error_r)
+{
+	return parse_address(s, len, true, addr_r, error_r);
 }
 
 /* Skips an RFC 5321 source route "@a,@b:" at s[0..len); returns the offset

@@ -25,6 +25,14 @@ struct mail_address {
 /* Parses a bare "local@domain". Returns 0, or -1 with a short reason. */
 int mail_address_parse(const char *s, size_t len, struct mail_address *addr_r,
 		       const char **error_r);
+/* As mail_address_parse(), and a local part may hold UTF-8 (RFC 6531
+ * atext extended by UTF8-non-ascii): for user names, never for SMTP paths
+ * without SMTPUTF8. Only ASCII is lower-cased. */
+int mail_address_parse_utf8(const char *s, size_t len, struct mail_address *addr_r,
+			    const char **error_r);
+/* Whether s[0..len) is valid UTF-8: shortest forms only, no surrogates,
+ * nothing above U+10FFFF, and no C1 control characters. */
+bool mail_utf8_is_valid(const char *s, size_t len);
 /* Parses a path "<local@domain>" or "<>" (only when allow_null). s points at
  * the '<'; *end_r is set just past the '>'. Returns 0 or -1 with a reason. */
 int mail_address_parse_path(const char *s, size_t len, bool allow_null,

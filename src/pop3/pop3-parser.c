@@ -30,7 +30,7 @@ static const struct {
 	{ "NOOP", POP3_VERB_NOOP }, { "RSET", POP3_VERB_RSET },
 	{ "QUIT", POP3_VERB_QUIT }, { "TOP", POP3_VERB_TOP },
 	{ "UIDL", POP3_VERB_UIDL }, { "CAPA", POP3_VERB_CAPA },
-	{ "STLS", POP3_VERB_STLS },
+	{ "STLS", POP3_VERB_STLS }, { "UTF8", POP3_VERB_UTF8 },
 };
 
 /* RFC 2449: keywords are three or four characters; longer is never valid. */

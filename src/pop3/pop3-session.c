@@ -17,15 +17,25 @@
  *   a large message never sits in memory whole.
  * - The [auth] plaintext policy is checked before any password is looked
  *   at; PASS and AUTH lines are wiped after use.
+ * - RFC 2449 extensions: LOGIN-DELAY is checked only once the password is
+ *   right (a wrong one learns nothing), and a refused login records no
+ *   time; the login time and the first retrieval of a message are plain
+ *   writes (store.h), never read-then-written. With an EXPIRE policy of 0
+ *   days, QUIT's UPDATE deletes what the session retrieved as if DELE'd;
+ *   a session that ends otherwise deletes nothing. IMPLEMENTATION is shown
+ *   only after login.
  */
 #include "pop3-session.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mail-address.h"
 #include "mail-data.h"
+#include "pop3-audit.h"
+#include "pop3-expire.h"
 #include "pop3-parser.h"
 #include "settings.h"
 
@@ -51,6 +61,10 @@ struct pop3_session {
 	bool *deleted;
 	unsigned int deleted_count;  /* marked by DELE: STAT costs no scan */
 	uint64_t deleted_size;
+	bool *retrieved;             /* RETR'd whole in this session */
+	int expire_days;             /* the user's EXPIRE policy: days or STORE_EXPIRE_NEVER */
+	bool expire_own;             /* ... and it is the user's own, not [pop3] expire_days */
+	bool login_delayed;          /* the password was right, LOGIN-DELAY refused it */
 
 	/* the job in flight */
 	enum store_status job_status;
@@ -59,6 +73,7 @@ struct pop3_session {
 	struct store_cursor *cursor;  /* RETR/TOP being streamed */
 	struct mail_pop3_encoder enc;
 	bool read_started, read_eof;
+	bool job_record_failed;       /* the retrieval record of a RETR was not written */
 	struct buf job_raw, job_out;
 	unsigned int *job_indexes;
 	unsigned int job_index_count;
@@ -119,11 +134,52 @@ static bool get_msg(struct pop3_session *p, const char *arg, unsigned int *idx_r
 
 /* --- logins --- */
 
-/* On the worker, right after the password check: the listing, so that
- * the login costs one job. */
-static enum store_status open_maildrop(struct session *s, const char *user)
+/* [pop3] login_delay in whole seconds, rounded up, as CAPA shows it. */
+static unsigned int login_delay_secs(const struct tern_settings *set)
 {
-	return store_maildrop_open(s->env->store, user, &pop3(s)->md);
+	return (set->pop3_login_delay_ms + 999) / 1000;
+}
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* On the worker, right after the password check, so that the login costs
+ * one job: LOGIN-DELAY (the last login's time, then this one's, a plain
+ * write), the user's EXPIRE policy, and the listing. A login refused for
+ * LOGIN-DELAY reads nothing more and writes nothing. A login time in the
+ * future by more than the delay (a clock far ahead elsewhere) is ignored
+ * rather than locking the user out. */
+static enum store_status login_work(struct session *s, const char *user)
+{
+	struct pop3_session *p = pop3(s);
+	const struct tern_settings *set = s->env->set;
+	struct store *store = s->env->store;
+	int64_t now = now_us(), delay = (int64_t)set->pop3_login_delay_ms * 1000;
+	p->login_delayed = false;
+	if (delay > 0) {
+		int64_t last = 0;
+		enum store_status st = store_login_get(store, user, &last);
+		if (st != STORE_OK)
+			return st;
+		if (last > 0 && now - last < delay && last - now < delay) {
+			p->login_delayed = true;
+			return STORE_OK;
+		}
+	}
+	int own = STORE_EXPIRE_DEFAULT;
+	enum store_status st = store_user_expire_get(store, user, &own);
+	if (st != STORE_OK)
+		return st;
+	p->expire_own = own != STORE_EXPIRE_DEFAULT;
+	p->expire_days = pop3_expire_effective(own, set->pop3_expire_days);
+	st = store_maildrop_open(store, user, &p->md);
+	if (st == STORE_OK && delay > 0)
+		st = store_login_put(store, user, now);
+	return st;
 }
 
 static void login_done(struct session *s, enum session_login_result result, const char *user)
@@ -131,9 +187,20 @@ static void login_done(struct session *s, enum session_login_result result, cons
 	struct pop3_session *p = pop3(s);
 	switch (result) {
 	case SESSION_LOGIN_OK:
+		if (p->login_delayed) {
+			/* RFC 2449 8.1.1; not a bad command: the password was right */
+			p->user[0] = '\0';
+			session_info(s, "%s refused: logged in less than %u s ago (LOGIN-DELAY)", user,
+				     login_delay_secs(s->env->set));
+			session_replyf(s, "-ERR [LOGIN-DELAY] Logged in less than %u seconds ago, try again later",
+				       login_delay_secs(s->env->set));
+			break;
+		}
 		str_copy(p->user, user, sizeof(p->user));
 		p->deleted = xcalloc(p->md->count ? p->md->count : 1, sizeof(bool));
+		p->retrieved = xcalloc(p->md->count ? p->md->count : 1, sizeof(bool));
 		pop3_enter_state(p, POP3_STATE_TRANSACTION);
+		pop3_audit_login(s->env->audit, s->id, p->user, conn_peer_ip(s->conn));
 		session_info(s, "%s logged in, %u messages", p->user, p->md->count);
 		session_replyf(s, "+OK Logged in, %u messages (%llu octets)", p->md->count,
 			       (unsigned long long)p->md->total_size);
@@ -168,7 +235,7 @@ static void sasl_failed(struct session *s, enum session_sasl_failure why, const 
 static const struct session_sasl_ops pop3_sasl = {
 	.challenge_prefix = "+ ",
 	.failed = sasl_failed,
-	.after_ok = open_maildrop,
+	.after_ok = login_work,
 	.done = login_done,
 };
 
@@ -178,7 +245,8 @@ static bool set_user(struct pop3_session *p, const char *name)
 {
 	struct mail_address addr;
 	const char *error;
-	if (mail_address_parse(name, strlen(name), &addr, &error) < 0) {
+	/* RFC 6856 UTF8 USER: UTF-8 user names are taken with USER/PASS. */
+	if (mail_address_parse_utf8(name, strlen(name), &addr, &error) < 0) {
 		p->user[0] = '\0';
 		session_bad_command(&p->s, POP3_BAD_USER);
 		return false;
@@ -189,12 +257,34 @@ static bool set_user(struct pop3_session *p, const char *name)
 
 /* --- command handlers --- */
 
+/* RFC 2449 EXPIRE: before login the server's default followed by USER
+ * (a user may have their own policy); after login the user's. */
+static void capa_expire(struct pop3_session *p, struct buf *out)
+{
+	bool before = p->state == POP3_STATE_AUTHORIZATION;
+	int days = before ? p->s.env->set->pop3_expire_days : p->expire_days;
+	if (days == STORE_EXPIRE_NEVER)
+		buf_append_str(out, "EXPIRE NEVER");
+	else
+		buf_printf(out, "EXPIRE %d", days);
+	buf_append_str(out, before ? " USER\r\n" : "\r\n");
+}
+
 static void cmd_capa(struct pop3_session *p, const struct pop3_command *cmd)
 {
 	struct conn *conn = p->s.conn;
+	struct buf ext;
+	buf_init(&ext, 0);
+	capa_expire(p, &ext);
+	if (p->s.env->set->pop3_login_delay_ms > 0)
+		buf_printf(&ext, "LOGIN-DELAY %u\r\n", login_delay_secs(p->s.env->set));
 	conn_puts(conn, "+OK Capability list follows\r\n"
 			"TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+	conn_puts(conn, ext.data);
+	buf_deinit(&ext);
 	if (p->state == POP3_STATE_AUTHORIZATION) {
+		/* RFC 6856: the UTF8 command, and UTF-8 names with USER/PASS */
+		conn_puts(conn, "UTF8 USER\r\n");
 		/* RFC 2595 / 5034: hide what the plaintext policy would refuse. */
 		if (session_plaintext_allowed(&p->s))
 			conn_puts(conn, session_oauth_offered(&p->s)
@@ -203,7 +293,22 @@ static void cmd_capa(struct pop3_session *p, const struct pop3_command *cmd)
 		if (session_tls(&p->s) != NULL && !conn_is_tls(conn))
 			conn_puts(conn, "STLS\r\n");
 	}
-	conn_puts(conn, "IMPLEMENTATION tern\r\n.\r\n");
+	/* RFC 2449 6.9: nothing about the software before login */
+	if (p->state != POP3_STATE_AUTHORIZATION)
+		conn_puts(conn, "IMPLEMENTATION tern\r\n");
+	conn_puts(conn, ".\r\n");
+}
+
+/* RFC 6856: UTF8 in AUTHORIZATION. Messages are sent as stored either
+ * way (never rewritten), and UTF-8 user names are always taken, so it
+ * only acknowledges. */
+static void cmd_utf8(struct pop3_session *p, const struct pop3_command *cmd)
+{
+	if (cmd->argc != 0) {
+		session_bad_command(&p->s, "-ERR UTF8 takes no arguments");
+		return;
+	}
+	session_reply(&p->s, "+OK UTF8 enabled");
 }
 
 static void cmd_noop(struct pop3_session *p, const struct pop3_command *cmd)
@@ -217,9 +322,24 @@ static void expunge_work(struct session *s)
 	p->job_status = store_maildrop_expunge(p->md, p->job_indexes, p->job_index_count);
 }
 
+/* One audit line per message deleted at QUIT: DELE'd, or retrieved under
+ * an EXPIRE policy of 0 days. */
+static void audit_expunged(struct pop3_session *p)
+{
+	for (unsigned int k = 0; k < p->job_index_count; k++) {
+		unsigned int i = p->job_indexes[k];
+		const struct store_listing_entry *e = &p->md->entries[i];
+		pop3_audit_message(p->s.env->audit, p->deleted[i] ? "dele" : "expire", p->s.id,
+				   p->user, conn_peer_ip(p->s.conn), &e->id, e->uidl, e->size, 0,
+				   p->deleted[i] ? NULL : "quit");
+	}
+}
+
 static void expunge_done(struct session *s)
 {
 	struct pop3_session *p = pop3(s);
+	if (p->job_status == STORE_OK)
+		audit_expunged(p);
 	free(p->job_indexes);
 	p->job_indexes = NULL;
 	if (p->job_status != STORE_OK) {
@@ -242,7 +362,12 @@ static void cmd_quit(struct pop3_session *p, const struct pop3_command *cmd)
 		return;
 	}
 	pop3_enter_state(p, POP3_STATE_UPDATE);
-	unsigned int n = p->deleted_count;
+	/* EXPIRE 0 (RFC 2449 6.7): what was retrieved goes as if DELE'd. */
+	bool expire_now = p->expire_days == 0;
+	unsigned int n = 0;
+	for (unsigned int i = 0; i < p->md->count; i++)
+		if (p->deleted[i] || (expire_now && p->retrieved[i]))
+			n++;
 	if (n == 0) {
 		session_reply(&p->s, "+OK Bye");
 		conn_close(p->s.conn);
@@ -251,7 +376,7 @@ static void cmd_quit(struct pop3_session *p, const struct pop3_command *cmd)
 	p->job_indexes = xcalloc(n, sizeof(unsigned int));
 	p->job_index_count = 0;
 	for (unsigned int i = 0; i < p->md->count; i++)
-		if (p->deleted[i])
+		if (p->deleted[i] || (expire_now && p->retrieved[i]))
 			p->job_indexes[p->job_index_count++] = i;
 	session_run_job(&p->s, expunge_work, expunge_done);
 }
@@ -311,7 +436,7 @@ static void cmd_pass(struct pop3_session *p, const struct pop3_command *cmd)
 		session_bad_command(&p->s, "-ERR [AUTH] Password too long");
 		return;
 	}
-	session_check_password(&p->s, p->user, &secret, open_maildrop, login_done);
+	session_check_password(&p->s, p->user, &secret, login_work, login_done);
 	buf_deinit(&secret);
 }
 
@@ -422,12 +547,33 @@ static void read_work(struct session *s)
 			mail_pop3_encoder_finish(&p->enc, &p->job_out);
 	}
 	buf_reset(&p->job_raw);
+	/* A whole RETR is a retrieval for EXPIRE: its first one is recorded
+	 * (a plain, idempotent write; no record under a NEVER policy). A
+	 * failed record leaves the message unexpired, never the RETR failed. */
+	if (p->job_status == STORE_OK && p->read_eof && p->job_lines < 0 &&
+	    p->expire_days != STORE_EXPIRE_NEVER && !p->retrieved[p->job_msg] &&
+	    store_retrieved_put(p->md, p->job_msg, now_us()) != STORE_OK)
+		p->job_record_failed = true;
 	if (p->job_status != STORE_OK || p->read_eof) {
 		store_cursor_close(&p->cursor);
 		/* a piece's room is not kept between commands */
 		buf_deinit(&p->job_raw);
 		buf_init(&p->job_raw, 0);
 	}
+}
+
+/* A RETR has been sent whole. */
+static void retrieved(struct pop3_session *p)
+{
+	unsigned int i = p->job_msg;
+	const struct store_listing_entry *e = &p->md->entries[i];
+	if (p->job_record_failed)
+		session_warn(&p->s, "message %u: its retrieval could not be recorded; EXPIRE will not count it yet",
+			     i + 1);
+	p->job_record_failed = false;
+	p->retrieved[i] = true;
+	pop3_audit_message(p->s.env->audit, "retr", p->s.id, p->user, conn_peer_ip(p->s.conn),
+			   &e->id, e->uidl, e->size, 0, NULL);
 }
 
 static void read_end(struct pop3_session *p)
@@ -472,6 +618,8 @@ static void read_done(struct session *s)
 	conn_write_buf(s->conn, &p->job_out);
 	if (p->read_eof) {
 		read_end(p);
+		if (p->job_lines < 0)
+			retrieved(p);
 		return;
 	}
 	/* Input stays paused until the last piece is out. */
@@ -552,6 +700,7 @@ static const struct pop3_command_def commands[] = {
 	{ POP3_VERB_NOOP, TRANS, false, cmd_noop },
 	{ POP3_VERB_QUIT, AUTHZ | TRANS, false, cmd_quit },
 	{ POP3_VERB_STLS, AUTHZ | TRANS, false, cmd_stls },
+	{ POP3_VERB_UTF8, AUTHZ, false, cmd_utf8 },
 	{ POP3_VERB_USER, AUTHZ, false, cmd_user },
 	{ POP3_VERB_PASS, AUTHZ, true, cmd_pass },
 	{ POP3_VERB_AUTH, AUTHZ, true, cmd_auth },
@@ -649,6 +798,7 @@ static void pop3_deinit(struct session *s)
 	store_cursor_close(&p->cursor);
 	store_maildrop_free(&p->md);
 	free(p->deleted);
+	free(p->retrieved);
 	free(p->job_indexes);
 	buf_deinit(&p->job_raw);
 	buf_deinit(&p->job_out);

@@ -4,7 +4,7 @@
  * SIGTERM/SIGINT it stops accepting, lets store jobs in flight finish (so
  * every commit that started completes), then frees every session and
  * exits 0. SIGHUP reloads the TLS certificate and key, and the OAuth JWKS
- * file; sessions in progress keep the context they started with, and
+ * file, and reopens the audit log (rotation); sessions in progress keep the context they started with, and
  * token checks in flight the key set they started with.
  *
  * This is the only module above the protocols: sessions know nothing of
@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "admin-http.h"
+#include "audit.h"
 #include "auth-cache.h"
 #include "auth-penalty.h"
 #include "buf.h"
@@ -35,6 +36,7 @@
 #include "log.h"
 #include "net.h"
 #include "oauth.h"
+#include "pop3-expire.h"
 #include "pop3-session.h"
 #include "session.h"
 #include "smtp-session.h"
@@ -79,6 +81,7 @@ struct server {
 	struct session_env env;
 	struct listener *listeners;
 	struct admin_http *admin;
+	struct pop3_expire *expire;
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_timer;
 	time_t shutdown_started;
 	bool shutting_down;
@@ -285,12 +288,21 @@ static void reload_oauth_keys(struct server *srv)
 	log_info("SIGHUP: [auth] oauth_jwks_file reloaded (%u keys)", oauth_keys_count(keys));
 }
 
+/* Log rotation: lines go to a new file at the path from now on. */
+static void reopen_audit(struct server *srv)
+{
+	const char *error;
+	if (srv->env.audit != NULL && audit_reopen(srv->env.audit, &error) < 0)
+		log_error("SIGHUP: %s; still writing to the old file", error);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
 	if (sig == SIGHUP) {
 		reload_tls(srv);
 		reload_oauth_keys(srv);
+		reopen_audit(srv);
 		return;
 	}
 	if (srv->shutting_down)
@@ -361,11 +373,19 @@ int serve(const struct tern_settings *set)
 		}
 	}
 	const char *error;
+	if (set->audit_log != NULL && *set->audit_log != '\0' &&
+	    (env->audit = audit_open(set->audit_log, &error)) == NULL) {
+		log_error("%s: [server] audit_log: %s", set->path, error);
+		SSL_CTX_free(env->tls);
+		oauth_keys_unref(&env->oauth_keys);
+		return 78;
+	}
 	env->store = store_open(&set->store, &error);
 	if (env->store == NULL) {
 		log_error("cannot open the %s store: %s", set->store.backend, error);
 		SSL_CTX_free(env->tls);
 		oauth_keys_unref(&env->oauth_keys);
+		audit_close(&env->audit);
 		return 75;
 	}
 	/* Spool files have no name while in use; anything found is a leftover
@@ -382,6 +402,8 @@ int serve(const struct tern_settings *set)
 					   set->auth_failure_reset_ms);
 	env->auth_cache = auth_cache_create(8192, set->auth_cache_ttl_ms);
 	env->registry = session_registry_create();
+
+	srv.expire = pop3_expire_start(env);
 
 	int ret = 0;
 	srv.admin = admin_http_create(env, &error);
@@ -404,6 +426,8 @@ int serve(const struct tern_settings *set)
 
 	free_listeners(&srv);
 	worker_pool_destroy(&env->pool);
+	pop3_expire_stop(&srv.expire);
+	audit_close(&env->audit);
 	admin_http_destroy(&srv.admin);
 	session_registry_destroy(&env->registry);
 	if (srv.sig_term != NULL) {

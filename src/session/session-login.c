@@ -466,7 +466,8 @@ static void sasl_result(struct session *s, enum sasl_result r, const struct sasl
 	if (!sasl_mech_is_bearer(mech) || out->user[0] != '\0') {
 		struct mail_address addr;
 		const char *error;
-		if (mail_address_parse(out->user, strlen(out->user), &addr, &error) < 0) {
+		/* SASL names are UTF-8 (RFC 4616): UTF-8 local parts are taken. */
+		if (mail_address_parse_utf8(out->user, strlen(out->user), &addr, &error) < 0) {
 			buf_wipe(&l->secret);
 			sasl_fail(s, SESSION_SASL_BAD_USER, "Invalid user name (expected user@domain)");
 			return;

@@ -51,6 +51,7 @@ struct auth_penalty;
 struct auth_cache;
 struct oauth_keys;
 struct session_registry;
+struct audit;
 struct session_login;
 typedef struct ssl_ctx_st SSL_CTX;
 
@@ -68,6 +69,7 @@ struct session_env {
 	 * the set (checks in flight keep a reference to theirs) */
 	struct oauth_keys *oauth_keys;
 	struct session_registry *registry;
+	struct audit *audit;           /* [server] audit_log, NULL when not set */
 };
 
 /* Whether a new connection is within the connection limits. */

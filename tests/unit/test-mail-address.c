@@ -1,6 +1,7 @@
 /*
  * Unit tests for mail-address: bare addresses, paths, normalisation,
- * length limits, domains and address literals, and formatting.
+ * length limits, domains and address literals, formatting, and UTF-8
+ * local parts (mail_address_parse_utf8, mail_utf8_is_valid).
  */
 #include "test.h"
 
@@ -239,11 +240,93 @@ static void test_format(void)
 	CHECK_STR(out, "\"a\\\\b c\"@[IPv6:::1]");
 }
 
+static int parse8(const char *s, struct mail_address *a)
+{
+	const char *error = NULL;
+	int ret = mail_address_parse_utf8(s, strlen(s), a, &error);
+	CHECK(ret == 0 || error != NULL);
+	return ret;
+}
+
+static bool valid8(const char *s)
+{
+	return mail_utf8_is_valid(s, strlen(s));
+}
+
+static void test_utf8(void)
+{
+	struct mail_address a;
+
+	/* the ASCII parser still refuses 8-bit octets */
+	CHECK_INT(parse("\xc3\xa9lodie@example.test", &a), -1);
+	/* UTF-8 local parts; only ASCII is lower-cased */
+	CHECK_INT(parse8("\xc3\xa9lodie@example.test", &a), 0);
+	CHECK_STR(a.local, "\xc3\xa9lodie");
+	CHECK_INT(parse8("\xc3\x89LODIE@Example.TEST", &a), 0);
+	CHECK_STR(a.local, "\xc3\x89lodie");    /* É stays É: no Unicode folding */
+	CHECK_STR(a.domain, "example.test");
+	CHECK_INT(parse8("\xe7\x94\xa8\xe6\x88\xb7.\xf0\x9f\x98\x80@x.y", &a), 0); /* 用户.😀 */
+	CHECK_STR(a.local, "\xe7\x94\xa8\xe6\x88\xb7.\xf0\x9f\x98\x80");
+	CHECK_INT(parse8("\"\xc3\xa9 l\"@x.y", &a), 0); /* quoted, with a space */
+	CHECK_STR(a.local, "\"\xc3\xa9 l\"");
+	CHECK_INT(parse8("\"\xc3\xa9l\"@x.y", &a), 0); /* quoted but a dot-string */
+	CHECK_STR(a.local, "\xc3\xa9l");
+	CHECK_INT(parse8("plain@x.y", &a), 0);
+	CHECK_STR(a.local, "plain");
+
+	/* the domain stays ASCII (A-labels) */
+	CHECK_INT(parse8("a@\xc3\xa9t\xc3\xa9.example", &a), -1);
+	CHECK_INT(parse8("a@xn--t-9fa.example", &a), 0);
+	/* invalid UTF-8 */
+	CHECK_INT(parse8("\xc3@x.y", &a), -1);            /* truncated */
+	CHECK_INT(parse8("\xc3\x28@x.y", &a), -1);        /* bad continuation */
+	CHECK_INT(parse8("\xa9@x.y", &a), -1);            /* lone continuation */
+	CHECK_INT(parse8("\xc0\xaf@x.y", &a), -1);        /* overlong '/' */
+	CHECK_INT(parse8("\xe0\x80\xaf@x.y", &a), -1);    /* overlong, 3 octets */
+	CHECK_INT(parse8("\xed\xa0\x80@x.y", &a), -1);    /* surrogate U+D800 */
+	CHECK_INT(parse8("\xf4\x90\x80\x80@x.y", &a), -1); /* above U+10FFFF */
+	CHECK_INT(parse8("\xc2\x85@x.y", &a), -1);        /* C1 control NEL */
+	CHECK_INT(parse8("\xff@x.y", &a), -1);
+	/* the rest of the rules as for ASCII */
+	CHECK_INT(parse8("\xc3\xa9..l@x.y", &a), -1);
+	CHECK_INT(parse8("\xc3\xa9 l@x.y", &a), -1);
+	CHECK_INT(parse8("\xc3\xa9l\x01@x.y", &a), -1);
+	/* 64 octets, not characters: 32 two-octet letters fit, 33 do not */
+	char local[80] = "";
+	for (int i = 0; i < 32; i++)
+		strcat(local, "\xc3\xa9");
+	char addr[120];
+	snprintf(addr, sizeof(addr), "%s@x.y", local);
+	CHECK_INT(parse8(addr, &a), 0);
+	snprintf(addr, sizeof(addr), "%se@x.y", local);
+	CHECK_INT(parse8(addr, &a), -1);
+
+	/* the validator at the edges */
+	CHECK(valid8(""));
+	CHECK(valid8("ascii"));
+	CHECK(valid8("\xc2\xa0"));              /* U+00A0, the first after C1 */
+	CHECK(valid8("\xdf\xbf"));              /* U+07FF */
+	CHECK(valid8("\xe0\xa0\x80"));          /* U+0800 */
+	CHECK(valid8("\xed\x9f\xbf"));          /* U+D7FF */
+	CHECK(valid8("\xee\x80\x80"));          /* U+E000 */
+	CHECK(valid8("\xf0\x90\x80\x80"));      /* U+10000 */
+	CHECK(valid8("\xf4\x8f\xbf\xbf"));      /* U+10FFFF */
+	CHECK(!valid8("\xc2\x80"));             /* U+0080, C1 */
+	CHECK(!valid8("\xc2\x9f"));             /* U+009F, C1 */
+	CHECK(!valid8("\xc1\xbf"));
+	CHECK(!valid8("\xf0\x8f\xbf\xbf"));     /* overlong, 4 octets */
+	CHECK(!valid8("\xed\xbf\xbf"));         /* surrogate U+DFFF */
+	CHECK(!valid8("\xf5\x80\x80\x80"));
+	CHECK(!valid8("\xe2\x82"));             /* truncated at the end */
+	CHECK(!valid8("\xf0\x9f\x98"));
+}
+
 int main(void)
 {
 	test_parse();
 	test_limits();
 	test_path();
 	test_format();
+	test_utf8();
 	TEST_MAIN_END();
 }

@@ -2424,17 +2424,126 @@ static void test_sqlite_migration(void)
 	CHECK_ST(store_quota_get(store, "old@v1.test", &q), STORE_OK);
 	CHECK(q.messages == 1);
 	CHECK_ALIAS("al@v1.test", "old@v1.test\n");
+	int own = 7;
+	CHECK_ST(store_user_expire_get(store, "old@v1.test", &own), STORE_OK);
+	CHECK_INT(own, STORE_EXPIRE_DEFAULT);
 	store_close(&store);
 	CHECK(sqlite3_open(path, &db) == SQLITE_OK);
 	sqlite3_stmt *st = NULL;
 	CHECK(sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema_version'", -1,
 				 &st, NULL) == SQLITE_OK);
 	CHECK(sqlite3_step(st) == SQLITE_ROW);
-	CHECK_STR((const char *)sqlite3_column_text(st, 0), "2");
+	CHECK_STR((const char *)sqlite3_column_text(st, 0), "3");
 	sqlite3_finalize(st);
 	sqlite3_close(db);
 	str_copy(data_dir, saved, sizeof(data_dir));
 	store = current;
+}
+
+/* EXPIRE and LOGIN-DELAY state: the user's own policy, the last login,
+ * and the sweep of one mailbox (only what was retrieved before the cutoff,
+ * and only what is still listed). */
+static void test_pop3_ext(void)
+{
+	const char *u = "ext@pop3ext.test", *v = "other@pop3ext.test";
+	add_user(u);
+	add_user(v);
+	int days = 99;
+	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
+	CHECK_INT(days, STORE_EXPIRE_DEFAULT);
+	CHECK_ST(store_user_expire_set(store, u, 30), STORE_OK);
+	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
+	CHECK_INT(days, 30);
+	CHECK_ST(store_user_expire_set(store, u, STORE_EXPIRE_NEVER), STORE_OK);
+	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
+	CHECK_INT(days, STORE_EXPIRE_NEVER);
+	CHECK_ST(store_user_expire_set(store, u, 0), STORE_OK);
+	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
+	CHECK_INT(days, 0);
+	CHECK_ST(store_user_expire_set(store, u, STORE_EXPIRE_DEFAULT), STORE_OK);
+	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
+	CHECK_INT(days, STORE_EXPIRE_DEFAULT);
+	CHECK_ST(store_user_expire_set(store, u, STORE_EXPIRE_DAYS_MAX + 1), STORE_INVALID);
+	CHECK_ST(store_user_expire_set(store, u, -3), STORE_INVALID);
+	CHECK_ST(store_user_expire_set(store, "nobody@pop3ext.test", 3), STORE_NOTFOUND);
+	CHECK_ST(store_user_expire_get(store, "nobody@pop3ext.test", &days), STORE_NOTFOUND);
+	CHECK_ST(store_user_expire_get(store, v, &days), STORE_OK);
+	CHECK_INT(days, STORE_EXPIRE_DEFAULT);
+
+	int64_t last = 5;
+	CHECK_ST(store_login_get(store, u, &last), STORE_OK);
+	CHECK(last == 0);
+	CHECK_ST(store_login_put(store, u, 1000000), STORE_OK);
+	CHECK_ST(store_login_put(store, u, 3000000), STORE_OK);
+	CHECK_ST(store_login_get(store, u, &last), STORE_OK);
+	CHECK(last == 3000000);
+	CHECK_ST(store_login_get(store, v, &last), STORE_OK);
+	CHECK(last == 0);
+
+	/* four messages; 1 and 2 retrieved long ago (2 again later: the first
+	 * time stays), 3 just now, 4 never */
+	for (int i = 0; i < 4; i++)
+		CHECK_ST(deliver1(u, "", BODY10, 12, NULL, NULL), STORE_OK);
+	CHECK_ST(deliver1(v, "", BODY10, 12, NULL, NULL), STORE_OK);
+	struct store_maildrop *md = open_md(u);
+	CHECK_INT(md->count, 4);
+	struct uuid ids[4];
+	for (int i = 0; i < 4; i++)
+		ids[i] = md->entries[i].id;
+	int64_t now = (int64_t)time(NULL) * 1000000, day = 86400LL * 1000000;
+	CHECK_ST(store_retrieved_put(md, 1, now - 10 * day), STORE_OK);
+	CHECK_ST(store_retrieved_put(md, 0, now - 9 * day), STORE_OK);
+	CHECK_ST(store_retrieved_put(md, 1, now), STORE_OK);
+	CHECK_ST(store_retrieved_put(md, 2, now), STORE_OK);
+	CHECK_ST(store_retrieved_put(md, 4, now), STORE_INVALID);
+	struct store_maildrop *mdv = open_md(v);
+	CHECK_ST(store_retrieved_put(mdv, 0, now - 10 * day), STORE_OK);
+	store_maildrop_free(&mdv);
+
+	/* a cutoff before every retrieval expires nothing */
+	struct store_expired *ex = NULL;
+	unsigned int n = 9;
+	CHECK_ST(store_expire_mailbox(store, u, now - 11 * day, 100, &ex, &n), STORE_OK);
+	CHECK_INT(n, 0);
+	CHECK(ex == NULL);
+	/* at most max per call */
+	CHECK_ST(store_expire_mailbox(store, u, now - 5 * day, 1, &ex, &n), STORE_OK);
+	CHECK_INT(n, 1);
+	free(ex);
+	CHECK_INT(count_of(u), 3);
+	CHECK_ST(store_expire_mailbox(store, u, now - 5 * day, 100, &ex, &n), STORE_OK);
+	CHECK_INT(n, 1);
+	if (n == 1) {
+		CHECK(ex[0].size == 12);
+		CHECK(ex[0].retrieved_us == now - 10 * day || ex[0].retrieved_us == now - 9 * day);
+	}
+	free(ex);
+	store_maildrop_free(&md);
+	md = open_md(u);
+	CHECK_INT(md->count, 2);
+	if (md->count == 2) {
+		CHECK(memcmp(&md->entries[0].id, &ids[2], 16) == 0);
+		CHECK(memcmp(&md->entries[1].id, &ids[3], 16) == 0);
+	}
+	store_maildrop_free(&md);
+	/* the records of what expired are gone: nothing more to do */
+	CHECK_ST(store_expire_mailbox(store, u, now - 5 * day, 100, &ex, &n), STORE_OK);
+	CHECK_INT(n, 0);
+	/* a cutoff after "now" takes message 3 (retrieved), never message 4 */
+	CHECK_ST(store_expire_mailbox(store, u, now + day, 100, &ex, &n), STORE_OK);
+	CHECK_INT(n, 1);
+	if (n == 1)
+		CHECK(memcmp(&ex[0].id, &ids[2], 16) == 0);
+	free(ex);
+	CHECK_INT(count_of(u), 1);
+	/* the other mailbox was untouched */
+	CHECK_INT(count_of(v), 1);
+	CHECK_ST(store_expire_mailbox(store, v, now - 5 * day, 100, &ex, &n), STORE_OK);
+	CHECK_INT(n, 1);
+	free(ex);
+	CHECK_INT(count_of(v), 0);
+	CHECK_ST(store_user_del(store, u), STORE_OK);
+	CHECK_ST(store_user_del(store, v), STORE_OK);
 }
 
 static void run_suite(void)
@@ -2478,6 +2587,7 @@ static void run_suite(void)
 	test_aliases();
 	test_resolve();
 	test_quotas();
+	test_pop3_ext();
 	if (strcmp(backend, "cassandra") != 0)
 		test_quota_concurrent();
 	test_health();
