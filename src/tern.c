@@ -95,7 +95,9 @@ static int parse_address(const char *arg, char out[MAIL_ADDRESS_MAX + 1])
 	struct mail_address addr;
 	const char *error;
 	if (mail_address_parse_utf8(arg, strlen(arg), &addr, &error) < 0) {
-		fprintf(stderr, "tern: invalid address \"%s\": %s\n", arg, error);
+		char shown[MAIL_ADDRESS_MAX * 4 + 8];
+		str_escape_for_log(shown, sizeof(shown), arg, strlen(arg), MAIL_ADDRESS_MAX);
+		fprintf(stderr, "tern: invalid address \"%s\": %s\n", shown, error);
 		return -1;
 	}
 	mail_address_format(&addr, out, MAIL_ADDRESS_MAX + 1);

@@ -470,11 +470,15 @@ static void expect_pop3_capa(struct client *c, bool logged_in, bool plaintext)
 	EXPECT(c, "RESP-CODES");
 	EXPECT(c, "AUTH-RESP-CODE");
 	EXPECT(c, "PIPELINING");
+	EXPECT(c, logged_in ? "EXPIRE NEVER" : "EXPIRE NEVER USER");
+	if (!logged_in)
+		EXPECT(c, "UTF8 USER");
 	if (!logged_in && plaintext) {
 		EXPECT(c, "USER");
 		EXPECT(c, "SASL PLAIN");
 	}
-	EXPECT(c, "IMPLEMENTATION tern");
+	if (logged_in)
+		EXPECT(c, "IMPLEMENTATION tern");
 	EXPECT(c, ".");
 }
 
