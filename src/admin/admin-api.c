@@ -13,6 +13,7 @@
  */
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -545,6 +546,72 @@ static void quota_put(struct admin_job *j)
 		quota_reply(j, HTTP_OK);
 }
 
+/* --- the POP3 EXPIRE policy of a user --- */
+
+/* "never", a number of days, or (own only) "default". */
+static json_t *expire_json(int days)
+{
+	if (days == STORE_EXPIRE_DEFAULT)
+		return json_string("default");
+	if (days == STORE_EXPIRE_NEVER)
+		return json_string("never");
+	return json_integer(days);
+}
+
+static void expire_get(struct admin_job *j)
+{
+	int own;
+	enum store_status st = store_user_expire_get(j->store, j->arg, &own);
+	if (st == STORE_NOTFOUND) {
+		admin_reply_error(j, HTTP_NOTFOUND, "unknown user %s", j->arg);
+		return;
+	}
+	if (st != STORE_OK) {
+		admin_reply_store_error(j, st, "expire get");
+		return;
+	}
+	int eff = own == STORE_EXPIRE_DEFAULT ? j->set->pop3_expire_days : own;
+	admin_reply_json(j, HTTP_OK, json_pack("{s:o, s:o}", "own", expire_json(own),
+					       "effective", expire_json(eff)));
+}
+
+static const char *const expire_keys[] = { "days", NULL };
+
+/* {"days": N | "never" | "default"} */
+static int expire_days_of(const json_t *body)
+{
+	const json_t *v = json_object_get(body, "days");
+	if (json_is_string(v) && strcmp(json_string_value(v), "never") == 0)
+		return STORE_EXPIRE_NEVER;
+	if (json_is_string(v) && strcmp(json_string_value(v), "default") == 0)
+		return STORE_EXPIRE_DEFAULT;
+	if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+	    json_integer_value(v) <= STORE_EXPIRE_DAYS_MAX)
+		return (int)json_integer_value(v);
+	return INT_MIN;
+}
+
+static void expire_put_prepare(struct admin_job *j)
+{
+	if (!body_keys_ok(j, expire_keys))
+		return;
+	if (j->body == NULL || expire_days_of(j->body) == INT_MIN)
+		admin_reply_error(j, HTTP_BADREQUEST,
+				  "the body must be {\"days\": N (0..%d) | \"never\" | \"default\"}",
+				  STORE_EXPIRE_DAYS_MAX);
+}
+
+static void expire_put(struct admin_job *j)
+{
+	enum store_status st = store_user_expire_set(j->store, j->arg, expire_days_of(j->body));
+	if (st == STORE_NOTFOUND)
+		admin_reply_error(j, HTTP_NOTFOUND, "unknown user %s", j->arg);
+	else if (st != STORE_OK)
+		admin_reply_store_error(j, st, "expire set");
+	else
+		expire_get(j);
+}
+
 /* --- tasks --- */
 
 static const char *const repair_keys[] = { "dry_run", "per_second", "min_age", NULL };
@@ -652,6 +719,8 @@ static const struct route routes[] = {
 	{ { "users", "*" }, ARG_ADDRESS,
 	  { { PUT, user_put_prepare, user_put }, { DELETE, NULL, user_delete } } },
 	{ { "users", "*", "mailbox" }, ARG_ADDRESS, { { GET, NULL, user_mailbox } } },
+	{ { "users", "*", "expire" }, ARG_ADDRESS,
+	  { { GET, NULL, expire_get }, { PUT, expire_put_prepare, expire_put } } },
 	{ { "aliases" }, ARG_NONE, { { GET, NULL, aliases_list } } },
 	{ { "aliases", "*" }, ARG_ADDRESS,
 	  { { GET, NULL, alias_get }, { PUT, alias_put_prepare, alias_put },

@@ -97,6 +97,28 @@ def test_capa_expire_per_config_and_per_user(servers):
     assert r.returncode == EX_NOUSER and "unknown user" in r.stderr
 
 
+def test_expire_in_the_admin_api(servers):
+    from .test_admin import start_admin_server
+    s = start_admin_server(servers, overrides={"pop3": {"expire_days": "14"}})
+    user, pw = s.new_user("apiexp")
+    path = "/users/%s/expire" % user
+    assert s.admin.ok("GET", path) == {"own": "default", "effective": 14}
+    assert s.admin.ok("PUT", path, {"days": 2}) == {"own": 2, "effective": 2}
+    assert s.cli_ok("user", "expire", user).stdout.splitlines() == ["own: 2 days", "effective: 2 days"]
+    p = s.login(user, pw)
+    assert "EXPIRE 2" in capa(p)
+    p.quit()
+    assert s.admin.ok("PUT", path, {"days": "never"}) == {"own": "never", "effective": "never"}
+    assert s.admin.ok("PUT", path, {"days": "default"}) == {"own": "default", "effective": 14}
+    for bad in ({"days": -1}, {"days": "soon"}, {"days": 36501}, {}, {"days": 3, "x": 1}):
+        st, _, body = s.admin.request("PUT", path, bad)
+        assert st == 400, (bad, st, body)
+    st, _, _ = s.admin.request("GET", "/users/nobody@%s/expire" % s.DOMAIN)
+    assert st == 404
+    st, _, _ = s.admin.request("PUT", "/users/nobody@%s/expire" % s.DOMAIN, {"days": 1})
+    assert st == 404
+
+
 def test_expire_days_setting_is_checked(servers):
     s = servers.create(start=False, overrides={"pop3": {"expire_days": "sometimes"}})
     r = s.cli("domain", "list")
