@@ -1645,10 +1645,11 @@ static enum store_status read_bigint(struct cass_store *c, const char *tmpl, con
 	cql_values_free(&v);
 	if (st != STORE_OK)
 		return st;
+	int64_t n;
 	if (!cql_result_next_row(res))
 		st = STORE_NOTFOUND;
-	else
-		cql_result_get_bigint(res, 1, v_r);
+	else if (cql_result_get_bigint(res, 1, &n) == 1)
+		*v_r = n;
 	cql_result_free(&res);
 	return st;
 }
