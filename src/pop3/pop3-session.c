@@ -134,7 +134,7 @@ static void login_done(struct session *s, enum session_login_result result, cons
 		str_copy(p->user, user, sizeof(p->user));
 		p->deleted = xcalloc(p->md->count ? p->md->count : 1, sizeof(bool));
 		pop3_enter_state(p, POP3_STATE_TRANSACTION);
-		session_info(s, "%s logged in, %u messages", p->user, p->md->count);
+		session_info(s, "login ok user=%s messages=%u", p->user, p->md->count);
 		session_replyf(s, "+OK Logged in, %u messages (%llu octets)", p->md->count,
 			       (unsigned long long)p->md->total_size);
 		break;
@@ -222,11 +222,11 @@ static void expunge_done(struct session *s)
 	p->job_indexes = NULL;
 	if (p->job_status != STORE_OK) {
 		/* RFC 1939: -ERR in UPDATE when some deletion failed. */
-		session_error(s, "expunge for %s failed: %s", p->user,
+		session_error(s, "expunge failed user=%s error=%s", p->user,
 			      store_status_name(p->job_status));
 		session_reply(s, "-ERR [SYS/TEMP] Some messages could not be deleted");
 	} else {
-		session_info(s, "%s deleted %u messages", p->user, p->job_index_count);
+		session_info(s, "quit user=%s deleted=%u", p->user, p->job_index_count);
 		session_reply(s, "+OK Bye");
 	}
 	conn_close(s->conn);
@@ -450,7 +450,7 @@ static void read_done(struct session *s)
 		}
 		/* The status line is out: a multi-line reply cannot turn into an
 		 * error any more, so the only honest end is to close. */
-		session_error(s, "message %u became unreadable while being sent (%s); closing",
+		session_error(s, "message became unreadable while being sent; closing message=%u error=%s",
 			      p->job_msg + 1, store_status_name(p->job_status));
 		conn_close(s->conn);
 		return;

@@ -195,7 +195,7 @@ static int bind_one(void *ctx, const char *host, const char *port)
 	evconnlistener_set_error_cb(li->l, accept_error_cb);
 	li->next = b->srv->listeners;
 	b->srv->listeners = li;
-	log_info("%s listening on %s:%s", b->def->name, host, port);
+	log_info("listening proto=%s host=%s port=%s", b->def->name, host, port);
 	return 0;
 }
 
@@ -352,7 +352,7 @@ int serve(const struct tern_settings *set)
 		add_signal(&srv, &srv.sig_term, SIGTERM);
 		add_signal(&srv, &srv.sig_int, SIGINT);
 		add_signal(&srv, &srv.sig_hup, SIGHUP);
-		log_info("tern ready (store: %s, pop3_ids: %s)", store_backend_name(env->store),
+		log_info("tern ready store=%s pop3_ids=%s", store_backend_name(env->store),
 			 set->store.pop3_ids == STORE_POP3_IDS_UID ? "uid" : "messageid");
 		event_base_dispatch(env->base);
 	}

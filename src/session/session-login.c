@@ -201,12 +201,12 @@ static void check_done(struct session *s)
 	bool trusted = session_peer_trusted(s);
 	enum session_login_result result;
 	if (l->status != STORE_OK) {
-		session_warn(s, "login for %s failed: %s", l->user, store_status_name(l->status));
+		session_warn(s, "login error user=%s error=%s", l->user, store_status_name(l->status));
 		result = SESSION_LOGIN_TEMPFAIL;
 	} else if (!l->ok) {
 		if (!trusted)
 			auth_penalty_fail(penalty, &s->peer, l->user, monotonic_ms());
-		session_info(s, "authentication failed for %s from %s (password ********; checked after a %u ms penalty)",
+		session_info(s, "login failed user=%s ip=%s password=******** penalty_ms=%u",
 			     l->user, conn_peer_ip(s->conn), l->penalty_ms);
 		result = SESSION_LOGIN_FAILED;
 	} else {

@@ -376,7 +376,7 @@ static void deliver_done(struct session *s)
 		if (delivery_rcpt_is_duplicate(d, i))
 			continue;
 		enum store_status st = delivery_rcpt_status(d, i);
-		session_info(s, "%s from=<%s> to=<%s> size=%llu: %s", id, m->mail_from,
+		session_info(s, "delivery id=%s from=<%s> to=<%s> size=%llu result=%s", id, m->mail_from,
 			     m->rcpts[i].address, (unsigned long long)delivery_size(d),
 			     st == STORE_OK ? "stored" : store_status_name(st));
 	}
@@ -566,7 +566,7 @@ static void auth_done(struct session *s, enum session_login_result result, const
 		m->authenticated = true;
 		str_copy(m->auth_user, user, sizeof(m->auth_user));
 		session_logged_in(s, s->env->set->smtp_idle_timeout_ms);
-		session_info(s, "%s authenticated from %s", m->auth_user, conn_peer_ip(s->conn));
+		session_info(s, "login ok user=%s ip=%s", m->auth_user, conn_peer_ip(s->conn));
 		session_reply(s, "235 2.7.0 Authentication successful");
 		break;
 	case SESSION_LOGIN_FAILED:
