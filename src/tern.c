@@ -499,6 +499,13 @@ int main(int argc, char **argv)
 	}
 
 	log_set_level(LOG_WARN);
+	/* As root, the administrative commands run as [server] user too, so
+	 * that what they create (the database, its journal) stays the
+	 * server's. */
+	if (serve_drop_privileges(set) < 0) {
+		settings_free(&set);
+		return EX_OSERR;
+	}
 	const char *serror;
 	struct store *store = store_open(&set->store, &serror);
 	if (store == NULL) {

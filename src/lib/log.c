@@ -47,7 +47,8 @@ void log_set_level(enum log_level level)
 
 void log_open_syslog(const char *ident)
 {
-	openlog(ident, syslog_options, syslog_facility);
+	/* by hand in a terminal, the lines show there too */
+	openlog(ident, syslog_options | (isatty(STDERR_FILENO) ? LOG_PERROR : 0), syslog_facility);
 	use_syslog = true;
 }
 

@@ -98,6 +98,16 @@ static const char *listen_list(const struct tern_settings *set, const struct lis
 	return *(char *const *)((const char *)set + def->listen_offset);
 }
 
+/* Why OpenSSL could not load a PEM file: its reason, or, when it has
+ * none (a missing file), the system's. */
+static const char *tls_load_error(const char *path)
+{
+	const char *reason = ERR_reason_error_string(ERR_get_error());
+	if (reason != NULL)
+		return reason;
+	return access(path, R_OK) != 0 ? strerror(errno) : "unreadable";
+}
+
 /* Builds the server TLS context from [tls]; NULL with *error_r when the
  * files cannot be loaded. */
 static SSL_CTX *tls_context(const struct tern_settings *set, const char **error_r)
@@ -128,12 +138,12 @@ static SSL_CTX *tls_context(const struct tern_settings *set, const char **error_
 	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, set->tls_cert) != 1) {
 		snprintf(errbuf, sizeof(errbuf), "%s: [tls] cert %s: cannot load: %s", set->path,
-			 set->tls_cert, ERR_reason_error_string(ERR_get_error()));
+			 set->tls_cert, tls_load_error(set->tls_cert));
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, set->tls_key, SSL_FILETYPE_PEM) != 1) {
 		snprintf(errbuf, sizeof(errbuf), "%s: [tls] key %s: cannot load: %s", set->path,
-			 set->tls_key, ERR_reason_error_string(ERR_get_error()));
+			 set->tls_key, tls_load_error(set->tls_key));
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -316,10 +326,10 @@ static void warn_root_public(const struct tern_settings *set)
 
 /* After the listeners are bound and before any thread starts or any client
  * is read: the user's groups, group and user, for good. 0, or -1 logged. */
-static int privileges_drop(const struct tern_settings *set)
+int serve_drop_privileges(const struct tern_settings *set)
 {
 	if (set->user == NULL || geteuid() != 0)
-		return 0; /* privileges_check() has seen that we are the user */
+		return 0; /* serve: privileges_check() has seen that we are the user */
 	if (initgroups(set->user, set->gid) != 0) {
 		log_error("initgroups(%s, %u): %s", set->user, (unsigned int)set->gid, strerror(errno));
 		return -1;
@@ -592,6 +602,11 @@ int serve(const struct tern_settings *set)
 		return 78;
 	}
 	env->base = event_base_new();
+	/* Before the first bind: from then on clients can connect, and a
+	 * SIGTERM must find its handler (it runs once the loop starts). */
+	add_signal(&srv, &srv.sig_term, SIGTERM);
+	add_signal(&srv, &srv.sig_int, SIGINT);
+	add_signal(&srv, &srv.sig_hup, SIGHUP);
 
 	/* Everything that binds goes here, while tern may still be root. */
 	if (bind_all(&srv) < 0) {
@@ -606,7 +621,7 @@ int serve(const struct tern_settings *set)
 
 	/* From here on, tern is [server] user: what it creates is theirs. */
 	warn_root_public(set);
-	if (privileges_drop(set) < 0) {
+	if (serve_drop_privileges(set) < 0) {
 		ret = 71;
 		goto out;
 	}
@@ -636,9 +651,6 @@ int serve(const struct tern_settings *set)
 	env->auth_cache = auth_cache_create(8192, set->auth_cache_ttl_ms);
 	env->registry = session_registry_create();
 
-	add_signal(&srv, &srv.sig_term, SIGTERM);
-	add_signal(&srv, &srv.sig_int, SIGINT);
-	add_signal(&srv, &srv.sig_hup, SIGHUP);
 	log_info("tern ready store=%s pop3_ids=%s", store_backend_name(env->store),
 		 set->store.pop3_ids == STORE_POP3_IDS_UID ? "uid" : "messageid");
 	notify_ready(&srv);

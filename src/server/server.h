@@ -21,6 +21,10 @@ unsigned int serve_preflight(const struct tern_settings *set, struct buf *proble
  * must data_dir/spool if it exists. Appends a line per problem, each with
  * the command that fixes it. */
 void serve_check_data_dir(const struct tern_settings *set, struct buf *problems);
+/* As root with [server] user: becomes that user, its group and the
+ * user's other groups, for good, and checks that root cannot come back.
+ * Does nothing otherwise. 0, or -1 with the reason logged. */
+int serve_drop_privileges(const struct tern_settings *set);
 /* One line saying what serve() would listen on, the store, the user. */
 void serve_describe(const struct tern_settings *set, struct buf *out);
 
