@@ -6,12 +6,14 @@
  * exits 0. SIGHUP reloads the TLS certificate and key; sessions in progress
  * keep the context they started with.
  *
- * Start-up order: TLS files read and every listener bound (as root, for
- * ports below 1024), then [server] user and group become the process's
- * only identity, then the store is opened and the worker threads start, so
- * every file tern creates (the SQLite database, the spool) belongs to that
- * user and no client byte is read before the drop. systemd hears READY=1
- * then, STOPPING=1 at shutdown, RELOADING=1 and READY=1 around SIGHUP.
+ * Start-up order: TLS files read and every listen socket bound (as root,
+ * for ports below 1024), then [server] user and group become the
+ * process's only identity, then the store is opened and the worker threads
+ * start, so every file tern creates (the SQLite database, the spool)
+ * belongs to that user; only then do the sockets listen, so a client that
+ * can connect finds a server that is ready, and no client byte is read
+ * before the drop. systemd hears READY=1 then, STOPPING=1 at shutdown,
+ * RELOADING=1 and READY=1 around SIGHUP.
  *
  * This is the only module above the protocols: sessions know nothing of
  * listeners, and reach the services they share through struct session_env.
@@ -81,7 +83,9 @@ struct server;
 struct listener {
 	struct server *srv;
 	const struct listener_def *def;
-	struct evconnlistener *l;
+	evutil_socket_t fd;          /* bound, not yet listening (l == NULL) */
+	struct evconnlistener *l;    /* listening: owns fd */
+	char host[NI_MAXHOST], port[8];
 	struct listener *next;
 };
 
@@ -201,24 +205,45 @@ static int bind_one(void *ctx, const char *host, const char *port)
 		log_error("%s listen %s:%s: %s", b->def->name, host, port, gai_strerror(gai));
 		return -1;
 	}
+	/* Bound now (root may be needed), listening only once the store is
+	 * open and root is gone (start_listening): a client that can connect
+	 * finds a server that is ready. */
+	evutil_socket_t fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || evutil_make_listen_socket_reuseable(fd) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
+		log_error("%s: cannot listen on %s:%s: %s", b->def->name, host, port,
+			  strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		return -1;
+	}
+	freeaddrinfo(res);
 	struct listener *li = xcalloc(1, sizeof(*li));
 	li->srv = b->srv;
 	li->def = b->def;
-	li->l = evconnlistener_new_bind(b->srv->env.base, accept_cb, li,
-					LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-						LEV_OPT_CLOSE_ON_EXEC,
-					512, res->ai_addr, (int)res->ai_addrlen);
-	freeaddrinfo(res);
-	if (li->l == NULL) {
-		log_error("%s: cannot listen on %s:%s: %s", b->def->name, host, port,
-			  strerror(errno));
-		free(li);
-		return -1;
-	}
-	evconnlistener_set_error_cb(li->l, accept_error_cb);
+	li->fd = fd;
+	str_copy(li->host, host, sizeof(li->host));
+	str_copy(li->port, port, sizeof(li->port));
 	li->next = b->srv->listeners;
 	b->srv->listeners = li;
-	log_info("listening proto=%s host=%s port=%s", b->def->name, host, port);
+	return 0;
+}
+
+/* listen() on every bound socket. 0 or -1 with a message logged. */
+static int start_listening(struct server *srv)
+{
+	for (struct listener *li = srv->listeners; li != NULL; li = li->next) {
+		li->l = evconnlistener_new(srv->env.base, accept_cb, li,
+					   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 512, li->fd);
+		if (li->l == NULL) {
+			log_error("%s: cannot listen on %s:%s: %s", li->def->name, li->host, li->port,
+				  strerror(errno));
+			return -1;
+		}
+		evconnlistener_set_error_cb(li->l, accept_error_cb);
+		log_info("listening proto=%s host=%s port=%s", li->def->name, li->host, li->port);
+	}
 	return 0;
 }
 
@@ -252,7 +277,10 @@ static void free_listeners(struct server *srv)
 	while (srv->listeners != NULL) {
 		struct listener *li = srv->listeners;
 		srv->listeners = li->next;
-		evconnlistener_free(li->l);
+		if (li->l != NULL)
+			evconnlistener_free(li->l);
+		else
+			close(li->fd);
 		free(li);
 	}
 }
@@ -581,8 +609,6 @@ int serve(const struct tern_settings *set)
 	env->set = set;
 	const char *error;
 	int ret = 0;
-	struct buf problems;
-	buf_init(&problems, 0);
 
 	log_set_level((enum log_level)set->log_level);
 	if (set->log_target == LOG_TARGET_SYSLOG)
@@ -602,13 +628,14 @@ int serve(const struct tern_settings *set)
 		return 78;
 	}
 	env->base = event_base_new();
-	/* Before the first bind: from then on clients can connect, and a
-	 * SIGTERM must find its handler (it runs once the loop starts). */
+	/* From the start: a SIGTERM while the store opens must not kill the
+	 * process mid-write (its handler runs once the loop starts). */
 	add_signal(&srv, &srv.sig_term, SIGTERM);
 	add_signal(&srv, &srv.sig_int, SIGINT);
 	add_signal(&srv, &srv.sig_hup, SIGHUP);
 
-	/* Everything that binds goes here, while tern may still be root. */
+	/* Everything that binds goes here, while tern may still be root;
+	 * the sockets listen once the server is ready (start_listening). */
 	if (bind_all(&srv) < 0) {
 		ret = 71; /* EX_OSERR */
 		goto out;
@@ -625,9 +652,14 @@ int serve(const struct tern_settings *set)
 		ret = 71;
 		goto out;
 	}
+	struct buf problems;
+	buf_init(&problems, 0);
 	serve_check_data_dir(set, &problems);
-	if (problems.len > 0) {
+	bool refused = problems.len > 0;
+	if (refused)
 		log_problems(&problems);
+	buf_deinit(&problems);
+	if (refused) {
 		ret = 78;
 		goto out;
 	}
@@ -651,13 +683,16 @@ int serve(const struct tern_settings *set)
 	env->auth_cache = auth_cache_create(8192, set->auth_cache_ttl_ms);
 	env->registry = session_registry_create();
 
+	if (start_listening(&srv) < 0) {
+		ret = 71;
+		goto out;
+	}
 	log_info("tern ready store=%s pop3_ids=%s", store_backend_name(env->store),
 		 set->store.pop3_ids == STORE_POP3_IDS_UID ? "uid" : "messageid");
 	notify_ready(&srv);
 	event_base_dispatch(env->base);
 
 out:
-	buf_deinit(&problems);
 	free_listeners(&srv);
 	worker_pool_destroy(&env->pool);
 	session_registry_destroy(&env->registry);

@@ -137,8 +137,9 @@ def test_drops_to_user_and_serves(tern_bin, svc_dir, cert):
             p.quit()
         log = s.log_text()
         assert re.search(r'msg="privileges dropped" user=nobody uid=%d gid=%d' % (uid, gid), log), log
-        # the drop comes after the listeners, before the store and "ready"
-        assert log.index('msg="listening"') < log.index('msg="privileges dropped"') < \
+        # the sockets are bound before the drop (the log has no line for
+        # that), listening only after it, once the store is open
+        assert log.index('msg="privileges dropped"') < log.index('msg="listening"') < \
             log.index('msg="tern ready"')
     finally:
         stop(s)
@@ -393,12 +394,12 @@ def test_syslog(tern_bin, svc_dir):
     try:
         s.start()
         pid = s.proc.pid
-        assert_runs_as_target(pid)
-        addr, pw = s.new_user("syslogged")
-        s.count(addr, pw)
         # facility mail (2), info (6): <22>; ident tern with the pid;
         # no ts= (syslog stamps the line)
         read_until(r'^<22>.*tern\[%d\]: level=info msg="tern ready"' % pid)
+        assert_runs_as_target(pid)
+        addr, pw = s.new_user("syslogged")
+        s.count(addr, pw)
         read_until(r'^<22>.*tern\[%d\]: level=info session=pop3#\d+ msg="login ok" user=%s '
                    % (pid, re.escape(addr)))
         assert not any("ts=" in line for line in lines), lines
