@@ -1,7 +1,8 @@
 /*
  * fuzz-sasl: one SASL exchange driven by the input. The first byte picks
- * the mechanism (bit 0), whether an initial response is sent (bit 1), and
- * a small or the default max_response (bit 2); the rest is split at '\n'
+ * the mechanism (bit 0: PLAIN or LOGIN; with bit 3, OAUTHBEARER or
+ * XOAUTH2), whether an initial response is sent (bit 1), and a small or
+ * the default max_response (bit 2); the rest is split at '\n'
  * into the initial response and the client's lines, fed while the exchange
  * asks for more. Aborts when a documented invariant breaks: a result other
  * than the three, a challenge other than the mechanism's, a user name with
@@ -33,7 +34,7 @@ static void check_output(enum sasl_mech mech, enum sasl_result r, const struct s
 	case SASL_CONTINUE:
 		if (out->challenge == NULL || out->user != NULL || out->error != SASL_ERROR_NONE)
 			abort();
-		if (mech == SASL_MECH_PLAIN ? strcmp(out->challenge, "") != 0
+		if (mech != SASL_MECH_LOGIN ? strcmp(out->challenge, "") != 0
 					    : strcmp(out->challenge, "VXNlcm5hbWU6") != 0 &&
 						      strcmp(out->challenge, "UGFzc3dvcmQ6") != 0)
 			abort();
@@ -42,6 +43,9 @@ static void check_output(enum sasl_mech mech, enum sasl_result r, const struct s
 		break;
 	case SASL_DONE:
 		if (out->user == NULL || strlen(out->user) > SASL_USER_MAX)
+			abort();
+		/* PLAIN never ends without a user name (LOGIN and bearer ones may) */
+		if (out->user[0] == '\0' && !sasl_mech_is_bearer(mech) && mech != SASL_MECH_LOGIN)
 			abort();
 		if (password->len > PASSWORD_CAP || password->data[password->len] != '\0')
 			abort();
@@ -63,7 +67,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size == 0)
 		return 0;
-	enum sasl_mech mech = (data[0] & 1) != 0 ? SASL_MECH_LOGIN : SASL_MECH_PLAIN;
+	static const enum sasl_mech mechs[4] = { SASL_MECH_PLAIN, SASL_MECH_LOGIN,
+						 SASL_MECH_OAUTHBEARER, SASL_MECH_XOAUTH2 };
+	enum sasl_mech mech = mechs[(data[0] & 1) | ((data[0] & 8) >> 2)];
 	bool initial = (data[0] & 2) != 0;
 	size_t max_response = (data[0] & 4) != 0 ? 64 : 4096;
 	const char *p = (const char *)data + 1, *end = (const char *)data + size;

@@ -76,6 +76,10 @@ struct tern_settings {
 	unsigned int auth_failure_reset_ms;
 	unsigned int auth_cache_ttl_ms;   /* 0: every login runs the full hash */
 	uint64_t auth_response_max;
+	/* OAUTHBEARER/XOAUTH2: the JWKS file (NULL: not offered), what the
+	 * tokens' iss and aud must be (required with it), and the claim that
+	 * names the user (NULL: "email") */
+	char *oauth_jwks_file, *oauth_issuer, *oauth_audience, *oauth_user_claim;
 	/* [limits] */
 	unsigned int max_connections, max_connections_per_ip, max_bad_commands;
 	unsigned int idle_timeout_preauth_ms, login_timeout_ms, command_timeout_ms;

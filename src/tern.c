@@ -4,6 +4,8 @@
  *   check-config                   every problem of the configuration, nothing started
  *   domain add|del DOMAIN, domain list
  *   user add|del|passwd ADDRESS, user list   (password: first line of stdin)
+ *   alias add ADDRESS TARGET..., alias del ADDRESS, alias list
+ *   quota set ADDRESS [--messages N|none] [--octets SIZE|none], quota get ADDRESS
  *   deliver [-f SENDER] ADDRESS    local delivery of the message on stdin
  *   repair [options]               the listing/body consistency check and sweep
  * Administrative commands talk to the store directly, so they work whether
@@ -45,6 +47,14 @@ static void usage(FILE *f)
 		"                                (or a {SCHEME}-prefixed hash) is read from stdin\n"
 		"  user del ADDRESS              remove a user and their mail\n"
 		"  user list                     list users\n"
+		"  alias add ADDRESS TARGET...   create an alias of a local domain, or add\n"
+		"                                targets (users or aliases) to it\n"
+		"  alias del ADDRESS             remove an alias\n"
+		"  alias list                    list aliases: ADDRESS TARGET,TARGET...\n"
+		"  quota set ADDRESS [--messages N|none] [--octets SIZE|none]\n"
+		"                                set a user's own limits (SIZE: e.g. 500M, 2G;\n"
+		"                                none: the [quota] default applies)\n"
+		"  quota get ADDRESS             show a user's usage and the limits that apply\n"
 		"  deliver [-f SENDER] ADDRESS   deliver the message on stdin\n"
 		"  repair [--dry-run] [--per-second N] [--min-age SECONDS] [--no-sweep | --sweep-only]\n"
 		"                                find and fix drift between listings and bodies,\n"
@@ -73,6 +83,7 @@ static int store_exit(enum store_status st)
 	case STORE_INVALID: return EX_DATAERR;
 	case STORE_TOOBIG: return EX_DATAERR;
 	case STORE_PERM: return EX_SOFTWARE;
+	case STORE_LOOP: return EX_DATAERR;
 	default: return EX_TEMPFAIL;
 	}
 }
@@ -164,10 +175,29 @@ static int cmd_domain(struct store *store, int argc, char **argv)
 	if (st == STORE_NOTFOUND)
 		return die(EX_NOUSER, "unknown domain %s", domain);
 	if (st == STORE_EXISTS)
-		return die(EX_UNAVAILABLE, "domain %s still has users; delete them first", domain);
+		return die(EX_UNAVAILABLE, "domain %s still has users or aliases; delete them first",
+			   domain);
 	if (st != STORE_OK)
 		return die(store_exit(st), "domain del %s: %s", domain, store_status_name(st));
 	return EX_OK;
+}
+
+/* What address is: 1 a user, 2 an alias, 0 neither, -1 on a store error
+ * (*st_r says which). */
+static int address_kind(struct store *store, const char *address, enum store_status *st_r)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	*st_r = store_user_get(store, address, &b);
+	buf_wipe(&b);
+	int kind = *st_r == STORE_OK ? 1 : -1;
+	if (*st_r == STORE_NOTFOUND) {
+		buf_reset(&b);
+		*st_r = store_alias_get(store, address, &b);
+		kind = *st_r == STORE_OK ? 2 : *st_r == STORE_NOTFOUND ? 0 : -1;
+	}
+	buf_deinit(&b);
+	return kind;
 }
 
 static int cmd_user(struct store *store, int argc, char **argv)
@@ -219,6 +249,11 @@ static int cmd_user(struct store *store, int argc, char **argv)
 			ret = die(EX_CANTCREAT, "user %s already exists", addr);
 			goto out;
 		}
+		if (address_kind(store, addr, &st) == 2) {
+			ret = die(EX_CANTCREAT, "%s is an alias; a user cannot take an alias's address (tern alias del %s first)",
+				  addr, addr);
+			goto out;
+		}
 		if ((ret = password_from_stdin(&hash)) != EX_OK)
 			goto out;
 		st = store_user_add(store, addr, hash.data);
@@ -247,6 +282,206 @@ static int cmd_user(struct store *store, int argc, char **argv)
 out:
 	buf_deinit(&hash);
 	return ret;
+}
+
+/* alias add: the alias's targets so far (if any) and the new ones, each
+ * checked here first so that the message can name the one at fault. */
+static int alias_add(struct store *store, const char *addr, int ntargets, char **args)
+{
+	const char *domain = strrchr(addr, '@') + 1;
+	enum store_status st = store_domain_exists(store, domain);
+	if (st == STORE_NOTFOUND)
+		return die(EX_DATAERR, "alias %s: %s is not a local domain (add it with: tern domain add %s)",
+			   addr, domain, domain);
+	int kind = address_kind(store, addr, &st);
+	if (kind < 0)
+		return die(store_exit(st), "alias add %s: %s", addr, store_status_name(st));
+	if (kind == 1)
+		return die(EX_CANTCREAT, "%s is a user; an alias cannot take a user's address", addr);
+	char (*targets)[MAIL_ADDRESS_MAX + 1] =
+		xcalloc(STORE_ALIAS_TARGETS_MAX, sizeof(*targets));
+	const char *ptrs[STORE_ALIAS_TARGETS_MAX];
+	unsigned int n = 0;
+	int ret = EX_OK;
+	struct buf old;
+	buf_init(&old, 0);
+	if (kind == 2 && (st = store_alias_get(store, addr, &old)) != STORE_OK)
+		ret = die(store_exit(st), "alias add %s: %s", addr, store_status_name(st));
+	for (char *p = old.data; ret == EX_OK && *p != '\0' && n < STORE_ALIAS_TARGETS_MAX;) {
+		char *nl = strchr(p, '\n');
+		size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		if (len > 0 && len <= MAIL_ADDRESS_MAX) {
+			memcpy(targets[n], p, len);
+			targets[n][len] = '\0';
+			n++;
+		}
+		p += len + (nl != NULL);
+	}
+	for (int i = 0; ret == EX_OK && i < ntargets; i++) {
+		char t[MAIL_ADDRESS_MAX + 1];
+		if (parse_address(args[i], t) < 0) {
+			ret = EX_DATAERR;
+			break;
+		}
+		if (strcmp(t, addr) == 0) {
+			ret = die(EX_DATAERR, "alias %s cannot deliver to itself", addr);
+			break;
+		}
+		bool dup = false;
+		for (unsigned int k = 0; k < n && !dup; k++)
+			dup = strcmp(targets[k], t) == 0;
+		if (dup)
+			continue;
+		int tk = address_kind(store, t, &st);
+		if (tk < 0)
+			ret = die(store_exit(st), "alias add %s: %s", addr, store_status_name(st));
+		else if (tk == 0)
+			ret = die(EX_NOUSER, "alias %s: unknown target %s (neither a user nor an alias)",
+				  addr, t);
+		else if (n == STORE_ALIAS_TARGETS_MAX)
+			ret = die(EX_DATAERR, "alias %s: more than %d targets", addr,
+				  STORE_ALIAS_TARGETS_MAX);
+		else
+			str_copy(targets[n++], t, sizeof(targets[0]));
+	}
+	for (unsigned int k = 0; k < n; k++)
+		ptrs[k] = targets[k];
+	if (ret == EX_OK) {
+		st = store_alias_set(store, addr, ptrs, n);
+		if (st == STORE_LOOP)
+			ret = die(EX_DATAERR, "alias %s: its targets would lead back to it, or nest more than %d aliases deep",
+				  addr, STORE_ALIAS_DEPTH);
+		else if (st == STORE_INVALID)
+			ret = die(EX_DATAERR, "alias %s: would deliver to more than %d users",
+				  addr, STORE_ALIAS_TARGETS_MAX);
+		else if (st == STORE_NOTFOUND)
+			ret = die(EX_NOUSER, "alias %s: its targets deliver to nobody (were they just deleted?)",
+				  addr);
+		else if (st != STORE_OK)
+			ret = die(store_exit(st), "alias add %s: %s", addr, store_status_name(st));
+	}
+	buf_deinit(&old);
+	free(targets);
+	return ret;
+}
+
+static int cmd_alias(struct store *store, int argc, char **argv)
+{
+	if (argc == 1 && strcmp(argv[0], "list") == 0) {
+		struct buf out;
+		buf_init(&out, 0);
+		enum store_status st = store_alias_list(store, &out);
+		fputs(out.data, stdout);
+		buf_deinit(&out);
+		return st == STORE_OK ? EX_OK : die(store_exit(st), "alias list: %s", store_status_name(st));
+	}
+	bool add = argc >= 3 && strcmp(argv[0], "add") == 0;
+	if (!add && !(argc == 2 && strcmp(argv[0], "del") == 0)) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	char addr[MAIL_ADDRESS_MAX + 1];
+	if (parse_address(argv[1], addr) < 0)
+		return EX_DATAERR;
+	if (add)
+		return alias_add(store, addr, argc - 2, argv + 2);
+	enum store_status st = store_alias_del(store, addr);
+	if (st == STORE_NOTFOUND)
+		return die(EX_NOUSER, "unknown alias %s", addr);
+	return st == STORE_OK ? EX_OK : die(store_exit(st), "alias del %s: %s", addr, store_status_name(st));
+}
+
+/* A limit: "none" (STORE_NO_LIMIT), or a number of at least 1; sizes may
+ * end in K, M or G (powers of 1024). */
+static int parse_limit(const char *opt, const char *v, bool size, uint64_t *out)
+{
+	if (strcmp(v, "none") == 0) {
+		*out = STORE_NO_LIMIT;
+		return 0;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	uint64_t mult = 1;
+	if (size && *end != '\0' && end[1] == '\0') {
+		switch (*end) {
+		case 'k': case 'K': mult = 1024; end++; break;
+		case 'm': case 'M': mult = 1024 * 1024; end++; break;
+		case 'g': case 'G': mult = 1024ULL * 1024 * 1024; end++; break;
+		}
+	}
+	if (*v < '0' || *v > '9' || errno == ERANGE || *end != '\0' || n == 0 ||
+	    n > (uint64_t)INT64_MAX / mult) {
+		fprintf(stderr, "tern: quota set: %s needs none or a number of at least 1%s, got \"%s\"\n",
+			opt, size ? " (with an optional K, M or G)" : "", v);
+		return -1;
+	}
+	*out = n * mult;
+	return 0;
+}
+
+static void print_limit(const char *what, uint64_t used, uint64_t own, uint64_t def)
+{
+	if (own != STORE_NO_LIMIT)
+		printf("%s: used %llu, limit %llu (own)\n", what, (unsigned long long)used,
+		       (unsigned long long)own);
+	else if (def != STORE_NO_LIMIT)
+		printf("%s: used %llu, limit %llu (default)\n", what, (unsigned long long)used,
+		       (unsigned long long)def);
+	else
+		printf("%s: used %llu, limit none\n", what, (unsigned long long)used);
+}
+
+static int cmd_quota(const struct tern_settings *set, struct store *store, int argc, char **argv)
+{
+	bool get = argc == 2 && strcmp(argv[0], "get") == 0;
+	if (!get && !(argc >= 4 && argc % 2 == 0 && strcmp(argv[0], "set") == 0)) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	/* The options first: a mistake in them is named before the store is asked. */
+	struct store_quota given = { 0, 0 };
+	bool set_messages = false, set_octets = false;
+	for (int i = 2; !get && i < argc; i += 2) {
+		if (strcmp(argv[i], "--messages") == 0) {
+			if (parse_limit(argv[i], argv[i + 1], false, &given.messages) < 0)
+				return EX_USAGE;
+			set_messages = true;
+		} else if (strcmp(argv[i], "--octets") == 0) {
+			if (parse_limit(argv[i], argv[i + 1], true, &given.octets) < 0)
+				return EX_USAGE;
+			set_octets = true;
+		} else {
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	char addr[MAIL_ADDRESS_MAX + 1];
+	if (parse_address(argv[1], addr) < 0)
+		return EX_DATAERR;
+	struct store_quota own;
+	enum store_status st = store_quota_get(store, addr, &own);
+	if (st == STORE_NOTFOUND)
+		return die(EX_NOUSER, "unknown user %s", addr);
+	if (st != STORE_OK)
+		return die(store_exit(st), "quota %s %s: %s", argv[0], addr, store_status_name(st));
+	if (get) {
+		uint64_t messages, octets;
+		st = store_mailbox_usage(store, addr, &messages, &octets);
+		if (st != STORE_OK)
+			return die(store_exit(st), "quota get %s: %s", addr, store_status_name(st));
+		print_limit("messages", messages, own.messages, set->store.default_quota.messages);
+		print_limit("octets", octets, own.octets, set->store.default_quota.octets);
+		return EX_OK;
+	}
+	if (set_messages)
+		own.messages = given.messages;
+	if (set_octets)
+		own.octets = given.octets;
+	st = store_quota_set(store, addr, &own);
+	if (st == STORE_NOTFOUND)
+		return die(EX_NOUSER, "unknown user %s", addr);
+	return st == STORE_OK ? EX_OK : die(store_exit(st), "quota set %s: %s", addr, store_status_name(st));
 }
 
 /* Line endings: LF and CRLF are accepted and stored as CRLF, unless
@@ -315,21 +550,37 @@ static int cmd_deliver(const struct tern_settings *set, struct store *store, int
 	char addr[MAIL_ADDRESS_MAX + 1];
 	if (parse_address(argv[0], addr) < 0)
 		return EX_USAGE;
-
+	/* The address may be an alias: every user it reaches gets the
+	 * message, or (as SMTP's one reply) nobody when one is over quota. */
+	struct store_resolved *r = xcalloc(1, sizeof(*r));
+	enum store_status st = store_resolve(store, addr, r);
+	if (st == STORE_NOTFOUND) {
+		free(r);
+		return die(EX_NOUSER, "deliver: unknown user %s", addr);
+	}
+	if (st != STORE_OK) {
+		free(r);
+		return die(store_exit(st), "deliver to %s: %s", addr, store_status_name(st));
+	}
 	struct delivery_settings dset = { .data_dir = set->data_dir,
-					  .max_message_size = set->max_message_size };
+					  .max_message_size = set->max_message_size,
+					  .quota_all_or_nothing = true };
 	struct delivery *d = delivery_create(&dset, sender);
-	delivery_add_rcpt(d, addr);
+	for (unsigned int i = 0; i < r->count; i++)
+		delivery_add_rcpt(d, r->users[i]);
+	free(r);
 	int ret = deliver_read_stdin(set, d);
 	if (ret != EX_OK) {
 		delivery_destroy(&d);
 		return ret;
 	}
 	delivery_run(d, store);
-	enum store_status st = delivery_rcpt_status(d, 0);
+	st = delivery_status(d);
 	delivery_destroy(&d);
 	if (st == STORE_NOTFOUND)
 		return die(EX_NOUSER, "deliver: unknown user %s", addr);
+	if (st == STORE_OVERQUOTA)
+		return die(EX_TEMPFAIL, "deliver to %s: mailbox full (over quota)", addr);
 	if (st != STORE_OK)
 		return die(store_exit(st), "deliver to %s: %s", addr, store_status_name(st));
 	return EX_OK;
@@ -473,7 +724,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(command, "serve") != 0 && strcmp(command, "domain") != 0 &&
 	    strcmp(command, "user") != 0 && strcmp(command, "deliver") != 0 &&
-	    strcmp(command, "repair") != 0) {
+	    strcmp(command, "repair") != 0 && strcmp(command, "alias") != 0 &&
+	    strcmp(command, "quota") != 0) {
 		fprintf(stderr, "tern: unknown command \"%s\"\n", command);
 		usage(stderr);
 		return EX_USAGE;
@@ -519,6 +771,10 @@ int main(int argc, char **argv)
 		ret = cmd_user(store, rest_argc, rest);
 	else if (strcmp(command, "repair") == 0)
 		ret = cmd_repair(store, rest_argc, rest);
+	else if (strcmp(command, "alias") == 0)
+		ret = cmd_alias(store, rest_argc, rest);
+	else if (strcmp(command, "quota") == 0)
+		ret = cmd_quota(set, store, rest_argc, rest);
 	else
 		ret = cmd_deliver(set, store, rest_argc, rest);
 	store_close(&store);

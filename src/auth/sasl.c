@@ -1,11 +1,11 @@
 /*
- * sasl: response decoding, PLAIN parsing, and the PLAIN/LOGIN exchange
- * built on them. Errors are short phrases that the sessions put in their
+ * sasl: response decoding, PLAIN and bearer-message parsing, and the
+ * PLAIN/LOGIN/OAUTHBEARER/XOAUTH2 exchange built on them. Errors are short phrases that the sessions put in their
  * replies; they never quote the input.
  *
  * Invariants of an exchange:
- * - It moves START -> (PLAIN_MESSAGE | LOGIN_USER -> LOGIN_PASSWORD) ->
- *   FINISHED and never back; every DONE or FAILED ends in FINISHED.
+ * - It moves START -> (PLAIN_MESSAGE | LOGIN_USER -> LOGIN_PASSWORD |
+ *   BEARER_MESSAGE) -> FINISHED and never back; every DONE or FAILED ends in FINISHED.
  * - x->decoded holds decoded client data only during a call: it is wiped
  *   before every return, and was sized at init so it never reallocates
  *   (a reallocation would leave a copy of a password in freed memory).
@@ -15,6 +15,7 @@
 #include "sasl.h"
 
 #include <string.h>
+#include <strings.h>
 
 #include "base64.h"
 #include "log.h"
@@ -29,7 +30,25 @@ enum sasl_mech sasl_mech_lookup(const char *name)
 		return SASL_MECH_PLAIN;
 	if (str_eq_icase(name, "LOGIN"))
 		return SASL_MECH_LOGIN;
+	if (str_eq_icase(name, "OAUTHBEARER"))
+		return SASL_MECH_OAUTHBEARER;
+	if (str_eq_icase(name, "XOAUTH2"))
+		return SASL_MECH_XOAUTH2;
 	return SASL_MECH_UNKNOWN;
+}
+
+bool sasl_mech_is_bearer(enum sasl_mech mech)
+{
+	return mech == SASL_MECH_OAUTHBEARER || mech == SASL_MECH_XOAUTH2;
+}
+
+const char *sasl_bearer_error_challenge(enum sasl_mech mech)
+{
+	/* {"status":"invalid_token"} (RFC 7628 3.2.2), and for XOAUTH2
+	 * {"status":"401","schemes":"bearer"} as Google words it */
+	if (mech == SASL_MECH_XOAUTH2)
+		return "eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=";
+	return "eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=";
 }
 
 int sasl_decode_response(const char *b64, size_t len, struct buf *out, const char **error_r)
@@ -97,11 +116,142 @@ int sasl_plain_split(struct buf *msg, const char **authcid_r, const char **passw
 	return 0;
 }
 
+/* --- bearer messages (RFC 7628 3.1, Google's XOAUTH2) --- */
+
+struct bearer_parts {
+	char user[SASL_USER_MAX + 1]; /* "" when none was given */
+	const char *token;
+	size_t token_len;
+};
+
+#define KVSEP '\x01'
+
+/* RFC 6750 2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" /
+ * "+" / "/" ) *"=" (a JWT is one). */
+static bool is_b64token(const char *p, size_t len)
+{
+	size_t i = 0;
+	while (i < len && (('A' <= p[i] && p[i] <= 'Z') || ('a' <= p[i] && p[i] <= 'z') ||
+			   ('0' <= p[i] && p[i] <= '9') || strchr("-._~+/", p[i]) != NULL))
+		i++;
+	if (i == 0)
+		return false;
+	while (i < len && p[i] == '=')
+		i++;
+	return i == len;
+}
+
+/* The value of "auth": "Bearer" 1*SP b64token, the scheme in any case. */
+static bool bearer_value(const char *v, size_t len, struct bearer_parts *parts)
+{
+	static const char scheme[] = "bearer";
+	size_t n = sizeof(scheme) - 1, i;
+	if (len <= n || strncasecmp(v, scheme, n) != 0 || v[n] != ' ')
+		return false;
+	for (i = n; i < len && v[i] == ' '; i++)
+		;
+	if (!is_b64token(v + i, len - i))
+		return false;
+	parts->token = v + i;
+	parts->token_len = len - i;
+	return true;
+}
+
+/* key=value pairs, each ended by %x01, then a final %x01 ending msg. keys
+ * are 1*ALPHA; values VCHAR, SP, HTAB, CR, LF. "auth" is required, once;
+ * "user" (XOAUTH2) is copied into parts->user when want_user. */
+static enum sasl_error bearer_pairs(const char *p, const char *end, bool want_user,
+				    struct bearer_parts *parts, const char **error_r)
+{
+	bool have_user = false;
+	parts->token = NULL;
+	*error_r = want_user ? "Invalid XOAUTH2 message (expected user=... ^A auth=Bearer ... ^A^A)"
+			     : "Invalid OAUTHBEARER message (expected n,[a=user], ^A auth=Bearer ... ^A^A)";
+	while (p < end && *p != KVSEP) {
+		const char *key = p;
+		while (p < end && (('A' <= *p && *p <= 'Z') || ('a' <= *p && *p <= 'z')))
+			p++;
+		if (p == key || p == end || *p != '=')
+			return SASL_ERROR_MALFORMED;
+		size_t key_len = (size_t)(p - key);
+		const char *value = ++p;
+		while (p < end && *p != KVSEP) {
+			unsigned char c = (unsigned char)*p;
+			if (!(c == ' ' || c == '\t' || c == '\r' || c == '\n' || (c >= 0x21 && c <= 0x7e)))
+				return SASL_ERROR_MALFORMED;
+			p++;
+		}
+		if (p == end)
+			return SASL_ERROR_MALFORMED;
+		size_t value_len = (size_t)(p - value);
+		p++;
+		if (key_len == 4 && memcmp(key, "auth", 4) == 0) {
+			if (parts->token != NULL || !bearer_value(value, value_len, parts))
+				return SASL_ERROR_MALFORMED;
+		} else if (want_user && key_len == 4 && memcmp(key, "user", 4) == 0) {
+			if (have_user)
+				return SASL_ERROR_MALFORMED;
+			have_user = true;
+			if (value_len > SASL_USER_MAX) {
+				*error_r = "Invalid user name (expected user@domain)";
+				return SASL_ERROR_USER;
+			}
+			memcpy(parts->user, value, value_len);
+			parts->user[value_len] = '\0';
+		}
+	}
+	/* the final %x01, and nothing after it */
+	if (p == end || p + 1 != end || parts->token == NULL || (want_user && !have_user))
+		return SASL_ERROR_MALFORMED;
+	return SASL_ERROR_NONE;
+}
+
+/* gs2-header: ("n" / "y") "," ["a=" saslname] ","; then %x01 and the pairs. */
+static enum sasl_error oauthbearer_parse(const char *msg, size_t len, struct bearer_parts *parts,
+					 const char **error_r)
+{
+	const char *p = msg, *end = msg + len;
+	*error_r = "Invalid OAUTHBEARER message (expected n,[a=user], ^A auth=Bearer ... ^A^A)";
+	if (len >= 2 && msg[0] == 'p' && msg[1] == '=') {
+		*error_r = "Channel binding is not supported";
+		return SASL_ERROR_MALFORMED;
+	}
+	if (len < 2 || (msg[0] != 'n' && msg[0] != 'y') || msg[1] != ',')
+		return SASL_ERROR_MALFORMED;
+	p += 2;
+	size_t n = 0;
+	if (end - p >= 2 && p[0] == 'a' && p[1] == '=') {
+		for (p += 2; p < end && *p != ','; p++) {
+			char c = *p;
+			if (c == '=') {
+				/* "=2C" is ",", "=3D" is "=", nothing else */
+				if (end - p < 3 || (memcmp(p, "=2C", 3) != 0 && memcmp(p, "=3D", 3) != 0))
+					return SASL_ERROR_MALFORMED;
+				c = p[1] == '2' ? ',' : '=';
+				p += 2;
+			} else if (c == '\0' || c == KVSEP) {
+				return SASL_ERROR_MALFORMED;
+			}
+			if (n == SASL_USER_MAX) {
+				*error_r = "Invalid user name (expected user@domain)";
+				return SASL_ERROR_USER;
+			}
+			parts->user[n++] = c;
+		}
+		if (n == 0)
+			return SASL_ERROR_MALFORMED;
+	}
+	parts->user[n] = '\0';
+	if (p == end || *p != ',' || p + 1 == end || p[1] != KVSEP)
+		return SASL_ERROR_MALFORMED;
+	return bearer_pairs(p + 2, end, false, parts, error_r);
+}
+
 /* --- the exchange --- */
 
 void sasl_exchange_init(struct sasl_exchange *x, enum sasl_mech mech, size_t max_response)
 {
-	if (mech != SASL_MECH_PLAIN && mech != SASL_MECH_LOGIN)
+	if (mech == SASL_MECH_UNKNOWN)
 		panic("sasl: exchange for an unknown mechanism");
 	if (max_response == 0)
 		panic("sasl: max_response is 0");
@@ -223,6 +373,26 @@ static enum sasl_result login_password(struct sasl_exchange *x, const char *b64,
 	return done(x, x->decoded.data, x->decoded.len, password, out);
 }
 
+static enum sasl_result bearer_message(struct sasl_exchange *x, const char *b64, size_t len,
+				       struct buf *password, struct sasl_output *out)
+{
+	const char *error;
+	enum sasl_error e = decode(x, b64, len, &error);
+	struct bearer_parts parts;
+	if (e == SASL_ERROR_NONE)
+		e = x->mech == SASL_MECH_XOAUTH2
+			    ? bearer_pairs(x->decoded.data, x->decoded.data + x->decoded.len, true,
+					   &parts, &error)
+			    : oauthbearer_parse(x->decoded.data, x->decoded.len, &parts, &error);
+	if (e != SASL_ERROR_NONE) {
+		explicit_bzero(&parts, sizeof(parts));
+		return fail(x, out, e, error);
+	}
+	set_user(x, parts.user, strlen(parts.user));
+	explicit_bzero(parts.user, sizeof(parts.user));
+	return done(x, parts.token, parts.token_len, password, out);
+}
+
 enum sasl_result sasl_exchange_start(struct sasl_exchange *x, const char *initial, size_t len,
 				     struct buf *password, struct sasl_output *out_r)
 {
@@ -236,6 +406,11 @@ enum sasl_result sasl_exchange_start(struct sasl_exchange *x, const char *initia
 		if (none || (len == 1 && initial[0] == '='))
 			return challenge(x, out_r, SASL_EXCHANGE_PLAIN_MESSAGE, "");
 		return plain_message(x, initial, len, password, out_r);
+	}
+	if (sasl_mech_is_bearer(x->mech)) {
+		if (none || (len == 1 && initial[0] == '='))
+			return challenge(x, out_r, SASL_EXCHANGE_BEARER_MESSAGE, "");
+		return bearer_message(x, initial, len, password, out_r);
 	}
 	if (none)
 		return challenge(x, out_r, SASL_EXCHANGE_LOGIN_USER, LOGIN_CHALLENGE_USER);
@@ -257,6 +432,8 @@ enum sasl_result sasl_exchange_step(struct sasl_exchange *x, const char *line, s
 		return login_user(x, line, len, out_r);
 	case SASL_EXCHANGE_LOGIN_PASSWORD:
 		return login_password(x, line, len, password, out_r);
+	case SASL_EXCHANGE_BEARER_MESSAGE:
+		return bearer_message(x, line, len, password, out_r);
 	case SASL_EXCHANGE_START:
 	case SASL_EXCHANGE_FINISHED:
 		break;

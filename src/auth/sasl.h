@@ -3,8 +3,10 @@
 /*
  * sasl: the server side of the SASL mechanisms tern offers (RFC 4422):
  * PLAIN (RFC 4616) for POP3 and SMTP, LOGIN (draft-murchison-sasl-login)
- * for SMTP clients that know nothing else. Both carry the password in
- * clear, so the sessions offer them only where plaintext is allowed.
+ * for SMTP clients that know nothing else, and the bearer-token ones,
+ * OAUTHBEARER (RFC 7628) and XOAUTH2 (Google's), when OAuth is configured.
+ * All carry a credential in clear, so the sessions offer them only where
+ * plaintext is allowed.
  *
  * No I/O: the protocol sessions frame the challenges and responses ("+ "
  * in POP3, RFC 5034; "334 " in SMTP, RFC 4954); this module decodes and
@@ -17,7 +19,13 @@
 
 #include "buf.h"
 
-enum sasl_mech { SASL_MECH_UNKNOWN = 0, SASL_MECH_PLAIN, SASL_MECH_LOGIN };
+enum sasl_mech {
+	SASL_MECH_UNKNOWN = 0,
+	SASL_MECH_PLAIN,
+	SASL_MECH_LOGIN,
+	SASL_MECH_OAUTHBEARER,
+	SASL_MECH_XOAUTH2,
+};
 
 /* The longest authentication identity accepted: the longest address
  * (RFC 5321: 64 + 1 + 255 octets), tern's user names being addresses. */
@@ -25,6 +33,13 @@ enum sasl_mech { SASL_MECH_UNKNOWN = 0, SASL_MECH_PLAIN, SASL_MECH_LOGIN };
 
 /* Case-insensitive mechanism name lookup. */
 enum sasl_mech sasl_mech_lookup(const char *name);
+/* true for OAUTHBEARER and XOAUTH2, whose secret is a bearer token. */
+bool sasl_mech_is_bearer(enum sasl_mech mech);
+/* The challenge (base64 of an RFC 7628 3.2.2 JSON status) that tells an
+ * OAUTHBEARER or XOAUTH2 client its token was refused; the client answers
+ * it with one more line (a lone %x01, or an empty one), and only then is
+ * the exchange failed. */
+const char *sasl_bearer_error_challenge(enum sasl_mech mech);
 
 /* --- one exchange ---
  *
@@ -48,6 +63,15 @@ enum sasl_mech sasl_mech_lookup(const char *name);
  *   response is the user name. The password may not be empty or hold a
  *   NUL; the user name may be empty (it is then no address: the caller's
  *   check of the name refuses it, as for any other non-address).
+ * - OAUTHBEARER: one message, the GS2 header "n," or "y," (no channel
+ *   binding: "p=" is refused), an optional authzid "a=NAME" (",", "=" as
+ *   "=2C", "=3D"), ",", then %x01-separated key=value pairs ending with
+ *   %x01 %x01, one of them "auth=Bearer TOKEN" (host and port, and any
+ *   other key, are allowed and ignored).
+ * - XOAUTH2: one message "user=NAME %x01 auth=Bearer TOKEN %x01 %x01".
+ *   For both: an empty challenge asks for the message, as for PLAIN; on
+ *   SASL_DONE, out.user is the name the client gave ("" when none) and the
+ *   token is in the caller's password buf.
  *
  * Responses: base64 (RFC 4648, strict), "=" or "" for the empty response;
  * "*" (in a step, not as an initial response) cancels. A response longer
@@ -77,9 +101,11 @@ enum sasl_error {
 	SASL_ERROR_NONE = 0,
 	SASL_ERROR_BASE64,     /* a response is not (strict) base64 */
 	SASL_ERROR_MALFORMED,  /* a PLAIN message without its two NULs, with an empty
-			        * user name or password, or a NUL in the password */
+			        * user name or password, or a NUL in the password;
+			        * a bearer message not in its mechanism's syntax */
 	SASL_ERROR_AUTHZID,    /* PLAIN authzid neither empty nor the user name */
-	SASL_ERROR_USER,       /* a user name over SASL_USER_MAX, or (LOGIN) with a NUL */
+	SASL_ERROR_USER,       /* a user name over SASL_USER_MAX, or (LOGIN) with a NUL;
+			        * a bearer authzid or user= over SASL_USER_MAX */
 	SASL_ERROR_PASSWORD,   /* a LOGIN password empty or with a NUL */
 	SASL_ERROR_CANCELLED,  /* the client answered "*" */
 	SASL_ERROR_TOO_LONG,   /* a response over max_response, or a password over
@@ -92,7 +118,8 @@ struct sasl_output {
 	/* SASL_CONTINUE: the challenge, base64, "" for the empty one */
 	const char *challenge;
 	/* SASL_DONE: the authentication identity, NUL-terminated, no NUL
-	 * inside, at most SASL_USER_MAX octets, as the client sent it */
+	 * inside, at most SASL_USER_MAX octets, as the client sent it ("" for
+	 * a bearer mechanism without one) */
 	const char *user;
 	/* SASL_FAILED: the kind, and a short phrase for the reply that never
 	 * quotes the input */
@@ -107,6 +134,7 @@ enum sasl_exchange_state {
 	SASL_EXCHANGE_PLAIN_MESSAGE,  /* the empty challenge was sent */
 	SASL_EXCHANGE_LOGIN_USER,     /* "Username:" was sent */
 	SASL_EXCHANGE_LOGIN_PASSWORD, /* "Password:" was sent */
+	SASL_EXCHANGE_BEARER_MESSAGE, /* OAUTHBEARER, XOAUTH2: the empty challenge was sent */
 	SASL_EXCHANGE_FINISHED,       /* DONE or FAILED was returned */
 };
 
@@ -118,7 +146,7 @@ struct sasl_exchange {
 	char user[SASL_USER_MAX + 1];
 };
 
-/* Starts an exchange for mech (PLAIN or LOGIN). max_response (> 0) caps
+/* Starts an exchange for mech (any but SASL_MECH_UNKNOWN). max_response (> 0) caps
  * each base64 response, e.g. [auth] max_response. Allocates the decoding
  * buffer once, at its full size (so no copy of a secret is left behind by
  * a reallocation). Pair with sasl_exchange_deinit(). */

@@ -387,6 +387,7 @@ enum store_status delivery_run(struct delivery *d, struct store *store)
 	d->sd.body_len = (size_t)d->size;
 	d->sd.rcpts = d->store_rcpts;
 	d->sd.rcpt_count = d->unique;
+	d->sd.quota_all_or_nothing = d->set.quota_all_or_nothing;
 	st = store_deliver(store, &d->sd);
 	/* One retry with the same message id: idempotent if the first attempt
 	 * did commit, and it reaches the recipients that failed. */

@@ -55,6 +55,9 @@ struct delivery_settings {
 	const char *data_dir;       /* the spool is data_dir/spool; must outlive the delivery */
 	uint64_t max_message_size;  /* body octets (decoded, without the header buffer) */
 	size_t memory_max;          /* 0: DELIVERY_MEMORY_MAX */
+	/* One recipient over quota means nobody gets the message (SMTP, which
+	 * has one reply after the data); else each recipient on its own. */
+	bool quota_all_or_nothing;
 };
 
 struct delivery;

@@ -21,6 +21,13 @@
  * - A message cursor reads the listing row once, then each chunk once, in
  *   order, and holds at most one chunk (1 MiB) in memory.
  *
+ * Quotas need no counter and no LWT: a recipient's own limits are two
+ * columns of the users row the delivery reads anyway, and only when a limit
+ * applies is the mailbox's usage read, as count(size) and sum(size) over
+ * its listing partition at the read consistency. That is exact to within
+ * the deliveries in flight (two nodes that each see room can both write)
+ * and replication (a listing row not yet in the local datacenter).
+ *
  * Download-and-delete: POP3 clients delete what they downloaded, a prefix
  * of the time-ordered listing. When the deleted messages form a prefix, the
  * prefix is removed with one range tombstone instead of one tombstone per
@@ -169,7 +176,10 @@ static const char *const schema[] = {
 	"CREATE TABLE IF NOT EXISTS {ks}.meta (key text PRIMARY KEY, value text)",
 	"CREATE TABLE IF NOT EXISTS {ks}.domains (name text PRIMARY KEY)",
 	"CREATE TABLE IF NOT EXISTS {ks}.users (address text PRIMARY KEY, domain text,"
-	" password text)",
+	" password text, quota_messages bigint, quota_octets bigint)",
+	/* An alias row is replaced whole: targets is the '\n'-terminated list. */
+	"CREATE TABLE IF NOT EXISTS {ks}.aliases (address text PRIMARY KEY, domain text,"
+	" targets text)",
 	"CREATE TABLE IF NOT EXISTS {ks}.users_by_domain (domain text, address text,"
 	" PRIMARY KEY ((domain), address))",
 	/* One partition per mailbox, clustered by arrival. Leveled compaction
@@ -192,6 +202,54 @@ static const char *const schema[] = {
 	"CREATE TABLE IF NOT EXISTS {ks}.mailbox_uids (mailbox_id uuid PRIMARY KEY,"
 	" next_uid bigint)",
 };
+
+/* Whether the table has the column: 1 / 0 / -1 (system_schema is local to
+ * each node, so this needs no replica). */
+static int has_column(struct cass_store *c, const char *table, const char *column)
+{
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, c->keyspace);
+	cql_values_add_text(v, table);
+	cql_values_add_text(v, column);
+	struct cql_result *res = NULL;
+	struct cql_error err;
+	struct cql_query_opts opts;
+	cql_query_opts_init(&opts);
+	opts.consistency = CQL_ONE;
+	int rc = cql_query(c->session, "SELECT column_name FROM system_schema.columns"
+				       " WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+			   v, &opts, &res, &err);
+	cql_values_free(&v);
+	if (rc < 0) {
+		status_from_error(&err, "read system_schema.columns");
+		return -1;
+	}
+	int found = cql_result_next_row(res) ? 1 : 0;
+	cql_result_free(&res);
+	return found;
+}
+
+/* A keyspace made before the users had quotas gets the two columns. Nodes
+ * starting together may both add them: the loser's error is harmless
+ * once the columns are there. */
+static enum store_status migrate_users(struct cass_store *c)
+{
+	static const char *const columns[] = { "quota_messages", "quota_octets" };
+	for (size_t i = 0; i < 2; i++) {
+		int has = has_column(c, "users", columns[i]);
+		if (has != 0) {
+			if (has < 0)
+				return STORE_TEMPFAIL;
+			continue;
+		}
+		char tmpl[128], stmt[512];
+		snprintf(tmpl, sizeof(tmpl), "ALTER TABLE {ks}.users ADD %s bigint", columns[i]);
+		if (run_ddl(c, expand(c, tmpl, stmt, sizeof(stmt))) != STORE_OK &&
+		    has_column(c, "users", columns[i]) != 1)
+			return STORE_TEMPFAIL;
+	}
+	return STORE_OK;
+}
 
 /* The [cassandra] section (store_option_lookup). */
 static const char *const consistency_choices[] = {
@@ -278,6 +336,8 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 	}
 	buf_deinit(&q);
 	buf_deinit(&repl);
+	if (st == STORE_OK)
+		st = migrate_users(c);
 	if (st != STORE_OK) {
 		*error_r = "cannot create the Cassandra schema (see the log)";
 		cql_session_destroy(&c->session);
@@ -440,36 +500,6 @@ static enum store_status cass_domain_exists(struct store *store, const char *dom
 			 domain, NULL, true);
 }
 
-/* Sorts the lines of out (the table scans come in token order). */
-static int cmp_line(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void sort_lines(struct buf *out, size_t start)
-{
-	char *copy = xstrndup(out->data + start, out->len - start);
-	size_t n = 0;
-	for (char *p = copy; *p != '\0'; p++)
-		if (*p == '\n')
-			n++;
-	char **lines = xcalloc(n + 1, sizeof(char *));
-	size_t k = 0;
-	for (char *p = copy; *p != '\0' && k < n;) {
-		lines[k++] = p;
-		char *nl = strchr(p, '\n');
-		*nl = '\0';
-		p = nl + 1;
-	}
-	qsort(lines, k, sizeof(char *), cmp_line);
-	out->len = start;
-	out->data[start] = '\0';
-	for (size_t i = 0; i < k; i++)
-		buf_printf(out, "%s\n", lines[i]);
-	free(lines);
-	free(copy);
-}
-
 static enum store_status cass_domain_list(struct store *store, struct buf *out)
 {
 	size_t start = out->len;
@@ -478,7 +508,7 @@ static enum store_status cass_domain_list(struct store *store, struct buf *out)
 	if (st == STORE_NOTFOUND)
 		st = STORE_OK;
 	if (st == STORE_OK)
-		sort_lines(out, start);
+		store_sort_lines(out, start); /* token order → name order */
 	return st;
 }
 
@@ -538,7 +568,7 @@ static enum store_status cass_user_list(struct store *store, struct buf *out)
 	if (st == STORE_NOTFOUND)
 		st = STORE_OK;
 	if (st == STORE_OK)
-		sort_lines(out, start);
+		store_sort_lines(out, start); /* token order → name order */
 	return st;
 }
 
@@ -769,23 +799,111 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 	return st;
 }
 
+static int row_exists(struct cass_store *c, const char *tmpl, const uint8_t a[16],
+		      const uint8_t b[16], int chunk, enum cql_consistency cl);
+
+/* The user's own limits, from the users row; NOTFOUND without it. */
+static enum store_status read_own_quota(struct cass_store *c, const char *address,
+					struct store_quota *own_r)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, address);
+	struct cql_result *res = NULL;
+	enum store_status st = run(c, Q(c, q, "SELECT address, quota_messages, quota_octets"
+					      " FROM {ks}.users WHERE address = ?"),
+				   v, c->read_cl, &res);
+	cql_values_free(&v);
+	if (st != STORE_OK)
+		return st;
+	own_r->messages = own_r->octets = STORE_NO_LIMIT;
+	if (!cql_result_next_row(res)) {
+		st = STORE_NOTFOUND;
+	} else {
+		int64_t n = 0;
+		if (cql_result_get_bigint(res, 1, &n) == 1 && n > 0)
+			own_r->messages = (uint64_t)n;
+		if (cql_result_get_bigint(res, 2, &n) == 1 && n > 0)
+			own_r->octets = (uint64_t)n;
+	}
+	cql_result_free(&res);
+	return st;
+}
+
+/* What the mailbox's listing partition holds, at the read consistency. */
+static enum store_status listing_usage(struct cass_store *c, const struct uuid *mbox,
+				       uint64_t *messages_r, uint64_t *octets_r)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, mbox->b);
+	struct cql_result *res = NULL;
+	enum store_status st = run(c, Q(c, q, "SELECT count(size), sum(size) FROM {ks}.listing"
+					      " WHERE mailbox_id = ?"), v, c->read_cl, &res);
+	cql_values_free(&v);
+	if (st != STORE_OK)
+		return st;
+	int64_t n = 0, octets = 0;
+	if (cql_result_next_row(res)) {
+		cql_result_get_bigint(res, 0, &n);
+		cql_result_get_bigint(res, 1, &octets);
+	}
+	cql_result_free(&res);
+	*messages_r = n > 0 ? (uint64_t)n : 0;
+	*octets_r = octets > 0 ? (uint64_t)octets : 0;
+	return STORE_OK;
+}
+
+/* A recipient's verdict before anything is written: NOTFOUND, OVERQUOTA,
+ * or INVALID ("to be written"). A retry whose first attempt reached this
+ * mailbox is not refused: the copy it finds is already counted. */
+static enum store_status rcpt_verdict(struct cass_store *c, struct store_delivery *d,
+				      struct store_rcpt *r, enum store_status *verdict_r)
+{
+	struct store_quota own;
+	enum store_status st = read_own_quota(c, r->address, &own);
+	*verdict_r = st == STORE_NOTFOUND ? STORE_NOTFOUND : STORE_INVALID;
+	if (st != STORE_OK)
+		return st == STORE_NOTFOUND ? STORE_OK : st;
+	struct store_quota limits = store_quota_apply(&c->store, &own);
+	if (store_quota_is_none(&limits))
+		return STORE_OK;
+	struct uuid mbox;
+	uuid_v5(r->address, strlen(r->address), &mbox);
+	uint64_t messages, octets;
+	st = listing_usage(c, &mbox, &messages, &octets);
+	if (st != STORE_OK)
+		return st;
+	if (store_quota_fits(&limits, messages, octets,
+			     strlen(r->prefix) + store_delivery_size(d)))
+		return STORE_OK;
+	if (d->attempts > 1) {
+		int earlier = row_exists(c, "SELECT mailbox_id FROM {ks}.body_refs"
+					    " WHERE message_id = ? AND mailbox_id = ?",
+					 d->message_id.b, mbox.b, -1, c->read_cl);
+		if (earlier < 0)
+			return STORE_TEMPFAIL;
+		if (earlier > 0)
+			return STORE_OK;
+	}
+	*verdict_r = STORE_OVERQUOTA;
+	return STORE_OK;
+}
+
 static enum store_status cass_deliver(struct store *store, struct store_delivery *d)
 {
 	struct cass_store *c = (struct cass_store *)store;
 	unsigned int found = 0;
 	for (unsigned int i = 0; i < d->rcpt_count; i++) {
-		enum store_status st = read_text(c, "SELECT address FROM {ks}.users WHERE address = ?",
-						 d->rcpts[i].address, NULL, true);
-		if (st == STORE_NOTFOUND) {
-			d->rcpts[i].status = STORE_NOTFOUND;
-		} else if (st != STORE_OK) {
+		enum store_status verdict;
+		enum store_status st = rcpt_verdict(c, d, &d->rcpts[i], &verdict);
+		if (st != STORE_OK)
 			return st;
-		} else {
-			d->rcpts[i].status = STORE_INVALID; /* "to do" */
+		d->rcpts[i].status = verdict;
+		if (verdict == STORE_INVALID)
 			found++;
-		}
 	}
-	if (found == 0)
+	if (store_quota_refuse_all(d) || found == 0)
 		return STORE_OK;
 	int chunks = 0;
 	enum store_status st = put_chunks(c, d, &chunks);
@@ -851,9 +969,6 @@ static enum store_status cass_maildrop_read(struct store *store, struct store_ma
 	cql_values_free(&v);
 	return st;
 }
-
-static int row_exists(struct cass_store *c, const char *tmpl, const uint8_t a[16],
-		      const uint8_t b[16], int chunk, enum cql_consistency cl);
 
 /* A cursor: the listing row (prefix, chunk count, body size) is read once
  * at open; then the chunks in order, one request each, and the pieces are
@@ -1166,6 +1281,9 @@ static void pace(struct pacer *p)
 	}
 }
 
+/* The report is read by other threads while the repair runs (store.h). */
+#define REPORT_ADD(field) __atomic_fetch_add(&(field), 1, __ATOMIC_RELAXED)
+
 struct repair_ctx {
 	struct cass_store *c;
 	const struct store_repair_options *opts;
@@ -1256,14 +1374,14 @@ static enum store_status repair_ref(struct repair_ctx *rc, struct cql_result *ro
 	struct cass_store *c = rc->c;
 	struct uuid id, mbox;
 	bool deleted = false;
-	rc->report->refs_scanned++;
+	REPORT_ADD(rc->report->refs_scanned);
 	if (cql_result_get_uuid(row, 0, id.b) != 1 || cql_result_get_uuid(row, 1, mbox.b) != 1)
 		return STORE_OK;
 	cql_result_get_bool(row, 7, &deleted);
 	if (timeuuid_unix_usec(&id) > rc->cutoff_us)
 		return STORE_OK; /* a delivery or expunge may still be running */
 	if (deleted) {
-		rc->report->deletes_finished++;
+		REPORT_ADD(rc->report->deletes_finished);
 		if (rc->opts->dry_run)
 			return STORE_OK;
 		enum store_status st = delete_listing_row(c, &mbox, &id);
@@ -1287,7 +1405,7 @@ static enum store_status repair_ref(struct repair_ctx *rc, struct cql_result *ro
 	}
 	cql_result_free(&res);
 	if (st != STORE_OK || missing < 0) {
-		rc->report->skipped++;
+		REPORT_ADD(rc->report->skipped);
 		cql_values_free(&v);
 		return STORE_OK;
 	}
@@ -1295,7 +1413,7 @@ static enum store_status repair_ref(struct repair_ctx *rc, struct cql_result *ro
 		cql_values_free(&v);
 		return STORE_OK;
 	}
-	rc->report->relisted++;
+	REPORT_ADD(rc->report->relisted);
 	if (rc->opts->dry_run) {
 		cql_values_free(&v);
 		return STORE_OK;
@@ -1331,7 +1449,7 @@ static enum store_status repair_listing(struct repair_ctx *rc, struct cql_result
 	struct cass_store *c = rc->c;
 	struct uuid mbox, id;
 	int32_t chunks = 0;
-	rc->report->listing_scanned++;
+	REPORT_ADD(rc->report->listing_scanned);
 	if (cql_result_get_uuid(row, 0, mbox.b) != 1 || cql_result_get_uuid(row, 1, id.b) != 1 ||
 	    cql_result_get_int(row, 2, &chunks) != 1)
 		return STORE_OK;
@@ -1342,12 +1460,12 @@ static enum store_status repair_listing(struct repair_ctx *rc, struct cql_result
 			continue;
 		int missing = confirm_missing(c, CHUNK_ROW, id.b, NULL, k);
 		if (missing < 0) {
-			rc->report->skipped++;
+			REPORT_ADD(rc->report->skipped);
 			return STORE_OK;
 		}
 		if (missing == 0)
 			continue;
-		rc->report->unlisted++;
+		REPORT_ADD(rc->report->unlisted);
 		if (rc->opts->dry_run)
 			return STORE_OK;
 		enum store_status st = mark_deleted(c, &mbox, &id);
@@ -1366,7 +1484,7 @@ static enum store_status repair_body(struct repair_ctx *rc, struct cql_result *r
 	struct cass_store *c = rc->c;
 	struct uuid id;
 	int32_t chunk = 0;
-	rc->report->bodies_scanned++;
+	REPORT_ADD(rc->report->bodies_scanned);
 	if (cql_result_get_uuid(row, 0, id.b) != 1 || cql_result_get_int(row, 1, &chunk) != 1)
 		return STORE_OK;
 	if (timeuuid_unix_usec(&id) > rc->cutoff_us)
@@ -1375,12 +1493,12 @@ static enum store_status repair_body(struct repair_ctx *rc, struct cql_result *r
 		return STORE_OK;
 	int missing = confirm_missing(c, ANY_REF, id.b, NULL, -1);
 	if (missing < 0) {
-		rc->report->skipped++;
+		REPORT_ADD(rc->report->skipped);
 		return STORE_OK;
 	}
 	if (missing == 0)
 		return STORE_OK;
-	rc->report->swept++;
+	REPORT_ADD(rc->report->swept);
 	if (rc->opts->dry_run)
 		return STORE_OK;
 	char q[512];
@@ -1415,6 +1533,134 @@ static enum store_status cass_repair(struct store *store, const struct store_rep
 	return st;
 }
 
+/* --- aliases, quotas, health --- */
+
+static enum store_status cass_alias_put(struct store *store, const char *address,
+					const char *targets)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, address);
+	cql_values_add_text(v, strrchr(address, '@') + 1);
+	cql_values_add_text(v, targets);
+	enum store_status st = run(c, Q(c, q, "INSERT INTO {ks}.aliases (address, domain, targets)"
+					      " VALUES (?, ?, ?)"), v, c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+static enum store_status cass_alias_del(struct store *store, const char *address)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = read_text(c, "SELECT address FROM {ks}.aliases WHERE address = ?",
+					 address, NULL, true);
+	if (st != STORE_OK)
+		return st;
+	return write1(c, "DELETE FROM {ks}.aliases WHERE address = ?", address, NULL);
+}
+
+static enum store_status cass_alias_get(struct store *store, const char *address,
+					struct buf *targets_r)
+{
+	return read_text((struct cass_store *)store,
+			 "SELECT targets FROM {ks}.aliases WHERE address = ?", address, targets_r, true);
+}
+
+static bool alias_row(void *ctx, struct cql_result *res)
+{
+	struct buf *out = ctx;
+	struct cql_slice a, t;
+	if (cql_result_get_text(res, 0, &a) == 1 && cql_result_get_text(res, 1, &t) == 1) {
+		char *address = xstrndup((const char *)a.data, a.len);
+		store_alias_line(out, address, (const char *)t.data, t.len);
+		free(address);
+	}
+	return true;
+}
+
+/* A scan of the (small) aliases table; store.c sorts it. */
+static enum store_status cass_alias_list(struct store *store, struct buf *out)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	uint64_t rows;
+	return for_each_row(c, "SELECT address, targets FROM {ks}.aliases", NULL, c->read_cl, 0,
+			    alias_row, out, &rows);
+}
+
+static enum store_status cass_quota_get(struct store *store, const char *address,
+					struct store_quota *own_r)
+{
+	return read_own_quota((struct cass_store *)store, address, own_r);
+}
+
+/* Administrative: a read-then-write like the password's, never on
+ * delivery. A limit of none is stored as null. */
+static enum store_status cass_quota_set(struct store *store, const char *address,
+					const struct store_quota *own)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = read_text(c, "SELECT address FROM {ks}.users WHERE address = ?",
+					 address, NULL, true);
+	if (st != STORE_OK)
+		return st;
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	if (own->messages != STORE_NO_LIMIT)
+		cql_values_add_bigint(v, (int64_t)own->messages);
+	else
+		cql_values_add_null(v);
+	if (own->octets != STORE_NO_LIMIT)
+		cql_values_add_bigint(v, (int64_t)own->octets);
+	else
+		cql_values_add_null(v);
+	cql_values_add_text(v, address);
+	st = run(c, Q(c, q, "UPDATE {ks}.users SET quota_messages = ?, quota_octets = ?"
+			    " WHERE address = ?"), v, c->write_cl, NULL);
+	cql_values_free(&v);
+	return st;
+}
+
+static enum store_status cass_mailbox_usage(struct store *store, const char *address,
+					    uint64_t *messages_r, uint64_t *octets_r)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = read_text(c, "SELECT address FROM {ks}.users WHERE address = ?",
+					 address, NULL, true);
+	if (st != STORE_OK)
+		return st;
+	struct uuid mbox;
+	uuid_v5(address, strlen(address), &mbox);
+	return listing_usage(c, &mbox, messages_r, octets_r);
+}
+
+/* Writable when a quorum of the local datacenter's replicas answers: a
+ * LOCAL_QUORUM read of one small row (whatever the configured
+ * consistencies), with a short deadline so a health probe never hangs. */
+#define HEALTH_TIMEOUT_MS 5000
+static enum store_status cass_health(struct store *store, struct buf *detail)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	char q[512];
+	struct cql_error err;
+	struct cql_prepared *stmt = cql_prepare(
+		c->session, Q(c, q, "SELECT value FROM {ks}.meta WHERE key = 'health'"), &err);
+	struct cql_result *res = NULL;
+	if (stmt != NULL) {
+		struct cql_query_opts opts;
+		cql_query_opts_init(&opts);
+		opts.consistency = CQL_LOCAL_QUORUM;
+		opts.idempotent = true;
+		opts.timeout_ms = HEALTH_TIMEOUT_MS;
+		if (cql_execute(c->session, stmt, NULL, &opts, &res, &err) == 0) {
+			cql_result_free(&res);
+			return STORE_OK;
+		}
+	}
+	buf_printf(detail, "cassandra: %s: %s", cql_error_kind_name(err.kind), err.message);
+	return STORE_TEMPFAIL;
+}
+
 const struct store_vfuncs store_cassandra_vfuncs = {
 	.name = "cassandra",
 	.section = SECTION,
@@ -1432,6 +1678,14 @@ const struct store_vfuncs store_cassandra_vfuncs = {
 	.user_set_password = cass_user_set_password,
 	.user_get = cass_user_get,
 	.user_list = cass_user_list,
+	.alias_put = cass_alias_put,
+	.alias_del = cass_alias_del,
+	.alias_get = cass_alias_get,
+	.alias_list = cass_alias_list,
+	.quota_get = cass_quota_get,
+	.quota_set = cass_quota_set,
+	.mailbox_usage = cass_mailbox_usage,
+	.health = cass_health,
 	.deliver = cass_deliver,
 	.maildrop_read = cass_maildrop_read,
 	.cursor_open = cass_cursor_open,

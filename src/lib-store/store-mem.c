@@ -29,6 +29,11 @@ struct mem_row {
 struct mem_user {
 	char *address, *hash;
 	uint32_t next_uid;
+	struct store_quota quota;  /* the user's own limits */
+};
+
+struct mem_alias {
+	char *address, *targets;
 };
 
 struct mem_store {
@@ -42,6 +47,8 @@ struct mem_store {
 	unsigned int nrows;
 	struct mem_body **bodies;
 	unsigned int nbodies;
+	struct mem_alias *aliases;
+	unsigned int naliases;
 };
 
 static struct store *mem_open(const struct store_settings *set, const char **error_r)
@@ -80,6 +87,11 @@ static void mem_close(struct store *store)
 		free(m->bodies[i]->data);
 		free(m->bodies[i]);
 	}
+	for (unsigned int i = 0; i < m->naliases; i++) {
+		free(m->aliases[i].address);
+		free(m->aliases[i].targets);
+	}
+	free(m->aliases);
 	free(m->domains);
 	free(m->users);
 	free(m->rows);
@@ -170,7 +182,7 @@ static enum store_status user_add_locked(struct mem_store *m, const char *a, con
 	if (find_user(m, a) != NULL)
 		return STORE_EXISTS;
 	m->users = xrealloc(m->users, (m->nusers + 1) * sizeof(*m->users));
-	m->users[m->nusers++] = (struct mem_user){ xstrdup(a), xstrdup(h), 1 };
+	m->users[m->nusers++] = (struct mem_user){ xstrdup(a), xstrdup(h), 1, { 0, 0 } };
 	return STORE_OK;
 }
 
@@ -252,6 +264,18 @@ static enum store_status mem_user_list(struct store *store, struct buf *out)
 	return STORE_OK;
 }
 
+/* What the mailbox holds, from its rows (never a counter). */
+static void usage_locked(struct mem_store *m, const struct uuid *mbox, uint64_t *n_r,
+			 uint64_t *octets_r)
+{
+	for (unsigned int i = 0; i < m->nrows; i++) {
+		if (memcmp(&m->rows[i].mailbox, mbox, 16) != 0)
+			continue;
+		(*n_r)++;
+		*octets_r += strlen(m->rows[i].prefix) + m->rows[i].body->len;
+	}
+}
+
 static int row_cmp(const struct uuid *mbox, const uint8_t key[16], const struct mem_row *r)
 {
 	int c = memcmp(mbox->b, r->mailbox.b, 16);
@@ -284,6 +308,9 @@ static enum store_status deliver_locked(struct mem_store *m, struct store_delive
 	body->refs++; /* held during delivery */
 	uint8_t key[16];
 	store_sort_key(&d->message_id, key);
+	/* First every recipient's verdict (NOTFOUND, OVERQUOTA, already there,
+	 * or to be written: INVALID), then the writes: all_or_nothing needs
+	 * every verdict before the first write. The lock makes them exact. */
 	for (unsigned int r = 0; r < d->rcpt_count; r++) {
 		struct store_rcpt *rc = &d->rcpts[r];
 		struct mem_user *u = find_user(m, rc->address);
@@ -301,6 +328,29 @@ static enum store_status deliver_locked(struct mem_store *m, struct store_delive
 			rc->status = STORE_OK;
 			continue;
 		}
+		rc->status = STORE_INVALID;
+		struct store_quota limits = store_quota_apply(&m->store, &u->quota);
+		if (store_quota_is_none(&limits))
+			continue;
+		uint64_t n = 0, octets = 0;
+		usage_locked(m, &mbox, &n, &octets);
+		if (!store_quota_fits(&limits, n, octets, strlen(rc->prefix) + body->len))
+			rc->status = STORE_OVERQUOTA;
+	}
+	if (store_quota_refuse_all(d)) {
+		body_unref(m, body);
+		return STORE_OK;
+	}
+	for (unsigned int r = 0; r < d->rcpt_count; r++) {
+		struct store_rcpt *rc = &d->rcpts[r];
+		if (rc->status != STORE_INVALID)
+			continue;
+		struct mem_user *u = find_user(m, rc->address);
+		struct uuid mbox;
+		uuid_v5(rc->address, strlen(rc->address), &mbox);
+		unsigned int pos = 0;
+		while (pos < m->nrows && row_cmp(&mbox, key, &m->rows[pos]) > 0)
+			pos++;
 		m->rows = xrealloc(m->rows, (m->nrows + 1) * sizeof(*m->rows));
 		memmove(&m->rows[pos + 1], &m->rows[pos], (m->nrows - pos) * sizeof(*m->rows));
 		m->nrows++;
@@ -429,10 +479,142 @@ static enum store_status mem_repair(struct store *store, const struct store_repa
 	/* One mutex makes every change atomic: nothing can drift. */
 	struct mem_store *m = (struct mem_store *)store;
 	pthread_mutex_lock(&m->lock);
-	report->listing_scanned = m->nrows;
-	report->bodies_scanned = m->nbodies;
+	__atomic_store_n(&report->listing_scanned, m->nrows, __ATOMIC_RELAXED);
+	__atomic_store_n(&report->bodies_scanned, m->nbodies, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&m->lock);
 	return STORE_OK;
+}
+
+/* --- aliases, quotas, health --- */
+
+static struct mem_alias *find_alias(struct mem_store *m, const char *a)
+{
+	for (unsigned int i = 0; i < m->naliases; i++)
+		if (strcmp(m->aliases[i].address, a) == 0)
+			return &m->aliases[i];
+	return NULL;
+}
+
+static enum store_status alias_put_locked(struct mem_store *m, const char *a, const char *t)
+{
+	struct mem_alias *al = find_alias(m, a);
+	if (al == NULL) {
+		m->aliases = xrealloc(m->aliases, (m->naliases + 1) * sizeof(*m->aliases));
+		al = &m->aliases[m->naliases++];
+		al->address = xstrdup(a);
+	} else {
+		free(al->targets);
+	}
+	al->targets = xstrdup(t);
+	return STORE_OK;
+}
+
+static enum store_status mem_alias_put(struct store *store, const char *a, const char *t)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, alias_put_locked(m, a, t));
+}
+
+static enum store_status alias_del_locked(struct mem_store *m, const char *a)
+{
+	struct mem_alias *al = find_alias(m, a);
+	if (al == NULL)
+		return STORE_NOTFOUND;
+	free(al->address);
+	free(al->targets);
+	*al = m->aliases[--m->naliases];
+	return STORE_OK;
+}
+
+static enum store_status mem_alias_del(struct store *store, const char *a)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, alias_del_locked(m, a));
+}
+
+static enum store_status alias_get_locked(struct mem_store *m, const char *a, struct buf *out)
+{
+	struct mem_alias *al = find_alias(m, a);
+	if (al == NULL)
+		return STORE_NOTFOUND;
+	buf_append_str(out, al->targets);
+	return STORE_OK;
+}
+
+static enum store_status mem_alias_get(struct store *store, const char *a, struct buf *out)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, alias_get_locked(m, a, out));
+}
+
+static enum store_status mem_alias_list(struct store *store, struct buf *out)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	pthread_mutex_lock(&m->lock);
+	for (unsigned int i = 0; i < m->naliases; i++)
+		store_alias_line(out, m->aliases[i].address, m->aliases[i].targets,
+				 strlen(m->aliases[i].targets));
+	pthread_mutex_unlock(&m->lock);
+	return STORE_OK;
+}
+
+static enum store_status quota_get_locked(struct mem_store *m, const char *a,
+					  struct store_quota *own_r)
+{
+	struct mem_user *u = find_user(m, a);
+	if (u == NULL)
+		return STORE_NOTFOUND;
+	*own_r = u->quota;
+	return STORE_OK;
+}
+
+static enum store_status mem_quota_get(struct store *store, const char *a,
+				       struct store_quota *own_r)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, quota_get_locked(m, a, own_r));
+}
+
+static enum store_status quota_set_locked(struct mem_store *m, const char *a,
+					  const struct store_quota *own)
+{
+	struct mem_user *u = find_user(m, a);
+	if (u == NULL)
+		return STORE_NOTFOUND;
+	u->quota = *own;
+	return STORE_OK;
+}
+
+static enum store_status mem_quota_set(struct store *store, const char *a,
+				       const struct store_quota *own)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, quota_set_locked(m, a, own));
+}
+
+static enum store_status usage_of_locked(struct mem_store *m, const char *a, uint64_t *n_r,
+					 uint64_t *octets_r)
+{
+	if (find_user(m, a) == NULL)
+		return STORE_NOTFOUND;
+	struct uuid mbox;
+	uuid_v5(a, strlen(a), &mbox);
+	usage_locked(m, &mbox, n_r, octets_r);
+	return STORE_OK;
+}
+
+static enum store_status mem_mailbox_usage(struct store *store, const char *a, uint64_t *n_r,
+					   uint64_t *octets_r)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, usage_of_locked(m, a, n_r, octets_r));
+}
+
+static enum store_status mem_health(struct store *store, struct buf *detail)
+{
+	(void)store;
+	(void)detail;
+	return STORE_OK; /* memory is always writable */
 }
 
 const struct store_vfuncs store_mem_vfuncs = {
@@ -450,6 +632,14 @@ const struct store_vfuncs store_mem_vfuncs = {
 	.user_set_password = mem_user_set_password,
 	.user_get = mem_user_get,
 	.user_list = mem_user_list,
+	.alias_put = mem_alias_put,
+	.alias_del = mem_alias_del,
+	.alias_get = mem_alias_get,
+	.alias_list = mem_alias_list,
+	.quota_get = mem_quota_get,
+	.quota_set = mem_quota_set,
+	.mailbox_usage = mem_mailbox_usage,
+	.health = mem_health,
 	.deliver = mem_deliver,
 	.maildrop_read = mem_maildrop_read,
 	.cursor_open = mem_cursor_open,

@@ -45,6 +45,32 @@ struct store_vfuncs {
 	enum store_status (*user_get)(struct store *, const char *address, struct buf *hash_r);
 	enum store_status (*user_list)(struct store *, struct buf *out);
 
+	/* Aliases, as plain rows: store.c validates before alias_put. targets
+	 * is each target followed by '\n'; a put replaces the row whole. */
+	enum store_status (*alias_put)(struct store *, const char *address, const char *targets);
+	/* NOTFOUND when there is no such row. */
+	enum store_status (*alias_del)(struct store *, const char *address);
+	/* Appends the stored targets text; NOTFOUND without the row. */
+	enum store_status (*alias_get)(struct store *, const char *address, struct buf *targets_r);
+	/* Appends one store_alias_line() per alias, in any order (store.c sorts). */
+	enum store_status (*alias_list)(struct store *, struct buf *out);
+
+	/* The user's own limits (STORE_NO_LIMIT where none); NOTFOUND without
+	 * the user. Deleting the user deletes them. */
+	enum store_status (*quota_get)(struct store *, const char *address, struct store_quota *own_r);
+	enum store_status (*quota_set)(struct store *, const char *address,
+				       const struct store_quota *own);
+	/* Computed from the listing, never from a counter; NOTFOUND without the user. */
+	enum store_status (*mailbox_usage)(struct store *, const char *address,
+					   uint64_t *messages_r, uint64_t *octets_r);
+	/* OK, or a temporary status with "backend: what fails" appended to detail. */
+	enum store_status (*health)(struct store *, struct buf *detail);
+
+	/* Per recipient: NOTFOUND (no such user), OVERQUOTA (the message would
+	 * take the user over a limit: see store_quota_fits(), and
+	 * store_quota_refuse_all() for d->quota_all_or_nothing), else the
+	 * write's status. A recipient who already has the message (a retry)
+	 * is never refused for quota. */
 	enum store_status (*deliver)(struct store *, struct store_delivery *d);
 	/* Fills md->entries/count/total_size (md->address and mailbox_id are set). */
 	enum store_status (*maildrop_read)(struct store *, struct store_maildrop *md);
@@ -83,5 +109,27 @@ void store_sort_key_to_uuid(const uint8_t key[16], struct uuid *id_r);
  * offset into out; the body is read from memory or with pread() from
  * body_fd. 0, or -1 (logged) on a read error or a short file. */
 int store_delivery_read(const struct store_delivery *d, uint64_t offset, void *out, size_t len);
+
+/* Appends "address target,target...\n" from a stored targets text (each
+ * target followed by '\n'), the line store_alias_list() shows. */
+void store_alias_line(struct buf *out, const char *address, const char *targets, size_t len);
+/* Sorts the '\n'-terminated lines of out from start on. */
+void store_sort_lines(struct buf *out, size_t start);
+
+/* Quotas on the delivery path. The limits that apply to a user whose own
+ * limits are own: each own limit where set, else the store's default. */
+struct store_quota store_quota_apply(const struct store *store, const struct store_quota *own);
+static inline bool store_quota_is_none(const struct store_quota *q)
+{
+	return q->messages == STORE_NO_LIMIT && q->octets == STORE_NO_LIMIT;
+}
+/* Whether one more message of size octets fits beside what the mailbox
+ * holds (used_messages, used_octets). */
+bool store_quota_fits(const struct store_quota *limits, uint64_t used_messages,
+		      uint64_t used_octets, uint64_t size);
+/* quota_all_or_nothing: when some recipient of d is OVERQUOTA, every
+ * recipient who is not NOTFOUND becomes OVERQUOTA (and gets no UIDL); the
+ * backend then writes nothing. Returns whether it did so. */
+bool store_quota_refuse_all(struct store_delivery *d);
 
 #endif

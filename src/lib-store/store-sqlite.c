@@ -41,6 +41,16 @@
  * open for the length of one RETR/TOP, and a client that stops reading is
  * timed out after the POP3 idle timeout, which closes the cursor.
  *
+ * Quotas are exact: a recipient's limits and usage are read inside the
+ * delivery's write transaction (BEGIN IMMEDIATE serialises writers, and a
+ * group's earlier deliveries are visible to its later ones), and usage is
+ * a count/sum over the mailbox's range of the listing, never a counter.
+ * It is read only when some limit applies to the recipient.
+ *
+ * Schema versions (meta.schema_version): 1 the mail tables; 2 adds the
+ * users' own quota columns, the aliases table and the health table. An
+ * older database is migrated in the transaction that opens it.
+ *
  * Thread safety: connections are opened SQLITE_OPEN_NOMUTEX ("multi-thread"
  * mode: a connection may move between threads but is never used by two at
  * once, which the per-thread connections and the one-call-at-a-time cursor
@@ -59,10 +69,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
-#define SQLITE_SCHEMA_VERSION 1
+#define SQLITE_SCHEMA_VERSION 2
 #define SQLITE_BUSY_TIMEOUT_MS 10000
 /* Reader connections held by open cursors, at most; beyond, cursors read
  * through the calling thread's connection (see the file comment). */
@@ -106,6 +117,10 @@ struct sqlite_store {
 	struct sqlite_reader *readers_idle;
 	unsigned int readers_idle_count;
 	unsigned int readers_open;  /* idle + checked out */
+	/* the database file opened, for store_health */
+	char *dir;
+	dev_t dev;
+	ino_t ino;
 };
 
 static const char *const schema_sql =
@@ -123,6 +138,17 @@ static const char *const schema_sql =
 	"  uidl TEXT NOT NULL, prefix BLOB NOT NULL, body INTEGER NOT NULL,"
 	"  PRIMARY KEY (mailbox_id, sort_key)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS listing_body ON listing(body);";
+
+/* Migrations, by the version they bring the database to (an empty one is
+ * version 0 after schema_sql). */
+static const char *const migrations[SQLITE_SCHEMA_VERSION + 1] = {
+	[2] = "ALTER TABLE users ADD COLUMN quota_messages INTEGER NOT NULL DEFAULT 0;"
+	      "ALTER TABLE users ADD COLUMN quota_octets INTEGER NOT NULL DEFAULT 0;"
+	      "CREATE TABLE aliases (address TEXT PRIMARY KEY, domain TEXT NOT NULL,"
+	      "  targets TEXT NOT NULL) WITHOUT ROWID;"
+	      "CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1),"
+	      "  checked_at INTEGER NOT NULL);",
+};
 
 static enum store_status status_from_rc(sqlite3 *db, int rc, const char *what)
 {
@@ -248,12 +274,31 @@ static struct store *sqlite_open(const struct store_settings *set, const char **
 				 "database %s has schema version %d, newer than this tern (%d)",
 				 s->path, version, SQLITE_SCHEMA_VERSION);
 			error = errbuf;
-			exec_sql(db, "ROLLBACK");
-		} else if (exec_sql(db, "INSERT OR REPLACE INTO meta VALUES ('schema_version', '1');"
-					"COMMIT") != SQLITE_OK) {
-			exec_sql(db, "ROLLBACK");
-			error = "cannot write the schema version";
 		}
+		for (int v = version + 1; error == NULL && v <= SQLITE_SCHEMA_VERSION; v++) {
+			if (migrations[v] != NULL && exec_sql(db, migrations[v]) != SQLITE_OK) {
+				snprintf(errbuf, sizeof(errbuf),
+					 "cannot migrate database %s to schema version %d", s->path, v);
+				error = errbuf;
+			}
+		}
+		char set_version[128];
+		snprintf(set_version, sizeof(set_version),
+			 "INSERT OR REPLACE INTO meta VALUES ('schema_version', '%d'); COMMIT",
+			 SQLITE_SCHEMA_VERSION);
+		if (error == NULL && exec_sql(db, set_version) != SQLITE_OK)
+			error = "cannot write the schema version";
+		if (error != NULL)
+			exec_sql(db, "ROLLBACK");
+	}
+	s->dir = xstrdup(dir);
+	struct stat st;
+	if (error == NULL && stat(s->path, &st) < 0) {
+		snprintf(errbuf, sizeof(errbuf), "cannot stat %s: %s", s->path, strerror(errno));
+		error = errbuf;
+	} else if (error == NULL) {
+		s->dev = st.st_dev;
+		s->ino = st.st_ino;
 	}
 	if (error != NULL) {
 		*error_r = error;
@@ -293,6 +338,7 @@ static void sqlite_close(struct store *store)
 	pthread_mutex_destroy(&s->gc_lock);
 	pthread_cond_destroy(&s->gc_cond);
 	free(s->path);
+	free(s->dir);
 	free(s);
 }
 
@@ -327,6 +373,15 @@ static enum store_status simple_write(struct sqlite_store *s, const char *sql,
 	if (changes_r != NULL)
 		*changes_r = sqlite3_changes(db);
 	return status_from_rc(db, rc, sql);
+}
+
+/* simple_write() on an existing row: NOTFOUND when it changed none. */
+static enum store_status write_existing(struct sqlite_store *s, const char *sql, const char *p1,
+					const char *p2)
+{
+	int changes = 0;
+	enum store_status st = simple_write(s, sql, p1, p2, &changes);
+	return st == STORE_OK && changes == 0 ? STORE_NOTFOUND : st;
 }
 
 /* Runs a query with one text parameter and appends column 0 of each row
@@ -373,10 +428,7 @@ static enum store_status sqlite_domain_del(struct store *store, const char *doma
 	if (simple_read(s, "SELECT address FROM users WHERE domain = ? LIMIT 1", domain,
 			NULL, true) == STORE_OK)
 		return STORE_EXISTS;
-	int changes = 0;
-	enum store_status st = simple_write(s, "DELETE FROM domains WHERE name = ?", domain,
-					    NULL, &changes);
-	return st == STORE_OK && changes == 0 ? STORE_NOTFOUND : st;
+	return write_existing(s, "DELETE FROM domains WHERE name = ?", domain, NULL);
 }
 
 static enum store_status sqlite_domain_exists(struct store *store, const char *domain)
@@ -481,11 +533,8 @@ static enum store_status sqlite_user_del(struct store *store, const char *addres
 static enum store_status sqlite_user_set_password(struct store *store, const char *address,
 						  const char *hash)
 {
-	int changes = 0;
-	enum store_status st = simple_write((struct sqlite_store *)store,
-					    "UPDATE users SET password = ?2 WHERE address = ?1",
-					    address, hash, &changes);
-	return st == STORE_OK && changes == 0 ? STORE_NOTFOUND : st;
+	return write_existing((struct sqlite_store *)store,
+			      "UPDATE users SET password = ?2 WHERE address = ?1", address, hash);
 }
 
 static enum store_status sqlite_user_get(struct store *store, const char *address,
@@ -574,6 +623,24 @@ static enum store_status put_body(sqlite3 *db, const struct store_delivery *d,
 	return rc == SQLITE_DONE ? STORE_TEMPFAIL : status_from_rc(db, rc, "find body");
 }
 
+/* What a mailbox holds: one range scan of its listing rows. */
+static enum store_status listing_usage(sqlite3 *db, const uint8_t mbox[16], uint64_t *messages_r,
+				       uint64_t *octets_r)
+{
+	sqlite3_stmt *st = prep(db, "SELECT count(*), coalesce(sum(size), 0) FROM listing"
+				    " WHERE mailbox_id = ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, mbox, 16, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*messages_r = (uint64_t)sqlite3_column_int64(st, 0);
+		*octets_r = (uint64_t)sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? STORE_OK : status_from_rc(db, rc, "mailbox usage");
+}
+
 static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 					 struct store_delivery *d, struct store_rcpt *r,
 					 sqlite3_int64 body)
@@ -598,13 +665,7 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 	if (rc != SQLITE_DONE)
 		return status_from_rc(db, rc, "find listing row");
 
-	/* uid mode: allocate the next UID in this same transaction; UIDs are
-	 * never reused because next_uid only grows. */
-	if (s->store.set.pop3_ids == STORE_POP3_IDS_UID)
-		st = prep(db, "UPDATE users SET next_uid = next_uid + 1 WHERE address = ?"
-			      " RETURNING mailbox_id, next_uid - 1, uidvalidity");
-	else
-		st = prep(db, "SELECT mailbox_id, 0, 0 FROM users WHERE address = ?");
+	st = prep(db, "SELECT mailbox_id, quota_messages, quota_octets FROM users WHERE address = ?");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_text(st, 1, r->address, -1, SQLITE_STATIC);
@@ -619,19 +680,47 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 		return STORE_PERM;
 	}
 	memcpy(mbox, sqlite3_column_blob(st, 0), 16);
-	uint32_t uid = (uint32_t)sqlite3_column_int64(st, 1);
-	uint32_t uidvalidity = (uint32_t)sqlite3_column_int64(st, 2);
-	while (sqlite3_step(st) == SQLITE_ROW)
-		;
+	struct store_quota own = { (uint64_t)sqlite3_column_int64(st, 1),
+				   (uint64_t)sqlite3_column_int64(st, 2) };
 	sqlite3_finalize(st);
 
-	char uidl[72];
-	if (s->store.set.pop3_ids == STORE_POP3_IDS_UID)
-		store_uidl_from_uid(uid, uidvalidity, uidl);
-	else
-		uuid_format(&d->message_id, uidl);
-
+	/* The quota, exact: in this write transaction, before anything of
+	 * this recipient is written (a UID included). */
 	size_t prefix_len = strlen(r->prefix);
+	struct store_quota limits = store_quota_apply(&s->store, &own);
+	if (!store_quota_is_none(&limits)) {
+		uint64_t messages = 0, octets = 0;
+		enum store_status ust = listing_usage(db, mbox, &messages, &octets);
+		if (ust != STORE_OK)
+			return ust;
+		if (!store_quota_fits(&limits, messages, octets, prefix_len + store_delivery_size(d)))
+			return STORE_OVERQUOTA;
+	}
+
+	/* uid mode: allocate the next UID in this same transaction; UIDs are
+	 * never reused because next_uid only grows. */
+	char uidl[72];
+	if (s->store.set.pop3_ids == STORE_POP3_IDS_UID) {
+		st = prep(db, "UPDATE users SET next_uid = next_uid + 1 WHERE address = ?"
+			      " RETURNING next_uid - 1, uidvalidity");
+		if (st == NULL)
+			return STORE_TEMPFAIL;
+		sqlite3_bind_text(st, 1, r->address, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		if (rc != SQLITE_ROW) {
+			sqlite3_finalize(st);
+			return rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "next uid");
+		}
+		uint32_t uid = (uint32_t)sqlite3_column_int64(st, 0);
+		uint32_t uidvalidity = (uint32_t)sqlite3_column_int64(st, 1);
+		while (sqlite3_step(st) == SQLITE_ROW)
+			;
+		sqlite3_finalize(st);
+		store_uidl_from_uid(uid, uidvalidity, uidl);
+	} else {
+		uuid_format(&d->message_id, uidl);
+	}
+
 	st = prep(db, "INSERT INTO listing (mailbox_id, sort_key, size, uidl, prefix, body)"
 		      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
 	if (st == NULL)
@@ -666,11 +755,17 @@ static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
 		if (st == STORE_OK) {
 			d->rcpts[i].status = STORE_OK;
 			delivered++;
-		} else if (st == STORE_NOTFOUND) {
-			d->rcpts[i].status = STORE_NOTFOUND;
+		} else if (st == STORE_NOTFOUND || st == STORE_OVERQUOTA) {
+			d->rcpts[i].status = st;
 		} else {
 			ret = st;
 		}
+	}
+	if (ret == STORE_OK && store_quota_refuse_all(d)) {
+		/* Nobody gets it: undo this delivery's writes, body included. */
+		exec_sql(db, "ROLLBACK TO delivery");
+		exec_sql(db, "RELEASE delivery");
+		return STORE_OK;
 	}
 	if (ret == STORE_OK && delivered == 0) {
 		/* Nobody to deliver to: leave no orphaned body behind, but keep
@@ -686,7 +781,8 @@ static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
 	if (ret != STORE_OK) {
 		exec_sql(db, "ROLLBACK TO delivery");
 		for (unsigned int i = 0; i < d->rcpt_count; i++)
-			if (d->rcpts[i].status != STORE_NOTFOUND)
+			if (d->rcpts[i].status != STORE_NOTFOUND &&
+			    d->rcpts[i].status != STORE_OVERQUOTA)
 				d->rcpts[i].status = ret;
 	}
 	exec_sql(db, "RELEASE delivery");
@@ -709,7 +805,8 @@ static void run_batch(struct sqlite_store *s, struct commit_req *batch)
 		if (r->result == STORE_OK)
 			r->result = STORE_TEMPFAIL;
 		for (unsigned int i = 0; i < r->d->rcpt_count; i++)
-			if (r->d->rcpts[i].status != STORE_NOTFOUND)
+			if (r->d->rcpts[i].status != STORE_NOTFOUND &&
+			    r->d->rcpts[i].status != STORE_OVERQUOTA)
 				r->d->rcpts[i].status = r->result;
 	}
 }
@@ -1085,14 +1182,17 @@ static enum store_status sqlite_repair(struct store *store,
 		if (st == NULL || sqlite3_step(st) != SQLITE_ROW)
 			ret = STORE_TEMPFAIL;
 		else
-			*fields[i] = (uint64_t)sqlite3_column_int64(st, 0);
+			__atomic_store_n(fields[i], (uint64_t)sqlite3_column_int64(st, 0),
+					 __ATOMIC_RELAXED);
 		sqlite3_finalize(st);
 	}
-	if (ret == STORE_OK && !opts->dry_run && opts->check && report->unlisted > 0 &&
+	if (ret == STORE_OK && !opts->dry_run && opts->check &&
+	    __atomic_load_n(&report->unlisted, __ATOMIC_RELAXED) > 0 &&
 	    exec_sql(db, "DELETE FROM listing WHERE NOT EXISTS"
 			 " (SELECT 1 FROM bodies WHERE bodies.id = listing.body)") != SQLITE_OK)
 		ret = STORE_TEMPFAIL;
-	if (ret == STORE_OK && !opts->dry_run && opts->sweep && report->swept > 0 &&
+	if (ret == STORE_OK && !opts->dry_run && opts->sweep &&
+	    __atomic_load_n(&report->swept, __ATOMIC_RELAXED) > 0 &&
 	    exec_sql(db, "DELETE FROM bodies WHERE NOT EXISTS"
 			 " (SELECT 1 FROM listing WHERE listing.body = bodies.id)") != SQLITE_OK)
 		ret = STORE_TEMPFAIL;
@@ -1100,6 +1200,169 @@ static enum store_status sqlite_repair(struct store *store,
 		return STORE_OK;
 	exec_sql(db, "ROLLBACK");
 	return ret == STORE_OK ? STORE_TEMPFAIL : ret;
+}
+
+/* --- aliases, quotas, health --- */
+
+static enum store_status sqlite_alias_put(struct store *store, const char *address,
+					  const char *targets)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, "INSERT INTO aliases (address, domain, targets) VALUES (?, ?, ?)"
+				    " ON CONFLICT (address) DO UPDATE SET targets = excluded.targets");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, strrchr(address, '@') + 1, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, targets, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return status_from_rc(db, rc, "alias put");
+}
+
+static enum store_status sqlite_alias_del(struct store *store, const char *address)
+{
+	return write_existing((struct sqlite_store *)store, "DELETE FROM aliases WHERE address = ?",
+			      address, NULL);
+}
+
+static enum store_status sqlite_alias_get(struct store *store, const char *address,
+					  struct buf *targets_r)
+{
+	return simple_read((struct sqlite_store *)store,
+			   "SELECT targets FROM aliases WHERE address = ?", address, targets_r, true);
+}
+
+static enum store_status sqlite_alias_list(struct store *store, struct buf *out)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, "SELECT address, targets FROM aliases");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		store_alias_line(out, (const char *)sqlite3_column_text(st, 0),
+				 (const char *)sqlite3_column_text(st, 1),
+				 (size_t)sqlite3_column_bytes(st, 1));
+	sqlite3_finalize(st);
+	return status_from_rc(db, rc, "alias list");
+}
+
+static enum store_status sqlite_quota_get(struct store *store, const char *address,
+					  struct store_quota *own_r)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, "SELECT quota_messages, quota_octets FROM users WHERE address = ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		own_r->messages = (uint64_t)sqlite3_column_int64(st, 0);
+		own_r->octets = (uint64_t)sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? STORE_OK : rc == SQLITE_DONE ? STORE_NOTFOUND
+							       : status_from_rc(db, rc, "quota get");
+}
+
+static enum store_status sqlite_quota_set(struct store *store, const char *address,
+					  const struct store_quota *own)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, "UPDATE users SET quota_messages = ?, quota_octets = ?"
+				    " WHERE address = ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)own->messages);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)own->octets);
+	sqlite3_bind_text(st, 3, address, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	enum store_status ret = status_from_rc(db, rc, "quota set");
+	return ret == STORE_OK && sqlite3_changes(db) == 0 ? STORE_NOTFOUND : ret;
+}
+
+static enum store_status sqlite_mailbox_usage(struct store *store, const char *address,
+					      uint64_t *messages_r, uint64_t *octets_r)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	sqlite3 *db = get_db(s);
+	if (db == NULL)
+		return STORE_TEMPFAIL;
+	/* One statement: the user and their listing in one snapshot. */
+	sqlite3_stmt *st = prep(db, "SELECT count(l.size), coalesce(sum(l.size), 0) FROM users u"
+				    " LEFT JOIN listing l ON l.mailbox_id = u.mailbox_id"
+				    " WHERE u.address = ? GROUP BY u.address");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*messages_r = (uint64_t)sqlite3_column_int64(st, 0);
+		*octets_r = (uint64_t)sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? STORE_OK : rc == SQLITE_DONE ? STORE_NOTFOUND
+							       : status_from_rc(db, rc, "mailbox usage");
+}
+
+/* Can the store take writes? The file at the database's path must still
+ * be the one this store opened (a database moved away or replaced keeps
+ * working through the open descriptors, while nothing written reaches the
+ * path any more), the file and data_dir must be writable for this process,
+ * and a small write transaction must commit: that one fails when the
+ * filesystem has gone read-only, the disk is full or failing, or the
+ * database is locked for longer than the busy timeout. It costs one fsync. */
+static enum store_status sqlite_health(struct store *store, struct buf *detail)
+{
+	struct sqlite_store *s = (struct sqlite_store *)store;
+	struct stat st;
+	if (stat(s->path, &st) < 0) {
+		buf_printf(detail, "sqlite: %s: %s", s->path, strerror(errno));
+		return STORE_TEMPFAIL;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_dev != s->dev || st.st_ino != s->ino) {
+		buf_printf(detail, "sqlite: %s is no longer the database file this server opened"
+				   " (moved or replaced)", s->path);
+		return STORE_TEMPFAIL;
+	}
+	if (access(s->path, W_OK) < 0 || access(s->dir, W_OK) < 0) {
+		buf_printf(detail, "sqlite: %s or its directory is not writable: %s", s->path,
+			   strerror(errno));
+		return STORE_TEMPFAIL;
+	}
+	sqlite3 *db = get_db(s);
+	if (db == NULL) {
+		buf_printf(detail, "sqlite: cannot open %s", s->path);
+		return STORE_TEMPFAIL;
+	}
+	char sql[128];
+	snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, %lld)",
+		 (long long)time(NULL));
+	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		return STORE_OK;
+	buf_printf(detail, "sqlite: a write to %s fails: %s", s->path, sqlite3_errmsg(db));
+	if (!sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return STORE_TEMPFAIL;
 }
 
 const struct store_vfuncs store_sqlite_vfuncs = {
@@ -1118,6 +1381,14 @@ const struct store_vfuncs store_sqlite_vfuncs = {
 	.user_set_password = sqlite_user_set_password,
 	.user_get = sqlite_user_get,
 	.user_list = sqlite_user_list,
+	.alias_put = sqlite_alias_put,
+	.alias_del = sqlite_alias_del,
+	.alias_get = sqlite_alias_get,
+	.alias_list = sqlite_alias_list,
+	.quota_get = sqlite_quota_get,
+	.quota_set = sqlite_quota_set,
+	.mailbox_usage = sqlite_mailbox_usage,
+	.health = sqlite_health,
 	.deliver = sqlite_deliver,
 	.maildrop_read = sqlite_maildrop_read,
 	.cursor_open = sqlite_cursor_open,

@@ -12,6 +12,14 @@
  *   octets it appends, and a failed read leaves out as it was.
  * - The options a store was opened with are its own copy; secret values are
  *   wiped before they are freed, wherever the copy lives.
+ * - Aliases are validated here, over the backends' plain rows, so every
+ *   backend refuses the same things: an alias is an address of a local
+ *   domain that is no user, its targets exist, and its expansion neither
+ *   reaches itself nor nests deeper than STORE_ALIAS_DEPTH. Delivery
+ *   (store_resolve) checks the same bounds again, because two nodes can
+ *   store a loop between them at the same moment: it refuses, never loops.
+ * - A quota is never a counter: usage is computed from the listing by the
+ *   backend, and read only when some limit applies to the user.
  */
 #include "store-private.h"
 
@@ -21,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -207,8 +216,41 @@ enum store_status store_domain_add(struct store *store, const char *domain)
 	return store->v->domain_add(store, domain);
 }
 
+static const char *address_domain(const char *address)
+{
+	const char *at = strrchr(address, '@');
+	return at == NULL || at == address || at[1] == '\0' ? NULL : at + 1;
+}
+
+/* Whether some alias lives in domain: 1 / 0, or -1 with *st_r. Aliases
+ * are few, so this reads the alias list (an administrative path). */
+static int domain_has_aliases(struct store *store, const char *domain, enum store_status *st_r)
+{
+	struct buf list;
+	buf_init(&list, 0);
+	*st_r = store->v->alias_list(store, &list);
+	int found = *st_r == STORE_OK ? 0 : -1;
+	for (char *line = list.data; found == 0 && line != NULL && *line != '\0';) {
+		char *end = strchr(line, '\n');
+		char *sp = strchr(line, ' ');
+		if (sp != NULL && (end == NULL || sp < end)) {
+			*sp = '\0';
+			const char *d = address_domain(line);
+			found = d != NULL && strcmp(d, domain) == 0;
+		}
+		line = end != NULL ? end + 1 : NULL;
+	}
+	buf_deinit(&list);
+	return found;
+}
+
+/* Refused (EXISTS) while users or aliases of the domain remain. */
 enum store_status store_domain_del(struct store *store, const char *domain)
 {
+	enum store_status st;
+	int aliases = domain_has_aliases(store, domain, &st);
+	if (aliases != 0)
+		return aliases > 0 ? STORE_EXISTS : st;
 	return store->v->domain_del(store, domain);
 }
 
@@ -222,12 +264,7 @@ enum store_status store_domain_list(struct store *store, struct buf *out)
 	return store->v->domain_list(store, out);
 }
 
-static const char *address_domain(const char *address)
-{
-	const char *at = strrchr(address, '@');
-	return at == NULL || at == address || at[1] == '\0' ? NULL : at + 1;
-}
-
+/* An address that is an alias cannot become a user (EXISTS). */
 enum store_status store_user_add(struct store *store, const char *address, const char *hash)
 {
 	const char *domain = address_domain(address);
@@ -236,12 +273,26 @@ enum store_status store_user_add(struct store *store, const char *address, const
 	enum store_status st = store->v->domain_exists(store, domain);
 	if (st != STORE_OK)
 		return st;
+	struct buf targets;
+	buf_init(&targets, 0);
+	st = store->v->alias_get(store, address, &targets);
+	buf_deinit(&targets);
+	if (st != STORE_NOTFOUND)
+		return st == STORE_OK ? STORE_EXISTS : st;
 	return store->v->user_add(store, address, hash);
 }
 
+/* The user's quota goes with the user row. An alias row of the same
+ * address (which only a race between two nodes can leave) goes too;
+ * aliases that name the user as a target are left alone: delivery skips
+ * targets that no longer exist. */
 enum store_status store_user_del(struct store *store, const char *address)
 {
-	return store->v->user_del(store, address);
+	enum store_status st = store->v->user_del(store, address);
+	if (st != STORE_OK)
+		return st;
+	st = store->v->alias_del(store, address);
+	return st == STORE_NOTFOUND ? STORE_OK : st;
 }
 
 enum store_status store_user_set_password(struct store *store, const char *address,
@@ -260,6 +311,386 @@ enum store_status store_user_get(struct store *store, const char *address, struc
 enum store_status store_user_list(struct store *store, struct buf *out)
 {
 	return store->v->user_list(store, out);
+}
+
+/* --- aliases --- */
+
+/* The expansion of an address into users, depth-first. While an alias is
+ * being defined (store_alias_set), `defining` names it and `defined` holds
+ * its new targets, which replace whatever is stored. */
+struct expansion {
+	struct store *store;
+	const char *defining, *defined;
+	const char *path[STORE_ALIAS_DEPTH + 1]; /* the aliases being expanded */
+	unsigned int depth;
+	struct store_resolved *r;
+	bool overflow;  /* more than STORE_ALIAS_TARGETS_MAX users */
+};
+
+static void resolved_add(struct expansion *e, const char *user)
+{
+	struct store_resolved *r = e->r;
+	for (unsigned int i = 0; i < r->count; i++)
+		if (strcmp(r->users[i], user) == 0)
+			return; /* folded */
+	if (r->count == STORE_ALIAS_TARGETS_MAX) {
+		e->overflow = true;
+		return;
+	}
+	str_copy(r->users[r->count++], user, sizeof(r->users[0]));
+}
+
+static enum store_status expand(struct expansion *e, const char *address, bool *found_r);
+
+/* Expands each '\n'-terminated target of text; missing ones are skipped. */
+static enum store_status expand_targets(struct expansion *e, const char *address,
+					const char *text)
+{
+	if (e->depth == STORE_ALIAS_DEPTH)
+		return STORE_LOOP; /* one level too deep */
+	e->path[e->depth++] = address;
+	enum store_status st = STORE_OK;
+	char target[sizeof(e->r->users[0])];
+	for (const char *p = text; *p != '\0' && st == STORE_OK;) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		if (len > 0 && len < sizeof(target)) {
+			memcpy(target, p, len);
+			target[len] = '\0';
+			bool found;
+			st = expand(e, target, &found);
+		}
+		p += len + (nl != NULL);
+	}
+	e->depth--;
+	return st;
+}
+
+static enum store_status expand(struct expansion *e, const char *address, bool *found_r)
+{
+	*found_r = false;
+	for (unsigned int i = 0; i < e->depth; i++)
+		if (strcmp(e->path[i], address) == 0)
+			return STORE_LOOP;
+	if (e->defining != NULL && strcmp(address, e->defining) == 0) {
+		*found_r = true;
+		return expand_targets(e, address, e->defined);
+	}
+	struct buf b;
+	buf_init(&b, 0);
+	enum store_status st = e->store->v->user_get(e->store, address, &b);
+	buf_wipe(&b);
+	if (st == STORE_OK) {
+		*found_r = true;
+		resolved_add(e, address);
+	} else if (st == STORE_NOTFOUND) {
+		buf_reset(&b);
+		st = e->store->v->alias_get(e->store, address, &b);
+		if (st == STORE_OK) {
+			*found_r = true;
+			st = expand_targets(e, address, b.data);
+		} else if (st == STORE_NOTFOUND) {
+			st = STORE_OK; /* a target deleted since: skipped */
+		}
+	}
+	buf_deinit(&b);
+	return st;
+}
+
+static bool is_postmaster(const char *address)
+{
+	return strncasecmp(address, "postmaster", 10) == 0 &&
+	       (address[10] == '\0' || address[10] == '@');
+}
+
+/* The address's users; NOTFOUND when it is no user, or an alias whose
+ * targets are all gone. */
+static enum store_status resolve_one(struct store *store, const char *address,
+				     struct store_resolved *r)
+{
+	struct expansion e = { .store = store, .r = r };
+	r->count = 0;
+	bool found;
+	enum store_status st = expand(&e, address, &found);
+	if (st == STORE_OK && e.overflow)
+		st = STORE_LOOP;
+	if (st == STORE_OK && r->count == 0)
+		st = STORE_NOTFOUND;
+	if (st != STORE_OK)
+		r->count = 0;
+	return st;
+}
+
+/* <Postmaster> (RFC 5321 4.5.1), and postmaster@D of a local domain that
+ * has no postmaster of its own: the postmaster (user or alias) of the
+ * first local domain, in name order, that has one. */
+static enum store_status resolve_postmaster(struct store *store, const char *skip_domain,
+					    struct store_resolved *r)
+{
+	struct buf domains;
+	buf_init(&domains, 0);
+	enum store_status st = store->v->domain_list(store, &domains);
+	if (st == STORE_OK) {
+		store_sort_lines(&domains, 0);
+		st = STORE_NOTFOUND;
+	}
+	for (char *d = domains.data; st == STORE_NOTFOUND && *d != '\0';) {
+		char *nl = strchr(d, '\n');
+		if (nl == NULL)
+			break;
+		*nl = '\0';
+		char addr[sizeof(r->users[0])];
+		if ((skip_domain == NULL || strcmp(d, skip_domain) != 0) &&
+		    (size_t)snprintf(addr, sizeof(addr), "postmaster@%s", d) < sizeof(addr))
+			st = resolve_one(store, addr, r);
+		d = nl + 1;
+	}
+	buf_deinit(&domains);
+	return st;
+}
+
+enum store_status store_resolve(struct store *store, const char *address,
+				struct store_resolved *r)
+{
+	r->count = 0;
+	if (strcasecmp(address, "postmaster") == 0)
+		return resolve_postmaster(store, NULL, r);
+	const char *domain = address_domain(address);
+	if (domain == NULL || strlen(address) >= sizeof(r->users[0]))
+		return STORE_INVALID;
+	enum store_status st = resolve_one(store, address, r);
+	if (st != STORE_NOTFOUND || !is_postmaster(address))
+		return st;
+	/* Only "no such user or alias" falls back: an alias whose targets
+	 * are gone is still postmaster@D's own. */
+	struct buf b;
+	buf_init(&b, 0);
+	st = store->v->alias_get(store, address, &b);
+	buf_deinit(&b);
+	if (st != STORE_NOTFOUND)
+		return st == STORE_OK ? STORE_NOTFOUND : st;
+	st = store->v->domain_exists(store, domain);
+	if (st != STORE_OK)
+		return st;
+	return resolve_postmaster(store, domain, r);
+}
+
+static bool target_is_valid(const char *t)
+{
+	return address_domain(t) != NULL && strlen(t) < sizeof(((struct store_resolved *)0)->users[0]) &&
+	       strchr(t, '\n') == NULL && strchr(t, ' ') == NULL && strchr(t, ',') == NULL;
+}
+
+enum store_status store_alias_set(struct store *store, const char *address,
+				  const char *const *targets, unsigned int target_count)
+{
+	const char *domain = address_domain(address);
+	if (domain == NULL || !target_is_valid(address) || target_count == 0 ||
+	    target_count > STORE_ALIAS_TARGETS_MAX)
+		return STORE_INVALID;
+	enum store_status st = store->v->domain_exists(store, domain);
+	if (st != STORE_OK)
+		return st == STORE_NOTFOUND ? STORE_INVALID : st;
+	struct buf b;
+	buf_init(&b, 0);
+	st = store->v->user_get(store, address, &b);
+	buf_wipe(&b);
+	buf_deinit(&b);
+	if (st != STORE_NOTFOUND)
+		return st == STORE_OK ? STORE_INVALID : st;
+
+	/* The targets text, duplicates folded. */
+	struct buf text;
+	buf_init(&text, 0);
+	st = STORE_OK;
+	for (unsigned int i = 0; i < target_count && st == STORE_OK; i++) {
+		if (!target_is_valid(targets[i])) {
+			st = STORE_INVALID;
+			break;
+		}
+		if (strcmp(targets[i], address) == 0) {
+			st = STORE_LOOP;
+			break;
+		}
+		bool dup = false;
+		for (unsigned int k = 0; k < i && !dup; k++)
+			dup = strcmp(targets[k], targets[i]) == 0;
+		if (!dup)
+			buf_printf(&text, "%s\n", targets[i]);
+	}
+	/* Each target must exist now, and the whole expansion with the new
+	 * definition must stay in bounds. */
+	struct store_resolved *r = xmalloc(sizeof(*r));
+	struct expansion e = { .store = store, .defining = address, .defined = text.data, .r = r };
+	r->count = 0;
+	for (unsigned int i = 0; i < target_count && st == STORE_OK; i++) {
+		bool found;
+		e.path[0] = address;
+		e.depth = 1;
+		st = expand(&e, targets[i], &found);
+		if (st == STORE_OK && !found)
+			st = STORE_NOTFOUND;
+	}
+	if (st == STORE_OK && e.overflow)
+		st = STORE_INVALID;
+	if (st == STORE_OK && r->count == 0)
+		st = STORE_NOTFOUND; /* it would deliver nowhere */
+	free(r);
+	if (st == STORE_OK)
+		st = store->v->alias_put(store, address, text.data);
+	buf_deinit(&text);
+	return st;
+}
+
+enum store_status store_alias_del(struct store *store, const char *address)
+{
+	return store->v->alias_del(store, address);
+}
+
+enum store_status store_alias_get(struct store *store, const char *address, struct buf *targets_r)
+{
+	return store->v->alias_get(store, address, targets_r);
+}
+
+enum store_status store_alias_list(struct store *store, struct buf *out)
+{
+	size_t start = out->len;
+	enum store_status st = store->v->alias_list(store, out);
+	if (st == STORE_OK)
+		store_sort_lines(out, start);
+	return st;
+}
+
+void store_alias_line(struct buf *out, const char *address, const char *targets, size_t len)
+{
+	buf_printf(out, "%s ", address);
+	size_t start = out->len;
+	while (len > 0 && targets[len - 1] == '\n')
+		len--;
+	buf_append(out, targets, len);
+	for (size_t i = start; i < out->len; i++)
+		if (out->data[i] == '\n')
+			out->data[i] = ',';
+	buf_append_c(out, '\n');
+}
+
+static int cmp_line(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void store_sort_lines(struct buf *out, size_t start)
+{
+	char *copy = xstrndup(out->data + start, out->len - start);
+	size_t n = 0;
+	for (char *p = copy; *p != '\0'; p++)
+		if (*p == '\n')
+			n++;
+	char **lines = xcalloc(n + 1, sizeof(char *));
+	size_t k = 0;
+	for (char *p = copy; *p != '\0' && k < n;) {
+		lines[k++] = p;
+		char *nl = strchr(p, '\n');
+		*nl = '\0';
+		p = nl + 1;
+	}
+	qsort(lines, k, sizeof(char *), cmp_line);
+	out->len = start;
+	out->data[start] = '\0';
+	for (size_t i = 0; i < k; i++)
+		buf_printf(out, "%s\n", lines[i]);
+	free(lines);
+	free(copy);
+}
+
+/* --- quotas and health --- */
+
+struct store_quota store_quota_apply(const struct store *store, const struct store_quota *own)
+{
+	const struct store_quota *def = &store->set.default_quota;
+	struct store_quota q = {
+		.messages = own->messages != STORE_NO_LIMIT ? own->messages : def->messages,
+		.octets = own->octets != STORE_NO_LIMIT ? own->octets : def->octets,
+	};
+	return q;
+}
+
+bool store_quota_fits(const struct store_quota *limits, uint64_t used_messages,
+		      uint64_t used_octets, uint64_t size)
+{
+	if (limits->messages != STORE_NO_LIMIT && used_messages >= limits->messages)
+		return false;
+	return limits->octets == STORE_NO_LIMIT ||
+	       (used_octets <= limits->octets && size <= limits->octets - used_octets);
+}
+
+bool store_quota_refuse_all(struct store_delivery *d)
+{
+	if (!d->quota_all_or_nothing)
+		return false;
+	bool over = false;
+	for (unsigned int i = 0; i < d->rcpt_count && !over; i++)
+		over = d->rcpts[i].status == STORE_OVERQUOTA;
+	if (!over)
+		return false;
+	for (unsigned int i = 0; i < d->rcpt_count; i++) {
+		if (d->rcpts[i].status == STORE_NOTFOUND)
+			continue;
+		d->rcpts[i].status = STORE_OVERQUOTA;
+		d->rcpts[i].uidl[0] = '\0';
+	}
+	return true;
+}
+
+enum store_status store_quota_get(struct store *store, const char *address,
+				  struct store_quota *own_r)
+{
+	own_r->messages = own_r->octets = STORE_NO_LIMIT;
+	return store->v->quota_get(store, address, own_r);
+}
+
+/* Limits are kept as signed 64-bit integers by the backends. */
+enum store_status store_quota_set(struct store *store, const char *address,
+				  const struct store_quota *own)
+{
+	if (own->messages > INT64_MAX || own->octets > INT64_MAX)
+		return STORE_INVALID;
+	return store->v->quota_set(store, address, own);
+}
+
+enum store_status store_quota_effective(struct store *store, const char *address,
+					struct store_quota *limits_r)
+{
+	struct store_quota own;
+	enum store_status st = store_quota_get(store, address, &own);
+	*limits_r = st == STORE_OK ? store_quota_apply(store, &own) : (struct store_quota){ 0, 0 };
+	return st;
+}
+
+enum store_status store_mailbox_usage(struct store *store, const char *address,
+				      uint64_t *messages_r, uint64_t *octets_r)
+{
+	*messages_r = *octets_r = 0;
+	return store->v->mailbox_usage(store, address, messages_r, octets_r);
+}
+
+enum store_status store_quota_check(struct store *store, const char *address)
+{
+	struct store_quota limits;
+	enum store_status st = store_quota_effective(store, address, &limits);
+	if (st != STORE_OK || store_quota_is_none(&limits))
+		return st;
+	uint64_t messages, octets;
+	st = store_mailbox_usage(store, address, &messages, &octets);
+	if (st != STORE_OK)
+		return st;
+	/* At RCPT the size is unknown: at least one octet must still fit. */
+	return store_quota_fits(&limits, messages, octets, 1) ? STORE_OK : STORE_OVERQUOTA;
+}
+
+enum store_status store_health(struct store *store, struct buf *detail)
+{
+	return store->v->health(store, detail);
 }
 
 void store_delivery_init(struct store_delivery *d)
@@ -460,7 +891,13 @@ enum store_status store_maildrop_expunge(struct store_maildrop *md,
 enum store_status store_repair(struct store *store, const struct store_repair_options *opts,
 			       struct store_repair_report *report)
 {
-	memset(report, 0, sizeof(*report));
+	/* Another thread may be reading the progress already. */
+	uint64_t *fields[] = { &report->refs_scanned, &report->listing_scanned,
+			       &report->bodies_scanned, &report->relisted,
+			       &report->deletes_finished, &report->unlisted, &report->swept,
+			       &report->skipped };
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		__atomic_store_n(fields[i], 0, __ATOMIC_RELAXED);
 	return store->v->repair(store, opts, report);
 }
 

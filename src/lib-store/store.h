@@ -134,17 +134,20 @@ unsigned int store_worker_threads(const struct store *store);
 
 /* Domains (lower-case names). */
 enum store_status store_domain_add(struct store *store, const char *domain);
-/* Fails with STORE_EXISTS when users of the domain remain. */
+/* Fails with STORE_EXISTS when users or aliases of the domain remain. */
 enum store_status store_domain_del(struct store *store, const char *domain);
 enum store_status store_domain_exists(struct store *store, const char *domain);
 /* Appends each name and a '\n' to out. */
 enum store_status store_domain_list(struct store *store, struct buf *out);
 
 /* Users: full lower-case addresses; the password is a hash string
- * (argon2id or a crypt(3) form), never plaintext. */
+ * (argon2id or a crypt(3) form), never plaintext. store_user_add refuses
+ * (STORE_EXISTS) an address that is an alias. */
 enum store_status store_user_add(struct store *store, const char *address,
 				 const char *password_hash);
-/* Removes the user and their messages. */
+/* Removes the user, their messages and their own quota (and an alias row
+ * of the same address, which only a race can leave). Aliases that name the
+ * user as a target are left alone: delivery skips targets that are gone. */
 enum store_status store_user_del(struct store *store, const char *address);
 enum store_status store_user_set_password(struct store *store, const char *address,
 					  const char *password_hash);
@@ -162,7 +165,11 @@ enum store_status store_user_list(struct store *store, struct buf *out);
  * local user or alias (STORE_NOTFOUND), and with STORE_LOOP an alias whose
  * expansion would reach itself or nest deeper than STORE_ALIAS_DEPTH. Two
  * nodes creating a loop at the same moment can still store one: delivery
- * then refuses that address (STORE_LOOP), it never loops. */
+ * then refuses that address (STORE_LOOP), it never loops. Only the alias
+ * being set is checked for depth: an alias naming it can become deeper
+ * than STORE_ALIAS_DEPTH, and delivery refuses that one (STORE_LOOP). An
+ * expansion reaching more than STORE_ALIAS_TARGETS_MAX users is INVALID.
+ * Targets are folded (a duplicate is stored once). */
 #define STORE_ALIAS_TARGETS_MAX 64
 #define STORE_ALIAS_DEPTH 8
 enum store_status store_alias_set(struct store *store, const char *address,
@@ -177,11 +184,17 @@ enum store_status store_alias_list(struct store *store, struct buf *out);
  * (depth-first, duplicates folded, at most STORE_ALIAS_TARGETS_MAX users).
  * An address that is a user resolves to itself. "postmaster@D" of a local
  * domain D that has no such user or alias resolves as the bare
- * <Postmaster> of RFC 5321 4.5.1 does (see smtp-session.c). NOTFOUND when
- * it is neither; STORE_LOOP when the stored aliases loop. */
+ * <Postmaster> of RFC 5321 4.5.1 does: the postmaster (user or alias) of
+ * the first local domain, in name order, that has one; the bare address
+ * "postmaster" (no domain) resolves so too. Targets that no longer exist
+ * are skipped. NOTFOUND when it is neither a user nor an alias, or an
+ * alias none of whose targets is left; INVALID without a domain; STORE_LOOP
+ * when the stored aliases loop, nest deeper than STORE_ALIAS_DEPTH or reach
+ * more than STORE_ALIAS_TARGETS_MAX users. */
+#define STORE_ADDRESS_MAX 320   /* local part (64) + "@" + domain (255) */
 struct store_resolved {
 	unsigned int count;
-	char users[STORE_ALIAS_TARGETS_MAX][320];
+	char users[STORE_ALIAS_TARGETS_MAX][STORE_ADDRESS_MAX + 1];
 };
 enum store_status store_resolve(struct store *store, const char *address,
 				struct store_resolved *r);
@@ -243,7 +256,11 @@ struct store_delivery {
 	/* Quota enforcement: each recipient whom the message would take over
 	 * a limit gets STORE_OVERQUOTA and not the message (SQLite checks in
 	 * the write transaction, so it is exact). With quota_all_or_nothing
-	 * (SMTP, which has one reply), one such recipient means nobody gets it. */
+	 * (SMTP, which has one reply), one such recipient means nobody gets it:
+	 * then every recipient who exists gets STORE_OVERQUOTA, those who had
+	 * room too (unknown ones keep STORE_NOTFOUND), so that one temporary
+	 * reply covers them all. A retry of a delivery the recipient already
+	 * has is never refused for quota. */
 	bool quota_all_or_nothing;
 };
 

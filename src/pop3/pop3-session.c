@@ -197,7 +197,9 @@ static void cmd_capa(struct pop3_session *p, const struct pop3_command *cmd)
 	if (p->state == POP3_STATE_AUTHORIZATION) {
 		/* RFC 2595 / 5034: hide what the plaintext policy would refuse. */
 		if (session_plaintext_allowed(&p->s))
-			conn_puts(conn, "USER\r\nSASL PLAIN\r\n");
+			conn_puts(conn, session_oauth_offered(&p->s)
+						? "USER\r\nSASL PLAIN OAUTHBEARER XOAUTH2\r\n"
+						: "USER\r\nSASL PLAIN\r\n");
 		if (session_tls(&p->s) != NULL && !conn_is_tls(conn))
 			conn_puts(conn, "STLS\r\n");
 	}
@@ -319,10 +321,15 @@ static void cmd_auth(struct pop3_session *p, const struct pop3_command *cmd)
 	bool allowed = session_plaintext_allowed(&p->s);
 	if (cmd->argc == 0) {
 		/* The mechanisms usable here and now. */
-		conn_puts(p->s.conn, allowed ? "+OK\r\nPLAIN\r\n.\r\n" : "+OK\r\n.\r\n");
+		conn_puts(p->s.conn, !allowed ? "+OK\r\n.\r\n"
+				     : session_oauth_offered(&p->s)
+					     ? "+OK\r\nPLAIN\r\nOAUTHBEARER\r\nXOAUTH2\r\n.\r\n"
+					     : "+OK\r\nPLAIN\r\n.\r\n");
 		return;
 	}
-	if (sasl_mech_lookup(cmd->argv[0]) != SASL_MECH_PLAIN) {
+	enum sasl_mech mech = sasl_mech_lookup(cmd->argv[0]);
+	if (mech != SASL_MECH_PLAIN &&
+	    !(sasl_mech_is_bearer(mech) && p->s.env->oauth_keys != NULL)) {
 		session_bad_command(&p->s, "-ERR Unsupported authentication mechanism (use PLAIN)");
 		return;
 	}
@@ -331,8 +338,7 @@ static void cmd_auth(struct pop3_session *p, const struct pop3_command *cmd)
 		return;
 	}
 	p->user[0] = '\0';
-	session_sasl_start(&p->s, SASL_MECH_PLAIN, cmd->argc == 2 ? cmd->argv[1] : NULL,
-			   &pop3_sasl);
+	session_sasl_start(&p->s, mech, cmd->argc == 2 ? cmd->argv[1] : NULL, &pop3_sasl);
 }
 
 static void cmd_apop(struct pop3_session *p, const struct pop3_command *cmd)

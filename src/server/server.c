@@ -3,14 +3,16 @@
  * accepts connections into sessions, and shuts down cleanly: on
  * SIGTERM/SIGINT it stops accepting, lets store jobs in flight finish (so
  * every commit that started completes), then frees every session and
- * exits 0. SIGHUP reloads the TLS certificate and key; sessions in progress
- * keep the context they started with.
+ * exits 0. SIGHUP reloads the TLS certificate and key, and the OAuth JWKS
+ * file; sessions in progress keep the context they started with, and
+ * token checks in flight the key set they started with.
  *
- * Start-up order: TLS files read and every listen socket bound (as root,
- * for ports below 1024), then [server] user and group become the
- * process's only identity, then the store is opened and the worker threads
- * start, so every file tern creates (the SQLite database, the spool)
- * belongs to that user; only then do the sockets listen, so a client that
+ * Start-up order: TLS files and the JWKS read and every protocol's listen
+ * socket bound (as root, for ports below 1024), then [server] user and
+ * group become the process's only identity, then the store is opened, the
+ * worker threads start and the admin API reads its token, so every file
+ * tern creates (the SQLite database, the spool) belongs to that user; only
+ * then do the sockets listen (the admin one bound), so a client that
  * can connect finds a server that is ready, and no client byte is read
  * before the drop. systemd hears READY=1 then, STOPPING=1 at shutdown,
  * RELOADING=1 and READY=1 around SIGHUP.
@@ -41,12 +43,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin-http.h"
 #include "auth-cache.h"
 #include "auth-penalty.h"
 #include "buf.h"
 #include "delivery.h"
 #include "log.h"
 #include "net.h"
+#include "oauth.h"
 #include "pop3-session.h"
 #include "session.h"
 #include "smtp-session.h"
@@ -92,6 +96,7 @@ struct listener {
 struct server {
 	struct session_env env;
 	struct listener *listeners;
+	struct admin_http *admin;
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_timer;
 	time_t shutdown_started;
 	bool shutting_down;
@@ -477,12 +482,32 @@ static void reload_tls(struct server *srv)
 	log_info("SIGHUP: TLS certificate and key reloaded");
 }
 
+/* Checks in flight hold a reference to the set they started with. */
+static void reload_oauth_keys(struct server *srv)
+{
+	const struct tern_settings *set = srv->env.set;
+	if (set->oauth_jwks_file == NULL)
+		return;
+	char *error;
+	struct oauth_keys *keys = oauth_keys_load(set->oauth_jwks_file, &error);
+	if (keys == NULL) {
+		log_error("SIGHUP: [auth] oauth_jwks_file reload failed, keeping the old keys: %s",
+			  error);
+		free(error);
+		return;
+	}
+	oauth_keys_unref(&srv->env.oauth_keys);
+	srv->env.oauth_keys = keys;
+	log_info("SIGHUP: [auth] oauth_jwks_file reloaded (%u keys)", oauth_keys_count(keys));
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
 	if (sig == SIGHUP) {
 		notify_reloading();
 		reload_tls(srv);
+		reload_oauth_keys(srv);
 		notify_ready(srv);
 		return;
 	}
@@ -493,6 +518,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		 worker_pool_pending(srv->env.pool));
 	srv->shutting_down = true;
 	free_listeners(srv);
+	admin_http_stop(srv->admin);
 	srv->shutdown_started = time(NULL);
 	struct timeval tv = { 0, 50000 };
 	srv->shutdown_timer = event_new(srv->env.base, -1, EV_PERSIST, shutdown_tick, srv);
@@ -552,11 +578,20 @@ unsigned int serve_preflight(const struct tern_settings *set, struct buf *proble
 	if (!any)
 		settings_add_problem(problems, "%s: nothing to serve: no listen address is configured", set->path);
 	if (set->admin_token_file != NULL) {
-		FILE *f = fopen(set->admin_token_file, "r");
-		if (f == NULL)
-			settings_add_problem(problems, "%s: [admin] token_file %s: cannot read: %s", set->path,
-				    set->admin_token_file, strerror(errno));
-		else
+		/* the admin API reads it after the drop, and only a private file */
+		const char *tf = set->admin_token_file;
+		struct stat st;
+		FILE *f = fopen(tf, "r");
+		if (f == NULL || fstat(fileno(f), &st) != 0)
+			settings_add_problem(problems, "%s: [admin] token_file %s: cannot read: %s",
+					     set->path, tf, strerror(errno));
+		else if (set->user != NULL && st.st_uid != set->uid)
+			settings_add_problem(problems, "%s: [admin] token_file %s is not owned by %s, who reads it: chown %s %s",
+					     set->path, tf, set->user, set->user, tf);
+		else if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+			settings_add_problem(problems, "%s: [admin] token_file %s is open to group or others: chmod 600 %s",
+					     set->path, tf, tf);
+		if (f != NULL)
 			fclose(f);
 	}
 	serve_check_data_dir(set, problems);
@@ -627,6 +662,16 @@ int serve(const struct tern_settings *set)
 		log_error("%s: listen_tls is set but [tls] has no cert and key", set->path);
 		return 78;
 	}
+	if (set->oauth_jwks_file != NULL) {
+		char *jwks_error;
+		env->oauth_keys = oauth_keys_load(set->oauth_jwks_file, &jwks_error);
+		if (env->oauth_keys == NULL) {
+			log_error("%s: [auth] oauth_jwks_file: %s", set->path, jwks_error);
+			free(jwks_error);
+			SSL_CTX_free(env->tls);
+			return 78;
+		}
+	}
 	env->base = event_base_new();
 	/* From the start: a SIGTERM while the store opens must not kill the
 	 * process mid-write (its handler runs once the loop starts). */
@@ -683,8 +728,16 @@ int serve(const struct tern_settings *set)
 	env->auth_cache = auth_cache_create(8192, set->auth_cache_ttl_ms);
 	env->registry = session_registry_create();
 
-	if (start_listening(&srv) < 0) {
-		ret = 71;
+	/* The admin API needs the store and the pool; its port, unprivileged
+	 * (see docs/service.md), is bound by [server] user. */
+	srv.admin = admin_http_create(env, &error);
+	if (srv.admin == NULL && error != NULL) {
+		log_error("%s", error);
+		ret = 78;
+		goto out;
+	}
+	if (start_listening(&srv) < 0 || (srv.admin != NULL && admin_http_listen(srv.admin) < 0)) {
+		ret = 71; /* EX_OSERR */
 		goto out;
 	}
 	log_info("tern ready store=%s pop3_ids=%s", store_backend_name(env->store),
@@ -695,6 +748,7 @@ int serve(const struct tern_settings *set)
 out:
 	free_listeners(&srv);
 	worker_pool_destroy(&env->pool);
+	admin_http_destroy(&srv.admin);
 	session_registry_destroy(&env->registry);
 	if (srv.sig_term != NULL) {
 		event_free(srv.sig_term);
@@ -707,6 +761,7 @@ out:
 	auth_penalty_destroy(&env->penalty);
 	auth_cache_destroy(&env->auth_cache);
 	SSL_CTX_free(env->tls);
+	oauth_keys_unref(&env->oauth_keys);
 	event_base_free(env->base);
 	if (ret == 0)
 		log_info("tern stopped");

@@ -9,8 +9,16 @@
  * buy no parallel guesses; an address without failures (an office behind
  * one NAT) is never queued. Trusted networks have no penalty.
  *
+ * A check is of a password or (OAUTHBEARER, XOAUTH2) of a bearer token: the
+ * same request, queue, penalty and outcome, only the work on the worker
+ * differs (a hash verified, or a JWT's signature and claims, then the user
+ * it names looked up). A refused token is answered first with its
+ * mechanism's error challenge (RFC 7628 3.2.2) and the client's one more
+ * line, then done(FAILED); the address's queue moves on meanwhile.
+ *
  * Invariants:
- * - A login holds its session's input paused from the request to done().
+ * - A login holds its session's input paused from the request to done(),
+ *   except while a refused token's error challenge waits for its answer.
  * - A queued login is in exactly one queue; a queue exists only while it
  *   has an active login, and is freed with its last one.
  * - Secrets live only in the login's capped buf and are wiped as soon as
@@ -25,6 +33,7 @@
 #include "auth-cache.h"
 #include "auth-penalty.h"
 #include "mail-address.h"
+#include "oauth.h"
 #include "session-private.h"
 #include "settings.h"
 
@@ -45,13 +54,20 @@ struct session_login {
 	struct session_login *queue_next;
 	struct event *timer;       /* the penalty wait */
 	unsigned int penalty_ms;
+	/* a bearer token instead of a password: its mechanism, and the key set
+	 * as it was at the request (a reference: SIGHUP may replace the
+	 * server's meanwhile) */
+	enum sasl_mech bearer_mech;
+	struct oauth_keys *keys;
 	/* worker results */
 	enum store_status status;
 	bool ok;
+	const char *refusal;       /* a bearer token: why it was refused (for the log) */
 	/* SASL */
 	const struct session_sasl_ops *sasl;
 	struct sasl_exchange exchange;
 	bool sasl_inited, sasl_active;
+	bool error_pending;        /* a refused token's error challenge was sent */
 	size_t saved_line_max;
 };
 
@@ -173,9 +189,8 @@ static void penalty_over(evutil_socket_t fd, short what, void *arg)
 
 /* --- the check --- */
 
-static void check_work(struct session *s)
+static enum store_status password_work(struct session *s, struct session_login *l)
 {
-	struct session_login *l = s->login;
 	struct buf hash;
 	buf_init(&hash, 1024);
 	enum store_status st = store_user_get(s->env->store, l->user, &hash);
@@ -189,10 +204,76 @@ static void check_work(struct session *s)
 	buf_wipe(&l->secret);
 	buf_wipe(&hash);
 	buf_deinit(&hash);
+	return st;
+}
+
+/* The token's signature and claims; then the user it names, normalised,
+ * must be the one the client named (if it did) and must exist. l->user
+ * becomes the token's user once the token is good, so that a failure is
+ * counted for the name it was for. */
+static enum store_status bearer_work(struct session *s, struct session_login *l)
+{
+	const struct tern_settings *set = s->env->set;
+	const struct oauth_policy policy = { set->oauth_issuer, set->oauth_audience,
+					     set->oauth_user_claim };
+	char claim[MAIL_ADDRESS_MAX + 1];
+	l->ok = false;
+	int r = l->keys == NULL ? -1
+				: oauth_verify(l->keys, &policy, l->secret.data, l->secret.len,
+					       time(NULL), claim, sizeof(claim), &l->refusal);
+	buf_wipe(&l->secret);
+	if (l->keys == NULL)
+		l->refusal = "no [auth] oauth_jwks_file";
+	if (r < 0)
+		return STORE_OK;
+	struct mail_address addr;
+	const char *error;
+	char user[MAIL_ADDRESS_MAX + 1];
+	if (mail_address_parse(claim, strlen(claim), &addr, &error) < 0) {
+		l->refusal = "the user claim is not an address";
+		return STORE_OK;
+	}
+	mail_address_format(&addr, user, sizeof(user));
+	if (l->user[0] != '\0' && strcmp(l->user, user) != 0) {
+		l->refusal = "the token is for another user than the one named";
+		return STORE_OK;
+	}
+	str_copy(l->user, user, sizeof(l->user));
+	struct buf hash;
+	buf_init(&hash, 1024);
+	enum store_status st = store_user_get(s->env->store, l->user, &hash);
+	buf_wipe(&hash);
+	buf_deinit(&hash);
+	if (st == STORE_NOTFOUND) {
+		l->refusal = "no such user";
+		return STORE_OK;
+	}
+	l->ok = st == STORE_OK;
+	return st;
+}
+
+static void check_work(struct session *s)
+{
+	struct session_login *l = s->login;
+	enum store_status st = l->bearer_mech != SASL_MECH_UNKNOWN ? bearer_work(s, l)
+								    : password_work(s, l);
 	if (st == STORE_OK && l->ok && l->after_ok != NULL)
 		st = l->after_ok(s, l->user);
 	l->status = st;
 }
+
+/* Ends the login and tells the protocol. */
+static void login_finish(struct session *s, enum session_login_result result)
+{
+	struct session_login *l = s->login;
+	char user[MAIL_ADDRESS_MAX + 1];
+	str_copy(user, l->user, sizeof(user));
+	session_login_done_fn *done = l->done;
+	session_login_free(s);
+	done(s, result, user);
+}
+
+static void bearer_refused(struct session *s);
 
 static void check_done(struct session *s)
 {
@@ -206,6 +287,13 @@ static void check_done(struct session *s)
 	} else if (!l->ok) {
 		if (!trusted)
 			auth_penalty_fail(penalty, &s->peer, l->user, monotonic_ms());
+		if (l->bearer_mech != SASL_MECH_UNKNOWN) {
+			session_info(s, "login failed user=%s ip=%s token=refused reason=%s penalty_ms=%u",
+				     l->user[0] != '\0' ? l->user : "(no user named)",
+				     conn_peer_ip(s->conn), l->refusal, l->penalty_ms);
+			bearer_refused(s);
+			return;
+		}
 		session_info(s, "login failed user=%s ip=%s password=******** penalty_ms=%u",
 			     l->user, conn_peer_ip(s->conn), l->penalty_ms);
 		result = SESSION_LOGIN_FAILED;
@@ -214,11 +302,7 @@ static void check_done(struct session *s)
 			auth_penalty_success(penalty, &s->peer, l->user);
 		result = SESSION_LOGIN_OK;
 	}
-	char user[MAIL_ADDRESS_MAX + 1];
-	str_copy(user, l->user, sizeof(user));
-	session_login_done_fn *done = l->done;
-	session_login_free(s);
-	done(s, result, user);
+	login_finish(s, result);
 }
 
 static void start_check(struct session_login *l)
@@ -226,6 +310,8 @@ static void start_check(struct session_login *l)
 	session_run_job(l->s, check_work, check_done);
 }
 
+/* Also the request for a bearer token (l->bearer_mech set; user "" when
+ * the client named none). */
 void session_check_password(struct session *s, const char *user, struct buf *secret,
 			    session_login_work_fn *after_ok, session_login_done_fn *done)
 {
@@ -300,6 +386,7 @@ void session_login_free(struct session *s)
 	if (l->sasl_inited)
 		sasl_exchange_deinit(&l->exchange);
 	queue_leave(l);
+	oauth_keys_unref(&l->keys);
 	buf_wipe(&l->secret);
 	buf_deinit(&l->secret);
 	explicit_bzero(l->user, sizeof(l->user));
@@ -372,18 +459,26 @@ static void sasl_result(struct session *s, enum sasl_result r, const struct sasl
 	case SASL_DONE:
 		break;
 	}
-	/* The user name must be an address; checked names are normalised. */
-	struct mail_address addr;
-	const char *error;
-	if (mail_address_parse(out->user, strlen(out->user), &addr, &error) < 0) {
-		buf_wipe(&l->secret);
-		sasl_fail(s, SESSION_SASL_BAD_USER, "Invalid user name (expected user@domain)");
-		return;
+	/* The user name must be an address; checked names are normalised. A
+	 * bearer token may come without one: the token names the user. */
+	char user[MAIL_ADDRESS_MAX + 1] = "";
+	enum sasl_mech mech = l->exchange.mech;
+	if (!sasl_mech_is_bearer(mech) || out->user[0] != '\0') {
+		struct mail_address addr;
+		const char *error;
+		if (mail_address_parse(out->user, strlen(out->user), &addr, &error) < 0) {
+			buf_wipe(&l->secret);
+			sasl_fail(s, SESSION_SASL_BAD_USER, "Invalid user name (expected user@domain)");
+			return;
+		}
+		mail_address_format(&addr, user, sizeof(user));
 	}
-	char user[MAIL_ADDRESS_MAX + 1];
-	mail_address_format(&addr, user, sizeof(user));
 	const struct session_sasl_ops *ops = l->sasl;
 	sasl_end(s);
+	if (sasl_mech_is_bearer(mech)) {
+		l->bearer_mech = mech;
+		l->keys = s->env->oauth_keys != NULL ? oauth_keys_ref(s->env->oauth_keys) : NULL;
+	}
 	session_check_password(s, user, &l->secret, ops->after_ok, ops->done);
 }
 
@@ -401,9 +496,40 @@ void session_sasl_start(struct session *s, enum sasl_mech mech, const char *init
 	sasl_result(s, r, &out);
 }
 
+/* RFC 7628 3.2.2: a refused token gets an error challenge; the client's
+ * answer (whatever it is) ends the exchange as a failure. The address's
+ * turn is given up now: the failure is recorded, the penalty has grown. */
+static void bearer_refused(struct session *s)
+{
+	struct session_login *l = s->login;
+	queue_leave(l);
+	l->saved_line_max = conn_line_max(s->conn);
+	conn_set_line_max(s->conn, s->env->set->auth_response_max);
+	l->sasl_active = true;
+	l->error_pending = true;
+	conn_puts(s->conn, l->sasl->challenge_prefix);
+	session_reply(s, sasl_bearer_error_challenge(l->bearer_mech));
+}
+
+/* The answer to the error challenge has come (or was too long). */
+static void bearer_error_answered(struct session *s)
+{
+	sasl_end(s);
+	login_finish(s, SESSION_LOGIN_FAILED);
+}
+
+bool session_oauth_offered(const struct session *s)
+{
+	return s->env->oauth_keys != NULL && session_plaintext_allowed(s);
+}
+
 void session_sasl_line(struct session *s, char *line, size_t len)
 {
 	struct session_login *l = s->login;
+	if (l->error_pending) {
+		bearer_error_answered(s);
+		return;
+	}
 	struct sasl_output out;
 	enum sasl_result r = sasl_exchange_step(&l->exchange, line, len, &l->secret, &out);
 	sasl_result(s, r, &out);
@@ -411,5 +537,9 @@ void session_sasl_line(struct session *s, char *line, size_t len)
 
 void session_sasl_too_long(struct session *s)
 {
+	if (s->login->error_pending) {
+		bearer_error_answered(s);
+		return;
+	}
 	sasl_fail(s, SESSION_SASL_TOO_LONG, "Authentication response too long");
 }

@@ -18,7 +18,9 @@
  *   penalty applied before the check, one check at a time from a penalised
  *   address, unknown users verified against a dummy hash of the same cost,
  *   and the outcome logged without the password;
- * - SASL PLAIN and LOGIN exchanges, framed with the protocol's prefix.
+ * - SASL PLAIN and LOGIN exchanges, framed with the protocol's prefix, and
+ *   OAUTHBEARER and XOAUTH2 ones, whose bearer token is checked like a
+ *   password (same queue, same penalty) against the JWKS key set.
  *
  * A protocol embeds struct session first in its own struct, describes
  * itself with a const struct session_protocol, and keeps only its commands
@@ -47,6 +49,7 @@ struct evbuffer;
 struct tern_settings;
 struct auth_penalty;
 struct auth_cache;
+struct oauth_keys;
 struct session_registry;
 struct session_login;
 typedef struct ssl_ctx_st SSL_CTX;
@@ -61,6 +64,9 @@ struct session_env {
 	SSL_CTX *tls;                  /* NULL without a certificate; SIGHUP replaces it */
 	struct auth_penalty *penalty;  /* failed logins per client address */
 	struct auth_cache *auth_cache; /* recent successful password checks */
+	/* [auth] oauth_jwks_file's keys, NULL when not set; SIGHUP replaces
+	 * the set (checks in flight keep a reference to theirs) */
+	struct oauth_keys *oauth_keys;
 	struct session_registry *registry;
 };
 
@@ -226,14 +232,27 @@ struct session_sasl_ops {
 	session_login_done_fn *done;
 };
 
-/* Starts an AUTH exchange for mech (PLAIN or LOGIN), with the initial
- * response if the client sent one (NULL otherwise). Until it ends, input
- * lines go to the exchange (at most [auth] max_response long) and are wiped
- * after use; it ends with ops->failed() or a password check and ops->done().
- * ops must outlive the exchange. */
+/* Starts an AUTH exchange for mech, with the initial response if the
+ * client sent one (NULL otherwise). Until it ends, input lines go to the
+ * exchange (at most [auth] max_response long) and are wiped after use; it
+ * ends with ops->failed() or a check and ops->done(). ops must outlive the
+ * exchange.
+ *
+ * OAUTHBEARER and XOAUTH2 (only where session_oauth_offered()): the bearer
+ * token is verified on a worker against env->oauth_keys and the [auth]
+ * oauth_* settings, after the address's penalty like a password; the user
+ * is the token's (normalised), which must exist and equal the name the
+ * client gave, if any. A refused token is answered with the mechanism's
+ * JSON error challenge; the client's next line, whatever it holds, ends
+ * the exchange with ops->done(FAILED). The failure counts for the penalty
+ * as a wrong password does. */
 void session_sasl_start(struct session *s, enum sasl_mech mech, const char *initial,
 			const struct session_sasl_ops *ops);
 /* true while an exchange waits for a client response. */
 bool session_sasl_active(const struct session *s);
+/* Whether OAUTHBEARER and XOAUTH2 may be offered and used here and now:
+ * OAuth is configured and, a token being a credential in clear, the
+ * plaintext policy allows it. */
+bool session_oauth_offered(const struct session *s);
 
 #endif

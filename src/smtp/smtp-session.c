@@ -60,8 +60,16 @@ enum smtp_state {
 #define SMTP_STATES_COMMAND \
 	(SMTP_STATE_INIT | SMTP_STATE_READY | SMTP_STATE_MAIL | SMTP_STATE_RCPT)
 
+/* An accepted RCPT: the address as given (normalised) and the users it
+ * delivers to after aliases, users[first .. first + count). */
 struct smtp_rcpt {
 	char address[MAIL_ADDRESS_MAX + 1];
+	unsigned int first, count;
+};
+
+struct smtp_user {
+	char address[MAIL_ADDRESS_MAX + 1];
+	unsigned int index;   /* in the delivery, from DATA on */
 };
 
 struct smtp_session {
@@ -77,6 +85,8 @@ struct smtp_session {
 	char mail_from[MAIL_ADDRESS_MAX + 1];
 	struct smtp_rcpt *rcpts;
 	unsigned int rcpt_count;
+	struct smtp_user *users;     /* every RCPT's users; at most max_recipients */
+	unsigned int user_count;
 	struct mail_data_decoder decoder;
 	struct buf data;             /* decoded octets on their way to the delivery:
 				      * at most 2 x SMTP_DATA_FEED_MAX at a time */
@@ -87,6 +97,7 @@ struct smtp_session {
 	char job_rcpt[MAIL_ADDRESS_MAX + 1];
 	enum store_status job_status;
 	bool job_domain_local, job_postmaster;
+	struct store_resolved *job_resolved;  /* RCPT: allocated for the job */
 };
 
 static struct smtp_session *smtp(struct session *s)
@@ -124,6 +135,16 @@ static void smtp_store_error(struct smtp_session *m, enum store_status st, const
 	case STORE_NOTFOUND:
 		session_replyf(&m->s, "550 5.1.1 <%s>: User unknown", who);
 		break;
+	case STORE_OVERQUOTA:
+		/* RFC 3463 4.2.2: mailbox full, a temporary condition. */
+		if (m->lmtp || m->state != SMTP_STATE_DATA)
+			session_replyf(&m->s, "452 4.2.2 <%s>: Mailbox full, try again later", who);
+		else
+			session_reply(&m->s, "452 4.2.2 A recipient's mailbox is full: nothing was delivered, try again later");
+		break;
+	case STORE_LOOP:
+		session_replyf(&m->s, "550 5.4.6 <%s>: Alias loop", who);
+		break;
 	case STORE_TOOBIG:
 		session_reply(&m->s, "552 5.3.4 Message too big");
 		break;
@@ -141,6 +162,9 @@ static void reset_transaction(struct smtp_session *m)
 	free(m->rcpts);
 	m->rcpts = NULL;
 	m->rcpt_count = 0;
+	free(m->users);
+	m->users = NULL;
+	m->user_count = 0;
 	buf_deinit(&m->data);
 	buf_init(&m->data, 0);
 	delivery_destroy(&m->delivery);
@@ -195,7 +219,8 @@ static void cmd_ehlo(struct smtp_session *m, struct smtp_command *cmd)
 	if (starttls_offered(m) && !conn_is_tls(conn))
 		conn_puts(conn, "250-STARTTLS\r\n");
 	if (auth_offered(m) && !m->authenticated)
-		conn_puts(conn, "250-AUTH PLAIN LOGIN\r\n");
+		conn_puts(conn, session_oauth_offered(&m->s) ? "250-AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2\r\n"
+							     : "250-AUTH PLAIN LOGIN\r\n");
 	conn_puts(conn, "250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n");
 }
 
@@ -243,74 +268,61 @@ static void cmd_mail(struct smtp_session *m, struct smtp_command *cmd)
 	session_reply(&m->s, "250 2.1.0 Ok");
 }
 
-/* <Postmaster> without a domain (RFC 5321 4.5.1): the postmaster of this
- * host's domain if it is local, else of the first local domain (in name
- * order) that has a postmaster mailbox. Runs on a worker. */
-static void resolve_postmaster(struct smtp_session *m, struct store *store)
-{
-	struct buf hash, domains;
-	buf_init(&hash, 1024);
-	buf_init(&domains, 0);
-	bool found = store_user_get(store, m->job_rcpt, &hash) == STORE_OK;
-	if (!found && store_domain_list(store, &domains) == STORE_OK) {
-		char *save = NULL;
-		for (char *d = strtok_r(domains.data, "\n", &save); d != NULL && !found;
-		     d = strtok_r(NULL, "\n", &save)) {
-			char addr[MAIL_ADDRESS_MAX + 1];
-			snprintf(addr, sizeof(addr), "postmaster@%s", d);
-			buf_reset(&hash);
-			if (store_user_get(store, addr, &hash) == STORE_OK) {
-				found = true;
-				str_copy(m->job_rcpt, addr, sizeof(m->job_rcpt));
-				str_copy(m->job_addr.domain, d, sizeof(m->job_addr.domain));
-			}
-		}
-	}
-	buf_wipe(&hash);
-	buf_deinit(&hash);
-	buf_deinit(&domains);
-}
-
+/* Runs on a worker: is the domain local, what does the address deliver to
+ * (aliases expanded), and has each of those users room for one more
+ * message. <Postmaster> without a domain (RFC 5321 4.5.1) is this host's
+ * if its name is a local domain, else the store's postmaster fallback. */
 static void rcpt_work(struct session *s)
 {
 	struct smtp_session *m = smtp(s);
 	struct store *store = s->env->store;
-	if (m->job_postmaster)
-		resolve_postmaster(m, store);
+	struct store_resolved *r = m->job_resolved;
 	m->job_status = store_domain_exists(store, m->job_addr.domain);
 	m->job_domain_local = m->job_status == STORE_OK;
-	if (m->job_status != STORE_OK)
-		return;
-	struct buf hash;
-	buf_init(&hash, 1024);
-	m->job_status = store_user_get(store, m->job_rcpt, &hash);
-	buf_wipe(&hash);
-	buf_deinit(&hash);
+	if (m->job_postmaster && m->job_status == STORE_NOTFOUND) {
+		m->job_status = store_resolve(store, "postmaster", r);
+		m->job_domain_local = true;
+	} else if (m->job_status == STORE_OK) {
+		m->job_status = store_resolve(store, m->job_rcpt, r);
+	}
+	for (unsigned int i = 0; m->job_status == STORE_OK && i < r->count; i++)
+		m->job_status = store_quota_check(store, r->users[i]);
 }
 
 static void rcpt_done(struct session *s)
 {
 	struct smtp_session *m = smtp(s);
+	const struct tern_settings *set = s->env->set;
 	enum store_status st = m->job_status;
-	if (!m->job_domain_local && st == STORE_NOTFOUND && !m->job_postmaster) {
+	struct store_resolved *r = m->job_resolved;
+	m->job_resolved = NULL;
+	if (!m->job_domain_local && st == STORE_NOTFOUND) {
 		if (m->authenticated)
 			session_replyf(s, "550 5.7.1 <%s>: Relaying is not available yet: tern delivers only to its local domains",
 				       m->job_rcpt);
 		else
 			session_replyf(s, "550 5.7.1 <%s>: Relay access denied (not a local domain)",
 				       m->job_rcpt);
-		return;
-	}
-	if (st != STORE_OK) {
+	} else if (st != STORE_OK) {
 		smtp_store_error(m, st, m->job_rcpt);
-		return;
+	} else if (m->user_count + r->count > set->max_recipients) {
+		/* An alias counts for every user it reaches: a transaction
+		 * holds at most max_recipients users whatever the aliases. */
+		session_reply(s, "452 4.5.3 Too many recipients");
+	} else {
+		m->rcpts = xrealloc(m->rcpts, (m->rcpt_count + 1) * sizeof(*m->rcpts));
+		struct smtp_rcpt *rc = &m->rcpts[m->rcpt_count++];
+		str_copy(rc->address, m->job_rcpt, sizeof(rc->address));
+		rc->first = m->user_count;
+		rc->count = r->count;
+		m->users = xrealloc(m->users, (m->user_count + r->count) * sizeof(*m->users));
+		for (unsigned int i = 0; i < r->count; i++)
+			str_copy(m->users[m->user_count++].address, r->users[i],
+				 sizeof(m->users[0].address));
+		smtp_enter_state(m, SMTP_STATE_RCPT);
+		session_reply(s, "250 2.1.5 Ok");
 	}
-	m->rcpts = xrealloc(m->rcpts, (m->rcpt_count + 1) * sizeof(*m->rcpts));
-	struct smtp_rcpt *r = &m->rcpts[m->rcpt_count];
-	str_copy(r->address, m->job_rcpt, sizeof(r->address));
-	m->rcpt_count++;
-	smtp_enter_state(m, SMTP_STATE_RCPT);
-	session_reply(s, "250 2.1.5 Ok");
+	free(r);
 }
 
 static void cmd_rcpt(struct smtp_session *m, struct smtp_command *cmd)
@@ -326,7 +338,7 @@ static void cmd_rcpt(struct smtp_session *m, struct smtp_command *cmd)
 		session_bad_command(&m->s, "555 5.5.4 Unsupported RCPT parameter");
 		return;
 	}
-	if (m->rcpt_count >= set->max_recipients) {
+	if (m->user_count >= set->max_recipients) {
 		session_reply(&m->s, "452 4.5.3 Too many recipients");
 		return;
 	}
@@ -338,6 +350,7 @@ static void cmd_rcpt(struct smtp_session *m, struct smtp_command *cmd)
 	}
 	m->job_addr = pa.addr;
 	mail_address_format(&pa.addr, m->job_rcpt, sizeof(m->job_rcpt));
+	m->job_resolved = xcalloc(1, sizeof(*m->job_resolved));
 	session_run_job(&m->s, rcpt_work, rcpt_done);
 }
 
@@ -349,11 +362,12 @@ static void cmd_data(struct smtp_session *m, struct smtp_command *cmd)
 	}
 	const struct tern_settings *set = m->s.env->set;
 	struct delivery_settings dset = { .data_dir = set->data_dir,
-					  .max_message_size = set->max_message_size };
+					  .max_message_size = set->max_message_size,
+					  .quota_all_or_nothing = !m->lmtp };
 	delivery_destroy(&m->delivery);
 	m->delivery = delivery_create(&dset, m->mail_from);
-	for (unsigned int i = 0; i < m->rcpt_count; i++)
-		delivery_add_rcpt(m->delivery, m->rcpts[i].address);
+	for (unsigned int i = 0; i < m->user_count; i++)
+		m->users[i].index = delivery_add_rcpt(m->delivery, m->users[i].address);
 	buf_reset(&m->data);
 	mail_data_decoder_init(&m->decoder);
 	m->decoder.normalize_lf = set->bare_lf == BARE_LF_NORMALIZE;
@@ -367,23 +381,39 @@ static void deliver_work(struct session *s)
 	m->job_status = delivery_run(m->delivery, s->env->store);
 }
 
+/* LMTP's reply for one RCPT: 250 when every user it reaches has the
+ * message; else the first failure, a full mailbox before anything else. */
+static enum store_status rcpt_result(struct smtp_session *m, const struct smtp_rcpt *rc)
+{
+	enum store_status result = STORE_OK;
+	for (unsigned int j = rc->first; j < rc->first + rc->count; j++) {
+		enum store_status st = delivery_rcpt_status(m->delivery, m->users[j].index);
+		if (st == STORE_OVERQUOTA)
+			return st;
+		if (result == STORE_OK)
+			result = st;
+	}
+	return result;
+}
+
 static void deliver_done(struct session *s)
 {
 	struct smtp_session *m = smtp(s);
 	struct delivery *d = m->delivery;
 	const char *id = delivery_id(d);
-	for (unsigned int i = 0; i < m->rcpt_count; i++) {
-		if (delivery_rcpt_is_duplicate(d, i))
+	for (unsigned int i = 0; i < m->user_count; i++) {
+		unsigned int k = m->users[i].index;
+		if (delivery_rcpt_is_duplicate(d, k))
 			continue;
-		enum store_status st = delivery_rcpt_status(d, i);
+		enum store_status st = delivery_rcpt_status(d, k);
 		session_info(s, "delivery id=%s from=<%s> to=<%s> size=%llu result=%s", id, m->mail_from,
-			     m->rcpts[i].address, (unsigned long long)delivery_size(d),
+			     m->users[i].address, (unsigned long long)delivery_size(d),
 			     st == STORE_OK ? "stored" : store_status_name(st));
 	}
 	if (m->lmtp) {
 		/* RFC 2033 4.2: one reply per accepted RCPT, in order. */
 		for (unsigned int i = 0; i < m->rcpt_count; i++) {
-			enum store_status st = delivery_rcpt_status(d, i);
+			enum store_status st = rcpt_result(m, &m->rcpts[i]);
 			if (st == STORE_OK)
 				session_replyf(s, "250 2.0.0 <%s> %s Saved", m->rcpts[i].address, id);
 			else
@@ -628,7 +658,7 @@ static void cmd_auth(struct smtp_session *m, struct smtp_command *cmd)
 			initial++;
 	}
 	enum sasl_mech mt = sasl_mech_lookup(mech);
-	if (mt == SASL_MECH_UNKNOWN) {
+	if (mt == SASL_MECH_UNKNOWN || (sasl_mech_is_bearer(mt) && m->s.env->oauth_keys == NULL)) {
 		session_bad_command(&m->s, "504 5.5.4 Unrecognized authentication type (use PLAIN or LOGIN)");
 		return;
 	}
@@ -790,6 +820,8 @@ static void smtp_deinit(struct session *s)
 	struct smtp_session *m = smtp(s);
 	delivery_destroy(&m->delivery);
 	free(m->rcpts);
+	free(m->users);
+	free(m->job_resolved);
 	buf_deinit(&m->data);
 }
 

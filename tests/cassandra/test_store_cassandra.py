@@ -213,3 +213,76 @@ def test_unreadable_chunks_through_the_cursor(cass_servers, cassandra_node):
     s.stop()
     assert s.log_text().count("is not readable yet") == 2
     assert lwt_counts(s) == (0, 0)
+
+
+def quota_lines(server, addr):
+    return [ln.strip() for ln in server.cli_ok("quota", "get", addr).stdout.splitlines()
+            if ln.strip()]
+
+
+def test_quotas_and_aliases_send_no_lwt(cass_servers, cassandra_node):
+    """Quotas on Cassandra: the own limits live in the users row, usage is
+    computed from the listing partition (no counter table, no LWT), a
+    delivery over the limit is refused and a POP3 delete frees room at
+    once; aliases are plain rows. None of it sends a conditional
+    statement or a serial read."""
+    ks = keyspace("quota")
+    s = cass_servers(ks, start=False)
+    s.sections["quota"] = {"messages": "2"}
+    s.write_config()
+    s.start()
+    a, apw = s.new_user("qa")
+    b, bpw = s.new_user("qb")
+    s.cli_ok("quota", "set", b, "--messages", "5")
+    s.cli_ok("alias", "add", "team@" + s.DOMAIN, a, b)
+    assert "team@%s %s,%s" % (s.DOMAIN, a, b) in s.cli_ok("alias", "list").stdout
+    for i in range(2):
+        assert s.deliver_cli(a, b"Subject: a%d\n\nbody\n" % i).returncode == 0
+    r = s.deliver_cli(a, b"Subject: too many\n\nbody\n")
+    assert r.returncode == 75 and b"over quota" in r.stderr, r
+    for i in range(3):
+        assert s.deliver_cli(b, b"Subject: b%d\n\nbody\n" % i).returncode == 0
+    p = s.login(a, apw)
+    count, size = p.stat()
+    assert count == 2
+    assert quota_lines(s, a) == ["messages: used 2, limit 2 (default)",
+                                 "octets: used %d, limit none" % size]
+    assert p.cmd("DELE 1").startswith("+OK")
+    p.quit()
+    assert quota_lines(s, a)[0] == "messages: used 1, limit 2 (default)"
+    assert s.deliver_cli(a, b"Subject: fits again\n\nbody\n").returncode == 0
+    assert quota_lines(s, b)[0] == "messages: used 3, limit 5 (own)"
+    # the own limits are the users row's columns, and go with it
+    rows = cqlquery.query(cassandra_node, "SELECT quota_messages FROM %s.users WHERE address = '%s'"
+                          % (ks, b))
+    assert rows and int.from_bytes(rows[0][0], "big") == 5
+    s.cli_ok("alias", "del", "team@" + s.DOMAIN)
+    s.cli_ok("user", "del", b)
+    assert cqlquery.query(cassandra_node, "SELECT address FROM %s.users WHERE address = '%s'"
+                          % (ks, b)) == []
+    s.stop()
+    assert lwt_counts(s) == (0, 0)
+    assert cqlquery.paxos_rows(cassandra_node, ks) == 0
+
+
+def test_keyspace_from_before_quotas_is_migrated(cass_servers, cassandra_node):
+    """A keyspace whose users table has no quota columns (an older tern)
+    gets them at start-up; the users in it keep working."""
+    ks = keyspace("old")
+    cqlquery.query(cassandra_node, "CREATE KEYSPACE %s WITH replication = {'class':"
+                   " 'NetworkTopologyStrategy', 'dc1': 1}" % ks, timeout=60)
+    cqlquery.query(cassandra_node, "CREATE TABLE %s.users (address text PRIMARY KEY,"
+                   " domain text, password text)" % ks, timeout=60)
+    s = cass_servers(ks)
+    cols = {row[0].decode() for row in cqlquery.query(
+        cassandra_node, "SELECT column_name FROM system_schema.columns WHERE"
+        " keyspace_name = '%s' AND table_name = 'users'" % ks)}
+    assert {"quota_messages", "quota_octets"} <= cols, cols
+    a, apw = s.new_user("old")
+    s.cli_ok("quota", "set", a, "--messages", "1")
+    assert s.deliver_cli(a, b"Subject: one\n\nbody\n").returncode == 0
+    assert s.deliver_cli(a, b"Subject: two\n\nbody\n").returncode == 75
+    # a second node on the migrated keyspace starts as well
+    s2 = cass_servers(ks)
+    assert quota_lines(s2, a)[0] == "messages: used 1, limit 1 (own)"
+    assert s2.count(a, apw) == 1

@@ -274,6 +274,39 @@ def test_root_without_user_on_a_public_address_warns(tern_bin, svc_dir):
         stop(s2)
 
 
+def test_admin_api_after_the_drop(tern_bin, svc_dir):
+    # the admin API reads its token and binds as the user: a token file
+    # the user owns (0600) works; one root owns is refused at start-up
+    import urllib.request
+    port, = free_ports(1)
+    token = svc_dir / "admin.token"
+    token.write_text("s3cret-admin-token\n")
+    token.chmod(0o600)
+    uid, gid, _ = target()
+    os.chown(token, uid, gid)
+    s = make_server(tern_bin, svc_dir)
+    s.sections["admin"] = {"listen": "127.0.0.1:%d" % port, "token_file": str(token)}
+    s.write_config()
+    r = check_config(tern_bin, s.config_path)
+    assert r.returncode == 0, r.stderr
+    s.start()
+    try:
+        req = urllib.request.Request("http://127.0.0.1:%d/healthcheck" % port,
+                                     headers={"Authorization": "Bearer s3cret-admin-token"})
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            assert resp.status == 200
+    finally:
+        stop(s)
+    os.chown(token, 0, 0)
+    r = check_config(tern_bin, s.config_path)
+    assert r.returncode == EX_CONFIG
+    assert r.stderr.splitlines() == [
+        "%s: [admin] token_file %s is not owned by nobody, who reads it: chown nobody %s"
+        % (s.config_path, token, token)], r.stderr
+    rc, err = run_serve(s)
+    assert rc == EX_CONFIG and "token_file" in err, err
+
+
 # --------------------------------------------------------------------------
 # systemd notifications
 

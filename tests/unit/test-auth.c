@@ -556,6 +556,129 @@ static void test_sasl_mech_lookup(void)
 	CHECK_INT(sasl_mech_lookup("CRAM-MD5"), SASL_MECH_UNKNOWN);
 	CHECK_INT(sasl_mech_lookup("PLAINX"), SASL_MECH_UNKNOWN);
 	CHECK_INT(sasl_mech_lookup(""), SASL_MECH_UNKNOWN);
+	CHECK_INT(sasl_mech_lookup("oauthbearer"), SASL_MECH_OAUTHBEARER);
+	CHECK_INT(sasl_mech_lookup("XOAUTH2"), SASL_MECH_XOAUTH2);
+	CHECK(sasl_mech_is_bearer(SASL_MECH_XOAUTH2) && sasl_mech_is_bearer(SASL_MECH_OAUTHBEARER));
+	CHECK(!sasl_mech_is_bearer(SASL_MECH_PLAIN) && !sasl_mech_is_bearer(SASL_MECH_LOGIN));
+}
+
+#define TOKEN "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.c2ln-_~+/="
+
+/* A bearer message (len octets) as the initial response: the user and
+ * token on success (user NULL: expect the failure kind want). */
+static void bearer_case(enum sasl_mech mech, const char *msg, size_t len, const char *user,
+			enum sasl_error want)
+{
+	struct sasl_fixture f;
+	fx_init(&f, mech, 4096, 1024);
+	enum sasl_result r = fx_start(&f, b64(msg, len));
+	if (user != NULL) {
+		CHECK_INT(r, SASL_DONE);
+		if (r == SASL_DONE) {
+			CHECK_STR(f.out.user, user);
+			CHECK_STR(f.password.data, TOKEN);
+		}
+	} else {
+		CHECK_INT(r, SASL_FAILED);
+		CHECK_INT(f.out.error, want);
+		CHECK(f.out.error_text != NULL && f.out.user == NULL);
+		CHECK_STR(f.password.data, "stale");
+	}
+	CHECK(exchange_wiped(&f.x));
+	fx_deinit(&f);
+}
+
+#define BEARER_OK(mech, lit, user) bearer_case(mech, lit, sizeof(lit) - 1, user, SASL_ERROR_NONE)
+#define BEARER_BAD(mech, lit, why) bearer_case(mech, lit, sizeof(lit) - 1, NULL, why)
+
+static void test_sasl_bearer(void)
+{
+	const enum sasl_mech OB = SASL_MECH_OAUTHBEARER, XO = SASL_MECH_XOAUTH2;
+	/* RFC 7628 3.1's shape, with host and port (ignored) */
+	BEARER_OK(OB, "n,a=user@example.com,\x01host=server.example.com\x01port=143\x01"
+		      "auth=Bearer " TOKEN "\x01\x01", "user@example.com");
+	BEARER_OK(OB, "n,,\x01" "auth=Bearer " TOKEN "\x01\x01", "");
+	BEARER_OK(OB, "y,,\x01" "auth=bearer  " TOKEN "\x01\x01", "");
+	BEARER_OK(OB, "n,a=a=2Cb=3Dc@example.com,\x01" "auth=Bearer " TOKEN "\x01host=h\x01\x01",
+		  "a,b=c@example.com");
+	BEARER_OK(XO, "user=someuser@example.com\x01" "auth=Bearer " TOKEN "\x01\x01",
+		  "someuser@example.com");
+	BEARER_OK(XO, "auth=Bearer " TOKEN "\x01user=x@example.com\x01\x01", "x@example.com");
+
+	BEARER_BAD(OB, "p=tls-unique,,\x01" "auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01host=h\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01" "auth=Bearer " TOKEN "\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01" "auth=Bearer " TOKEN "\x01\x01x", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01" "auth=Bearer " TOKEN "\x01" "auth=Bearer " TOKEN "\x01\x01",
+		   SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01" "auth=Basic dXNlcjpwdw==\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01" "auth=Bearer \x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01" "auth=Bearer a=b\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01" "auth=Bearer tok\x7f\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,a=,\x01" "auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,a=x=2Dy,\x01" "auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,a=x\0y,\x01" "auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,x=y,\x01" "auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(OB, "n,,\x01" "1x=2\x01" "auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(XO, "auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(XO, "user=a@b\x01user=c@d\x01" "auth=Bearer " TOKEN "\x01\x01",
+		   SASL_ERROR_MALFORMED);
+	BEARER_BAD(XO, "user=a@b\x01" "auth=Bearer " TOKEN "\x01", SASL_ERROR_MALFORMED);
+	/* an XOAUTH2 message is not an OAUTHBEARER one, nor the reverse */
+	BEARER_BAD(OB, "user=a@b\x01" "auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+	BEARER_BAD(XO, "n,,\x01" "auth=Bearer " TOKEN "\x01\x01", SASL_ERROR_MALFORMED);
+
+	/* a name over SASL_USER_MAX */
+	char msg[1024];
+	char name[SASL_USER_MAX + 2];
+	memset(name, 'u', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	int n = snprintf(msg, sizeof(msg), "n,a=%s,\x01" "auth=Bearer " TOKEN "\x01\x01", name);
+	bearer_case(OB, msg, (size_t)n, NULL, SASL_ERROR_USER);
+	n = snprintf(msg, sizeof(msg), "user=%s\x01" "auth=Bearer " TOKEN "\x01\x01", name);
+	bearer_case(XO, msg, (size_t)n, NULL, SASL_ERROR_USER);
+	name[SASL_USER_MAX] = '\0';
+	n = snprintf(msg, sizeof(msg), "n,a=%s,\x01" "auth=Bearer " TOKEN "\x01\x01", name);
+	bearer_case(OB, msg, (size_t)n, name, SASL_ERROR_NONE);
+
+	/* every proper prefix of a good message is refused */
+	static const char good[] = "n,a=u@example.com,\x01port=1\x01" "auth=Bearer " TOKEN "\x01\x01";
+	int accepted = 0;
+	for (size_t cut = 1; cut < sizeof(good) - 1; cut++) {
+		struct sasl_fixture f;
+		fx_init(&f, OB, 4096, 1024);
+		if (fx_start(&f, b64(good, cut)) != SASL_FAILED)
+			accepted++;
+		fx_deinit(&f);
+	}
+	CHECK_INT(accepted, 0);
+
+	/* continuation: an empty challenge, then the message; "*" cancels */
+	struct sasl_fixture f;
+	fx_init(&f, XO, 4096, 1024);
+	CHECK_INT(fx_start(&f, NULL), SASL_CONTINUE);
+	CHECK_STR(f.out.challenge, "");
+	CHECK_INT(fx_step(&f, B64("user=a@example.com\x01" "auth=Bearer " TOKEN "\x01\x01")), SASL_DONE);
+	CHECK_STR(f.out.user, "a@example.com");
+	CHECK_STR(f.password.data, TOKEN);
+	fx_deinit(&f);
+	fx_init(&f, OB, 4096, 1024);
+	CHECK_INT(fx_start(&f, "="), SASL_CONTINUE);
+	CHECK_INT(fx_step(&f, "*"), SASL_FAILED);
+	CHECK_INT(f.out.error, SASL_ERROR_CANCELLED);
+	fx_deinit(&f);
+	fx_init(&f, OB, 64, 1024);
+	CHECK_INT(fx_start(&f, B64("n,,\x01" "auth=Bearer " TOKEN TOKEN "\x01\x01")), SASL_FAILED);
+	CHECK_INT(f.out.error, SASL_ERROR_TOO_LONG);
+	fx_deinit(&f);
+
+	/* the error challenges are the JSON statuses */
+	CHECK_STR(decoded_challenge(sasl_bearer_error_challenge(OB)), "{\"status\":\"invalid_token\"}");
+	CHECK_STR(decoded_challenge(sasl_bearer_error_challenge(XO)),
+		  "{\"status\":\"401\",\"schemes\":\"bearer\"}");
 }
 
 static void test_sasl_plain(void)
@@ -915,5 +1038,6 @@ int main(void)
 	test_sasl_limits();
 	test_sasl_login();
 	test_sasl_pieces();
+	test_sasl_bearer();
 	TEST_MAIN_END();
 }

@@ -1,7 +1,8 @@
 /*
  * Unit tests for src/lib/base64: the RFC 4648 test vectors, round trips,
  * strict decoding (padding, alphabet, whitespace, bits beyond the data)
- * checked exhaustively over one quantum, and the output buffer's cap.
+ * checked exhaustively over one quantum, and the output buffer's cap;
+ * base64url (RFC 4648 section 5, unpadded as in JOSE) the same way.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -207,6 +208,97 @@ static void test_caps(void)
 	buf_deinit(&b);
 }
 
+#define BAD_URL(text) do { struct buf _b; buf_init(&_b, 0); test_checks++; \
+	if (base64url_decode(text, sizeof(text) - 1, &_b) != -1) { test_failures++; \
+	fprintf(stderr, "%s:%d: base64url decoded \"%s\"\n", __FILE__, __LINE__, text); } \
+	buf_deinit(&_b); } while (0)
+
+static void test_url(void)
+{
+	static const struct {
+		const char *plain;
+		size_t len;
+		const char *encoded;
+	} url[] = {
+		V("", ""),
+		V("f", "Zg"),
+		V("fo", "Zm8"),
+		V("foo", "Zm9v"),
+		V("foob", "Zm9vYg"),
+		V("fooba", "Zm9vYmE"),
+		V("foobar", "Zm9vYmFy"),
+		V("\xfb\xff", "-_8"),
+		V("\xfb\xef\xbe", "----"),
+		V("\xff\xff\xff", "____"),
+		/* RFC 7515 A.1's JOSE header */
+		V("{\"typ\":\"JWT\",\r\n \"alg\":\"HS256\"}",
+		  "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9"),
+	};
+	for (size_t i = 0; i < sizeof(url) / sizeof(url[0]); i++) {
+		struct buf b;
+		buf_init(&b, 0);
+		CHECK_INT(base64url_encode(url[i].plain, url[i].len, &b), 0);
+		CHECK_STR(b.data, url[i].encoded);
+		buf_reset(&b);
+		CHECK_INT(base64url_decode(url[i].encoded, strlen(url[i].encoded), &b), 0);
+		CHECK_MEM(b.data, b.len, url[i].plain, url[i].len);
+		buf_deinit(&b);
+	}
+	/* round trips of every length, and agreement with base64 but for the
+	 * two characters and the padding */
+	unsigned int seed = 7515;
+	int bad = 0;
+	for (size_t len = 0; len <= 200; len++) {
+		unsigned char in[200];
+		for (size_t k = 0; k < len; k++)
+			in[k] = (unsigned char)rand_r(&seed);
+		struct buf enc, std, dec;
+		buf_init(&enc, 0);
+		buf_init(&std, 0);
+		buf_init(&dec, 0);
+		base64_encode(in, len, &std);
+		for (size_t k = 0; k < std.len; k++)
+			std.data[k] = std.data[k] == '+' ? '-' : std.data[k] == '/' ? '_' : std.data[k];
+		while (std.len > 0 && std.data[std.len - 1] == '=')
+			std.len--;
+		if (base64url_encode(in, len, &enc) != 0 || enc.len != std.len ||
+		    memcmp(enc.data, std.data, enc.len) != 0 ||
+		    base64url_decode(enc.data, enc.len, &dec) != 0 || dec.len != len ||
+		    memcmp(dec.data, in, len) != 0)
+			bad++;
+		buf_deinit(&enc);
+		buf_deinit(&std);
+		buf_deinit(&dec);
+	}
+	CHECK_INT(bad, 0);
+	/* strict: no padding, no standard alphabet, no stray lengths or bits */
+	BAD_URL("Z");
+	BAD_URL("Zm9vY");
+	BAD_URL("Zg==");
+	BAD_URL("Zm8=");
+	BAD_URL("Zg=");
+	BAD_URL("Zm9+");
+	BAD_URL("Zm9/");
+	BAD_URL("Zm9.");
+	BAD_URL("Zm9v Yg");
+	BAD_URL("Zm9v\nYg");
+	BAD_URL("Zm9v\0A");
+	BAD_URL("Zh");
+	BAD_URL("Zm9");
+	BAD_URL("AB");
+	BAD_URL("AAB");
+	/* the cap */
+	struct buf b;
+	buf_init(&b, 5);
+	CHECK_INT(base64url_decode("Zm9vYmFy", 8, &b), -1);
+	buf_deinit(&b);
+	buf_init(&b, 3);
+	CHECK_INT(base64url_encode("fo", 2, &b), 0);
+	CHECK_STR(b.data, "Zm8");
+	CHECK_INT(base64url_encode("f", 1, &b), -1);
+	buf_deinit(&b);
+}
+
 int main(void)
 {
 	test_vectors();
@@ -214,5 +306,6 @@ int main(void)
 	test_strict();
 	test_one_quantum_exhaustive();
 	test_caps();
+	test_url();
 	TEST_MAIN_END();
 }

@@ -15,6 +15,11 @@
  * reader pool holds. RETR and TOP are checked as the POP3 session makes
  * them: cursor pieces through lib-mail's encoder, against a reference
  * written independently here.
+ *
+ * Aliases, quotas, usage and health: alias validation (loops, depth,
+ * targets), resolution with nesting, folding and the postmaster fallback,
+ * limits own and default, usage exact after deliveries and expunges, and
+ * delivery refusing over-quota recipients (one by one, or all or nothing).
  */
 #include <errno.h>
 #include <limits.h>
@@ -24,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,6 +47,8 @@ static char data_dir[PATH_MAX];
 static char keyspace[64];      /* cassandra: a fresh keyspace per run */
 static const char *contact;    /* cassandra: contact point */
 static struct store *store;
+static struct store_quota default_quota;  /* [quota] of the next open_store() */
+static const char *replication = "dc1:1"; /* cassandra: of the next open_store() */
 
 #define CHECK_ST(expr, want) do { enum store_status _s = (expr), _w = (want); test_checks++; \
 	if (_s != _w) { test_failures++; fprintf(stderr, "%s:%d: [%s %s] %s = %s, expected %s\n", \
@@ -53,13 +61,14 @@ static struct store *open_store(void)
 		.backend = backend,
 		.data_dir = data_dir,
 		.pop3_ids = mode,
+		.default_quota = default_quota,
 	};
 	/* [cassandra] keys are known whatever the backend; only it reads them. */
 	if (contact != NULL)
 		store_settings_set(&set, "cassandra", "contact_points", contact);
 	store_settings_set(&set, "cassandra", "local_dc", "dc1");
 	store_settings_set(&set, "cassandra", "keyspace", keyspace);
-	store_settings_set(&set, "cassandra", "replication", "dc1:1");
+	store_settings_set(&set, "cassandra", "replication", replication);
 	const char *error = NULL;
 	struct store *s = store_open(&set, &error);
 	/* The store keeps a copy of its own. */
@@ -1819,6 +1828,615 @@ static void test_reopen(void)
 	buf_deinit(&hash);
 }
 
+/* ---- aliases ---- */
+
+static const char HASH[] = "$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA";
+
+static enum store_status set_alias(const char *address, const char *t1, const char *t2)
+{
+	const char *t[2] = { t1, t2 };
+	return store_alias_set(store, address, t, t2 != NULL ? 2 : 1);
+}
+
+static void check_alias(const char *address, const char *want, int line)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	enum store_status st = store_alias_get(store, address, &b);
+	test_checks++;
+	if (st != STORE_OK || strcmp(b.data, want) != 0) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: [%s] alias %s: %s \"%s\", expected \"%s\"\n", __FILE__, line,
+			backend, address, store_status_name(st), b.data, want);
+	}
+	buf_deinit(&b);
+}
+#define CHECK_ALIAS(a, want) check_alias(a, want, __LINE__)
+
+/* Resolves address and compares with the users, comma-separated, in order. */
+static void check_resolve(const char *address, enum store_status want_st, const char *want,
+			  int line)
+{
+	struct store_resolved *r = xmalloc(sizeof(*r));
+	enum store_status st = store_resolve(store, address, r);
+	struct buf got;
+	buf_init(&got, 0);
+	for (unsigned int i = 0; st == STORE_OK && i < r->count; i++)
+		buf_printf(&got, "%s%s", i > 0 ? "," : "", r->users[i]);
+	test_checks++;
+	if (st != want_st || strcmp(got.data, want) != 0) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: [%s] resolve %s: %s \"%s\", expected %s \"%s\"\n", __FILE__,
+			line, backend, address, store_status_name(st), got.data,
+			store_status_name(want_st), want);
+	}
+	buf_deinit(&got);
+	free(r);
+}
+#define CHECK_RESOLVE(a, st, want) check_resolve(a, st, want, __LINE__)
+
+static void test_aliases(void)
+{
+	add_user("u1@al.test");
+	add_user("u2@al.test");
+	add_user("u3@al.test");
+	add_user("far@al2.test");
+	CHECK_ST(set_alias("list@al.test", "u1@al.test", "u2@al.test"), STORE_OK);
+	CHECK_ALIAS("list@al.test", "u1@al.test\nu2@al.test\n");
+	/* replaced whole */
+	CHECK_ST(set_alias("list@al.test", "u3@al.test", NULL), STORE_OK);
+	CHECK_ALIAS("list@al.test", "u3@al.test\n");
+	/* duplicates folded; a target in another local domain is fine */
+	const char *dup[] = { "u1@al.test", "far@al2.test", "u1@al.test" };
+	CHECK_ST(store_alias_set(store, "dup@al.test", dup, 3), STORE_OK);
+	CHECK_ALIAS("dup@al.test", "u1@al.test\nfar@al2.test\n");
+
+	/* refused */
+	CHECK_ST(set_alias("x@not-local.test", "u1@al.test", NULL), STORE_INVALID);
+	CHECK_ST(set_alias("no-domain", "u1@al.test", NULL), STORE_INVALID);
+	CHECK_ST(set_alias("u1@al.test", "u2@al.test", NULL), STORE_INVALID); /* a user */
+	CHECK_ST(store_alias_set(store, "empty@al.test", NULL, 0), STORE_INVALID);
+	const char *many[STORE_ALIAS_TARGETS_MAX + 1];
+	for (int i = 0; i <= STORE_ALIAS_TARGETS_MAX; i++)
+		many[i] = "u1@al.test";
+	CHECK_ST(store_alias_set(store, "many@al.test", many, STORE_ALIAS_TARGETS_MAX + 1),
+		 STORE_INVALID);
+	CHECK_ST(store_alias_set(store, "many@al.test", many, STORE_ALIAS_TARGETS_MAX), STORE_OK);
+	CHECK_ST(set_alias("bad@al.test", "ghost@al.test", NULL), STORE_NOTFOUND);
+	CHECK_ST(set_alias("bad@al.test", "u1@al.test", "ghost@al.test"), STORE_NOTFOUND);
+	CHECK_ST(set_alias("bad@al.test", "someone@remote.test", NULL), STORE_NOTFOUND);
+	CHECK_ST(set_alias("bad@al.test", "not an address", NULL), STORE_INVALID);
+	struct buf b;
+	buf_init(&b, 0);
+	CHECK_ST(store_alias_get(store, "bad@al.test", &b), STORE_NOTFOUND);
+
+	/* loops: self, a -> b -> a, and through a longer ring */
+	CHECK_ST(set_alias("self@al.test", "self@al.test", NULL), STORE_LOOP);
+	CHECK_ST(set_alias("b@al.test", "u1@al.test", NULL), STORE_OK);
+	CHECK_ST(set_alias("a@al.test", "b@al.test", NULL), STORE_OK);
+	CHECK_ST(set_alias("b@al.test", "a@al.test", NULL), STORE_LOOP);
+	CHECK_ALIAS("b@al.test", "u1@al.test\n"); /* left as it was */
+	CHECK_ST(set_alias("c@al.test", "a@al.test", NULL), STORE_OK);
+	CHECK_ST(set_alias("b@al.test", "u2@al.test", "c@al.test"), STORE_LOOP);
+
+	/* depth: 8 levels of aliases are fine, a 9th is refused */
+	char names[10][64];
+	for (int i = 1; i <= 9; i++)
+		snprintf(names[i], sizeof(names[i]), "depth%d@al.test", i);
+	CHECK_ST(set_alias(names[8], "u1@al.test", NULL), STORE_OK);
+	for (int i = 7; i >= 1; i--)
+		CHECK_ST(set_alias(names[i], names[i + 1], NULL), STORE_OK);
+	CHECK_RESOLVE(names[1], STORE_OK, "u1@al.test");
+	CHECK_ST(set_alias("depth0@al.test", names[1], NULL), STORE_LOOP);
+	/* ...and an alias that gets deeper because one below it changed is
+	 * refused at delivery */
+	CHECK_ST(set_alias("deep@al.test", names[2], NULL), STORE_OK);
+	CHECK_RESOLVE("deep@al.test", STORE_OK, "u1@al.test");
+	CHECK_ST(set_alias("leaf@al.test", "u1@al.test", NULL), STORE_OK);
+	CHECK_ST(set_alias(names[8], "leaf@al.test", NULL), STORE_OK);
+	CHECK_RESOLVE("deep@al.test", STORE_LOOP, "");
+	CHECK_ST(set_alias(names[8], "u1@al.test", NULL), STORE_OK);
+
+	/* an alias is no user, and a user no alias */
+	CHECK_ST(store_user_add(store, "list@al.test", HASH), STORE_EXISTS);
+	buf_reset(&b);
+	CHECK_ST(store_user_get(store, "list@al.test", &b), STORE_NOTFOUND);
+
+	/* the list: one line per alias, in address order */
+	struct buf list;
+	buf_init(&list, 0);
+	CHECK_ST(store_alias_list(store, &list), STORE_OK);
+	CHECK(strstr(list.data, "dup@al.test u1@al.test,far@al2.test\n") != NULL);
+	CHECK(strstr(list.data, "list@al.test u3@al.test\n") != NULL);
+	const char *pa = strstr(list.data, "a@al.test "), *pb = strstr(list.data, "b@al.test ");
+	const char *pd = strstr(list.data, "dup@al.test ");
+	CHECK(list.data == pa || (pa != NULL && pa[-1] == '\n'));
+	CHECK(pa != NULL && pb != NULL && pd != NULL && pa < pb && pb < pd);
+
+	/* delete */
+	CHECK_ST(store_alias_del(store, "list@al.test"), STORE_OK);
+	CHECK_ST(store_alias_del(store, "list@al.test"), STORE_NOTFOUND);
+	buf_reset(&b);
+	CHECK_ST(store_alias_get(store, "list@al.test", &b), STORE_NOTFOUND);
+	CHECK_ST(store_user_add(store, "list@al.test", HASH), STORE_OK); /* free again */
+	CHECK_ST(store_user_del(store, "list@al.test"), STORE_OK);
+
+	/* a domain with aliases left cannot go */
+	CHECK_ST(store_domain_add(store, "aonly.test"), STORE_OK);
+	CHECK_ST(set_alias("x@aonly.test", "u1@al.test", NULL), STORE_OK);
+	CHECK_ST(store_domain_del(store, "aonly.test"), STORE_EXISTS);
+	CHECK_ST(store_alias_del(store, "x@aonly.test"), STORE_OK);
+	CHECK_ST(store_domain_del(store, "aonly.test"), STORE_OK);
+	buf_deinit(&list);
+	buf_deinit(&b);
+}
+
+/* Stores a ring of two aliases behind store.c's back, as two nodes
+ * writing at the same moment could. */
+static void sqlite_store_loop(const char *a, const char *b)
+{
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/tern.db", data_dir);
+	sqlite3 *db = NULL;
+	CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO aliases VALUES ('%s', 'al.test', '%s' || char(10));"
+		 "INSERT INTO aliases VALUES ('%s', 'al.test', '%s' || char(10) || 'u1@al.test' || char(10));",
+		 a, b, b, a);
+	CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+}
+
+static void test_resolve(void)
+{
+	/* (the users of test_aliases) */
+	CHECK_RESOLVE("u1@al.test", STORE_OK, "u1@al.test");
+	CHECK_RESOLVE("nobody@al.test", STORE_NOTFOUND, "");
+	CHECK_RESOLVE("someone@remote.test", STORE_NOTFOUND, "");
+	CHECK_RESOLVE("no-domain", STORE_INVALID, "");
+	/* nested, depth-first, duplicates folded */
+	CHECK_ST(set_alias("inner@al.test", "u2@al.test", "u1@al.test"), STORE_OK);
+	CHECK_ST(set_alias("team@al.test", "inner@al.test", "u3@al.test"), STORE_OK);
+	const char *all[] = { "u3@al.test", "team@al.test", "inner@al.test", "u1@al.test" };
+	CHECK_ST(store_alias_set(store, "all@al.test", all, 4), STORE_OK);
+	CHECK_RESOLVE("team@al.test", STORE_OK, "u2@al.test,u1@al.test,u3@al.test");
+	CHECK_RESOLVE("all@al.test", STORE_OK, "u3@al.test,u2@al.test,u1@al.test");
+	/* 64 targets of 64 users is the most */
+	char addrs[STORE_ALIAS_TARGETS_MAX + 1][64];
+	const char *wide[STORE_ALIAS_TARGETS_MAX + 1];
+	for (int i = 0; i <= STORE_ALIAS_TARGETS_MAX; i++) {
+		snprintf(addrs[i], sizeof(addrs[i]), "w%d@wide.test", i);
+		wide[i] = addrs[i];
+		add_user(addrs[i]);
+	}
+	CHECK_ST(store_alias_set(store, "wide@wide.test", wide, STORE_ALIAS_TARGETS_MAX),
+		 STORE_OK);
+	struct store_resolved *r = xmalloc(sizeof(*r));
+	CHECK_ST(store_resolve(store, "wide@wide.test", r), STORE_OK);
+	CHECK_INT(r->count, STORE_ALIAS_TARGETS_MAX);
+	/* one more user through a nested alias would be too many */
+	CHECK_ST(set_alias("w-extra@wide.test", addrs[STORE_ALIAS_TARGETS_MAX], NULL), STORE_OK);
+	CHECK_ST(set_alias("wider@wide.test", "wide@wide.test", "w-extra@wide.test"),
+		 STORE_INVALID);
+	free(r);
+
+	/* targets deleted since are skipped; an alias with none left is NOTFOUND */
+	add_user("tmp1@al.test");
+	add_user("tmp2@al.test");
+	CHECK_ST(set_alias("gone@al.test", "tmp1@al.test", NULL), STORE_OK);
+	CHECK_ST(set_alias("half@al.test", "tmp2@al.test", "u1@al.test"), STORE_OK);
+	CHECK_ST(store_user_del(store, "tmp1@al.test"), STORE_OK);
+	CHECK_ST(store_user_del(store, "tmp2@al.test"), STORE_OK);
+	CHECK_RESOLVE("gone@al.test", STORE_NOTFOUND, "");
+	CHECK_RESOLVE("half@al.test", STORE_OK, "u1@al.test");
+	CHECK_ALIAS("half@al.test", "tmp2@al.test\nu1@al.test\n"); /* the row is kept */
+
+	/* a loop stored anyway is refused at delivery, never followed */
+	if (strcmp(backend, "sqlite") == 0) {
+		sqlite_store_loop("ring1@al.test", "ring2@al.test");
+		CHECK_RESOLVE("ring1@al.test", STORE_LOOP, "");
+		CHECK_RESOLVE("ring2@al.test", STORE_LOOP, "");
+	}
+
+	/* <Postmaster>: pm-a has none, pm-b a user, pm-c an alias */
+	CHECK_ST(store_domain_add(store, "pm-a.test"), STORE_OK);
+	add_user("postmaster@pm-b.test");
+	add_user("boss@pm-c.test");
+	CHECK_RESOLVE("postmaster", STORE_OK, "postmaster@pm-b.test");
+	CHECK_RESOLVE("PostMaster", STORE_OK, "postmaster@pm-b.test");
+	CHECK_RESOLVE("postmaster@pm-a.test", STORE_OK, "postmaster@pm-b.test");
+	CHECK_RESOLVE("postmaster@pm-b.test", STORE_OK, "postmaster@pm-b.test");
+	CHECK_RESOLVE("postmaster@not-local.test", STORE_NOTFOUND, "");
+	CHECK_ST(set_alias("postmaster@pm-c.test", "boss@pm-c.test", NULL), STORE_OK);
+	CHECK_RESOLVE("postmaster@pm-c.test", STORE_OK, "boss@pm-c.test");
+	CHECK_ST(store_user_del(store, "postmaster@pm-b.test"), STORE_OK);
+	CHECK_RESOLVE("postmaster@pm-a.test", STORE_OK, "boss@pm-c.test");
+	CHECK_RESOLVE("postmaster@pm-b.test", STORE_OK, "boss@pm-c.test");
+	CHECK_RESOLVE("postmaster", STORE_OK, "boss@pm-c.test");
+	CHECK_ST(store_alias_del(store, "postmaster@pm-c.test"), STORE_OK);
+	CHECK_RESOLVE("postmaster", STORE_NOTFOUND, "");
+	CHECK_RESOLVE("postmaster@pm-a.test", STORE_NOTFOUND, "");
+}
+
+/* ---- quotas ---- */
+
+/* Delivers body to rcpts (n of them); statuses into st_r. */
+static void deliver_n(const char *const *rcpts, unsigned int n, const char *body,
+		      bool all_or_nothing, const struct uuid *id, enum store_status *st_r)
+{
+	struct store_rcpt r[8];
+	memset(r, 0, sizeof(r));
+	for (unsigned int i = 0; i < n; i++) {
+		r[i].address = rcpts[i];
+		r[i].prefix = "";
+	}
+	struct store_delivery d = { .body = body, .body_len = strlen(body), .rcpts = r,
+				    .rcpt_count = n, .quota_all_or_nothing = all_or_nothing };
+	store_delivery_init(&d);
+	if (id != NULL) {
+		d.message_id = *id;
+		d.attempts = 1;
+	}
+	CHECK_ST(store_deliver(store, &d), STORE_OK);
+	for (unsigned int i = 0; i < n; i++) {
+		st_r[i] = r[i].status;
+		if (r[i].status != STORE_OK)
+			CHECK(r[i].uidl[0] == '\0');
+	}
+}
+
+static void check_usage(const char *address, uint64_t messages, uint64_t octets, int line)
+{
+	uint64_t n = 99, o = 99;
+	enum store_status st = store_mailbox_usage(store, address, &n, &o);
+	test_checks++;
+	if (st != STORE_OK || n != messages || o != octets) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: [%s] usage of %s: %s %llu messages %llu octets, expected %llu %llu\n",
+			__FILE__, line, backend, address, store_status_name(st),
+			(unsigned long long)n, (unsigned long long)o, (unsigned long long)messages,
+			(unsigned long long)octets);
+	}
+}
+#define CHECK_USAGE(a, n, o) check_usage(a, n, o, __LINE__)
+
+static void set_quota(const char *address, uint64_t messages, uint64_t octets)
+{
+	struct store_quota q = { messages, octets };
+	CHECK_ST(store_quota_set(store, address, &q), STORE_OK);
+}
+
+#define BODY10 "S: q\r\n\r\nab\r\n" /* 12 octets */
+
+static void test_quotas(void)
+{
+	const char *qa = "qa@quota.test", *qb = "qb@quota.test", *ghost = "ghost@quota.test";
+	add_user(qa);
+	add_user(qb);
+	struct store_quota q = { 7, 7 };
+	CHECK_ST(store_quota_get(store, qa, &q), STORE_OK);
+	CHECK(q.messages == STORE_NO_LIMIT && q.octets == STORE_NO_LIMIT);
+	CHECK_ST(store_quota_effective(store, qa, &q), STORE_OK);
+	CHECK(q.messages == STORE_NO_LIMIT && q.octets == STORE_NO_LIMIT);
+	CHECK_ST(store_quota_get(store, ghost, &q), STORE_NOTFOUND);
+	CHECK_ST(store_quota_set(store, ghost, &q), STORE_NOTFOUND);
+	struct store_quota huge = { (uint64_t)INT64_MAX + 1, 0 };
+	CHECK_ST(store_quota_set(store, qa, &huge), STORE_INVALID);
+	uint64_t n, o;
+	CHECK_ST(store_mailbox_usage(store, ghost, &n, &o), STORE_NOTFOUND);
+	CHECK_ST(store_quota_check(store, ghost), STORE_NOTFOUND);
+	CHECK_USAGE(qa, 0, 0);
+	CHECK_ST(store_quota_check(store, qa), STORE_OK);
+	set_quota(qa, 5, 1000);
+	CHECK_ST(store_quota_get(store, qa, &q), STORE_OK);
+	CHECK(q.messages == 5 && q.octets == 1000);
+	CHECK_ST(store_quota_effective(store, qa, &q), STORE_OK);
+	CHECK(q.messages == 5 && q.octets == 1000);
+
+	/* usage is exact after deliveries (prefix included) and expunges */
+	CHECK_ST(deliver1(qa, "X-P: 1\r\n", BODY10, 12, NULL, NULL), STORE_OK);
+	CHECK_ST(deliver1(qa, "", BODY10, 12, NULL, NULL), STORE_OK);
+	CHECK_ST(deliver1(qa, "", "S: big\r\n\r\nxxxxxxxxxx\r\n", 22, NULL, NULL), STORE_OK);
+	CHECK_USAGE(qa, 3, 8 + 12 + 12 + 22);
+	struct store_maildrop *md = open_md(qa);
+	CHECK_INT(md->total_size, 8 + 12 + 12 + 22);
+	unsigned int idx[] = { 0, 2 };
+	CHECK_ST(store_maildrop_expunge(md, idx, 2), STORE_OK);
+	store_maildrop_free(&md);
+	CHECK_USAGE(qa, 1, 12);
+
+	/* quota_check: at a limit is over it */
+	set_quota(qa, 1, 0);
+	CHECK_ST(store_quota_check(store, qa), STORE_OVERQUOTA);
+	set_quota(qa, 2, 0);
+	CHECK_ST(store_quota_check(store, qa), STORE_OK);
+	set_quota(qa, 0, 12);
+	CHECK_ST(store_quota_check(store, qa), STORE_OVERQUOTA);
+	set_quota(qa, 0, 13);
+	CHECK_ST(store_quota_check(store, qa), STORE_OK);
+
+	/* delivery: a message that fits exactly is taken, one octet more is not */
+	set_quota(qa, 0, 24);
+	enum store_status st[3];
+	const char *one[] = { qa };
+	deliver_n(one, 1, "S: q\r\n\r\nabc\r\n", false, NULL, st); /* 13: would be 25 */
+	CHECK_ST(st[0], STORE_OVERQUOTA);
+	CHECK_USAGE(qa, 1, 12);
+	deliver_n(one, 1, BODY10, false, NULL, st);
+	CHECK_ST(st[0], STORE_OK);
+	CHECK_USAGE(qa, 2, 24);
+	CHECK_ST(store_quota_check(store, qa), STORE_OVERQUOTA);
+
+	/* the over-quota recipient is refused, the others get it */
+	set_quota(qa, 2, 0);
+	const char *three[] = { qa, qb, ghost };
+	deliver_n(three, 3, BODY10, false, NULL, st);
+	CHECK_ST(st[0], STORE_OVERQUOTA);
+	CHECK_ST(st[1], STORE_OK);
+	CHECK_ST(st[2], STORE_NOTFOUND);
+	CHECK_USAGE(qa, 2, 24);
+	CHECK_USAGE(qb, 1, 12);
+	/* all or nothing: nobody gets it */
+	deliver_n(three, 3, BODY10, true, NULL, st);
+	CHECK_ST(st[0], STORE_OVERQUOTA);
+	CHECK_ST(st[1], STORE_OVERQUOTA);
+	CHECK_ST(st[2], STORE_NOTFOUND);
+	CHECK_USAGE(qa, 2, 24);
+	CHECK_USAGE(qb, 1, 12);
+	/* ...and everybody when all fit */
+	set_quota(qa, 3, 0);
+	deliver_n(three, 3, BODY10, true, NULL, st);
+	CHECK_ST(st[0], STORE_OK);
+	CHECK_ST(st[1], STORE_OK);
+	CHECK_USAGE(qa, 3, 36);
+	CHECK_USAGE(qb, 2, 24);
+
+	/* a retry of a delivery that reached the mailbox is not refused */
+	const char *qc = "qc@quota.test";
+	add_user(qc);
+	set_quota(qc, 1, 0);
+	struct uuid id;
+	timeuuid_generate(&id);
+	const char *c1[] = { qc };
+	deliver_n(c1, 1, BODY10, false, &id, st);
+	CHECK_ST(st[0], STORE_OK);
+	deliver_n(c1, 1, BODY10, false, &id, st);
+	CHECK_ST(st[0], STORE_OK);
+	CHECK_USAGE(qc, 1, 12);
+	deliver_n(c1, 1, BODY10, false, NULL, st);
+	CHECK_ST(st[0], STORE_OVERQUOTA);
+
+	/* deleting the user deletes the limits */
+	CHECK_ST(store_user_del(store, qc), STORE_OK);
+	CHECK_ST(store_user_add(store, qc, HASH), STORE_OK);
+	CHECK_ST(store_quota_get(store, qc, &q), STORE_OK);
+	CHECK(q.messages == STORE_NO_LIMIT && q.octets == STORE_NO_LIMIT);
+	CHECK_USAGE(qc, 0, 0);
+}
+
+/* Concurrent deliveries to one user with room for QC_LIMIT messages: with
+ * SQLite's check in the write transaction (and mem's lock), exactly that
+ * many are taken, whatever the interleaving. (Cassandra is exact only to
+ * within the deliveries in flight: not run there.) */
+#define QC_THREADS 4
+#define QC_EACH 12
+#define QC_LIMIT 17
+
+static unsigned int qc_taken, qc_refused, qc_other;
+
+static void *quota_thread(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < QC_EACH; i++) {
+		struct store_rcpt r = { .address = "conc@qconc.test", .prefix = "" };
+		struct store_delivery d = { .body = BODY10, .body_len = 12, .rcpts = &r,
+					    .rcpt_count = 1 };
+		store_delivery_init(&d);
+		enum store_status st = store_deliver(store, &d);
+		unsigned int *n = st != STORE_OK ? &qc_other
+				  : r.status == STORE_OK ? &qc_taken
+				  : r.status == STORE_OVERQUOTA ? &qc_refused : &qc_other;
+		__atomic_fetch_add(n, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void test_quota_concurrent(void)
+{
+	add_user("conc@qconc.test");
+	set_quota("conc@qconc.test", QC_LIMIT, 0);
+	pthread_t t[QC_THREADS];
+	for (int i = 0; i < QC_THREADS; i++)
+		CHECK(pthread_create(&t[i], NULL, quota_thread, NULL) == 0);
+	for (int i = 0; i < QC_THREADS; i++)
+		pthread_join(t[i], NULL);
+	CHECK_INT(qc_taken, QC_LIMIT);
+	CHECK_INT(qc_refused, QC_THREADS * QC_EACH - QC_LIMIT);
+	CHECK_INT(qc_other, 0);
+	CHECK_USAGE("conc@qconc.test", QC_LIMIT, QC_LIMIT * 12);
+	CHECK_INT(count_of("conc@qconc.test"), QC_LIMIT);
+	qc_taken = qc_refused = qc_other = 0;
+}
+
+/* Run on a store opened with [quota] messages = 2, octets = 100. */
+static void test_quota_defaults(void)
+{
+	const char *u = "def@qdef.test", *v = "own@qdef.test";
+	add_user(u);
+	add_user(v);
+	struct store_quota q;
+	CHECK_ST(store_quota_get(store, u, &q), STORE_OK);
+	CHECK(q.messages == STORE_NO_LIMIT && q.octets == STORE_NO_LIMIT);
+	CHECK_ST(store_quota_effective(store, u, &q), STORE_OK);
+	CHECK(q.messages == 2 && q.octets == 100);
+	set_quota(v, 3, 0);
+	CHECK_ST(store_quota_effective(store, v, &q), STORE_OK);
+	CHECK(q.messages == 3 && q.octets == 100);
+	set_quota(v, 0, 1000);
+	CHECK_ST(store_quota_effective(store, v, &q), STORE_OK);
+	CHECK(q.messages == 2 && q.octets == 1000);
+	set_quota(v, 3, 0);
+
+	enum store_status st[2];
+	const char *both[] = { u, v };
+	for (int i = 0; i < 2; i++) {
+		deliver_n(both, 2, BODY10, false, NULL, st);
+		CHECK_ST(st[0], STORE_OK);
+		CHECK_ST(st[1], STORE_OK);
+	}
+	CHECK_ST(store_quota_check(store, u), STORE_OVERQUOTA);
+	CHECK_ST(store_quota_check(store, v), STORE_OK);
+	deliver_n(both, 2, BODY10, false, NULL, st);
+	CHECK_ST(st[0], STORE_OVERQUOTA);
+	CHECK_ST(st[1], STORE_OK);
+	CHECK_USAGE(u, 2, 24);
+	CHECK_USAGE(v, 3, 36);
+	/* the default octets limit too: 100 octets hold 8 messages of 12 */
+	set_quota(u, 100, 0);
+	unsigned int taken = 0;
+	const char *just_u[] = { u };
+	for (int i = 0; i < 10; i++) {
+		deliver_n(just_u, 1, BODY10, false, NULL, st);
+		taken += st[0] == STORE_OK;
+	}
+	CHECK_INT(taken, 6);
+	CHECK_USAGE(u, 8, 96);
+}
+
+/* ---- health ---- */
+
+static void check_health(enum store_status want, const char *detail_has, int line)
+{
+	struct buf detail;
+	buf_init(&detail, 0);
+	enum store_status st = store_health(store, &detail);
+	test_checks++;
+	if (st != want || (detail_has != NULL && strstr(detail.data, detail_has) == NULL) ||
+	    (want == STORE_OK && detail.len > 0)) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: [%s] health: %s \"%s\", expected %s with \"%s\"\n", __FILE__,
+			line, backend, store_status_name(st), detail.data, store_status_name(want),
+			detail_has != NULL ? detail_has : "");
+	}
+	buf_deinit(&detail);
+}
+#define CHECK_HEALTH(want, has) check_health(want, has, __LINE__)
+
+static void test_health(void)
+{
+	CHECK_HEALTH(STORE_OK, NULL);
+	if (strcmp(backend, "sqlite") != 0)
+		return;
+	/* The database file replaced by something unusable: this works as
+	 * root too, where no permission stops a write. */
+	char db[PATH_MAX + 16], away[PATH_MAX + 16];
+	snprintf(db, sizeof(db), "%s/tern.db", data_dir);
+	snprintf(away, sizeof(away), "%s/tern.db.away", data_dir);
+	CHECK(rename(db, away) == 0);
+	CHECK_HEALTH(STORE_TEMPFAIL, "sqlite: ");
+	CHECK(mkdir(db, 0700) == 0);
+	CHECK_HEALTH(STORE_TEMPFAIL, "tern.db is no longer the database file");
+	CHECK(rmdir(db) == 0);
+	CHECK(rename(away, db) == 0);
+	CHECK_HEALTH(STORE_OK, NULL);
+	/* Not writable for this process (only meaningful when not root). */
+	if (geteuid() != 0) {
+		CHECK(chmod(db, 0400) == 0);
+		CHECK_HEALTH(STORE_TEMPFAIL, "not writable");
+		CHECK(chmod(db, 0600) == 0);
+		CHECK_HEALTH(STORE_OK, NULL);
+	}
+}
+
+/* Cassandra: a keyspace whose replicas the local datacenter cannot reach
+ * a quorum of (three replicas wanted, one node) is not healthy. */
+static void test_health_unavailable(void)
+{
+	char ks[64];
+	str_copy(ks, keyspace, sizeof(ks));
+	snprintf(keyspace, sizeof(keyspace), "%.40s_rf3", ks);
+	replication = "dc1:3";
+	struct store *saved = store;
+	store = open_store();
+	CHECK_HEALTH(STORE_TEMPFAIL, "cassandra: ");
+	store_close(&store);
+	store = saved;
+	replication = "dc1:1";
+	str_copy(keyspace, ks, sizeof(keyspace));
+}
+
+/* ---- a schema version 1 database (before aliases and quotas) ---- */
+
+static void test_sqlite_migration(void)
+{
+	char dir[PATH_MAX + 8], saved[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/v1", data_dir);
+	CHECK(mkdir(dir, 0700) == 0);
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/tern.db", dir);
+	sqlite3 *db = NULL;
+	CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+	struct uuid mbox;
+	uuid_v5("old@v1.test", strlen("old@v1.test"), &mbox);
+	char hex[33];
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", mbox.b[i]);
+	char sql[4096];
+	snprintf(sql, sizeof(sql),
+		 "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+		 "CREATE TABLE domains (name TEXT PRIMARY KEY) WITHOUT ROWID;"
+		 "CREATE TABLE users (address TEXT PRIMARY KEY, domain TEXT NOT NULL,"
+		 " password TEXT NOT NULL, mailbox_id BLOB NOT NULL UNIQUE,"
+		 " uidvalidity INTEGER NOT NULL, next_uid INTEGER NOT NULL DEFAULT 1);"
+		 "CREATE INDEX users_domain ON users(domain);"
+		 "CREATE TABLE bodies (id INTEGER PRIMARY KEY, message_id BLOB NOT NULL UNIQUE,"
+		 " data BLOB NOT NULL);"
+		 "CREATE TABLE listing (mailbox_id BLOB NOT NULL, sort_key BLOB NOT NULL,"
+		 " size INTEGER NOT NULL, uidl TEXT NOT NULL, prefix BLOB NOT NULL,"
+		 " body INTEGER NOT NULL, PRIMARY KEY (mailbox_id, sort_key)) WITHOUT ROWID;"
+		 "CREATE INDEX listing_body ON listing(body);"
+		 "INSERT INTO meta VALUES ('schema_version', '1');"
+		 "INSERT INTO domains VALUES ('v1.test');"
+		 "INSERT INTO users (address, domain, password, mailbox_id, uidvalidity)"
+		 " VALUES ('old@v1.test', 'v1.test', 'h', x'%s', 1);", hex);
+	CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+
+	struct store *current = store;
+	str_copy(saved, data_dir, sizeof(saved));
+	str_copy(data_dir, dir, sizeof(data_dir));
+	store = open_store();
+	struct store_quota q = { 9, 9 };
+	CHECK_ST(store_quota_get(store, "old@v1.test", &q), STORE_OK);
+	CHECK(q.messages == STORE_NO_LIMIT && q.octets == STORE_NO_LIMIT);
+	set_quota("old@v1.test", 1, 0);
+	CHECK_ST(deliver1("old@v1.test", "", BODY10, 12, NULL, NULL), STORE_OK);
+	CHECK_ST(deliver1("old@v1.test", "", BODY10, 12, NULL, NULL), STORE_OVERQUOTA);
+	CHECK_USAGE("old@v1.test", 1, 12);
+	CHECK_ST(set_alias("al@v1.test", "old@v1.test", NULL), STORE_OK);
+	CHECK_RESOLVE("al@v1.test", STORE_OK, "old@v1.test");
+	CHECK_HEALTH(STORE_OK, NULL);
+	store_close(&store);
+	/* opened again: already at the current version, nothing lost */
+	store = open_store();
+	CHECK_ST(store_quota_get(store, "old@v1.test", &q), STORE_OK);
+	CHECK(q.messages == 1);
+	CHECK_ALIAS("al@v1.test", "old@v1.test\n");
+	store_close(&store);
+	CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+	sqlite3_stmt *st = NULL;
+	CHECK(sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema_version'", -1,
+				 &st, NULL) == SQLITE_OK);
+	CHECK(sqlite3_step(st) == SQLITE_ROW);
+	CHECK_STR((const char *)sqlite3_column_text(st, 0), "2");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	str_copy(data_dir, saved, sizeof(data_dir));
+	store = current;
+}
+
 static void run_suite(void)
 {
 	if (strcmp(backend, "sqlite") == 0) {
@@ -1857,6 +2475,22 @@ static void run_suite(void)
 	test_user_del_messages();
 	if (strcmp(backend, "sqlite") == 0)
 		test_reopen();
+	test_aliases();
+	test_resolve();
+	test_quotas();
+	if (strcmp(backend, "cassandra") != 0)
+		test_quota_concurrent();
+	test_health();
+	if (strcmp(backend, "cassandra") == 0)
+		test_health_unavailable();
+	if (strcmp(backend, "sqlite") == 0)
+		test_sqlite_migration();
+	/* [quota] defaults: a store opened with them (mem starts empty) */
+	store_close(&store);
+	default_quota = (struct store_quota){ 2, 100 };
+	store = open_store();
+	test_quota_defaults();
+	default_quota = (struct store_quota){ 0, 0 };
 	store_close(&store);
 	if (data_dir[0] != '\0') {
 		char cmd[PATH_MAX + 16];
