@@ -701,6 +701,9 @@ int main(int argc, char **argv)
 		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return EX_OK;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("tern %s\n", TERN_VERSION);
+			return EX_OK;
 		} else {
 			usage(stderr);
 			return EX_USAGE;

@@ -301,6 +301,7 @@ static void cmd_pass(struct pop3_session *p, const struct pop3_command *cmd)
 		return;
 	}
 	if (!session_plaintext_allowed(&p->s)) {
+		session_count_login_refused(&p->s);
 		session_bad_command(&p->s, POP3_PLAINTEXT_REFUSED);
 		return;
 	}
@@ -334,6 +335,7 @@ static void cmd_auth(struct pop3_session *p, const struct pop3_command *cmd)
 		return;
 	}
 	if (!allowed) {
+		session_count_login_refused(&p->s);
 		session_bad_command(&p->s, POP3_PLAINTEXT_REFUSED);
 		return;
 	}
@@ -469,6 +471,7 @@ static void read_done(struct session *s)
 		else
 			session_reply(s, "+OK");
 	}
+	session_count_octets_sent(s, p->job_out.len);
 	conn_write_buf(s->conn, &p->job_out);
 	if (p->read_eof) {
 		read_end(p);
@@ -538,6 +541,15 @@ static void cmd_rset(struct pop3_session *p, const struct pop3_command *cmd)
 
 /* --- dispatch --- */
 
+/* For tern_commands_total, by verb number. */
+static const char *const verb_names[] = {
+	[POP3_VERB_USER] = "USER", [POP3_VERB_PASS] = "PASS", [POP3_VERB_APOP] = "APOP",
+	[POP3_VERB_AUTH] = "AUTH", [POP3_VERB_STAT] = "STAT", [POP3_VERB_LIST] = "LIST",
+	[POP3_VERB_RETR] = "RETR", [POP3_VERB_DELE] = "DELE", [POP3_VERB_NOOP] = "NOOP",
+	[POP3_VERB_RSET] = "RSET", [POP3_VERB_QUIT] = "QUIT", [POP3_VERB_TOP] = "TOP",
+	[POP3_VERB_UIDL] = "UIDL", [POP3_VERB_CAPA] = "CAPA", [POP3_VERB_STLS] = "STLS",
+};
+
 struct pop3_command_def {
 	enum pop3_verb verb;
 	unsigned int states;
@@ -570,7 +582,9 @@ static void pop3_line(struct session *s, char *line, size_t len, bool bare_lf)
 	struct pop3_session *p = pop3(s);
 	struct pop3_command cmd;
 	const char *error;
-	if (pop3_parse_command(line, len, &cmd, &error) < 0) {
+	int parsed = pop3_parse_command(line, len, &cmd, &error);
+	session_count_command(s, parsed < 0 ? POP3_VERB_UNKNOWN : cmd.verb);
+	if (parsed < 0) {
 		session_bad_command_f(s, "-ERR %s", error);
 		return;
 	}
@@ -666,4 +680,6 @@ const struct session_protocol pop3_protocol = {
 	.release = close_cursor_work,
 	.deinit = pop3_deinit,
 	.too_many_errors = "-ERR Too many bad commands, closing connection",
+	.verbs = verb_names,
+	.verb_count = sizeof(verb_names) / sizeof(verb_names[0]),
 };

@@ -260,6 +260,7 @@ static int bind_all(struct server *srv)
 		const char *list = listen_list(srv->env.set, &listener_defs[i]);
 		if (list == NULL || *list == '\0')
 			continue;
+		session_metrics_register(listener_defs[i].protocol);
 		struct bind_ctx b = { srv, &listener_defs[i] };
 		if (net_listen_list_foreach(list, bind_one, &b) != 0)
 			return -1;

@@ -278,6 +278,7 @@ static void bearer_refused(struct session *s);
 static void check_done(struct session *s)
 {
 	struct session_login *l = s->login;
+	session_count_login(s, l->status, l->ok, l->penalty_ms);
 	struct auth_penalty *penalty = s->env->penalty;
 	bool trusted = session_peer_trusted(s);
 	enum session_login_result result;
@@ -420,6 +421,7 @@ static void sasl_fail(struct session *s, enum session_sasl_failure why, const ch
 	str_copy(phrase, text, sizeof(phrase));
 	sasl_end(s);
 	session_login_free(s);
+	session_count_login_aborted(s);
 	ops->failed(s, why, phrase);
 }
 

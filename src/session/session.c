@@ -344,6 +344,7 @@ static const struct conn_callbacks session_conn_callbacks = {
 void session_free(struct session *s)
 {
 	registry_remove(s->env->registry, s);
+	session_metrics_end(s);
 	session_login_free(s);
 	if (s->proto->deinit != NULL)
 		s->proto->deinit(s);
@@ -356,6 +357,7 @@ void session_create(const struct session_env *env, const struct session_protocol
 		    enum session_admit admit)
 {
 	if (admit == SESSION_ADMIT_DROP) {
+		session_metrics_start(NULL, proto, implicit_tls, admit);
 		close(fd);
 		return;
 	}
@@ -369,6 +371,7 @@ void session_create(const struct session_env *env, const struct session_protocol
 	s->peer = *conn_peer_addr(s->conn);
 	s->refused = admit != SESSION_ADMIT_OK;
 	registry_add(env->registry, s);
+	session_metrics_start(s, proto, implicit_tls, admit);
 	/* Until a login, the small caps: what an unknown client can make the
 	 * server hold. A protocol may lift them in start(). */
 	conn_set_line_max(s->conn, set->line_max_preauth);
