@@ -9,7 +9,11 @@
 #include "settings.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <grp.h>
 #include <openssl/ssl.h>
+#include <pwd.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,8 +245,10 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 	struct tern_settings *set = ctx;
 	if (strcmp(section, "tls") == 0 && (strcmp(key, "cert") == 0 || strcmp(key, "key") == 0))
 		set->tls_line = line;
-	if (strcmp(section, "server") == 0 && (strcmp(key, "user") == 0 || strcmp(key, "group") == 0))
+	if (strcmp(section, "server") == 0 && strcmp(key, "user") == 0)
 		set->user_line = line;
+	if (strcmp(section, "server") == 0 && strcmp(key, "group") == 0)
+		set->group_line = line;
 	if (strcmp(section, "admin") == 0 && strcmp(key, "listen") == 0)
 		set->admin_line = line;
 	const struct key_def *def = NULL;
@@ -372,7 +378,158 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 	return -1;
 }
 
-struct tern_settings *settings_load(const char *path, char **error_r)
+void settings_add_problem(struct buf *problems, const char *fmt, ...)
+{
+	if (problems->len > 0)
+		buf_append_c(problems, '\n');
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(problems, fmt, ap);
+	va_end(ap);
+}
+
+static void forget_user(struct tern_settings *set)
+{
+	free(set->user);
+	free(set->group);
+	set->user = set->group = NULL;
+}
+
+/* [server] user and group: the ids to drop to, looked up now so that a
+ * name that does not exist is a configuration error with its line. When
+ * they cannot be resolved, the settings name no user (for check-config,
+ * which looks further). */
+static void resolve_user(struct tern_settings *set, struct buf *problems)
+{
+	if (set->user != NULL && *set->user == '\0') {
+		free(set->user);
+		set->user = NULL;
+	}
+	if (set->group != NULL && *set->group == '\0') {
+		free(set->group);
+		set->group = NULL;
+	}
+	if (set->user == NULL) {
+		if (set->group != NULL)
+			settings_add_problem(problems, "%s:%u: [server] group needs user: tern drops to a user and its group, never to a group alone",
+				    set->path, set->group_line);
+		forget_user(set);
+		return;
+	}
+	char buf[16384];
+	struct passwd pw, *pwp = NULL;
+	int err = getpwnam_r(set->user, &pw, buf, sizeof(buf), &pwp);
+	if (pwp == NULL) {
+		settings_add_problem(problems, "%s:%u: [server] user \"%.100s\": %s", set->path, set->user_line,
+			    set->user, err != 0 ? strerror(err) : "no such user");
+		forget_user(set);
+		return;
+	}
+	set->uid = pw.pw_uid;
+	set->gid = pw.pw_gid;
+	if (set->group == NULL)
+		return;
+	struct group gr, *grp = NULL;
+	err = getgrnam_r(set->group, &gr, buf, sizeof(buf), &grp);
+	if (grp == NULL) {
+		settings_add_problem(problems, "%s:%u: [server] group \"%.100s\": %s", set->path,
+			    set->group_line, set->group, err != 0 ? strerror(err) : "no such group");
+		forget_user(set);
+		return;
+	}
+	set->gid = gr.gr_gid;
+}
+
+/* The checks that involve several keys, once the file is read. */
+static void check_whole(struct tern_settings *set, struct buf *problems)
+{
+	const char *path = set->path;
+	if ((set->tls_cert == NULL) != (set->tls_key == NULL))
+		settings_add_problem(problems, "%s:%u: [tls] needs both cert and key (%s is missing)", path,
+			    set->tls_line, set->tls_cert == NULL ? "cert" : "key");
+	if (set->admin_listen != NULL && *set->admin_listen != '\0' &&
+	    set->admin_token_file == NULL)
+		settings_add_problem(problems, "%s:%u: [admin] listen needs token_file (a file whose first line is the bearer token)",
+			    path, set->admin_line);
+	if (set->auth_failure_delay_max_ms < set->auth_failure_delay_initial_ms)
+		settings_add_problem(problems, "%s: [auth] failure_delay_max is below failure_delay_initial", path);
+	if (set->line_max_preauth < 64 || set->line_max < 512 ||
+	    set->line_max_preauth > 1024 * 1024 || set->line_max > 1024 * 1024)
+		settings_add_problem(problems, "%s: [limits] line_max must be 512 octets to 1M, line_max_preauth 64 octets to 1M",
+			    path);
+	else if (set->input_buffer_preauth < set->line_max_preauth ||
+		 set->input_buffer < set->line_max || set->input_buffer > 64 * 1024 * 1024)
+		settings_add_problem(problems, "%s: [limits] input_buffer(_preauth) must hold at least one line (line_max(_preauth)) and be at most 64M",
+			    path);
+	if (set->auth_response_max < 64 || set->auth_response_max > 64 * 1024)
+		settings_add_problem(problems, "%s: [auth] max_response must be 64 octets to 64K", path);
+	if (set->oauth_jwks_file != NULL &&
+	    (set->oauth_issuer == NULL || *set->oauth_issuer == '\0' ||
+	     set->oauth_audience == NULL || *set->oauth_audience == '\0'))
+		settings_add_problem(problems, "%s: [auth] oauth_jwks_file needs oauth_issuer and oauth_audience (what the tokens' iss and aud must be)",
+				     path);
+	if (set->min_data_rate == 0)
+		settings_add_problem(problems, "%s: [limits] min_data_rate must be at least 1 octet per second", path);
+	if (set->command_timeout_ms < 1000 || set->idle_timeout_preauth_ms < 1000 ||
+	    set->login_timeout_ms < 1000 || set->smtp_idle_timeout_ms < 1000 ||
+	    set->lmtp_idle_timeout_ms < 1000 || set->pop3_idle_timeout_ms < 1000)
+		settings_add_problem(problems, "%s: timeouts must be at least 1s", path);
+	resolve_user(set, problems);
+}
+
+/* The line number a problem names ("PATH:LINE: ..."), or UINT_MAX for
+ * one that names none ("PATH: ..."): those come last. */
+static unsigned int problem_line(const char *path, const char *problem)
+{
+	size_t n = strlen(path);
+	if (strncmp(problem, path, n) != 0 || problem[n] != ':')
+		return UINT_MAX;
+	char *end;
+	unsigned long line = strtoul(problem + n + 1, &end, 10);
+	return end != problem + n + 1 && *end == ':' && line < UINT_MAX ? (unsigned int)line
+									   : UINT_MAX;
+}
+
+/* The problems in file order (a stable sort: those of one line keep theirs). */
+static char *sorted_problems(const char *path, struct buf *problems)
+{
+	size_t count = 1;
+	for (size_t i = 0; i < problems->len; i++)
+		count += problems->data[i] == '\n';
+	char **lines = xcalloc(count, sizeof(*lines));
+	unsigned int *nums = xcalloc(count, sizeof(*nums));
+	char *p = problems->data;
+	for (size_t i = 0; i < count; i++) {
+		lines[i] = p;
+		char *nl = strchr(p, '\n');
+		if (nl != NULL) {
+			*nl = '\0';
+			p = nl + 1;
+		}
+		nums[i] = problem_line(path, lines[i]);
+	}
+	for (size_t i = 1; i < count; i++) {
+		for (size_t j = i; j > 0 && nums[j - 1] > nums[j]; j--) {
+			unsigned int n = nums[j];
+			nums[j] = nums[j - 1];
+			nums[j - 1] = n;
+			char *l = lines[j];
+			lines[j] = lines[j - 1];
+			lines[j - 1] = l;
+		}
+	}
+	struct buf out;
+	buf_init(&out, 0);
+	for (size_t i = 0; i < count; i++)
+		buf_printf(&out, "%s%s", i > 0 ? "\n" : "", lines[i]);
+	free(lines);
+	free(nums);
+	char *ret = buf_steal(&out);
+	buf_deinit(&out);
+	return ret;
+}
+
+struct tern_settings *settings_read(const char *path, char **errors_r)
 {
 	struct tern_settings *set = xcalloc(1, sizeof(*set));
 	set->path = xstrdup(path);
@@ -407,9 +564,20 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 	set->log_level = 1; /* info */
 	set->quota_messages = SETTINGS_NO_LIMIT;
 	set->quota_octets = SETTINGS_NO_LIMIT;
-	if (ini_parse_file(path, on_section, on_key, set, error_r) < 0) {
+	*errors_r = NULL;
+	struct buf problems;
+	buf_init(&problems, 0);
+	char *parse_errors = NULL;
+	int ret = ini_parse_file(path, on_section, on_key, set, &parse_errors);
+	if (ret == -2) {
+		*errors_r = parse_errors;
+		buf_deinit(&problems);
 		settings_free(&set);
 		return NULL;
+	}
+	if (ret < 0) {
+		buf_append_str(&problems, parse_errors);
+		free(parse_errors);
 	}
 	/* 512 octets before login, or 8 KiB when bearer tokens are accepted:
 	 * a JWT sent on the AUTH line itself (SASL-IR, as curl and smtplib do)
@@ -427,61 +595,22 @@ struct tern_settings *settings_load(const char *path, char **error_r)
 		set->data_dir = xstrdup("./var");
 	if (set->store_backend == NULL)
 		set->store_backend = xstrdup("sqlite");
-	if ((set->tls_cert == NULL) != (set->tls_key == NULL)) {
-		struct buf b;
-		buf_init(&b, 0);
-		buf_printf(&b, "%s:%u: [tls] needs both cert and key (%s is missing)", path,
-			   set->tls_line, set->tls_cert == NULL ? "cert" : "key");
-		*error_r = buf_steal(&b);
-		buf_deinit(&b);
-		settings_free(&set);
-		return NULL;
-	}
-	if (set->admin_listen != NULL && *set->admin_listen != '\0' &&
-	    set->admin_token_file == NULL) {
-		struct buf b;
-		buf_init(&b, 0);
-		buf_printf(&b, "%s:%u: [admin] listen needs token_file (a file whose first line is the bearer token)",
-			   path, set->admin_line);
-		*error_r = buf_steal(&b);
-		buf_deinit(&b);
-		settings_free(&set);
-		return NULL;
-	}
-	const char *problem = NULL;
-	if (set->auth_failure_delay_max_ms < set->auth_failure_delay_initial_ms)
-		problem = "[auth] failure_delay_max is below failure_delay_initial";
-	else if (set->line_max_preauth < 64 || set->line_max < 512 ||
-		 set->line_max_preauth > 1024 * 1024 || set->line_max > 1024 * 1024)
-		problem = "[limits] line_max must be 512 octets to 1M, line_max_preauth 64 octets to 1M";
-	else if (set->input_buffer_preauth < set->line_max_preauth ||
-		 set->input_buffer < set->line_max || set->input_buffer > 64 * 1024 * 1024)
-		problem = "[limits] input_buffer(_preauth) must hold at least one line (line_max(_preauth)) and be at most 64M";
-	else if (set->auth_response_max < 64 || set->auth_response_max > 64 * 1024)
-		problem = "[auth] max_response must be 64 octets to 64K";
-	else if (set->oauth_jwks_file != NULL &&
-		 (set->oauth_issuer == NULL || *set->oauth_issuer == '\0' ||
-		  set->oauth_audience == NULL || *set->oauth_audience == '\0'))
-		problem = "[auth] oauth_jwks_file needs oauth_issuer and oauth_audience (what the tokens' iss and aud must be)";
-	else if (set->min_data_rate == 0)
-		problem = "[limits] min_data_rate must be at least 1 octet per second";
-	else if (set->command_timeout_ms < 1000 || set->idle_timeout_preauth_ms < 1000 ||
-		 set->login_timeout_ms < 1000 || set->smtp_idle_timeout_ms < 1000 ||
-		 set->lmtp_idle_timeout_ms < 1000 || set->pop3_idle_timeout_ms < 1000)
-		problem = "timeouts must be at least 1s";
-	if (problem != NULL) {
-		struct buf b;
-		buf_init(&b, 0);
-		buf_printf(&b, "%s: %s", path, problem);
-		*error_r = buf_steal(&b);
-		buf_deinit(&b);
-		settings_free(&set);
-		return NULL;
-	}
+	check_whole(set, &problems);
 	set->store.default_quota.messages = set->quota_messages;
 	set->store.default_quota.octets = set->quota_octets;
 	set->store.backend = set->store_backend;
 	set->store.data_dir = set->data_dir;
+	if (problems.len > 0)
+		*errors_r = sorted_problems(path, &problems);
+	buf_deinit(&problems);
+	return set;
+}
+
+struct tern_settings *settings_load(const char *path, char **error_r)
+{
+	struct tern_settings *set = settings_read(path, error_r);
+	if (*error_r != NULL)
+		settings_free(&set);
 	return set;
 }
 

@@ -8,6 +8,7 @@
  */
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "net.h"
 #include "store.h"
@@ -44,7 +45,10 @@ struct tern_settings {
 	char *hostname;
 	char *data_dir;
 	char *user, *group;        /* privilege drop after binding; NULL: none */
-	unsigned int user_line;    /* where user or group was set, for errors */
+	unsigned int user_line;    /* where user was set, for errors */
+	unsigned int group_line;   /* where group was set */
+	uid_t uid;                 /* when user is set: the user's */
+	gid_t gid;                 /* when user is set: group's, else the user's primary group */
 	enum log_target log_target;
 	int log_level;             /* enum log_level */
 	char *audit_log;           /* the audit file; NULL: none */
@@ -103,8 +107,21 @@ struct tern_settings {
 	uint64_t quota_messages, quota_octets;
 };
 
-/* Returns NULL with a malloc'ed "FILE:LINE: reason" in *error_r. */
+/* Reads and checks the whole file. Returns NULL with a malloc'ed *error_r
+ * when anything is wrong: every problem, one "FILE:LINE: reason" line each
+ * ("FILE: reason" when no line is to blame), in file order, separated by
+ * '\n' (a single problem is a single line). */
 struct tern_settings *settings_load(const char *path, char **error_r);
+/* The same, but the settings come back even with problems (then in
+ * *errors_r, else *errors_r is NULL), so that `tern check-config` can look
+ * further; a value with a problem keeps its default. NULL only when the
+ * file cannot be read. */
+struct tern_settings *settings_read(const char *path, char **errors_r);
+/* Appends one problem line to a list of them ('\n' between lines), as
+ * settings_read() makes it and `tern check-config` extends it. */
+struct buf;
+void settings_add_problem(struct buf *problems, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 /* true when addr is in [auth] trusted_networks. */
 bool settings_trusted(const struct tern_settings *set, const struct net_addr *addr);
 void settings_free(struct tern_settings **set);

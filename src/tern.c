@@ -1,6 +1,7 @@
 /*
  * tern: the command line. `tern -c FILE COMMAND ...`:
  *   serve                          run the daemon in the foreground
+ *   check-config                   every problem of the configuration, nothing started
  *   domain add|del DOMAIN, domain list
  *   user add|del|passwd ADDRESS, user list   (password: first line of stdin)
  *   user expire ADDRESS [DAYS|default|never]  a user's own POP3 EXPIRE policy
@@ -39,6 +40,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: tern [-c FILE] COMMAND [ARGS]\n"
 		"  serve                         run the server in the foreground\n"
+		"  check-config                  report every problem of the configuration file\n"
+		"                                (FILE:LINE: reason), start nothing; exit 0 or 78\n"
 		"  domain add|del DOMAIN         add or remove a local domain\n"
 		"  domain list                   list local domains\n"
 		"  user add|passwd ADDRESS       add a user or change a password; the password\n"
@@ -693,6 +696,60 @@ static int cmd_repair(struct store *store, int argc, char **argv)
 	return EX_OK;
 }
 
+/* Prints each line of a list of problems, after prefix. */
+static void print_problems(const char *text, const char *prefix)
+{
+	const char *p = text;
+	while (*p != '\0') {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		fprintf(stderr, "%s%.*s\n", prefix, (int)n, p);
+		p += n + (nl != NULL);
+	}
+}
+
+/* `tern check-config`: every problem of the file, then what serve would
+ * check before binding; nothing is bound, opened or started. */
+static int cmd_check_config(const char *config)
+{
+	char *errors = NULL;
+	struct tern_settings *set = settings_read(config, &errors);
+	if (set == NULL) {
+		print_problems(errors, "");
+		free(errors);
+		return EX_CONFIG;
+	}
+	struct buf problems;
+	buf_init(&problems, 0);
+	if (errors != NULL)
+		buf_append_str(&problems, errors);
+	free(errors);
+	size_t before = problems.len;
+	struct buf more;
+	buf_init(&more, 0);
+	serve_preflight(set, &more);
+	if (more.len > 0) {
+		if (before > 0)
+			buf_append_c(&problems, '\n');
+		buf_append(&problems, more.data, more.len);
+	}
+	buf_deinit(&more);
+	int ret = EX_OK;
+	if (problems.len > 0) {
+		print_problems(problems.data, "");
+		ret = EX_CONFIG;
+	} else {
+		struct buf what;
+		buf_init(&what, 0);
+		serve_describe(set, &what);
+		printf("%s: ok\n%s\n", config, what.data);
+		buf_deinit(&what);
+	}
+	buf_deinit(&problems);
+	settings_free(&set);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	const char *config = getenv("TERN_CONFIG");
@@ -703,6 +760,9 @@ int main(int argc, char **argv)
 			i += 2;
 		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
+			return EX_OK;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("tern %s\n", TERN_VERSION);
 			return EX_OK;
 		} else {
 			usage(stderr);
@@ -718,6 +778,13 @@ int main(int argc, char **argv)
 	const char *command = argv[i];
 	int rest_argc = argc - i - 1;
 	char **rest = argv + i + 1;
+	if (strcmp(command, "check-config") == 0) {
+		if (rest_argc != 0) {
+			usage(stderr);
+			return EX_USAGE;
+		}
+		return cmd_check_config(config);
+	}
 	if (strcmp(command, "serve") != 0 && strcmp(command, "domain") != 0 &&
 	    strcmp(command, "user") != 0 && strcmp(command, "deliver") != 0 &&
 	    strcmp(command, "repair") != 0 && strcmp(command, "alias") != 0 &&
@@ -730,7 +797,7 @@ int main(int argc, char **argv)
 	char *error = NULL;
 	struct tern_settings *set = settings_load(config, &error);
 	if (set == NULL) {
-		fprintf(stderr, "tern: %s\n", error);
+		print_problems(error, "tern: ");
 		free(error);
 		return EX_CONFIG;
 	}
@@ -747,6 +814,13 @@ int main(int argc, char **argv)
 	}
 
 	log_set_level(LOG_WARN);
+	/* As root, the administrative commands run as [server] user too, so
+	 * that what they create (the database, its journal) stays the
+	 * server's. */
+	if (serve_drop_privileges(set) < 0) {
+		settings_free(&set);
+		return EX_OSERR;
+	}
 	const char *serror;
 	struct store *store = store_open(&set->store, &serror);
 	if (store == NULL) {

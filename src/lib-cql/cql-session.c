@@ -822,6 +822,8 @@ static void count_request(struct cql_session *s, enum cql_consistency cl, bool c
 		s->stats.conditional_statements++;
 	if (cl == CQL_SERIAL || cl == CQL_LOCAL_SERIAL)
 		s->stats.serial_reads++;
+	if ((unsigned)cl < CQL_CONSISTENCY_COUNT)
+		s->stats.by_consistency[cl]++;
 	pthread_mutex_unlock(&s->lock);
 }
 

@@ -46,6 +46,8 @@ enum cql_consistency {
 	CQL_LOCAL_SERIAL = 0x0009,
 	CQL_LOCAL_ONE = 0x000A,
 };
+/* Codes run from 0 to this count - 1 (for tables indexed by level). */
+#define CQL_CONSISTENCY_COUNT (CQL_LOCAL_ONE + 1)
 /* ANY is never a serial consistency, so 0 means "not set" there. */
 #define CQL_SERIAL_UNSET CQL_ANY
 
@@ -201,6 +203,9 @@ struct cql_stats {
 	   that its delivery and POP3 paths send none. */
 	uint64_t conditional_statements;
 	uint64_t serial_reads;		/* requests at SERIAL/LOCAL_SERIAL */
+	/* requests by their consistency level (indexed by its code); a
+	   conditional statement's serial consistency is not counted here */
+	uint64_t by_consistency[CQL_CONSISTENCY_COUNT];
 	uint64_t connections_opened;
 	uint64_t schema_agreement_timeouts;
 };

@@ -48,6 +48,7 @@
 
 #include "cql.h"
 #include "log.h"
+#include "metrics.h"
 
 #define CHUNK_SIZE (1024 * 1024)
 #define LISTING_PAGE 5000
@@ -369,6 +370,66 @@ static void cass_close(struct store *store)
 		 (unsigned long long)stats.serial_reads);
 	cql_session_destroy(&c->session);
 	free(c);
+}
+
+/* The CQL client's counters, read at each scrape. The conditional-statement
+ * and serial counters are always rendered, 0 included: in messageid mode an
+ * alert watches them stay 0. */
+static const struct {
+	const char *name, *help;
+	size_t offset;
+} cass_counters[] = {
+	{ "tern_cassandra_errors_total", "CQL requests that failed after their retries.",
+	  offsetof(struct cql_stats, errors) },
+	{ "tern_cassandra_retries_total", "Extra attempts of CQL requests, on the same or the next node.",
+	  offsetof(struct cql_stats, retries) },
+	{ "tern_cassandra_timeouts_total", "CQL requests whose client deadline passed.",
+	  offsetof(struct cql_stats, timeouts) },
+	{ "tern_cassandra_reprepares_total", "Statements prepared again after an Unprepared error.",
+	  offsetof(struct cql_stats, reprepares) },
+	{ "tern_cassandra_conditional_statements_total",
+	  "Conditional statements (lightweight transactions, IF ...) sent; 0 in pop3_ids = messageid mode.",
+	  offsetof(struct cql_stats, conditional_statements) },
+	{ "tern_cassandra_serial_requests_total",
+	  "Requests at SERIAL or LOCAL_SERIAL consistency; 0 in pop3_ids = messageid mode.",
+	  offsetof(struct cql_stats, serial_reads) },
+	{ "tern_cassandra_connections_opened_total", "Connections opened to Cassandra nodes.",
+	  offsetof(struct cql_stats, connections_opened) },
+	{ "tern_cassandra_schema_agreement_timeouts_total",
+	  "Schema changes whose wait for schema agreement timed out.",
+	  offsetof(struct cql_stats, schema_agreement_timeouts) },
+};
+
+static void cass_metrics_render(struct store *store, struct buf *out)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	struct cql_stats st;
+	cql_session_stats(c->session, &st);
+	const char *name = "tern_cassandra_requests_total";
+	metrics_render_header(out, name, METRICS_COUNTER,
+			      "CQL requests (query, execute, batch) by consistency level.");
+	for (unsigned int i = 0; i < CQL_CONSISTENCY_COUNT; i++)
+		metrics_render_sample(out, name, "consistency", cql_consistency_name(i),
+				      st.by_consistency[i]);
+	for (size_t i = 0; i < sizeof(cass_counters) / sizeof(cass_counters[0]); i++) {
+		uint64_t v;
+		memcpy(&v, (const char *)&st + cass_counters[i].offset, sizeof(v));
+		metrics_render_header(out, cass_counters[i].name, METRICS_COUNTER,
+				      cass_counters[i].help);
+		metrics_render_sample(out, cass_counters[i].name, NULL, NULL, v);
+	}
+	char hosts[64][128];
+	unsigned int n = cql_session_hosts(c->session, hosts, 64), up = 0;
+	for (unsigned int i = 0; i < n && i < 64; i++) {
+		char state[8]; /* "addr dc up|down [local]" */
+		if (sscanf(hosts[i], "%*s %*s %7s", state) == 1 && strcmp(state, "up") == 0)
+			up++;
+	}
+	name = "tern_cassandra_nodes";
+	metrics_render_header(out, name, METRICS_GAUGE,
+			      "Cassandra nodes known to the client, by whether it believes them up.");
+	metrics_render_sample(out, name, "state", "down", (n < 64 ? n : 64) - up);
+	metrics_render_sample(out, name, "state", "up", up);
 }
 
 
@@ -1878,4 +1939,5 @@ const struct store_vfuncs store_cassandra_vfuncs = {
 	.cursor_close = cass_cursor_close,
 	.expunge = cass_expunge,
 	.repair = cass_repair,
+	.metrics_render = cass_metrics_render,
 };

@@ -108,10 +108,15 @@ struct store_vfuncs {
 				     unsigned int n);
 	enum store_status (*repair)(struct store *, const struct store_repair_options *opts,
 				    struct store_repair_report *report);
+	/* Optional: appends the backend's own metric families (Prometheus
+	 * text format, names tern_<backend>_*); called from any thread. */
+	void (*metrics_render)(struct store *, struct buf *out);
 };
 
 struct store {
-	const struct store_vfuncs *v;
+	/* What store.c calls: the backend's vtable with its calls timed for
+	 * the metrics (store.c); backend_v is the backend's own. */
+	const struct store_vfuncs *v, *backend_v;
 	struct store_settings set;
 };
 

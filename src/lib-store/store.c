@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 /* In the order the settings error lists them. */
 static const struct store_vfuncs *const backends[] = {
@@ -53,6 +54,11 @@ static void backend_names_init(void)
 	backend_names[BACKEND_COUNT] = NULL;
 }
 
+/* Each backend's vtable with the timed wrappers (see below). */
+static struct store_vfuncs timed_vfuncs[BACKEND_COUNT];
+static pthread_once_t timed_once = PTHREAD_ONCE_INIT;
+static void timed_init(void);
+
 const char *store_status_name(enum store_status st)
 {
 	switch (st) {
@@ -68,6 +74,161 @@ const char *store_status_name(enum store_status st)
 	case STORE_LOOP: return "alias loop";
 	}
 	return "unknown";
+}
+
+/* --- latency and error metrics: every backend call is timed ---
+ *
+ * A store's vtable (store->v) is a copy of its backend's in which the
+ * calls below go through a wrapper that times them and counts errors; the
+ * wrapper calls the backend's own (store->backend_v). Entries without a
+ * wrapper are the backend's as they are. */
+
+enum store_op {
+	STORE_OP_DELIVER, STORE_OP_MAILDROP_OPEN, STORE_OP_CURSOR_OPEN, STORE_OP_CURSOR_NEXT,
+	STORE_OP_CURSOR_CLOSE, STORE_OP_EXPUNGE, STORE_OP_USER_GET, STORE_OP_USER_ADD,
+	STORE_OP_USER_DEL, STORE_OP_USER_SET_PASSWORD, STORE_OP_USER_LIST, STORE_OP_DOMAIN_ADD,
+	STORE_OP_DOMAIN_DEL, STORE_OP_DOMAIN_EXISTS, STORE_OP_DOMAIN_LIST, STORE_OP_REPAIR,
+	STORE_OP_ALIAS_PUT, STORE_OP_ALIAS_DEL, STORE_OP_ALIAS_GET, STORE_OP_ALIAS_LIST,
+	STORE_OP_QUOTA_GET, STORE_OP_QUOTA_SET, STORE_OP_MAILBOX_USAGE, STORE_OP_HEALTH,
+	STORE_OP_COUNT
+};
+
+static const char *const op_names[STORE_OP_COUNT] = {
+	"deliver", "maildrop_open", "cursor_open", "cursor_next", "cursor_close", "expunge",
+	"user_get", "user_add", "user_del", "user_set_password", "user_list", "domain_add",
+	"domain_del", "domain_exists", "domain_list", "repair",
+	"alias_put", "alias_del", "alias_get", "alias_list",
+	"quota_get", "quota_set", "mailbox_usage", "health",
+};
+
+/* The status label of tern_store_errors_total (store_status_name() has spaces). */
+#define STATUS_LABELS (STORE_LOOP + 1)
+static const char *const status_labels[STATUS_LABELS] = {
+	[STORE_NOTFOUND] = "notfound", [STORE_EXISTS] = "exists", [STORE_TEMPFAIL] = "tempfail",
+	[STORE_UNCERTAIN] = "uncertain", [STORE_PERM] = "perm", [STORE_TOOBIG] = "toobig",
+	[STORE_INVALID] = "invalid", [STORE_OVERQUOTA] = "overquota", [STORE_LOOP] = "loop",
+};
+
+static const char *const op_labels[] = { "operation", NULL };
+static const char *const op_status_labels[] = { "operation", "status", NULL };
+static const struct metrics_def op_seconds_def = {
+	METRICS_HISTOGRAM, "tern_store_operation_seconds",
+	"Time a store backend call took, by operation (cursor_next: one piece of a message).",
+	op_labels, metrics_latency_buckets_ns, METRICS_LATENCY_BUCKET_COUNT, 1e-9,
+};
+static const struct metrics_def op_errors_def = {
+	METRICS_COUNTER, "tern_store_errors_total",
+	"Store backend calls that did not return ok, by operation and status.",
+	op_status_labels, NULL, 0, 0,
+};
+static struct metrics_series *op_seconds[STORE_OP_COUNT];
+/* Created on a first error, by whichever thread sees it. */
+static struct metrics_series *_Atomic op_errors[STORE_OP_COUNT][STATUS_LABELS];
+
+/* Records a call that started at t0 (metrics_now_ns()) and passes its status on. */
+static enum store_status op_done(enum store_op op, uint64_t t0, enum store_status st)
+{
+	metrics_observe_since(op_seconds[op], t0);
+	if (st != STORE_OK && (unsigned int)st < STATUS_LABELS) {
+		struct metrics_series *e = op_errors[op][st];
+		if (e == NULL) {
+			e = metrics_series(metrics_register(&op_errors_def),
+					   (const char *const[]){ op_names[op], status_labels[st] });
+			op_errors[op][st] = e;
+		}
+		metrics_inc(e);
+	}
+	return st;
+}
+
+/* timed_NAME(PARAMS) calls the backend's NAME(ARGS), found from BACKEND. */
+#define TIMED(op, name, backend, params, args)                                 \
+	static enum store_status timed_##name params                           \
+	{                                                                      \
+		uint64_t t0 = metrics_now_ns();                                \
+		return op_done(STORE_OP_##op, t0, (backend)->name args);      \
+	}
+
+TIMED(DOMAIN_ADD, domain_add, s->backend_v, (struct store *s, const char *d), (s, d))
+TIMED(DOMAIN_DEL, domain_del, s->backend_v, (struct store *s, const char *d), (s, d))
+TIMED(DOMAIN_EXISTS, domain_exists, s->backend_v, (struct store *s, const char *d), (s, d))
+TIMED(DOMAIN_LIST, domain_list, s->backend_v, (struct store *s, struct buf *out), (s, out))
+TIMED(USER_ADD, user_add, s->backend_v, (struct store *s, const char *a, const char *h), (s, a, h))
+TIMED(USER_DEL, user_del, s->backend_v, (struct store *s, const char *a), (s, a))
+TIMED(USER_SET_PASSWORD, user_set_password, s->backend_v,
+      (struct store *s, const char *a, const char *h), (s, a, h))
+TIMED(USER_GET, user_get, s->backend_v, (struct store *s, const char *a, struct buf *h), (s, a, h))
+TIMED(USER_LIST, user_list, s->backend_v, (struct store *s, struct buf *out), (s, out))
+TIMED(DELIVER, deliver, s->backend_v, (struct store *s, struct store_delivery *d), (s, d))
+TIMED(MAILDROP_OPEN, maildrop_read, s->backend_v, (struct store *s, struct store_maildrop *md),
+      (s, md))
+TIMED(CURSOR_OPEN, cursor_open, md->store->backend_v,
+      (struct store_maildrop *md, unsigned int i, struct store_cursor **c), (md, i, c))
+TIMED(CURSOR_NEXT, cursor_read, c->md->store->backend_v,
+      (struct store_cursor *c, uint64_t off, char *dst, size_t n), (c, off, dst, n))
+TIMED(EXPUNGE, expunge, md->store->backend_v,
+      (struct store_maildrop *md, const unsigned int *idx, unsigned int n), (md, idx, n))
+TIMED(REPAIR, repair, s->backend_v,
+      (struct store *s, const struct store_repair_options *o, struct store_repair_report *r),
+      (s, o, r))
+
+TIMED(ALIAS_PUT, alias_put, s->backend_v, (struct store *s, const char *a, const char *t), (s, a, t))
+TIMED(ALIAS_DEL, alias_del, s->backend_v, (struct store *s, const char *a), (s, a))
+TIMED(ALIAS_GET, alias_get, s->backend_v, (struct store *s, const char *a, struct buf *t), (s, a, t))
+TIMED(ALIAS_LIST, alias_list, s->backend_v, (struct store *s, struct buf *out), (s, out))
+TIMED(QUOTA_GET, quota_get, s->backend_v, (struct store *s, const char *a, struct store_quota *q),
+      (s, a, q))
+TIMED(QUOTA_SET, quota_set, s->backend_v,
+      (struct store *s, const char *a, const struct store_quota *q), (s, a, q))
+TIMED(MAILBOX_USAGE, mailbox_usage, s->backend_v,
+      (struct store *s, const char *a, uint64_t *messages, uint64_t *octets),
+      (s, a, messages, octets))
+TIMED(HEALTH, health, s->backend_v, (struct store *s, struct buf *detail), (s, detail))
+
+static void timed_cursor_close(struct store_cursor *c)
+{
+	const struct store_vfuncs *backend_v = c->md->store->backend_v;
+	uint64_t t0 = metrics_now_ns();
+	backend_v->cursor_close(c);
+	op_done(STORE_OP_CURSOR_CLOSE, t0, STORE_OK);
+}
+
+static void timed_init(void)
+{
+	struct metrics_family *f = metrics_register(&op_seconds_def);
+	for (unsigned int i = 0; i < STORE_OP_COUNT; i++)
+		op_seconds[i] = metrics_series(f, (const char *const[]){ op_names[i] });
+	for (size_t i = 0; i < BACKEND_COUNT; i++) {
+		struct store_vfuncs *t = &timed_vfuncs[i];
+		*t = *backends[i];
+		/* an entry a backend leaves NULL stays NULL */
+#define WRAP(name) t->name = t->name != NULL ? timed_##name : NULL
+		WRAP(domain_add);
+		WRAP(domain_del);
+		WRAP(domain_exists);
+		WRAP(domain_list);
+		WRAP(user_add);
+		WRAP(user_del);
+		WRAP(user_set_password);
+		WRAP(user_get);
+		WRAP(user_list);
+		WRAP(deliver);
+		WRAP(maildrop_read);
+		WRAP(cursor_open);
+		WRAP(cursor_read);
+		WRAP(cursor_close);
+		WRAP(expunge);
+		WRAP(repair);
+		WRAP(alias_put);
+		WRAP(alias_del);
+		WRAP(alias_get);
+		WRAP(alias_list);
+		WRAP(quota_get);
+		WRAP(quota_set);
+		WRAP(mailbox_usage);
+		WRAP(health);
+#undef WRAP
+	}
 }
 
 /* --- the backends' configuration --- */
@@ -182,7 +343,9 @@ struct store *store_open(const struct store_settings *set, const char **error_r)
 			store_settings_deinit(&own);
 			return NULL;
 		}
-		store->v = backends[i];
+		pthread_once(&timed_once, timed_init);
+		store->v = &timed_vfuncs[i];
+		store->backend_v = backends[i];
 		store->set = own;
 		return store;
 	}
@@ -932,8 +1095,12 @@ void store_sort_key_to_uuid(const uint8_t key[16], struct uuid *id_r)
 
 void store_metrics_render(struct store *store, struct buf *out)
 {
-	(void)store;
-	(void)out;
+	metrics_render_header(out, "tern_store_info", METRICS_GAUGE,
+			      "Always 1: the store backend and the POP3 id mode in use.");
+	buf_printf(out, "tern_store_info{backend=\"%s\",pop3_ids=\"%s\"} 1\n", store->backend_v->name,
+		   store->set.pop3_ids == STORE_POP3_IDS_UID ? "uid" : "messageid");
+	if (store->backend_v->metrics_render != NULL)
+		store->backend_v->metrics_render(store, out);
 }
 
 /* --- POP3 extensions: EXPIRE and LOGIN-DELAY --- */
@@ -1039,7 +1206,7 @@ enum store_status store_expire_mailbox(struct store *store, const char *address,
 	/* The records left behind by a failure here are removed by a later
 	 * sweep: their messages are gone from the listing by then. */
 	if (st == STORE_OK && store->v->retrieved_del(store, &mbox, ids, n) != STORE_OK)
-		log_warn("expire: retrieval records of %s not removed yet", address);
+		log_warn("expire: retrieval records not removed yet user=%s", address);
 	store_maildrop_free(&md);
 	free(indexes);
 	free(keys);

@@ -142,7 +142,7 @@ void audit_line(struct audit *a, const char *event, const struct buf *fields)
 	int err = errno;
 	pthread_mutex_unlock(&a->lock);
 	if (n != (ssize_t)line.len)
-		log_error("audit log %s: write failed: %s", a->path,
+		log_error("audit log write failed path=%s error=\"%s\"", a->path,
 			  n < 0 ? strerror(err) : "short write");
 	buf_deinit(&line);
 }

@@ -1,10 +1,13 @@
 /*
  * ini: line-by-line INI parsing with exact error positions. Lines are capped
- * at 4 KiB; a longer line is an error rather than silently split.
+ * at 4 KiB; a longer line is an error rather than silently split. An error
+ * skips its line only: the rest of the file is still read, so one run
+ * reports every mistake.
  */
 #include "ini.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -34,14 +37,27 @@ static int valid_name(const char *s)
 	return 1;
 }
 
-static char *format_error(const char *path, unsigned int line, const char *reason)
+struct ini_errors {
+	struct buf text;
+	unsigned int count;
+};
+
+static void add_error(struct ini_errors *e, const char *path, unsigned int line,
+		      const char *reason)
 {
-	struct buf b;
-	buf_init(&b, 0);
-	buf_printf(&b, "%s:%u: %s", path, line, reason);
-	char *ret = buf_steal(&b);
-	buf_deinit(&b);
-	return ret;
+	if (++e->count > INI_ERRORS_MAX)
+		return;
+	if (e->text.len > 0)
+		buf_append_c(&e->text, '\n');
+	buf_printf(&e->text, "%s:%u: %s", path, line, reason);
+}
+
+/* Skips the rest of an overlong line. */
+static void skip_line(FILE *f)
+{
+	int c;
+	while ((c = getc(f)) != EOF && c != '\n')
+		;
 }
 
 int ini_parse_file(const char *path, ini_section_callback_t *section_cb,
@@ -54,75 +70,93 @@ int ini_parse_file(const char *path, ini_section_callback_t *section_cb,
 		buf_printf(&b, "%s: cannot open: %s", path, strerror(errno));
 		*error_r = buf_steal(&b);
 		buf_deinit(&b);
-		return -1;
+		return -2;
 	}
 	char line[4096];
 	char section[128] = "";
+	bool skip_section = false; /* its header was refused: its keys say nothing */
 	unsigned int lineno = 0;
-	const char *reason = NULL;
-	int ret = 0;
+	struct ini_errors errors = { .count = 0 };
+	buf_init(&errors.text, 0);
 
 	for (;;) {
+		const char *reason = NULL;
 		/* fgets() gives no length: with the buffer pre-filled with non-NUL
-		 * bytes, a NUL after the first one means the line contained one. */
+		 * bytes, the last NUL is its terminator, and one before it came
+		 * from the file. */
 		memset(line, 'x', sizeof(line));
 		if (fgets(line, sizeof(line), f) == NULL)
 			break;
 		lineno++;
-		size_t len = strlen(line);
-		if (memchr(line + len + 1, '\0', sizeof(line) - len - 1) != NULL) {
-			reason = "NUL byte in line";
-			break;
+		size_t n = sizeof(line) - 1;
+		while (line[n] != '\0')
+			n--;
+		if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
+			skip_line(f);
+			add_error(&errors, path, lineno, "line too long (limit 4095 characters)");
+			continue;
 		}
-		if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
-			reason = "line too long (limit 4095 characters)";
-			break;
+		if (strlen(line) < n) {
+			add_error(&errors, path, lineno, "NUL byte in line");
+			continue;
 		}
 		char *s = trim(line);
 		if (*s == '\0' || *s == '#' || *s == ';')
 			continue;
 		if (*s == '[') {
 			char *end = strchr(s, ']');
+			skip_section = true;
 			if (end == NULL || end[1] != '\0') {
-				reason = "malformed section header (expected \"[name]\")";
-				break;
+				add_error(&errors, path, lineno,
+					  "malformed section header (expected \"[name]\")");
+				continue;
 			}
 			*end = '\0';
 			char *name = trim(s + 1);
 			if (!valid_name(name) || strlen(name) >= sizeof(section)) {
-				reason = "invalid section name";
-				break;
+				add_error(&errors, path, lineno, "invalid section name");
+				continue;
 			}
 			str_copy(section, name, sizeof(section));
-			if (section_cb != NULL && section_cb(ctx, section, &reason) < 0)
-				break;
+			if (section_cb != NULL && section_cb(ctx, section, &reason) < 0) {
+				add_error(&errors, path, lineno, reason);
+				continue;
+			}
+			skip_section = false;
 			continue;
 		}
 		char *eq = strchr(s, '=');
 		if (eq == NULL) {
-			reason = "expected \"key = value\"";
-			break;
+			add_error(&errors, path, lineno, "expected \"key = value\"");
+			continue;
 		}
 		*eq = '\0';
 		char *key = trim(s);
 		char *value = trim(eq + 1);
 		if (!valid_name(key)) {
-			reason = "invalid key name";
-			break;
+			add_error(&errors, path, lineno, "invalid key name");
+			continue;
 		}
+		if (skip_section)
+			continue;
 		if (section[0] == '\0') {
-			reason = "key outside of any [section]";
-			break;
+			add_error(&errors, path, lineno, "key outside of any [section]");
+			continue;
 		}
 		if (cb(ctx, section, key, value, lineno, &reason) < 0)
-			break;
+			add_error(&errors, path, lineno, reason);
 	}
-	if (reason == NULL && ferror(f))
-		reason = "read error";
-	if (reason != NULL) {
-		*error_r = format_error(path, lineno, reason);
-		ret = -1;
-	}
+	if (ferror(f))
+		add_error(&errors, path, lineno, "read error");
 	fclose(f);
-	return ret;
+	if (errors.count > INI_ERRORS_MAX)
+		buf_printf(&errors.text, "\n%s: %u more errors not shown", path,
+			   errors.count - INI_ERRORS_MAX);
+	if (errors.count == 0) {
+		buf_deinit(&errors.text);
+		return 0;
+	}
+	*error_r = buf_steal(&errors.text);
+	buf_deinit(&errors.text);
+	return -1;
 }

@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "metrics.h"
 
 struct worker_pool {
 	struct event_base *base;
@@ -30,6 +31,39 @@ struct worker_pool {
 	struct event *notify_ev;
 	void (*thread_exit)(void);
 };
+
+static const struct metrics_def threads_def = {
+	METRICS_GAUGE, "tern_worker_threads", "Worker threads (store calls, password hashing).",
+	NULL, NULL, 0, 0,
+};
+static const struct metrics_def busy_def = {
+	METRICS_GAUGE, "tern_worker_threads_busy", "Worker threads running a job now.",
+	NULL, NULL, 0, 0,
+};
+static const struct metrics_def queued_def = {
+	METRICS_GAUGE, "tern_worker_jobs_queued", "Jobs waiting for a free worker thread.",
+	NULL, NULL, 0, 0,
+};
+static const struct metrics_def jobs_def = {
+	METRICS_COUNTER, "tern_worker_jobs_total", "Jobs run on the worker threads.",
+	NULL, NULL, 0, 0,
+};
+static const struct metrics_def wait_def = {
+	METRICS_HISTOGRAM, "tern_worker_queue_wait_seconds",
+	"Time a job waited for a worker thread, from its submission to its start.", NULL,
+	metrics_latency_buckets_ns, METRICS_LATENCY_BUCKET_COUNT, 1e-9,
+};
+static struct metrics_series *m_threads, *m_busy, *m_queued, *m_jobs, *m_wait;
+static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
+
+static void metrics_init(void)
+{
+	m_threads = metrics_single(&threads_def);
+	m_busy = metrics_single(&busy_def);
+	m_queued = metrics_single(&queued_def);
+	m_jobs = metrics_single(&jobs_def);
+	m_wait = metrics_single(&wait_def);
+}
 
 static void *worker_main(void *arg)
 {
@@ -47,8 +81,13 @@ static void *worker_main(void *arg)
 		if (pool->queue_head == NULL)
 			pool->queue_tail = NULL;
 		pthread_mutex_unlock(&pool->lock);
+		metrics_gauge_add(m_queued, -1);
+		metrics_observe_since(m_wait, job->queued_ns);
+		metrics_gauge_add(m_busy, 1);
 
 		job->work(job);
+		metrics_gauge_add(m_busy, -1);
+		metrics_inc(m_jobs);
 
 		pthread_mutex_lock(&pool->lock);
 		job->next = NULL;
@@ -90,6 +129,7 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 
 struct worker_pool *worker_pool_create(struct event_base *base, unsigned int threads)
 {
+	pthread_once(&metrics_once, metrics_init);
 	struct worker_pool *pool = xcalloc(1, sizeof(*pool));
 	pool->base = base;
 	pthread_mutex_init(&pool->lock, NULL);
@@ -101,6 +141,7 @@ struct worker_pool *worker_pool_create(struct event_base *base, unsigned int thr
 	event_add(pool->notify_ev, NULL);
 	pool->nthreads = threads;
 	pool->threads = xcalloc(threads, sizeof(pthread_t));
+	metrics_gauge_add(m_threads, threads);
 	for (unsigned int i = 0; i < threads; i++) {
 		if (pthread_create(&pool->threads[i], NULL, worker_main, pool) != 0)
 			fatal("pthread_create failed");
@@ -116,6 +157,8 @@ void worker_pool_set_thread_exit(struct worker_pool *pool, void (*fn)(void))
 void worker_pool_submit(struct worker_pool *pool, struct worker_job *job)
 {
 	job->next = NULL;
+	job->queued_ns = metrics_now_ns();
+	metrics_gauge_add(m_queued, 1);
 	pool->pending++;
 	pthread_mutex_lock(&pool->lock);
 	if (pool->queue_tail != NULL)
@@ -144,6 +187,7 @@ void worker_pool_destroy(struct worker_pool **poolp)
 	pthread_mutex_unlock(&pool->lock);
 	for (unsigned int i = 0; i < pool->nthreads; i++)
 		pthread_join(pool->threads[i], NULL);
+	metrics_gauge_add(m_threads, -(int64_t)pool->nthreads);
 	event_free(pool->notify_ev);
 	close(pool->notify_fd[0]);
 	close(pool->notify_fd[1]);

@@ -9,8 +9,13 @@
  * parallel and complete in any order; callers that need ordering submit one
  * job at a time (each session does). The job struct is owned by the caller
  * and must stay valid until done() is called.
+ *
+ * Metrics (summed over every pool of the process): tern_worker_threads,
+ * tern_worker_threads_busy, tern_worker_jobs_queued (waiting for a
+ * thread), tern_worker_jobs_total and tern_worker_queue_wait_seconds.
  */
 #include <stdbool.h>
+#include <stdint.h>
 
 struct event_base;
 struct worker_pool;
@@ -19,6 +24,7 @@ struct worker_job {
 	void (*work)(struct worker_job *job);  /* worker thread */
 	void (*done)(struct worker_job *job);  /* event loop thread */
 	struct worker_job *next;               /* private */
+	uint64_t queued_ns;                    /* private: when it was submitted */
 };
 
 struct worker_pool *worker_pool_create(struct event_base *base, unsigned int threads);

@@ -67,15 +67,14 @@ static void expire_user(struct pop3_expire *e, const char *user, unsigned int ma
 	unsigned int n = 0;
 	st = store_expire_mailbox(env->store, user, now_us() - days * DAY_US, max, &ex, &n);
 	if (st != STORE_OK && st != STORE_NOTFOUND) {
-		log_warn("expire: %s: %s", user, store_status_name(st));
+		log_warn("expire failed user=%s error=%s", user, store_status_name(st));
 		e->failed++;
 	}
 	for (unsigned int i = 0; i < n; i++)
 		pop3_audit_message(env->audit, "expire", 0, user, NULL, &ex[i].id, NULL,
 				   ex[i].size, ex[i].retrieved_us, "sweep");
 	if (n > 0)
-		log_info("expire: %s: %u message%s retrieved more than %d day%s ago deleted", user,
-			 n, n == 1 ? "" : "s", days, days == 1 ? "" : "s");
+		log_info("expire user=%s deleted=%u days=%d", user, n, days);
 	e->expired += n;
 	free(ex);
 }
@@ -124,8 +123,8 @@ static void batch_done(struct worker_job *job)
 	struct pop3_expire *e = (struct pop3_expire *)((char *)job - offsetof(struct pop3_expire, job));
 	e->running = false;
 	if (e->expired > 0 || e->failed > 0)
-		log_info("expire: batch done: %u users checked, %u messages expired, %u failures",
-			 e->users_checked, e->expired, e->failed);
+		log_info("expire batch users=%u deleted=%u failures=%u", e->users_checked,
+			 e->expired, e->failed);
 	/* The rest of the pass a moment later; the next pass after the interval. */
 	arm(e, e->pos < e->users.len ? BATCH_PAUSE_MS : interval_ms(e));
 }

@@ -190,7 +190,7 @@ static void login_done(struct session *s, enum session_login_result result, cons
 		if (p->login_delayed) {
 			/* RFC 2449 8.1.1; not a bad command: the password was right */
 			p->user[0] = '\0';
-			session_info(s, "%s refused: logged in less than %u s ago (LOGIN-DELAY)", user,
+			session_info(s, "login refused user=%s reason=login-delay delay_s=%u", user,
 				     login_delay_secs(s->env->set));
 			session_replyf(s, "-ERR [LOGIN-DELAY] Logged in less than %u seconds ago, try again later",
 				       login_delay_secs(s->env->set));
@@ -201,7 +201,7 @@ static void login_done(struct session *s, enum session_login_result result, cons
 		p->retrieved = xcalloc(p->md->count ? p->md->count : 1, sizeof(bool));
 		pop3_enter_state(p, POP3_STATE_TRANSACTION);
 		pop3_audit_login(s->env->audit, s->id, p->user, conn_peer_ip(s->conn));
-		session_info(s, "%s logged in, %u messages", p->user, p->md->count);
+		session_info(s, "login ok user=%s messages=%u", p->user, p->md->count);
 		session_replyf(s, "+OK Logged in, %u messages (%llu octets)", p->md->count,
 			       (unsigned long long)p->md->total_size);
 		break;
@@ -344,11 +344,11 @@ static void expunge_done(struct session *s)
 	p->job_indexes = NULL;
 	if (p->job_status != STORE_OK) {
 		/* RFC 1939: -ERR in UPDATE when some deletion failed. */
-		session_error(s, "expunge for %s failed: %s", p->user,
+		session_error(s, "expunge failed user=%s error=%s", p->user,
 			      store_status_name(p->job_status));
 		session_reply(s, "-ERR [SYS/TEMP] Some messages could not be deleted");
 	} else {
-		session_info(s, "%s deleted %u messages", p->user, p->job_index_count);
+		session_info(s, "quit user=%s deleted=%u", p->user, p->job_index_count);
 		session_reply(s, "+OK Bye");
 	}
 	conn_close(s->conn);
@@ -426,6 +426,7 @@ static void cmd_pass(struct pop3_session *p, const struct pop3_command *cmd)
 		return;
 	}
 	if (!session_plaintext_allowed(&p->s)) {
+		session_count_login_refused(&p->s);
 		session_bad_command(&p->s, POP3_PLAINTEXT_REFUSED);
 		return;
 	}
@@ -459,6 +460,7 @@ static void cmd_auth(struct pop3_session *p, const struct pop3_command *cmd)
 		return;
 	}
 	if (!allowed) {
+		session_count_login_refused(&p->s);
 		session_bad_command(&p->s, POP3_PLAINTEXT_REFUSED);
 		return;
 	}
@@ -568,7 +570,7 @@ static void retrieved(struct pop3_session *p)
 	unsigned int i = p->job_msg;
 	const struct store_listing_entry *e = &p->md->entries[i];
 	if (p->job_record_failed)
-		session_warn(&p->s, "message %u: its retrieval could not be recorded; EXPIRE will not count it yet",
+		session_warn(&p->s, "retrieval not recorded, EXPIRE will not count it yet message=%u",
 			     i + 1);
 	p->job_record_failed = false;
 	p->retrieved[i] = true;
@@ -602,7 +604,7 @@ static void read_done(struct session *s)
 		}
 		/* The status line is out: a multi-line reply cannot turn into an
 		 * error any more, so the only honest end is to close. */
-		session_error(s, "message %u became unreadable while being sent (%s); closing",
+		session_error(s, "message became unreadable while being sent; closing message=%u error=%s",
 			      p->job_msg + 1, store_status_name(p->job_status));
 		conn_close(s->conn);
 		return;
@@ -615,6 +617,7 @@ static void read_done(struct session *s)
 		else
 			session_reply(s, "+OK");
 	}
+	session_count_octets_sent(s, p->job_out.len);
 	conn_write_buf(s->conn, &p->job_out);
 	if (p->read_eof) {
 		read_end(p);
@@ -686,6 +689,16 @@ static void cmd_rset(struct pop3_session *p, const struct pop3_command *cmd)
 
 /* --- dispatch --- */
 
+/* For tern_commands_total, by verb number. */
+static const char *const verb_names[] = {
+	[POP3_VERB_USER] = "USER", [POP3_VERB_PASS] = "PASS", [POP3_VERB_APOP] = "APOP",
+	[POP3_VERB_AUTH] = "AUTH", [POP3_VERB_STAT] = "STAT", [POP3_VERB_LIST] = "LIST",
+	[POP3_VERB_RETR] = "RETR", [POP3_VERB_DELE] = "DELE", [POP3_VERB_NOOP] = "NOOP",
+	[POP3_VERB_RSET] = "RSET", [POP3_VERB_QUIT] = "QUIT", [POP3_VERB_TOP] = "TOP",
+	[POP3_VERB_UIDL] = "UIDL", [POP3_VERB_CAPA] = "CAPA", [POP3_VERB_STLS] = "STLS",
+	[POP3_VERB_UTF8] = "UTF8",
+};
+
 struct pop3_command_def {
 	enum pop3_verb verb;
 	unsigned int states;
@@ -719,7 +732,9 @@ static void pop3_line(struct session *s, char *line, size_t len, bool bare_lf)
 	struct pop3_session *p = pop3(s);
 	struct pop3_command cmd;
 	const char *error;
-	if (pop3_parse_command(line, len, &cmd, &error) < 0) {
+	int parsed = pop3_parse_command(line, len, &cmd, &error);
+	session_count_command(s, parsed < 0 ? POP3_VERB_UNKNOWN : cmd.verb);
+	if (parsed < 0) {
 		session_bad_command_f(s, "-ERR %s", error);
 		return;
 	}
@@ -816,4 +831,6 @@ const struct session_protocol pop3_protocol = {
 	.release = close_cursor_work,
 	.deinit = pop3_deinit,
 	.too_many_errors = "-ERR Too many bad commands, closing connection",
+	.verbs = verb_names,
+	.verb_count = sizeof(verb_names) / sizeof(verb_names[0]),
 };

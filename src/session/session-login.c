@@ -278,23 +278,24 @@ static void bearer_refused(struct session *s);
 static void check_done(struct session *s)
 {
 	struct session_login *l = s->login;
+	session_count_login(s, l->status, l->ok, l->penalty_ms);
 	struct auth_penalty *penalty = s->env->penalty;
 	bool trusted = session_peer_trusted(s);
 	enum session_login_result result;
 	if (l->status != STORE_OK) {
-		session_warn(s, "login for %s failed: %s", l->user, store_status_name(l->status));
+		session_warn(s, "login error user=%s error=%s", l->user, store_status_name(l->status));
 		result = SESSION_LOGIN_TEMPFAIL;
 	} else if (!l->ok) {
 		if (!trusted)
 			auth_penalty_fail(penalty, &s->peer, l->user, monotonic_ms());
 		if (l->bearer_mech != SASL_MECH_UNKNOWN) {
-			session_info(s, "authentication failed for %s from %s (bearer token refused: %s; checked after a %u ms penalty)",
+			session_info(s, "login failed user=%s ip=%s token=refused reason=%s penalty_ms=%u",
 				     l->user[0] != '\0' ? l->user : "(no user named)",
 				     conn_peer_ip(s->conn), l->refusal, l->penalty_ms);
 			bearer_refused(s);
 			return;
 		}
-		session_info(s, "authentication failed for %s from %s (password ********; checked after a %u ms penalty)",
+		session_info(s, "login failed user=%s ip=%s password=******** penalty_ms=%u",
 			     l->user, conn_peer_ip(s->conn), l->penalty_ms);
 		result = SESSION_LOGIN_FAILED;
 	} else {
@@ -420,6 +421,7 @@ static void sasl_fail(struct session *s, enum session_sasl_failure why, const ch
 	str_copy(phrase, text, sizeof(phrase));
 	sasl_end(s);
 	session_login_free(s);
+	session_count_login_aborted(s);
 	ops->failed(s, why, phrase);
 }
 

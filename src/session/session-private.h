@@ -17,6 +17,16 @@ struct session_registry {
 	uint64_t queue_hash_key;
 };
 
+/* Metrics (session-metrics.c): a session accepted, admitted or not (for
+ * SESSION_ADMIT_DROP with s == NULL), and its end; the outcome of a
+ * password check, and of a SASL exchange that ended before one. */
+void session_metrics_start(struct session *s, const struct session_protocol *proto,
+			   bool implicit_tls, enum session_admit admit);
+void session_metrics_end(struct session *s);
+void session_count_login(struct session *s, enum store_status status, bool password_ok,
+			 unsigned int penalty_ms);
+void session_count_login_aborted(struct session *s);
+
 /* Unregisters and frees the session (no job may be running). */
 void session_free(struct session *s);
 /* Ends a password check or SASL exchange in progress: leaves the

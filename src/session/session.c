@@ -90,8 +90,8 @@ enum session_admit session_admit(const struct session_env *env, const struct net
 	const struct tern_settings *set = env->set;
 	const struct session_registry *reg = env->registry;
 	if (reg->count >= set->max_connections) {
-		log_warn("connection from %s refused: %u connections open ([limits] max_connections = %u)",
-			 peer_ip, reg->count, set->max_connections);
+		log_warn("connection refused: too many connections ([limits] max_connections = %u) ip=%s open=%u",
+			 set->max_connections, peer_ip, reg->count);
 		return refuse(reg, SESSION_ADMIT_TOO_MANY);
 	}
 	if (settings_trusted(set, peer))
@@ -109,8 +109,8 @@ enum session_admit session_admit(const struct session_env *env, const struct net
 			n++;
 	}
 	if (n >= set->max_connections_per_ip) {
-		log_warn("connection from %s refused: %u connections from this client ([limits] max_connections_per_ip = %u)",
-			 peer_ip, n, set->max_connections_per_ip);
+		log_warn("connection refused: too many connections from this client ([limits] max_connections_per_ip = %u) ip=%s open=%u",
+			 set->max_connections_per_ip, peer_ip, n);
 		return refuse(reg, SESSION_ADMIT_TOO_MANY_FROM_IP);
 	}
 	return SESSION_ADMIT_OK;
@@ -122,12 +122,10 @@ void session_log(const struct session *s, enum log_level level, const char *fmt,
 {
 	if (!log_enabled(level))
 		return; /* e.g. SMTP's debug line per state change */
-	char line[1536];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	log_session_vmsg(level, s->proto->name, (unsigned long long)s->id, fmt, ap);
 	va_end(ap);
-	log_msg(level, "%s #%llu: %s", s->proto->name, (unsigned long long)s->id, line);
 }
 
 void session_reply(struct session *s, const char *line)
@@ -322,6 +320,8 @@ static void on_timeout(void *ctx, enum conn_timeout kind)
 static void on_closed(void *ctx, enum conn_close_reason reason)
 {
 	struct session *s = ctx;
+	static const char *const why[] = { "server", "client", "error", "timeout" };
+	session_info(s, "disconnect reason=%s", why[reason]);
 	if (s->proto->closed != NULL)
 		s->proto->closed(s);
 	s->dead = true;
@@ -344,6 +344,7 @@ static const struct conn_callbacks session_conn_callbacks = {
 void session_free(struct session *s)
 {
 	registry_remove(s->env->registry, s);
+	session_metrics_end(s);
 	session_login_free(s);
 	if (s->proto->deinit != NULL)
 		s->proto->deinit(s);
@@ -356,6 +357,7 @@ void session_create(const struct session_env *env, const struct session_protocol
 		    enum session_admit admit)
 {
 	if (admit == SESSION_ADMIT_DROP) {
+		session_metrics_start(NULL, proto, implicit_tls, admit);
 		close(fd);
 		return;
 	}
@@ -369,6 +371,7 @@ void session_create(const struct session_env *env, const struct session_protocol
 	s->peer = *conn_peer_addr(s->conn);
 	s->refused = admit != SESSION_ADMIT_OK;
 	registry_add(env->registry, s);
+	session_metrics_start(s, proto, implicit_tls, admit);
 	/* Until a login, the small caps: what an unknown client can make the
 	 * server hold. A protocol may lift them in start(). */
 	conn_set_line_max(s->conn, set->line_max_preauth);
@@ -376,13 +379,13 @@ void session_create(const struct session_env *env, const struct session_protocol
 	conn_set_idle_timeout(s->conn, set->idle_timeout_preauth_ms);
 	conn_set_command_timeout(s->conn, set->command_timeout_ms, (unsigned int)set->min_data_rate);
 	if (admit != SESSION_ADMIT_OK) {
-		session_info(s, "connect from %s refused: too many connections%s",
-			     conn_peer_ip(s->conn),
-			     admit == SESSION_ADMIT_TOO_MANY_FROM_IP ? " from this address" : "");
+		session_info(s, "connect refused: too many connections%s ip=%s",
+			     admit == SESSION_ADMIT_TOO_MANY_FROM_IP ? " from this address" : "",
+			     conn_peer_ip(s->conn));
 		proto->refuse(s, admit);
 		conn_close(s->conn);
 		return;
 	}
-	session_info(s, "connect from %s%s", conn_peer_ip(s->conn), implicit_tls ? " (TLS)" : "");
+	session_info(s, "connect ip=%s tls=%s", conn_peer_ip(s->conn), implicit_tls ? "yes" : "no");
 	proto->start(s);
 }

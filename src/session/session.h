@@ -14,6 +14,8 @@
  *   around it (a session whose connection has gone is freed when its job
  *   ends, never from inside one of its own callbacks);
  * - the bad-command budget;
+ * - the metrics of sessions, logins and commands (session-metrics.c), and
+ *   one call for each thing a protocol counts (deliveries, octets);
  * - password checks (session-login.c): the client address's failed-login
  *   penalty applied before the check, one check at a time from a penalised
  *   address, unknown users verified against a dummy hash of the same cost,
@@ -108,6 +110,11 @@ struct session_protocol {
 	void (*deinit)(struct session *s);
 	/* The reply that closes a session which used up its bad-command budget. */
 	const char *too_many_errors;
+	/* Verb names for tern_commands_total, indexed by the protocol's verb
+	 * number (session_count_command); index 0 and NULL entries count as
+	 * "unknown". Static; never the client's spelling. */
+	const char *const *verbs;
+	unsigned int verb_count;
 };
 
 struct session {
@@ -121,6 +128,8 @@ struct session {
 	struct worker_job job;
 	session_fn *work, *done;
 	struct session_login *login;    /* a password check or SASL exchange */
+	struct session_metrics *metrics; /* the protocol's series */
+	bool implicit_tls;
 	unsigned int bad_commands;
 	bool refused, dead, job_running, held;
 };
@@ -187,6 +196,34 @@ void session_hold(struct session *s);
 /* true while a job of the session's runs (its work or done is pending). */
 bool session_job_running(const struct session *s);
 void session_resume(struct session *s);
+
+/* --- metrics (session-metrics.c) --- */
+
+/* Creates the protocol's session, login and command series now, so that
+ * they read 0 from the start rather than appear with its first session
+ * (the server calls it for each protocol it listens for). */
+void session_metrics_register(const struct session_protocol *proto);
+
+/* A command line: verb is the protocol's verb number (its parser's
+ * unknown value, 0, for an unknown verb or a line that did not parse). */
+void session_count_command(struct session *s, unsigned int verb);
+/* What recipients of a message got: stored (2xx), refused for now (4xx),
+ * refused for good (5xx). */
+enum session_delivery {
+	SESSION_DELIVERY_OK,
+	SESSION_DELIVERY_TEMPFAIL,
+	SESSION_DELIVERY_PERMFAIL,
+};
+void session_count_delivery(struct session *s, enum session_delivery result,
+			    unsigned int recipients);
+/* Message octets as they crossed the connection: received in DATA
+ * (dot-stuffed, the final "." line included), sent by RETR and TOP (the
+ * same, without the +OK line). */
+void session_count_octets_received(struct session *s, size_t n);
+void session_count_octets_sent(struct session *s, size_t n);
+/* A login the [auth] plaintext policy refused before any password was
+ * looked at. */
+void session_count_login_refused(struct session *s);
 
 /* --- logins (session-login.c) --- */
 

@@ -155,6 +155,17 @@ static void smtp_store_error(struct smtp_session *m, enum store_status st, const
 	}
 }
 
+/* What a recipient's reply was, for tern_deliveries_total: keep in step
+ * with smtp_store_error(). */
+static enum session_delivery delivery_result(enum store_status st)
+{
+	if (st == STORE_OK)
+		return SESSION_DELIVERY_OK;
+	return st == STORE_NOTFOUND || st == STORE_LOOP || st == STORE_TOOBIG
+		       ? SESSION_DELIVERY_PERMFAIL
+		       : SESSION_DELIVERY_TEMPFAIL;
+}
+
 /* Forgets the transaction; back to READY unless before HELO. */
 static void reset_transaction(struct smtp_session *m)
 {
@@ -406,9 +417,10 @@ static void deliver_done(struct session *s)
 		if (delivery_rcpt_is_duplicate(d, k))
 			continue;
 		enum store_status st = delivery_rcpt_status(d, k);
-		session_info(s, "%s from=<%s> to=<%s> size=%llu: %s", id, m->mail_from,
+		session_info(s, "delivery id=%s from=<%s> to=<%s> size=%llu result=%s", id, m->mail_from,
 			     m->users[i].address, (unsigned long long)delivery_size(d),
 			     st == STORE_OK ? "stored" : store_status_name(st));
+		session_count_delivery(s, delivery_result(st), 1);
 	}
 	if (m->lmtp) {
 		/* RFC 2033 4.2: one reply per accepted RCPT, in order. */
@@ -436,6 +448,7 @@ static void deliver_done(struct session *s)
 static void refuse_data(struct smtp_session *m, const char *text)
 {
 	unsigned int n = m->lmtp ? m->rcpt_count : 1;
+	session_count_delivery(&m->s, SESSION_DELIVERY_PERMFAIL, m->user_count);
 	for (unsigned int i = 0; i < n; i++)
 		session_reply(&m->s, text);
 	reset_transaction(m);
@@ -506,6 +519,7 @@ static void smtp_raw(struct session *s, struct evbuffer *in)
 		bool done = false;
 		size_t used = mail_data_decoder_feed(&m->decoder, v.iov_base, n, &m->data, &done);
 		evbuffer_drain(in, used);
+		session_count_octets_received(s, used);
 		if (m->data.len > 0) {
 			const char *error;
 			if (delivery_write(m->delivery, m->data.data, m->data.len, &error) < 0) {
@@ -596,7 +610,7 @@ static void auth_done(struct session *s, enum session_login_result result, const
 		m->authenticated = true;
 		str_copy(m->auth_user, user, sizeof(m->auth_user));
 		session_logged_in(s, s->env->set->smtp_idle_timeout_ms);
-		session_info(s, "%s authenticated from %s", m->auth_user, conn_peer_ip(s->conn));
+		session_info(s, "login ok user=%s ip=%s", m->auth_user, conn_peer_ip(s->conn));
 		session_reply(s, "235 2.7.0 Authentication successful");
 		break;
 	case SESSION_LOGIN_FAILED:
@@ -663,6 +677,7 @@ static void cmd_auth(struct smtp_session *m, struct smtp_command *cmd)
 		return;
 	}
 	if (!session_plaintext_allowed(&m->s)) {
+		session_count_login_refused(&m->s);
 		session_bad_command(&m->s, "538 5.7.11 Encryption required for requested authentication mechanism (use STARTTLS)");
 		return;
 	}
@@ -671,6 +686,15 @@ static void cmd_auth(struct smtp_session *m, struct smtp_command *cmd)
 }
 
 /* --- dispatch --- */
+
+/* For tern_commands_total, by verb number. */
+static const char *const verb_names[] = {
+	[SMTP_VERB_HELO] = "HELO", [SMTP_VERB_EHLO] = "EHLO", [SMTP_VERB_LHLO] = "LHLO",
+	[SMTP_VERB_MAIL] = "MAIL", [SMTP_VERB_RCPT] = "RCPT", [SMTP_VERB_DATA] = "DATA",
+	[SMTP_VERB_RSET] = "RSET", [SMTP_VERB_NOOP] = "NOOP", [SMTP_VERB_QUIT] = "QUIT",
+	[SMTP_VERB_VRFY] = "VRFY", [SMTP_VERB_EXPN] = "EXPN", [SMTP_VERB_HELP] = "HELP",
+	[SMTP_VERB_STARTTLS] = "STARTTLS", [SMTP_VERB_AUTH] = "AUTH", [SMTP_VERB_BDAT] = "BDAT",
+};
 
 enum smtp_command_flags {
 	SMTP_CMD_SMTP_ONLY = 1 << 0,  /* not in LMTP */
@@ -732,7 +756,9 @@ static void smtp_line(struct session *s, char *line, size_t len, bool bare_lf)
 	struct smtp_session *m = smtp(s);
 	struct smtp_command cmd;
 	const char *error;
-	if (smtp_parse_command(line, len, &cmd, &error) < 0) {
+	int parsed = smtp_parse_command(line, len, &cmd, &error);
+	session_count_command(s, parsed < 0 ? SMTP_VERB_UNKNOWN : cmd.verb);
+	if (parsed < 0) {
 		session_bad_command_f(s, "500 5.5.2 %s", error);
 		return;
 	}
@@ -839,6 +865,8 @@ static void smtp_deinit(struct session *s)
 		.closed = smtp_closed,                                     \
 		.deinit = smtp_deinit,                                     \
 		.too_many_errors = "421 4.7.0 Too many errors, closing connection", \
+		.verbs = verb_names,                                       \
+		.verb_count = sizeof(verb_names) / sizeof(verb_names[0]),  \
 	}
 
 const struct session_protocol smtp_protocol = SMTP_FAMILY_PROTOCOL("smtp", smtp_start);

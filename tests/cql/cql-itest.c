@@ -611,6 +611,12 @@ static void scenario_lwt_stats(void)
 	cql_session_stats(s, &st);
 	CHECK_EQ(st.conditional_statements, 3);
 	CHECK_EQ(st.serial_reads, 2);
+	CHECK_EQ(st.by_consistency[CQL_SERIAL], 1);
+	CHECK_EQ(st.by_consistency[CQL_LOCAL_SERIAL], 1);
+	uint64_t by_level = 0;
+	for (unsigned i = 0; i < CQL_CONSISTENCY_COUNT; i++)
+		by_level += st.by_consistency[i];
+	CHECK_EQ(by_level, st.requests);
 	/* DDL IF NOT EXISTS is no LWT */
 	q(s, "CREATE TABLE IF NOT EXISTS cqltest.lwt (k int PRIMARY KEY, v int)");
 	cql_session_stats(s, &st);

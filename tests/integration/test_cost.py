@@ -244,7 +244,7 @@ def big_message(idle_server):
 
 def idle_timeouts(server, proto):
     """How many sessions of proto the server has logged as idle timeouts."""
-    return len(re.findall(r"\b%s #\d+: idle timeout" % proto, server.log_text()))
+    return len(re.findall(r"\bsession=%s#\d+ msg=\"idle timeout\"" % proto, server.log_text()))
 
 
 def wait_idle_timeouts(server, proto, n, timeout):

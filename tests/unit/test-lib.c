@@ -438,12 +438,71 @@ static void test_ini(void)
 		const char t4[] = "[s]\nk = v\0";
 		ini_expect_error(t4, sizeof(t4) - 1, 2, "NUL", NULL, __LINE__);
 	}
+	/* every error is reported, in file order, and parsing goes on after each */
+	{
+		char text[6000];
+		size_t n = (size_t)snprintf(text, sizeof(text),
+					    "early = 1\n[s]\na = 1\nno equals\nfail = 2\n# long: ");
+		memset(text + n, 'c', 5000);
+		n += 5000;
+		const char rest[] = "\nb = 2\n[refused]\nhidden = 3\n[bad\nalso = hidden\n"
+				    "[t]\nbad key = 4\nc\0 = 5\nd = 6\n";
+		memcpy(text + n, rest, sizeof(rest) - 1);
+		n += sizeof(rest) - 1;
+		char *log, *err, *path;
+		static const char *const fail = "fail";
+		char *p = write_tmp("multi.ini", text, n);
+		struct ini_log l = { .fail_key = fail };
+		buf_init(&l.out, 0);
+		err = NULL;
+		CHECK_INT(ini_parse_file(p, log_section, log_key, &l, &err), -1);
+		log = buf_steal(&l.out);
+		buf_deinit(&l.out);
+		path = p;
+		/* the good keys around the errors were all read */
+		CHECK_STR(log, "[s]\ns.a=<1>\ns.fail=<2>\ns.b=<2>\n[refused]\n[t]\nt.d=<6>\n");
+		struct buf want;
+		buf_init(&want, 0);
+		buf_printf(&want, "%s:1: key outside of any [section]\n"
+				  "%s:4: expected \"key = value\"\n"
+				  "%s:5: key refused by callback\n"
+				  "%s:6: line too long (limit 4095 characters)\n"
+				  "%s:8: section refused by callback\n"
+				  "%s:10: malformed section header (expected \"[name]\")\n"
+				  "%s:13: invalid key name\n"
+				  "%s:14: NUL byte in line",
+			   path, path, path, path, path, path, path, path);
+		CHECK_STR(err, want.data);
+		buf_deinit(&want);
+		free(log);
+		free(err);
+		free(path);
+	}
+	/* past INI_ERRORS_MAX, a count */
+	{
+		struct buf t;
+		buf_init(&t, 0);
+		buf_append_str(&t, "[s]\n");
+		for (int i = 0; i < INI_ERRORS_MAX + 5; i++)
+			buf_append_str(&t, "oops\n");
+		char *log, *err, *path;
+		CHECK_INT(ini_run(t.data, t.len, true, NULL, &log, &err, &path), -1);
+		unsigned int lines = 1;
+		for (const char *c = err; *c != '\0'; c++)
+			lines += *c == '\n';
+		CHECK_INT(lines, INI_ERRORS_MAX + 1);
+		CHECK(strstr(err, ": 5 more errors not shown") != NULL);
+		buf_deinit(&t);
+		free(log);
+		free(err);
+		free(path);
+	}
 	/* a missing file names the file */
 	{
 		char *err = NULL;
 		struct ini_log l = { 0 };
 		buf_init(&l.out, 0);
-		CHECK_INT(ini_parse_file("/nonexistent/tern.ini", NULL, log_key, &l, &err), -1);
+		CHECK_INT(ini_parse_file("/nonexistent/tern.ini", NULL, log_key, &l, &err), -2);
 		CHECK(err != NULL && strstr(err, "/nonexistent/tern.ini") != NULL);
 		free(err);
 		buf_deinit(&l.out);

@@ -40,6 +40,7 @@
 #include "auth-penalty.h"
 #include "base64.h"
 #include "log.h"
+#include "metrics.h"
 #include "password.h"
 #include "pop3-session.h"
 #include "session-private.h"
@@ -1724,6 +1725,149 @@ static void test_shutdown_expired_penalty(void)
 	shutdown_now(c, 2);
 }
 
+/* --- metrics: a known workload moves the counters by exactly its amounts --- */
+
+/* The value of one sample of metrics_render() (with the store's), or -1. */
+static long long metric(const char *series)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	metrics_render(&out);
+	store_metrics_render(h.env.store, &out);
+	char key[256];
+	snprintf(key, sizeof(key), "\n%s ", series);
+	const char *p = strstr(out.data, key);
+	long long v = p != NULL ? strtoll(p + strlen(key), NULL, 10) : -1;
+	buf_deinit(&out);
+	return v;
+}
+
+/* A counter that may not exist yet counts 0. */
+static long long count_of(const char *series)
+{
+	long long v = metric(series);
+	return v < 0 ? 0 : v;
+}
+
+#define POP3_OK "tern_logins_total{protocol=\"pop3\",result=\"ok\"}"
+#define POP3_FAILED "tern_logins_total{protocol=\"pop3\",result=\"failed\"}"
+#define POP3_SESSIONS "tern_sessions_total{protocol=\"pop3\",tls=\"false\"}"
+#define POP3_OPEN "tern_sessions_open{protocol=\"pop3\",tls=\"false\"}"
+#define POP3_RETR "tern_commands_total{protocol=\"pop3\",verb=\"RETR\"}"
+#define POP3_NOOP "tern_commands_total{protocol=\"pop3\",verb=\"NOOP\"}"
+#define POP3_UNKNOWN "tern_commands_total{protocol=\"pop3\",verb=\"unknown\"}"
+#define POP3_SENT "tern_sent_octets_total{protocol=\"pop3\"}"
+#define SMTP_OK "tern_deliveries_total{protocol=\"smtp\",result=\"ok\"}"
+#define SMTP_PERMFAIL "tern_deliveries_total{protocol=\"smtp\",result=\"permfail\"}"
+#define SMTP_RECEIVED "tern_received_octets_total{protocol=\"smtp\"}"
+#define SMTP_RCPT "tern_commands_total{protocol=\"smtp\",verb=\"RCPT\"}"
+#define LMTP_OK "tern_deliveries_total{protocol=\"lmtp\",result=\"ok\"}"
+#define DELIVER_CALLS "tern_store_operation_seconds_count{operation=\"deliver\"}"
+#define USER_GET_NOTFOUND "tern_store_errors_total{operation=\"user_get\",status=\"notfound\"}"
+
+static void test_metrics(void)
+{
+	settings_begin("metrics");
+	env_start(2);
+	long long ok = count_of(POP3_OK), failed = count_of(POP3_FAILED);
+	long long sessions = count_of(POP3_SESSIONS), open = count_of(POP3_OPEN);
+	long long retr = count_of(POP3_RETR), noop = count_of(POP3_NOOP);
+	long long unknown = count_of(POP3_UNKNOWN), sent = count_of(POP3_SENT);
+	long long smtp_ok = count_of(SMTP_OK), permfail = count_of(SMTP_PERMFAIL);
+	long long received = count_of(SMTP_RECEIVED), rcpt = count_of(SMTP_RCPT);
+	long long lmtp_ok = count_of(LMTP_OK), deliver_calls = count_of(DELIVER_CALLS);
+	long long notfound = count_of(USER_GET_NOTFOUND);
+
+	/* POP3: a failed login, a good one, RETR 1, an unknown verb (which
+	 * must not become a label value), a lower-case verb. */
+	struct client *c = client_open(&pop3_protocol, "127.0.0.1");
+	EXPECT(c, "+OK tern POP3 server ready");
+	client_send(c, "USER " ALICE "\r\nPASS wrong\r\n");
+	EXPECT(c, "+OK Send PASS");
+	EXPECT(c, "-ERR [AUTH] Invalid user name or password");
+	CHECK_INT(metric(POP3_OPEN), open + 1);
+	client_send(c, "USER " ALICE "\r\nPASS " PASSWORD "\r\n");
+	EXPECT(c, "+OK Send PASS");
+	EXPECT_PREFIX(c, "+OK Logged in, 2 messages");
+	client_send(c, "XYZW\r\nnoop\r\nRETR 1\r\n");
+	EXPECT(c, "-ERR Unknown command");
+	EXPECT(c, "+OK");
+	EXPECT_PREFIX(c, "+OK ");
+	for (char *l; (l = client_line(c, NULL)) != NULL;) {
+		bool end = strcmp(l, ".") == 0;
+		free(l);
+		if (end)
+			break;
+	}
+	client_send(c, "QUIT\r\n");
+	EXPECT(c, "+OK Bye");
+	EXPECT_CLOSED(c);
+	client_free(&c);
+	CHECK(run_until(registry_empty, NULL, WAIT_MS));
+	CHECK_INT(metric(POP3_OK), ok + 1);
+	CHECK_INT(metric(POP3_FAILED), failed + 1);
+	CHECK_INT(metric(POP3_SESSIONS), sessions + 1);
+	CHECK_INT(metric(POP3_OPEN), open);
+	CHECK_INT(metric(POP3_RETR), retr + 1);
+	CHECK_INT(metric(POP3_NOOP), noop + 1);
+	CHECK_INT(metric(POP3_UNKNOWN), unknown + 1);
+	CHECK_INT(metric("tern_commands_total{protocol=\"pop3\",verb=\"XYZW\"}"), -1);
+	/* message 1 as sent: two lines get a dot, then ".\r\n" */
+	CHECK_INT(metric(POP3_SENT), sent + (long long)MSG1_SIZE + 2 + 3);
+
+	/* SMTP: a message to two users, one to an unknown user (refused at
+	 * RCPT: no delivery), one refused after DATA (bare CR). */
+	const char *data = "Subject: m\r\n\r\n..dot\r\n.\r\n";
+	c = client_open(&smtp_protocol, "127.0.0.1");
+	EXPECT(c, "220 " HOSTNAME " ESMTP tern ready");
+	client_send(c, "EHLO client.example\r\n");
+	expect_ehlo(c, true);
+	client_send(c, "MAIL FROM:<s@remote.example>\r\nRCPT TO:<" ALICE ">\r\n"
+		       "RCPT TO:<nobody@" DOMAIN ">\r\nRCPT TO:<" BOB ">\r\nDATA\r\n");
+	EXPECT(c, "250 2.1.0 Ok");
+	EXPECT(c, "250 2.1.5 Ok");
+	EXPECT_PREFIX(c, "550 5.1.1 ");
+	EXPECT(c, "250 2.1.5 Ok");
+	EXPECT_PREFIX(c, "354 ");
+	client_send(c, data);
+	EXPECT_PREFIX(c, "250 2.0.0 Ok: queued as ");
+	client_send(c, "MAIL FROM:<>\r\nRCPT TO:<" BOB ">\r\nDATA\r\n");
+	EXPECT(c, "250 2.1.0 Ok");
+	EXPECT(c, "250 2.1.5 Ok");
+	EXPECT_PREFIX(c, "354 ");
+	client_send(c, "bare\rcr\r\n.\r\n");
+	EXPECT_PREFIX(c, "550 5.6.0 ");
+	client_send(c, "QUIT\r\n");
+	EXPECT_PREFIX(c, "221 ");
+	EXPECT_CLOSED(c);
+	client_free(&c);
+	CHECK_INT(metric(SMTP_OK), smtp_ok + 2);
+	CHECK_INT(metric(SMTP_PERMFAIL), permfail + 1);
+	CHECK_INT(metric(SMTP_RCPT), rcpt + 4);
+	CHECK_INT(metric(SMTP_RECEIVED), received + (long long)strlen(data) + 12);
+	CHECK_INT(metric(DELIVER_CALLS), deliver_calls + 1);
+	CHECK_INT(metric(USER_GET_NOTFOUND), notfound + 1);
+
+	/* LMTP: one delivery to alice. */
+	c = client_open(&lmtp_protocol, "127.0.0.1");
+	EXPECT(c, "220 " HOSTNAME " LMTP tern ready");
+	client_send(c, "LHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<" ALICE ">\r\nDATA\r\n");
+	expect_ehlo(c, false);
+	EXPECT(c, "250 2.1.0 Ok");
+	EXPECT(c, "250 2.1.5 Ok");
+	EXPECT_PREFIX(c, "354 ");
+	client_send(c, data);
+	EXPECT_PREFIX(c, "250 2.0.0 <" ALICE "> ");
+	client_send(c, "QUIT\r\n");
+	EXPECT_PREFIX(c, "221 ");
+	EXPECT_CLOSED(c);
+	client_free(&c);
+	CHECK_INT(metric(LMTP_OK), lmtp_ok + 1);
+	/* the mem store renders its kind only */
+	CHECK_INT(metric("tern_store_info{backend=\"mem\",pop3_ids=\"messageid\"}"), 1);
+	env_stop();
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -1764,6 +1908,7 @@ int main(void)
 	test_peer_gone();
 	test_shutdown();
 	test_shutdown_expired_penalty();
+	test_metrics();
 
 	unlink(ini_path);
 	rmdir(tmpdir);

@@ -3,6 +3,7 @@
  * the defaults, size suffixes, and errors that name FILE:LINE.
  */
 #include <errno.h>
+#include <pwd.h>
 #include <openssl/ssl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -409,6 +410,109 @@ static void test_errors(void)
 	free(err);
 }
 
+/* Every problem of a file, in file order, one line each. */
+static void test_all_errors(void)
+{
+	char *path, *err;
+	struct tern_settings *set = load(
+		"[server]\n"                      /* 1 */
+		"colour = blue\n"                 /* 2 */
+		"[smtp]\n"                        /* 3 */
+		"max_message_size = lots\n"       /* 4 */
+		"max_recipients = 10\n"           /* 5 */
+		"this has no equals sign\n"       /* 6 */
+		"[bogus]\n"                       /* 7 */
+		"ignored = x\n"                   /* 8 */
+		"[store]\n"                       /* 9 */
+		"pop3_ids = banana\n"             /* 10 */
+		"[tls]\n"                         /* 11 */
+		"cert = /c.pem\n"                 /* 12 */
+		"[auth]\n"                        /* 13 */
+		"failure_delay_initial = 10s\n"   /* 14 */
+		"failure_delay_max = 1s\n",       /* 15 */
+		&path, &err);
+	CHECK(set == NULL);
+	struct buf want;
+	buf_init(&want, 0);
+	buf_printf(&want,
+		   "%s:2: unknown key \"colour\" in [server]\n"
+		   "%s:4: max_message_size: invalid size \"lots\" (expected a number with an optional K, M or G)\n"
+		   "%s:6: expected \"key = value\"\n"
+		   "%s:7: unknown section [bogus]\n"
+		   "%s:10: pop3_ids: invalid value \"banana\" (expected one of: messageid uid)\n"
+		   "%s:12: [tls] needs both cert and key (key is missing)\n"
+		   "%s: [auth] failure_delay_max is below failure_delay_initial",
+		   path, path, path, path, path, path, path);
+	CHECK_STR(err, want.data);
+	buf_deinit(&want);
+	free(err);
+	/* settings_read gives the settings too, with the good values read */
+	set = settings_read(path, &err);
+	CHECK(set != NULL && err != NULL);
+	if (set != NULL) {
+		CHECK_INT(set->max_recipients, 10);
+		CHECK_INT(set->max_message_size, 25 * 1024 * 1024); /* the default */
+	}
+	settings_free(&set);
+	free(err);
+	free(path);
+
+	/* a good file: no errors either way */
+	set = load("[server]\nhostname = x\n", &path, &err);
+	CHECK(set != NULL && err == NULL);
+	settings_free(&set);
+	set = settings_read(path, &err);
+	CHECK(set != NULL && err == NULL);
+	settings_free(&set);
+	free(path);
+	set = settings_read("/nonexistent/tern.conf", &err);
+	CHECK(set == NULL && err != NULL && strstr(err, "cannot open") != NULL);
+	free(err);
+}
+
+/* [server] user and group: looked up at load time; these tests need the
+ * "nobody" user and the "root" group, present on every Debian system. */
+static void test_user_group(void)
+{
+	char *path, *err;
+	struct tern_settings *set = load("[server]\nuser = nobody\n", &path, &err);
+	CHECK(set != NULL);
+	if (set != NULL) {
+		struct passwd *pw = getpwnam("nobody");
+		CHECK(pw != NULL);
+		if (pw != NULL) {
+			CHECK_INT(set->uid, pw->pw_uid);
+			CHECK_INT(set->gid, pw->pw_gid); /* the primary group */
+		}
+		CHECK_STR(set->user, "nobody");
+		CHECK(set->group == NULL);
+	}
+	settings_free(&set);
+	free(err);
+	free(path);
+
+	set = load("[server]\nuser = nobody\ngroup = root\n", &path, &err);
+	CHECK(set != NULL);
+	if (set != NULL)
+		CHECK_INT(set->gid, 0);
+	settings_free(&set);
+	free(err);
+	free(path);
+
+	/* empty: no drop */
+	set = load("[server]\nuser =\ngroup =\n", &path, &err);
+	CHECK(set != NULL && set->user == NULL && set->group == NULL);
+	settings_free(&set);
+	free(err);
+	free(path);
+
+	EXPECT_ERROR("[server]\nhostname = x\ngroup = root\n", 3, "group needs user");
+	EXPECT_ERROR("[server]\nuser = no-such-user-tern-test\n", 2,
+		     "user|no-such-user-tern-test|no such user");
+	EXPECT_ERROR("[server]\nuser = nobody\n\ngroup = no-such-group-tern-test\n", 4,
+		     "group|no-such-group-tern-test|no such group");
+}
+
 int main(void)
 {
 	if (mkdtemp(tmpdir) == NULL) {
@@ -419,6 +523,8 @@ int main(void)
 	test_defaults();
 	test_values();
 	test_errors();
+	test_all_errors();
+	test_user_group();
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
