@@ -2451,18 +2451,13 @@ static void test_pop3_ext(void)
 	int days = 99;
 	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
 	CHECK_INT(days, STORE_EXPIRE_DEFAULT);
-	CHECK_ST(store_user_expire_set(store, u, 30), STORE_OK);
-	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
-	CHECK_INT(days, 30);
-	CHECK_ST(store_user_expire_set(store, u, STORE_EXPIRE_NEVER), STORE_OK);
-	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
-	CHECK_INT(days, STORE_EXPIRE_NEVER);
-	CHECK_ST(store_user_expire_set(store, u, 0), STORE_OK);
-	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
-	CHECK_INT(days, 0);
-	CHECK_ST(store_user_expire_set(store, u, STORE_EXPIRE_DEFAULT), STORE_OK);
-	CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
-	CHECK_INT(days, STORE_EXPIRE_DEFAULT);
+	static const int values[] = { 30, STORE_EXPIRE_NEVER, 0, STORE_EXPIRE_DAYS_MAX,
+				      STORE_EXPIRE_DEFAULT };
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		CHECK_ST(store_user_expire_set(store, u, values[i]), STORE_OK);
+		CHECK_ST(store_user_expire_get(store, u, &days), STORE_OK);
+		CHECK_INT(days, values[i]);
+	}
 	CHECK_ST(store_user_expire_set(store, u, STORE_EXPIRE_DAYS_MAX + 1), STORE_INVALID);
 	CHECK_ST(store_user_expire_set(store, u, -3), STORE_INVALID);
 	CHECK_ST(store_user_expire_set(store, "nobody@pop3ext.test", 3), STORE_NOTFOUND);
