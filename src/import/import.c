@@ -78,7 +78,9 @@ static char *errorf(const char *fmt, ...)
 	va_start(ap, fmt);
 	buf_vprintf(&b, fmt, ap);
 	va_end(ap);
-	return buf_steal(&b);
+	char *text = buf_steal(&b);
+	buf_deinit(&b);
+	return text;
 }
 
 int import_format_parse(const char *name, enum import_format *f_r)
@@ -220,6 +222,7 @@ static int scan_subdir(struct import_ctx *c, const char *sub, bool *found_r, cha
 		buf_init(&p, 0);
 		buf_printf(&p, "%s/%s", dir.data, de->d_name);
 		m->file = buf_steal(&p);
+		buf_deinit(&p);
 		m->identity = xstrndup(de->d_name, import_maildir_base_len(de->d_name));
 	}
 	closedir(d);
@@ -483,6 +486,7 @@ static int scan_mbox(struct import_ctx *c, char **error_r)
 	}
 	c->mbox_len = f.len;
 	c->mbox = buf_steal(&f);
+	buf_deinit(&f);
 	size_t pos = 0;
 	struct import_mbox_msg mm;
 	while (import_mbox_next(c->mbox, c->mbox_len, &pos, &mm)) {
