@@ -165,6 +165,15 @@ int import_courier_parse_header(const char *line, size_t len, struct import_cour
 	return 0;
 }
 
+void import_courier_uidl(unsigned long uid, unsigned long uidvalidity,
+			 char out[IMPORT_COURIER_UIDL_MAX])
+{
+	if (uidvalidity != 0)
+		snprintf(out, IMPORT_COURIER_UIDL_MAX, "UID%lu-%lu", uid, uidvalidity);
+	else
+		snprintf(out, IMPORT_COURIER_UIDL_MAX, "UID%lu", uid);
+}
+
 int import_courier_parse_line(const char *line, size_t len, struct import_courier_rec *r_r)
 {
 	memset(r_r, 0, sizeof(*r_r));
@@ -193,11 +202,7 @@ int import_courier_parse_line(const char *line, size_t len, struct import_courie
 		return -1;
 	if (uid == 0)
 		return -1;
-	if (uidv != 0)
-		snprintf(r_r->uidl, sizeof(r_r->uidl), "UID%llu-%llu", (unsigned long long)uid,
-			 (unsigned long long)uidv);
-	else
-		snprintf(r_r->uidl, sizeof(r_r->uidl), "UID%llu", (unsigned long long)uid);
+	import_courier_uidl((unsigned long)uid, (unsigned long)uidv, r_r->uidl);
 	/* The name may itself hold a directory ("cur/..."): keep the base. */
 	size_t start = 0;
 	for (size_t k = 0; k + 1 < sp1; k++)

@@ -51,6 +51,11 @@ struct import_uidlist_rec {
 int import_uidlist_parse_line(unsigned int version, const char *line, size_t len,
 			      struct import_uidlist_rec *r_r);
 
+/* Courier's UIDL: "UID<n>-<uidvalidity>", or "UID<n>" when that is 0. */
+#define IMPORT_COURIER_UIDL_MAX 48
+void import_courier_uidl(unsigned long uid, unsigned long uidvalidity,
+			 char out[IMPORT_COURIER_UIDL_MAX]);
+
 struct import_courier_header {
 	unsigned int version;     /* 2 or 3 */
 	unsigned long next_uid, uidvalidity;
@@ -59,7 +64,7 @@ int import_courier_parse_header(const char *line, size_t len, struct import_cour
 struct import_courier_rec {
 	char name[256];           /* base name (before ':') */
 	uint64_t size;
-	char uidl[48];            /* "UID<n>-<uidvalidity>", or "UID<n>" when it is 0 */
+	char uidl[IMPORT_COURIER_UIDL_MAX]; /* import_courier_uidl() */
 };
 /* "FILENAME SIZE UID:UIDVALIDITY[:UTF8]", split from the right as Courier
  * does (a file name may hold spaces). 0, or -1 when malformed. */

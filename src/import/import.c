@@ -442,11 +442,8 @@ static int read_courier_sizelist(struct import_ctx *c, char **error_r)
 	for (size_t i = 0; i < c->count; i++) {
 		if (c->msgs[i].in_list)
 			continue;
-		char uidl[48];
-		if (h.uidvalidity != 0)
-			snprintf(uidl, sizeof(uidl), "UID%lu-%lu", next++, h.uidvalidity);
-		else
-			snprintf(uidl, sizeof(uidl), "UID%lu", next++);
+		char uidl[IMPORT_COURIER_UIDL_MAX];
+		import_courier_uidl(next++, h.uidvalidity, uidl);
 		set_uidl(&c->msgs[i], uidl);
 	}
 	return 0;
