@@ -149,6 +149,33 @@ def test_dovecot_saved_pop3_uidl_wins(server, dovecot):
     assert after[1:] == before[1:]
 
 
+def test_dovecot_pop3_order_field(server, dovecot):
+    """Dovecot lists messages with an O<n> field (POP3 order, kept by a
+    migration into Dovecot) first, by it; the import keeps that order."""
+    md = dovecot.maildir("dove3")
+    write_maildir(md, [("new", "1700002000.M1P1.mx", message(1)),
+                       ("new", "1700002001.M1P1.mx", message(2, 7)),
+                       ("new", "1700002002.M1P1.mx", message(3, 2))])
+    dovecot.own(md)
+    first = pop3_view(dovecot.pop3("dove3"))
+    path = os.path.join(md, "dovecot-uidlist")
+    lines = open(path).read().splitlines()
+    # The third message first, then the second; the first has no O field.
+    for n, order in ((3, 1), (2, 2)):
+        uid, rest = lines[n].split(" ", 1)
+        lines[n] = "%s O%d %s" % (uid, order, rest)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    dovecot.own(md)
+    before = pop3_view(dovecot.pop3("dove3"))
+    assert [u for _, u in before[2]] == [first[2][2][1], first[2][1][1], first[2][0][1]]
+
+    user, pw = server.new_user("doveo")
+    server.cli_ok("import", user, "maildir", md)
+    after = tern_view(server, user, pw)
+    assert after[1:] == before[1:]
+
+
 # --------------------------------------------------------------------------
 # Courier
 
