@@ -105,7 +105,10 @@ extern const struct store_vfuncs store_mem_vfuncs;
 extern const struct store_vfuncs store_cassandra_vfuncs;
 
 /* Helpers shared by backends. */
-/* The UIDL for uid mode: Dovecot's "%08Xu%08Xv" layout. */
+/* The UIDL for uid mode: the UID then the UIDVALIDITY, 8 upper-case hex
+ * digits each. Dovecot's "%08Xu%08Xv" has the same layout but prints
+ * lower-case hex; tern's uid-mode UIDLs stay as they were first shown
+ * (invariant 6), and an import keeps Dovecot's own (src/import). */
 void store_uidl_from_uid(uint32_t uid, uint32_t uidvalidity, char out[72]);
 /* The UIDL a new listing row of d gets in messageid mode, or the legacy
  * one in any mode: copies d->uidl when set (and returns true: in uid mode
