@@ -9,6 +9,8 @@
  *   quota set ADDRESS [--messages N|none] [--octets SIZE|none], quota get ADDRESS
  *   deliver [-f SENDER] ADDRESS    local delivery of the message on stdin
  *   repair [options]               the listing/body consistency check and sweep
+ *   import ADDRESS maildir|mbox PATH [--uidl MODE], import --batch FILE
+ *   export ADDRESS maildir PATH    (docs/migration.md)
  * Administrative commands talk to the store directly, so they work whether
  * or not the daemon runs. Mistakes print one line naming the problem and
  * exit non-zero with a sysexits.h code.
@@ -24,6 +26,7 @@
 
 #include "buf.h"
 #include "delivery.h"
+#include "import.h"
 #include "log.h"
 #include "mail-address.h"
 #include "mail-data.h"
@@ -63,6 +66,10 @@ static void usage(FILE *f)
 		"  repair [--dry-run] [--per-second N] [--min-age SECONDS] [--no-sweep | --sweep-only]\n"
 		"                                find and fix drift between listings and bodies,\n"
 		"                                and delete bodies no mailbox references\n"
+		"  import ADDRESS maildir|mbox PATH [--uidl auto|dovecot|courier|x-uidl|none]\n"
+		"                                import a mailbox, keeping its order and POP3 UIDLs\n"
+		"  import [--uidl MODE] --batch FILE   import each \"ADDRESS FORMAT PATH\" line of FILE\n"
+		"  export ADDRESS maildir PATH   write the mailbox as a Maildir with a dovecot-uidlist\n"
 		"FILE defaults to $TERN_CONFIG, then " DEFAULT_CONFIG ".\n");
 }
 
@@ -750,6 +757,165 @@ static int cmd_check_config(const char *config)
 	return ret;
 }
 
+/* Progress of an import on a terminal: one line on stderr, redrawn in
+ * place at most every 200 ms. */
+struct import_progress {
+	const char *address;
+	bool tty;
+	struct timespec start, last;
+};
+
+static double seconds_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void import_progress_draw(const struct import_report *r, void *context)
+{
+	struct import_progress *p = context;
+	uint64_t done = r->imported + r->skipped;
+	if (!p->tty || (seconds_since(&p->last) < 0.2 && done < r->messages))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &p->last);
+	double secs = seconds_since(&p->start);
+	double rate = secs > 0 ? (double)done / secs : 0;
+	double octets_rate = secs > 0 ? (double)r->imported_octets / secs : 0;
+	double left = rate > 0 ? (double)(r->messages - done) / rate : 0;
+	fprintf(stderr, "\r\033[K%s: %llu/%llu messages, %.1f/%.1f MiB, %.0f msg/s, %.1f MiB/s, %d:%02d left",
+		p->address, (unsigned long long)done, (unsigned long long)r->messages,
+		(double)r->imported_octets / 1048576.0, (double)r->octets / 1048576.0, rate,
+		octets_rate / 1048576.0, (int)left / 60, (int)left % 60);
+	fflush(stderr);
+}
+
+/* One mailbox: the summary line on stdout, the error on stderr. */
+static int import_one(struct store *store, const char *address_arg, const char *format_arg,
+		      const char *path, enum import_uidl uidl)
+{
+	char addr[MAIL_ADDRESS_MAX + 1];
+	enum import_format format;
+	if (parse_address(address_arg, addr) < 0)
+		return EX_USAGE;
+	if (import_format_parse(format_arg, &format) < 0)
+		return die(EX_USAGE, "import: unknown format \"%s\" (maildir or mbox)", format_arg);
+	struct import_progress p = { .address = addr, .tty = isatty(STDERR_FILENO) == 1 };
+	clock_gettime(CLOCK_MONOTONIC, &p.start);
+	struct import_report r;
+	char *error = NULL;
+	int ret = import_mailbox(store, addr, format, path, uidl, &r, import_progress_draw, &p, &error);
+	if (p.tty && r.imported + r.skipped > 0)
+		fputs("\r\033[K", stderr);
+	double secs = seconds_since(&p.start);
+	if (ret < 0) {
+		die(EX_DATAERR, "import %s from %s: %s", addr, path, error);
+		free(error);
+		return EX_DATAERR;
+	}
+	printf("%s: imported %llu messages (%llu octets), skipped %llu already there, of %llu in %s;"
+	       " UIDLs: %s%s; %.1f s\n",
+	       addr, (unsigned long long)r.imported, (unsigned long long)r.imported_octets,
+	       (unsigned long long)r.skipped, (unsigned long long)r.messages, path,
+	       import_uidl_name(r.uidl),
+	       r.fresh_uidls > 0 && r.uidl != IMPORT_UIDL_NONE ? " (some new: no legacy UIDL)" : "",
+	       secs);
+	fflush(stdout);
+	return EX_OK;
+}
+
+static int import_batch(struct store *store, const char *file, enum import_uidl uidl)
+{
+	FILE *f = fopen(file, "r");
+	if (f == NULL)
+		return die(EX_NOINPUT, "import: cannot open %s: %s", file, strerror(errno));
+	char line[8192];
+	unsigned int lineno = 0, failed = 0, done = 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		char *words[6];
+		int n = 0;
+		for (char *c = line; *c != '\0' && n < 6;) {
+			while (*c == ' ' || *c == '\t' || *c == '\r' || *c == '\n')
+				*c++ = '\0';
+			if (*c == '\0')
+				break;
+			words[n++] = c;
+			while (*c != '\0' && *c != ' ' && *c != '\t' && *c != '\r' && *c != '\n')
+				c++;
+		}
+		if (n == 0 || words[0][0] == '#')
+			continue;
+		enum import_uidl line_uidl = uidl;
+		if (n == 5 && strcmp(words[3], "--uidl") == 0 &&
+		    import_uidl_parse(words[4], &line_uidl) == 0)
+			n = 3;
+		if (n != 3) {
+			die(EX_DATAERR, "import: %s:%u: expected \"ADDRESS FORMAT PATH [--uidl MODE]\"",
+			    file, lineno);
+			failed++;
+			continue;
+		}
+		if (import_one(store, words[0], words[1], words[2], line_uidl) != EX_OK)
+			failed++;
+		else
+			done++;
+	}
+	fclose(f);
+	printf("batch %s: %u mailboxes imported, %u failed\n", file, done, failed);
+	return failed > 0 ? EX_DATAERR : EX_OK;
+}
+
+static int cmd_import(struct store *store, int argc, char **argv)
+{
+	enum import_uidl uidl = IMPORT_UIDL_AUTO;
+	const char *batch = NULL, *pos[3];
+	int npos = 0;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--uidl") == 0 && i + 1 < argc) {
+			if (import_uidl_parse(argv[++i], &uidl) < 0)
+				return die(EX_USAGE, "import: --uidl is auto, dovecot, courier, x-uidl or none");
+		} else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
+			batch = argv[++i];
+		} else if (argv[i][0] == '-' || npos == 3) {
+			usage(stderr);
+			return EX_USAGE;
+		} else {
+			pos[npos++] = argv[i];
+		}
+	}
+	if (batch != NULL && npos == 0)
+		return import_batch(store, batch, uidl);
+	if (batch != NULL || npos != 3) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	return import_one(store, pos[0], pos[1], pos[2], uidl);
+}
+
+static int cmd_export(struct store *store, int argc, char **argv)
+{
+	char addr[MAIL_ADDRESS_MAX + 1];
+	if (argc != 3) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (parse_address(argv[0], addr) < 0)
+		return EX_USAGE;
+	if (strcmp(argv[1], "maildir") != 0)
+		return die(EX_USAGE, "export: the format is maildir");
+	struct export_report r;
+	char *error = NULL;
+	if (export_maildir(store, addr, argv[2], &r, &error) < 0) {
+		die(EX_CANTCREAT, "export %s to %s: %s", addr, argv[2], error);
+		free(error);
+		return EX_CANTCREAT;
+	}
+	printf("%s: exported %llu messages (%llu octets) to %s\n", addr,
+	       (unsigned long long)r.messages, (unsigned long long)r.octets, argv[2]);
+	return EX_OK;
+}
+
 int main(int argc, char **argv)
 {
 	const char *config = getenv("TERN_CONFIG");
@@ -788,7 +954,8 @@ int main(int argc, char **argv)
 	if (strcmp(command, "serve") != 0 && strcmp(command, "domain") != 0 &&
 	    strcmp(command, "user") != 0 && strcmp(command, "deliver") != 0 &&
 	    strcmp(command, "repair") != 0 && strcmp(command, "alias") != 0 &&
-	    strcmp(command, "quota") != 0) {
+	    strcmp(command, "quota") != 0 && strcmp(command, "import") != 0 &&
+	    strcmp(command, "export") != 0) {
 		fprintf(stderr, "tern: unknown command \"%s\"\n", command);
 		usage(stderr);
 		return EX_USAGE;
@@ -840,6 +1007,10 @@ int main(int argc, char **argv)
 		ret = cmd_alias(store, rest_argc, rest);
 	else if (strcmp(command, "quota") == 0)
 		ret = cmd_quota(set, store, rest_argc, rest);
+	else if (strcmp(command, "import") == 0)
+		ret = cmd_import(store, rest_argc, rest);
+	else if (strcmp(command, "export") == 0)
+		ret = cmd_export(store, rest_argc, rest);
 	else
 		ret = cmd_deliver(set, store, rest_argc, rest);
 	store_close(&store);

@@ -195,7 +195,7 @@ static void log_request(struct evhttp_request *req, int code)
 	char shown[200];
 	str_escape_for_log(shown, sizeof(shown), uri != NULL ? uri : "", uri != NULL ? strlen(uri) : 0,
 			   120);
-	log_info("admin: %s %s %s %d", peer != NULL ? peer : "?",
+	log_info("admin request ip=%s method=%s path=%s status=%d", peer != NULL ? peer : "?",
 		 method_name(evhttp_request_get_command(req)), shown, code);
 }
 
@@ -479,22 +479,19 @@ struct admin_http *admin_http_create(const struct session_env *env, const char *
 static int bind_one(void *ctx, const char *host, const char *port)
 {
 	struct admin_http *a = ctx;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	int gai = getaddrinfo(*host == '\0' || strcmp(host, "*") == 0 ? NULL : host, port, &hints,
-			      &res);
-	if (gai != 0) {
-		log_error("admin listen %s:%s: %s", host, port, gai_strerror(gai));
-		return -1;
+	const char *error;
+	int fd = net_bind_tcp(host, port, &error);
+	struct evconnlistener *l = NULL;
+	if (fd >= 0) {
+		l = evconnlistener_new(a->env->base, NULL, NULL,
+				       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128, fd);
+		if (l == NULL) {
+			error = strerror(errno);
+			close(fd);
+		}
 	}
-	struct evconnlistener *l = evconnlistener_new_bind(
-		a->env->base, NULL, NULL,
-		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
-		res->ai_addr, (int)res->ai_addrlen);
-	freeaddrinfo(res);
 	if (l == NULL) {
-		log_error("admin: cannot listen on %s:%s: %s", host, port, strerror(errno));
+		log_error("admin: cannot listen on %s:%s: %s", host, port, error);
 		return -1;
 	}
 	struct evhttp_bound_socket *b = evhttp_bind_listener(a->http, l);
@@ -505,7 +502,8 @@ static int bind_one(void *ctx, const char *host, const char *port)
 	}
 	a->bound = xrealloc(a->bound, (a->bound_count + 1) * sizeof(*a->bound));
 	a->bound[a->bound_count++] = b;
-	log_info("admin listening on %s:%s%s", host, port, a->env->set->admin_tls ? " (TLS)" : "");
+	log_info("listening proto=%s host=%s port=%s", a->env->set->admin_tls ? "admin-https" : "admin",
+		 host, port);
 	return 0;
 }
 

@@ -87,7 +87,7 @@ static void *repair_thread(void *arg)
 		k->status = TASK_RUNNING;
 		k->started = time(NULL);
 		pthread_mutex_unlock(&t->lock);
-		log_info("admin: repair task %s started (dry_run %s, per_second %u, min_age %u s)",
+		log_info("repair task started id=%s dry_run=%s per_second=%u min_age=%u",
 			 k->id, k->opts.dry_run ? "yes" : "no", k->opts.per_second,
 			 k->opts.min_age_secs);
 		enum store_status st = store_repair(t->store, &k->opts, &k->report);
@@ -96,9 +96,9 @@ static void *repair_thread(void *arg)
 		k->status = st == STORE_OK ? TASK_DONE : TASK_FAILED;
 		k->finished = time(NULL);
 		if (st == STORE_OK)
-			log_info("admin: repair task %s done", k->id);
+			log_info("repair task done id=%s", k->id);
 		else
-			log_warn("admin: repair task %s failed: %s", k->id, store_status_name(st));
+			log_warn("repair task failed id=%s error=%s", k->id, store_status_name(st));
 		prune(t);
 	}
 	t->exited = true;

@@ -833,15 +833,13 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 	/* Only a second attempt with this id can find an earlier one. */
 	if (d->attempts > 1 && retry_of_earlier(c, &mbox, d, r, chunks, &st))
 		return st;
-	char uidl[72];
-	if (c->store.set.pop3_ids == STORE_POP3_IDS_UID) {
+	char uidl[STORE_UIDL_MAX + 2];
+	if (!store_delivery_uidl(d, uidl) && c->store.set.pop3_ids == STORE_POP3_IDS_UID) {
 		uint32_t uid = 0;
 		st = allocate_uid(c, &mbox, &uid);
 		if (st != STORE_OK)
 			return st;
 		store_uidl_from_uid(uid, uidvalidity_of(&mbox), uidl);
-	} else {
-		uuid_format(&d->message_id, uidl);
 	}
 	size_t prefix_len = strlen(r->prefix);
 	int64_t body_size = (int64_t)store_delivery_size(d);

@@ -21,7 +21,7 @@ struct mem_row {
 	struct uuid mailbox;
 	uint8_t key[16];
 	struct uuid id;
-	char uidl[72];
+	char uidl[STORE_UIDL_MAX + 2];
 	char *prefix;
 	struct mem_body *body;
 };
@@ -370,10 +370,8 @@ static enum store_status deliver_locked(struct mem_store *m, struct store_delive
 		row->mailbox = mbox;
 		memcpy(row->key, key, 16);
 		row->id = d->message_id;
-		if (m->store.set.pop3_ids == STORE_POP3_IDS_UID)
+		if (!store_delivery_uidl(d, row->uidl) && m->store.set.pop3_ids == STORE_POP3_IDS_UID)
 			store_uidl_from_uid(u->next_uid++, 1, row->uidl);
-		else
-			uuid_format(&d->message_id, row->uidl);
 		row->prefix = xstrdup(rc->prefix);
 		row->body = body;
 		body->refs++;

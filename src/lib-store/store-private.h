@@ -125,8 +125,15 @@ extern const struct store_vfuncs store_mem_vfuncs;
 extern const struct store_vfuncs store_cassandra_vfuncs;
 
 /* Helpers shared by backends. */
-/* The UIDL for uid mode: Dovecot's "%08Xu%08Xv" layout. */
+/* The UIDL for uid mode: the UID then the UIDVALIDITY, 8 upper-case hex
+ * digits each. Dovecot's "%08Xu%08Xv" has the same layout but prints
+ * lower-case hex; tern's uid-mode UIDLs stay as they were first shown
+ * (invariant 6), and an import keeps Dovecot's own (src/import). */
 void store_uidl_from_uid(uint32_t uid, uint32_t uidvalidity, char out[72]);
+/* The UIDL a new listing row of d gets in messageid mode, or the legacy
+ * one in any mode: copies d->uidl when set (and returns true: in uid mode
+ * no UID is allocated then), else the id's text (returns false). */
+bool store_delivery_uidl(const struct store_delivery *d, char uidl_r[STORE_UIDL_MAX + 2]);
 /* A 16-byte key whose memcmp order is Cassandra's TimeUUID order. */
 void store_sort_key(const struct uuid *id, uint8_t key_r[16]);
 void store_sort_key_to_uuid(const uint8_t key[16], struct uuid *id_r);

@@ -707,8 +707,8 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 
 	/* uid mode: allocate the next UID in this same transaction; UIDs are
 	 * never reused because next_uid only grows. */
-	char uidl[72];
-	if (s->store.set.pop3_ids == STORE_POP3_IDS_UID) {
+	char uidl[STORE_UIDL_MAX + 2];
+	if (!store_delivery_uidl(d, uidl) && s->store.set.pop3_ids == STORE_POP3_IDS_UID) {
 		st = prep(db, "UPDATE users SET next_uid = next_uid + 1 WHERE address = ?"
 			      " RETURNING next_uid - 1, uidvalidity");
 		if (st == NULL)
@@ -725,8 +725,6 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 			;
 		sqlite3_finalize(st);
 		store_uidl_from_uid(uid, uidvalidity, uidl);
-	} else {
-		uuid_format(&d->message_id, uidl);
 	}
 
 	st = prep(db, "INSERT INTO listing (mailbox_id, sort_key, size, uidl, prefix, body)"

@@ -861,12 +861,33 @@ void store_delivery_init(struct store_delivery *d)
 	timeuuid_generate(&d->message_id);
 	d->attempts = 0;
 	d->body_fd = -1;
+	d->uidl = NULL;
+}
+
+bool store_uidl_valid(const char *uidl)
+{
+	size_t n = 0;
+	for (; uidl[n] != '\0'; n++)
+		if ((unsigned char)uidl[n] < 0x21 || (unsigned char)uidl[n] > 0x7e)
+			return false;
+	return n >= 1 && n <= STORE_UIDL_MAX;
+}
+
+bool store_delivery_uidl(const struct store_delivery *d, char uidl_r[STORE_UIDL_MAX + 2])
+{
+	if (d->uidl != NULL) {
+		str_copy(uidl_r, d->uidl, STORE_UIDL_MAX + 2);
+		return true;
+	}
+	uuid_format(&d->message_id, uidl_r);
+	return false;
 }
 
 enum store_status store_deliver(struct store *store, struct store_delivery *d)
 {
 	if (d->rcpt_count == 0 || (d->header == NULL && d->header_len > 0) ||
-	    (d->body_fd < 0 && d->body == NULL && d->body_len > 0))
+	    (d->body_fd < 0 && d->body == NULL && d->body_len > 0) ||
+	    (d->uidl != NULL && !store_uidl_valid(d->uidl)))
 		return STORE_INVALID;
 	for (unsigned int i = 0; i < d->rcpt_count; i++) {
 		d->rcpts[i].status = STORE_TEMPFAIL;

@@ -264,6 +264,10 @@ enum store_status store_health(struct store *store, struct buf *detail);
 /* Appends the backend's own metric families (Prometheus text format) to out. */
 void store_metrics_render(struct store *store, struct buf *out);
 
+/* A UIDL as RFC 1939 allows it: 1 to STORE_UIDL_MAX octets, each 0x21-0x7E. */
+#define STORE_UIDL_MAX 70
+bool store_uidl_valid(const char *uidl);
+
 /* Delivery. The caller fills in the recipients (normalised addresses, no
  * duplicates) and the message. The store prepends, per recipient, the given
  * prefix (e.g. Return-Path: and Delivered-To:) to what RETR returns. Each
@@ -273,7 +277,7 @@ struct store_rcpt {
 	const char *address;
 	const char *prefix;      /* per-recipient header lines, may be "" */
 	enum store_status status;
-	char uidl[UUID_STR_LEN + 1];
+	char uidl[STORE_UIDL_MAX + 2];
 };
 
 struct store_delivery {
@@ -302,10 +306,19 @@ struct store_delivery {
 	 * reply covers them all. A retry of a delivery the recipient already
 	 * has is never refused for quota. */
 	bool quota_all_or_nothing;
+	/* A legacy UIDL kept by an import (tern import): the UIDL every
+	 * recipient gets instead of the id's text (messageid mode) or a newly
+	 * allocated UID (uid mode, which then allocates none). NULL for the
+	 * default; store_deliver() refuses one that store_uidl_valid() does not
+	 * accept (STORE_INVALID). Uniqueness in the mailbox is the caller's to
+	 * check (the importer reads the listing first). store_delivery_init()
+	 * sets it to NULL. */
+	const char *uidl;
 };
 
-/* Mints the message id and sets body_fd = -1 (other fields are left as
- * they are). Call once per message, before the first attempt; a retry
+/* Mints the message id and sets body_fd = -1 and uidl = NULL (other
+ * fields are left as they are; an importer then sets message_id to an id
+ * derived from the message's original time). Call once per message, before the first attempt; a retry
  * calls store_deliver() again with the same struct, so it keeps its id and
  * every recipient keeps its UIDL. */
 void store_delivery_init(struct store_delivery *d);
@@ -322,7 +335,7 @@ enum store_status store_deliver(struct store *store, struct store_delivery *d);
 struct store_listing_entry {
 	struct uuid id;
 	uint64_t size;
-	char uidl[72];
+	char uidl[STORE_UIDL_MAX + 2];
 };
 
 struct store_maildrop {

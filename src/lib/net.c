@@ -1,13 +1,17 @@
 /*
- * net: address normalisation and CIDR matching. Pure functions, no I/O
- * other than inet_pton.
+ * net: address normalisation and CIDR matching (pure functions), the
+ * listen-list syntax, and binding a listening socket.
  */
 #include "net.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "buf.h"
 
@@ -192,4 +196,30 @@ void net_client_key(struct net_addr *key, const struct net_addr *addr)
 		net_addr_prefix(key, addr, NET_CLIENT_V6_PREFIX);
 	else
 		*key = *addr;
+}
+
+int net_bind_tcp(const char *host, const char *port, const char **error_r)
+{
+	static __thread char reason[256];
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	int gai = getaddrinfo(*host == '\0' || strcmp(host, "*") == 0 ? NULL : host, port, &hints,
+			      &res);
+	if (gai != 0) {
+		*error_r = gai_strerror(gai);
+		return -1;
+	}
+	int one = 1;
+	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
+		str_copy(reason, strerror(errno), sizeof(reason));
+		*error_r = reason;
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
 }

@@ -51,4 +51,11 @@ int net_range_list_parse(const char *text, struct net_range *ranges_r, size_t ma
 typedef int net_listen_fn(void *ctx, const char *host, const char *port);
 int net_listen_list_foreach(const char *list, net_listen_fn *fn, void *ctx);
 
+/* A TCP socket bound to host:port (numeric port; "" or "*" for every
+ * address), non-blocking, close-on-exec and SO_REUSEADDR, not yet
+ * listening: binding may need root, listening can wait until the server is
+ * ready. Returns the descriptor, or -1 with *error_r (a static string:
+ * the resolver's or the system's reason). */
+int net_bind_tcp(const char *host, const char *port, const char **error_r);
+
 #endif

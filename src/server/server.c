@@ -205,29 +205,15 @@ struct bind_ctx {
 static int bind_one(void *ctx, const char *host, const char *port)
 {
 	struct bind_ctx *b = ctx;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	int gai = getaddrinfo(*host == '\0' || strcmp(host, "*") == 0 ? NULL : host, port, &hints,
-			      &res);
-	if (gai != 0) {
-		log_error("%s listen %s:%s: %s", b->def->name, host, port, gai_strerror(gai));
-		return -1;
-	}
 	/* Bound now (root may be needed), listening only once the store is
 	 * open and root is gone (start_listening): a client that can connect
 	 * finds a server that is ready. */
-	evutil_socket_t fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || evutil_make_listen_socket_reuseable(fd) < 0 ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
-		log_error("%s: cannot listen on %s:%s: %s", b->def->name, host, port,
-			  strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(res);
+	const char *error;
+	evutil_socket_t fd = net_bind_tcp(host, port, &error);
+	if (fd < 0) {
+		log_error("%s: cannot listen on %s:%s: %s", b->def->name, host, port, error);
 		return -1;
 	}
-	freeaddrinfo(res);
 	struct listener *li = xcalloc(1, sizeof(*li));
 	li->srv = b->srv;
 	li->def = b->def;
