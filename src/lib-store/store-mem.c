@@ -615,6 +615,14 @@ static enum store_status mem_health(struct store *store, struct buf *detail)
 	return STORE_OK; /* memory is always writable */
 }
 
+/* store_durability_check(). */
+static int mem_durability(struct store *store, struct buf *line)
+{
+	(void)store;
+	buf_append_str(line, "no: the mem backend keeps everything in memory (tests only)");
+	return 0;
+}
+
 const struct store_vfuncs store_mem_vfuncs = {
 	.name = "mem",
 	.section = NULL,
@@ -638,6 +646,7 @@ const struct store_vfuncs store_mem_vfuncs = {
 	.quota_set = mem_quota_set,
 	.mailbox_usage = mem_mailbox_usage,
 	.health = mem_health,
+	.durability = mem_durability,
 	.deliver = mem_deliver,
 	.maildrop_read = mem_maildrop_read,
 	.cursor_open = mem_cursor_open,

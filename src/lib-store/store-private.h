@@ -65,6 +65,8 @@ struct store_vfuncs {
 					   uint64_t *messages_r, uint64_t *octets_r);
 	/* OK, or a temporary status with "backend: what fails" appended to detail. */
 	enum store_status (*health)(struct store *, struct buf *detail);
+	/* Optional (NULL: unknown): store_durability_check's answer. */
+	int (*durability)(struct store *, struct buf *line);
 
 	/* Per recipient: NOTFOUND (no such user), OVERQUOTA (the message would
 	 * take the user over a limit: see store_quota_fits(), and

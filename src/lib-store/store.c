@@ -1082,6 +1082,9 @@ enum store_status store_repair(struct store *store, const struct store_repair_op
 			       &report->skipped };
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 		__atomic_store_n(fields[i], 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&report->by_token, false, __ATOMIC_RELAXED);
+	__atomic_store_n(&report->token_reached, opts->has_from ? opts->from_token : INT64_MIN,
+			 __ATOMIC_RELAXED);
 	return store->v->repair(store, opts, report);
 }
 
@@ -1122,4 +1125,13 @@ void store_metrics_render(struct store *store, struct buf *out)
 		   store->set.pop3_ids == STORE_POP3_IDS_UID ? "uid" : "messageid");
 	if (store->backend_v->metrics_render != NULL)
 		store->backend_v->metrics_render(store, out);
+}
+
+int store_durability_check(struct store *store, struct buf *line)
+{
+	if (store->backend_v->durability == NULL) {
+		buf_printf(line, "unknown: the %s backend cannot tell", store->backend_v->name);
+		return -1;
+	}
+	return store->backend_v->durability(store, line);
 }
