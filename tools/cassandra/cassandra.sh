@@ -158,6 +158,22 @@ start_relay() {
 	done
 }
 
+# wait_relays DIR -f|!: until both relays say they cut (-f) or healed (!).
+wait_relays() {
+	i=0
+	while :; do
+		n=0
+		for h in 127.0.0.3 127.0.0.4; do
+			if [ "$2" = -f ]; then [ -f "$1/cut.$h" ] && n=$((n + 1)); else
+				[ -f "$1/cut.$h" ] || n=$((n + 1)); fi
+		done
+		[ $n -eq 2 ] && return 0
+		i=$((i + 1))
+		[ $i -lt 200 ] || die "the relays did not follow $1/cut"
+		sleep 0.05
+	done
+}
+
 stop_relay() {
 	pidf=$1/relay$2.pid
 	[ -f "$pidf" ] || return 0
@@ -363,16 +379,18 @@ stop)
 	done
 	stop_relay "$dir" 1
 	stop_relay "$dir" 2
-	rm -f "$dir/cut"
+	rm -f "$dir/cut" "$dir"/cut.127.*
 	;;
 cut)
 	dir=$(abs_dir "${2:-}")
 	[ -f "$dir/relay1.pid" ] || die "$dir was not started with relays (start-two-dc DIR relay)"
 	touch "$dir/cut"
+	wait_relays "$dir" -f
 	;;
 heal)
 	dir=$(abs_dir "${2:-}")
 	rm -f "$dir/cut"
+	wait_relays "$dir" !
 	;;
 status)
 	dir=$(abs_dir "${2:-}")

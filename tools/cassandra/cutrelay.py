@@ -10,7 +10,8 @@ connection is closed, so the peers see silence and time out), and new
 connections are accepted and fed to the same black hole. When CUT_FILE
 disappears, the black-holed connections are closed (their streams have
 lost bytes, as after a real partition the peers' TCP connections would
-have died) and new connections are forwarded again.
+have died) and new connections are forwarded again. The relay shows that
+it has applied a cut with the file CUT_FILE.LISTEN_HOST (removed on heal).
 
 tools/cassandra/cassandra.sh start-two-dc DIR relay points each node's
 broadcast address at its relay (127.0.0.3 for node1, 127.0.0.4 for node2),
@@ -23,9 +24,12 @@ import sys
 
 
 class Link:
-    def __init__(self, cut_file):
+    def __init__(self, cut_file, name):
         self.cut_file = cut_file
-        self.cut = os.path.exists(cut_file)
+        # Exists while this relay is cutting: `cassandra.sh cut` waits for it.
+        self.ack_file = "%s.%s" % (cut_file, name)
+        self.cut = False
+        self.acknowledge()
         self.conns = set()  # (client writer, server writer or None, generation)
         self.generation = 0
 
@@ -43,7 +47,14 @@ class Link:
                             if w is not None:
                                 w.close()
                     self.conns.clear()
+                self.acknowledge()
             await asyncio.sleep(0.05)
+
+    def acknowledge(self):
+        if self.cut:
+            open(self.ack_file, "w").close()
+        elif os.path.exists(self.ack_file):
+            os.unlink(self.ack_file)
 
 
 async def pump(reader, writer, link, generation):
@@ -69,7 +80,7 @@ async def main():
     thost, tport = sys.argv[2].rsplit(":", 1)
     for h in (lhost, thost):
         assert h.startswith("127."), "loopback only"
-    link = Link(sys.argv[3])
+    link = Link(sys.argv[3], lhost)
 
     async def handle(cr, cw):
         generation = link.generation
