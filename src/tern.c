@@ -64,6 +64,7 @@ static void usage(FILE *f)
 		"  quota get ADDRESS             show a user's usage and the limits that apply\n"
 		"  deliver [-f SENDER] ADDRESS   deliver the message on stdin\n"
 		"  repair [--dry-run] [--per-second N] [--min-age SECONDS] [--no-sweep | --sweep-only]\n"
+		"         [--from TOKEN]\n"
 		"                                find and fix drift between listings and bodies,\n"
 		"                                and delete bodies no mailbox references\n"
 		"  import ADDRESS maildir|mbox PATH [--uidl auto|dovecot|courier|x-uidl|none]\n"
@@ -665,6 +666,57 @@ static int parse_uint_arg(const char *opt, const char *v, unsigned int *out)
 	return 0;
 }
 
+/* Progress of a repair by token range: on a terminal, one line rewritten
+ * in place; otherwise a line every 10 s. The token reached is what
+ * --from takes to resume. */
+struct repair_progress {
+	struct timespec start, last;
+	int64_t from;
+	bool tty;
+};
+
+static double seconds_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void repair_progress(void *ctx, const struct store_repair_report *r)
+{
+	struct repair_progress *p = ctx;
+	int64_t reached = __atomic_load_n(&r->token_reached, __ATOMIC_RELAXED);
+	bool done = reached == INT64_MAX;
+	if (!p->tty && !done && seconds_since(&p->last) < 10.0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &p->last);
+	double span = (double)INT64_MAX - (double)p->from;
+	double frac = span > 0 ? ((double)reached - (double)p->from) / span : 1.0;
+	uint64_t rows = __atomic_load_n(&r->refs_scanned, __ATOMIC_RELAXED) +
+			__atomic_load_n(&r->listing_scanned, __ATOMIC_RELAXED) +
+			__atomic_load_n(&r->bodies_scanned, __ATOMIC_RELAXED);
+	double elapsed = seconds_since(&p->start);
+	double left = frac > 0 ? elapsed * (1 - frac) / frac : 0;
+	fprintf(stderr, "%stoken reached %lld (%.1f%% of the range), %llu rows scanned, %.0f rows/s,"
+		" %.0f s left%s", p->tty ? "\r" : "", (long long)reached, frac * 100,
+		(unsigned long long)rows, elapsed > 0 ? (double)rows / elapsed : 0.0, left,
+		p->tty && !done ? "" : "\n");
+}
+
+static int parse_token_arg(const char *v, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	long long n = strtoll(v, &end, 10);
+	if (*v == '\0' || *end != '\0' || errno != 0) {
+		fprintf(stderr, "tern: repair: --from needs a token (a signed 64-bit number), got \"%s\"\n",
+			v);
+		return -1;
+	}
+	*out = (int64_t)n;
+	return 0;
+}
+
 static int cmd_repair(struct store *store, int argc, char **argv)
 {
 	struct store_repair_options opts = { .per_second = 0, .min_age_secs = 3600,
@@ -682,11 +734,21 @@ static int cmd_repair(struct store *store, int argc, char **argv)
 		} else if (strcmp(argv[i], "--min-age") == 0 && i + 1 < argc) {
 			if (parse_uint_arg("--min-age", argv[++i], &opts.min_age_secs) < 0)
 				return EX_USAGE;
+		} else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
+			if (parse_token_arg(argv[++i], &opts.from_token) < 0)
+				return EX_USAGE;
+			opts.has_from = true;
 		} else {
 			usage(stderr);
 			return EX_USAGE;
 		}
 	}
+	struct repair_progress progress = { .from = opts.has_from ? opts.from_token : INT64_MIN,
+					    .tty = isatty(STDERR_FILENO) };
+	clock_gettime(CLOCK_MONOTONIC, &progress.start);
+	progress.last = progress.start;
+	opts.progress = repair_progress;
+	opts.progress_ctx = &progress;
 	struct store_repair_report r;
 	enum store_status st = store_repair(store, &opts, &r);
 	printf("scanned: %llu references, %llu listing rows, %llu bodies\n"
@@ -698,6 +760,12 @@ static int cmd_repair(struct store *store, int argc, char **argv)
 	       (unsigned long long)r.relisted, (unsigned long long)r.deletes_finished,
 	       (unsigned long long)r.unlisted, (unsigned long long)r.swept,
 	       (unsigned long long)r.skipped);
+	if (r.by_token)
+		printf("token reached: %lld%s\n", (long long)r.token_reached,
+		       r.token_reached == INT64_MAX ? " (the whole ring)" : "");
+	if (st != STORE_OK && r.by_token && r.token_reached != INT64_MAX)
+		return die(store_exit(st), "repair stopped: %s (resume with --from %lld)",
+			   store_status_name(st), (long long)r.token_reached);
 	if (st != STORE_OK)
 		return die(store_exit(st), "repair stopped: %s", store_status_name(st));
 	return EX_OK;
@@ -764,13 +832,6 @@ struct import_progress {
 	bool tty;
 	struct timespec start, last;
 };
-
-static double seconds_since(const struct timespec *t)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
-}
 
 static void import_progress_draw(const struct import_report *r, void *context)
 {

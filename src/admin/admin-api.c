@@ -682,8 +682,14 @@ static void healthcheck(struct admin_job *j)
 	struct buf detail;
 	buf_init(&detail, 4096);
 	enum store_status st = store_health(j->store, &detail);
-	if (st == STORE_OK) {
+	if (st == STORE_OK && detail.len == 0) {
 		admin_reply_json(j, HTTP_OK, json_pack("{s:s}", "store", "ok"));
+	} else if (st == STORE_OK) {
+		/* Healthy with a warning (e.g. Cassandra's "durable: no"). */
+		json_t *d = json_stringn(detail.data, detail.len);
+		admin_reply_json(j, HTTP_OK, d != NULL ? json_pack("{s:s, s:o}", "store", "ok",
+								   "detail", d)
+						       : json_pack("{s:s}", "store", "ok"));
 	} else {
 		if (detail.len == 0)
 			buf_append_str(&detail, store_status_name(st));

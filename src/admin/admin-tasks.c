@@ -206,15 +206,23 @@ static json_t *json_time(time_t when)
 #define LOAD(field) json_integer((json_int_t)__atomic_load_n(&r->field, __ATOMIC_RELAXED))
 static json_t *json_report(const struct store_repair_report *r)
 {
-	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
-			 "refs_scanned", LOAD(refs_scanned),
-			 "listing_scanned", LOAD(listing_scanned),
-			 "bodies_scanned", LOAD(bodies_scanned),
-			 "relisted", LOAD(relisted),
-			 "deletes_finished", LOAD(deletes_finished),
-			 "unlisted", LOAD(unlisted),
-			 "swept", LOAD(swept),
-			 "skipped", LOAD(skipped));
+	json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+			      "refs_scanned", LOAD(refs_scanned),
+			      "listing_scanned", LOAD(listing_scanned),
+			      "bodies_scanned", LOAD(bodies_scanned),
+			      "relisted", LOAD(relisted),
+			      "deletes_finished", LOAD(deletes_finished),
+			      "unlisted", LOAD(unlisted),
+			      "swept", LOAD(swept),
+			      "skipped", LOAD(skipped));
+	if (__atomic_load_n(&r->by_token, __ATOMIC_RELAXED)) {
+		/* A repair by token range (Cassandra): how far it got, to resume. */
+		int64_t reached = __atomic_load_n(&r->token_reached, __ATOMIC_RELAXED);
+		double covered = ((double)reached - (double)INT64_MIN) / 18446744073709551616.0;
+		json_object_set_new(o, "token_reached", json_integer((json_int_t)reached));
+		json_object_set_new(o, "covered_percent", json_real(covered * 100));
+	}
+	return o;
 }
 #undef LOAD
 

@@ -67,6 +67,7 @@ struct request {
 	const struct cql_batch *batch;
 	struct cql_params params;
 	bool idempotent;
+	const char *host;	/* pinned to this local node, or NULL */
 };
 
 static char *dup_opt(const char *s)
@@ -451,12 +452,41 @@ unsigned cql_session_hosts(struct cql_session *session, char (*lines_r)[128], un
 	return n;
 }
 
-/* Local hosts, round-robin: hosts believed up first, then the others. */
-static unsigned build_plan(struct cql_session *s, struct host **plan)
+unsigned cql_session_local_hosts(struct cql_session *session, char (*addrs_r)[64],
+				 unsigned max)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&session->lock);
+	for (unsigned i = 0; i < session->host_count; i++) {
+		struct host *h = session->hosts[i];
+		if (h->removed || !h->local)
+			continue;
+		if (n < max)
+			snprintf(addrs_r[n], sizeof(addrs_r[n]), "%s", h->addr);
+		n++;
+	}
+	pthread_mutex_unlock(&session->lock);
+	return n;
+}
+
+/* Local hosts, round-robin: hosts believed up first, then the others; or
+   only the pinned host. */
+static unsigned build_plan(struct cql_session *s, const char *pinned, struct host **plan)
 {
 	unsigned n = 0;
 
 	pthread_mutex_lock(&s->lock);
+	if (pinned != NULL) {
+		for (unsigned i = 0; i < s->host_count; i++) {
+			struct host *h = s->hosts[i];
+			if (h->local && !h->removed && strcmp(h->addr, pinned) == 0) {
+				plan[n++] = h;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&s->lock);
+		return n;
+	}
 	unsigned start = s->rr++;
 	for (int pass = 0; pass < 2; pass++) {
 		for (unsigned i = 0; i < s->host_count; i++) {
@@ -755,7 +785,7 @@ static int run(struct cql_session *s, const struct request *req, unsigned timeou
 	if (dirty)
 		refresh_topology(s, deadline);
 
-	unsigned n = build_plan(s, plan);
+	unsigned n = build_plan(s, req->host, plan);
 	cql_errorf(err_r, CQL_ERR_CONNECTION, "no host of data center %s is available",
 		   s->local_dc);
 	for (unsigned i = 0; i < n; ) {
@@ -840,6 +870,7 @@ static void request_init(struct request *req, enum req_kind kind,
 	memset(req, 0, sizeof(*req));
 	req->kind = kind;
 	req->idempotent = opts->idempotent && !conditional;
+	req->host = opts->host;
 	req->params.consistency = opts->consistency;
 	req->params.serial_consistency = opts->serial_consistency;
 	req->params.values = values;

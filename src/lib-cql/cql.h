@@ -215,6 +215,11 @@ void cql_session_stats(struct cql_session *session, struct cql_stats *stats_r);
 unsigned cql_session_hosts(struct cql_session *session, char (*lines_r)[128],
 			   unsigned max);
 
+/* Copies the address of every local-DC node not removed (up or not) into
+   addrs_r, up to max. Returns the number of such nodes. */
+unsigned cql_session_local_hosts(struct cql_session *session, char (*addrs_r)[64],
+				 unsigned max);
+
 struct cql_query_opts {
 	enum cql_consistency consistency;	/* default LOCAL_QUORUM */
 	enum cql_consistency serial_consistency; /* default CQL_SERIAL_UNSET */
@@ -229,6 +234,11 @@ struct cql_query_opts {
 	   with conditional statements. */
 	int64_t timestamp_us;
 	unsigned timeout_ms;			/* 0: the session default */
+	/* Send only to this node of the local DC (its address as
+	   cql_session_local_hosts() gives it), with no move to another host;
+	   NULL (default): the query plan. For per-node reads such as
+	   system_views.settings or the node's clock. */
+	const char *host;
 };
 void cql_query_opts_init(struct cql_query_opts *opts);
 

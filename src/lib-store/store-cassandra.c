@@ -10,6 +10,20 @@
  * - Every write is idempotent: rows are keyed by ids the writer chose before
  *   the first attempt (the message's TimeUUID, the mailbox's name-based
  *   UUID), so a retried statement rewrites the same cells.
+ * - A body is keyed by its body id (the delivery's TimeUUID); a listing row
+ *   by its listing id, which is the body id unless the listing write would
+ *   start more than REMINT_BOUND_US after that id was minted: then it is
+ *   minted again, before anything is listed under it. body_refs records
+ *   the listing id, the listing row the body id.
+ * - Deliveries are refused (TEMPFAIL) while this node's clock is more than
+ *   MAX_CLOCK_SKEW_US away from a local Cassandra node's. With the two
+ *   bounds, a listing row is acknowledged before any session that logs in
+ *   later than RANGE_DELETE_MARGIN_US after its id can read the listing
+ *   (docs/cassandra-store.md gives the arithmetic): a range delete covers
+ *   only rows its session was shown (invariant 12).
+ * - store_open says once whether an acknowledged write survives one node
+ *   crash (commitlog_sync, replicas, write consistency), and refuses to open
+ *   with [cassandra] require_durable = yes when it does not.
  * - Delivery writes the body chunks (at most 1 MiB each, cut from the common
  *   header followed by the body, which may be read from a file: a message
  *   is never held whole in memory), then per recipient a body_refs row and
@@ -60,6 +74,18 @@ struct cass_store {
 	struct cql_session *session;
 	enum cql_consistency read_cl, write_cl;
 	char keyspace[64];
+	bool require_durable;
+	/* Under lock: the durability check's last result, and the clocks'. */
+	pthread_mutex_t lock;
+	int durable;                /* 1 yes, 0 no */
+	char durable_line[1024];    /* "yes: ..." / "no: ..." */
+	int64_t durable_checked_us;
+	bool clock_ok, clock_checking, clock_warned;
+	int64_t clock_skew_us;      /* the largest measured, -1: none answered */
+	int64_t clock_checked_us;
+	/* Relaxed atomics: listing ids minted again because the listing write
+	 * started too late after minting, deliveries refused for the clock. */
+	uint64_t remints, clock_refusals;
 };
 
 /* A statement text with "{ks}" replaced by the keyspace, into out (512
@@ -187,7 +213,7 @@ static const char *const schema[] = {
 	 * keeps a mailbox's rows in few sstables, so a listing read touches
 	 * little data and range tombstones meet the rows they shadow soon. */
 	"CREATE TABLE IF NOT EXISTS {ks}.listing (mailbox_id uuid, message_id timeuuid,"
-	" size bigint, uidl text, prefix blob, body_size bigint, chunks int,"
+	" size bigint, uidl text, prefix blob, body_size bigint, chunks int, body_id timeuuid,"
 	" PRIMARY KEY ((mailbox_id), message_id))"
 	" WITH CLUSTERING ORDER BY (message_id ASC)"
 	" AND compaction = {'class': 'LeveledCompactionStrategy'}",
@@ -198,6 +224,7 @@ static const char *const schema[] = {
 	 * can re-list a message whose listing row is missing. */
 	"CREATE TABLE IF NOT EXISTS {ks}.body_refs (message_id timeuuid, mailbox_id uuid,"
 	" size bigint, uidl text, prefix blob, body_size bigint, chunks int, deleted boolean,"
+	" listing_id timeuuid,"
 	" PRIMARY KEY ((message_id), mailbox_id))",
 	/* LOGIN-DELAY: the last POP3 login, a plain write per login
 	 * (last-write-wins across datacenters). */
@@ -238,24 +265,32 @@ static int has_column(struct cass_store *c, const char *table, const char *colum
 	return found;
 }
 
-/* A keyspace made before the users had quotas (or their own EXPIRE
- * policy) gets the columns. Nodes
- * starting together may both add them: the loser's error is harmless
- * once the columns are there. */
+/* A keyspace made by an earlier version gets the columns added since:
+ * the users' quotas and own EXPIRE policy, and the ids that let a listing row and its body have
+ * different ids (a row without them has one id for both). Nodes starting
+ * together may both add a column: the loser's error is harmless once the
+ * column is there. */
 static enum store_status migrate_users(struct cass_store *c)
 {
-	static const char *const columns[] = { "quota_messages", "quota_octets", "expire_days" };
+	static const char *const columns[][3] = {
+		{ "users", "quota_messages", "bigint" },
+		{ "users", "quota_octets", "bigint" },
+		{ "users", "expire_days", "bigint" },
+		{ "listing", "body_id", "timeuuid" },
+		{ "body_refs", "listing_id", "timeuuid" },
+	};
 	for (size_t i = 0; i < sizeof(columns) / sizeof(columns[0]); i++) {
-		int has = has_column(c, "users", columns[i]);
+		int has = has_column(c, columns[i][0], columns[i][1]);
 		if (has != 0) {
 			if (has < 0)
 				return STORE_TEMPFAIL;
 			continue;
 		}
 		char tmpl[128], stmt[512];
-		snprintf(tmpl, sizeof(tmpl), "ALTER TABLE {ks}.users ADD %s bigint", columns[i]);
+		snprintf(tmpl, sizeof(tmpl), "ALTER TABLE {ks}.%s ADD %s %s", columns[i][0],
+			 columns[i][1], columns[i][2]);
 		if (run_ddl(c, expand(c, tmpl, stmt, sizeof(stmt))) != STORE_OK &&
-		    has_column(c, "users", columns[i]) != 1)
+		    has_column(c, columns[i][0], columns[i][1]) != 1)
 			return STORE_TEMPFAIL;
 	}
 	return STORE_OK;
@@ -267,6 +302,8 @@ static const char *const consistency_choices[] = {
 	"LOCAL_ONE", NULL
 };
 
+static const char *const yes_no[] = { "yes", "no", NULL };
+
 #define SECTION "cassandra"
 static const struct store_option_def cass_options[] = {
 	{ "contact_points", STORE_OPTION_STRING, NULL, false },
@@ -277,6 +314,7 @@ static const struct store_option_def cass_options[] = {
 	{ "password", STORE_OPTION_STRING, NULL, true },
 	{ "read_consistency", STORE_OPTION_ENUM, consistency_choices, false },
 	{ "write_consistency", STORE_OPTION_ENUM, consistency_choices, false },
+	{ "require_durable", STORE_OPTION_ENUM, yes_no, false },
 	{ NULL, STORE_OPTION_STRING, NULL, false },
 };
 
@@ -285,15 +323,332 @@ static const char *option(const struct store_settings *set, const char *key)
 	return store_settings_get(set, SECTION, key);
 }
 
+/* --- durability and clocks --- */
+
+/* Whether an acknowledged write survives the crash of one node (kill -9,
+ * power loss) of the local datacenter, as the nodes and the keyspace are
+ * configured now: yes when every local node syncs its commit log before it
+ * acknowledges (commitlog_sync batch or group), or when the write
+ * consistency waits for at least two replicas (two nodes would have to
+ * crash within the same commitlog_sync_period). Unreadable settings count
+ * as "not synced", so an unknown node never makes the answer yes. */
+#define DURABLE_RECHECK_US (60LL * 1000000)
+#define NODE_QUERY_TIMEOUT_MS 5000
+#define MAX_LOCAL_NODES 32
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* One row of system_views.settings on one node, into out; -1 when unreadable. */
+static int node_setting(struct cass_store *c, const char *host, const char *name, char *out,
+			size_t size)
+{
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, name);
+	struct cql_query_opts opts;
+	cql_query_opts_init(&opts);
+	opts.consistency = CQL_ONE;
+	opts.idempotent = true;
+	opts.timeout_ms = NODE_QUERY_TIMEOUT_MS;
+	opts.host = host;
+	struct cql_result *res = NULL;
+	struct cql_error err;
+	int rc = cql_query(c->session, "SELECT value FROM system_views.settings WHERE name = ?", v,
+			   &opts, &res, &err);
+	cql_values_free(&v);
+	if (rc < 0) {
+		snprintf(out, size, "%s", cql_error_kind_name(err.kind));
+		return -1;
+	}
+	struct cql_slice s;
+	out[0] = '\0';
+	if (cql_result_next_row(res) && cql_result_get_text(res, 0, &s) == 1)
+		snprintf(out, size, "%.*s", (int)s.len, (const char *)s.data);
+	cql_result_free(&res);
+	return 0;
+}
+
+/* The replicas per datacenter of the keyspace: local_r (of local_dc),
+ * total_r, and per-DC quorums summed (each_quorum_r). -1 when unreadable. */
+static int keyspace_replicas(struct cass_store *c, const char *local_dc, int *local_r,
+			     int *total_r, int *each_quorum_r)
+{
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, c->keyspace);
+	struct cql_query_opts opts;
+	cql_query_opts_init(&opts);
+	opts.consistency = CQL_ONE;
+	opts.idempotent = true;
+	opts.timeout_ms = NODE_QUERY_TIMEOUT_MS;
+	struct cql_result *res = NULL;
+	struct cql_error err;
+	int rc = cql_query(c->session, "SELECT replication FROM system_schema.keyspaces"
+				       " WHERE keyspace_name = ?", v, &opts, &res, &err);
+	cql_values_free(&v);
+	if (rc < 0)
+		return -1;
+	*local_r = *total_r = *each_quorum_r = 0;
+	struct cql_collection coll;
+	if (cql_result_next_row(res) && cql_result_get_collection(res, 0, &coll) == 1) {
+		struct cql_slice k, val;
+		while (cql_collection_next(&coll, &k) == 1 && cql_collection_next(&coll, &val) == 1) {
+			char key[64], num[16];
+			snprintf(key, sizeof(key), "%.*s", (int)k.len, (const char *)k.data);
+			snprintf(num, sizeof(num), "%.*s", (int)val.len, (const char *)val.data);
+			if (strcmp(key, "class") == 0)
+				continue;
+			int rf = atoi(num);
+			*total_r += rf;
+			*each_quorum_r += rf / 2 + 1;
+			if (local_dc != NULL && strcmp(key, local_dc) == 0)
+				*local_r = rf;
+		}
+	}
+	cql_result_free(&res);
+	return 0;
+}
+
+/* How many replicas acknowledge a write at cl. */
+static int write_acks(enum cql_consistency cl, int local_rf, int total_rf, int each_quorum)
+{
+	switch (cl) {
+	case CQL_LOCAL_QUORUM: return local_rf / 2 + 1;
+	case CQL_EACH_QUORUM: return each_quorum;
+	case CQL_QUORUM: return total_rf / 2 + 1;
+	case CQL_ALL: return total_rf;
+	case CQL_TWO: return 2;
+	case CQL_THREE: return 3;
+	default: return 1;
+	}
+}
+
+/* The local DC's name, as the session sees it ("addr dc up local" lines). */
+static void local_dc_name(struct cass_store *c, char *out, size_t size)
+{
+	char lines[MAX_LOCAL_NODES][128];
+	unsigned n = cql_session_hosts(c->session, lines, MAX_LOCAL_NODES);
+	out[0] = '\0';
+	for (unsigned i = 0; i < n && i < MAX_LOCAL_NODES; i++) {
+		char addr[64], dc[64];
+		if (strstr(lines[i], " local") != NULL &&
+		    sscanf(lines[i], "%63s %63s", addr, dc) == 2) {
+			snprintf(out, size, "%s", dc);
+			return;
+		}
+	}
+}
+
+/* Runs the check; sets c->durable and c->durable_line ("yes: ..." / "no: ..."). */
+static void durability_refresh(struct cass_store *c)
+{
+	char hosts[MAX_LOCAL_NODES][64];
+	unsigned n = cql_session_local_hosts(c->session, hosts, MAX_LOCAL_NODES);
+	if (n > MAX_LOCAL_NODES)
+		n = MAX_LOCAL_NODES;
+	struct buf unsynced, synced;
+	buf_init(&unsynced, 0);
+	buf_init(&synced, 0);
+	char mode[64] = "";
+	for (unsigned i = 0; i < n; i++) {
+		char sync[64], period[64] = "";
+		if (node_setting(c, hosts[i], "commitlog_sync", sync, sizeof(sync)) < 0) {
+			buf_printf(&unsynced, "%scould not read commitlog_sync on %s (%s)",
+				   unsynced.len > 0 ? ", " : "", hosts[i], sync);
+			continue;
+		}
+		if (strcmp(sync, "batch") == 0 || strcmp(sync, "group") == 0) {
+			buf_printf(&synced, "%s%s", synced.len > 0 ? ", " : "", hosts[i]);
+			snprintf(mode, sizeof(mode), "%s", sync);
+			continue;
+		}
+		node_setting(c, hosts[i], "commitlog_sync_period", period, sizeof(period));
+		buf_printf(&unsynced, "%scommitlog_sync %s%s%s%s on %s", unsynced.len > 0 ? ", " : "",
+			   sync[0] != '\0' ? sync : "unknown", period[0] != '\0' ? " (every " : "",
+			   period, period[0] != '\0' ? ")" : "", hosts[i]);
+	}
+	char dc[64];
+	local_dc_name(c, dc, sizeof(dc));
+	int local_rf = 0, total_rf = 0, each_quorum = 0;
+	bool rf_known = keyspace_replicas(c, dc, &local_rf, &total_rf, &each_quorum) == 0;
+	int acks = rf_known ? write_acks(c->write_cl, local_rf, total_rf, each_quorum) : 0;
+	const char *cl = cql_consistency_name(c->write_cl);
+
+	struct buf line;
+	buf_init(&line, 0);
+	int durable;
+	if (n > 0 && unsynced.len == 0) {
+		durable = 1;
+		buf_printf(&line, "yes: an acknowledged write survives one node crash"
+			   " (commitlog_sync %s on %s)", mode, synced.data);
+	} else if (acks >= 2) {
+		durable = 1;
+		buf_printf(&line, "yes: an acknowledged write survives one node crash"
+			   " (write_consistency %s waits for %d replicas; %s has %d)",
+			   cl, acks, dc, local_rf);
+	} else {
+		durable = 0;
+		buf_printf(&line, "no: an acknowledged write can be lost when one node crashes (");
+		if (n == 0)
+			buf_printf(&line, "no node of the local datacenter is known");
+		else
+			buf_append_str(&line, unsynced.data);
+		if (rf_known)
+			buf_printf(&line, "; write_consistency %s waits for %d replica%s, %s has %d)",
+				   cl, acks, acks == 1 ? "" : "s", dc, local_rf);
+		else
+			buf_printf(&line, "; the replication of keyspace %s could not be read)",
+				   c->keyspace);
+		buf_printf(&line, "; set commitlog_sync: group (or batch) in every %s node's"
+			   " cassandra.yaml, or give %s 3 replicas (ALTER KEYSPACE %s, then"
+			   " nodetool repair) with write_consistency LOCAL_QUORUM", dc, dc, c->keyspace);
+	}
+	pthread_mutex_lock(&c->lock);
+	c->durable = durable;
+	snprintf(c->durable_line, sizeof(c->durable_line), "%s", line.data);
+	c->durable_checked_us = now_us();
+	pthread_mutex_unlock(&c->lock);
+	buf_deinit(&line);
+	buf_deinit(&unsynced);
+	buf_deinit(&synced);
+}
+
+/* The cached result, refreshed when older than DURABLE_RECHECK_US (the
+ * settings and the replication change only by an operator's hand). */
+static int durability(struct cass_store *c, struct buf *line)
+{
+	pthread_mutex_lock(&c->lock);
+	bool stale = now_us() - c->durable_checked_us > DURABLE_RECHECK_US;
+	pthread_mutex_unlock(&c->lock);
+	if (stale)
+		durability_refresh(c);
+	pthread_mutex_lock(&c->lock);
+	int d = c->durable;
+	if (line != NULL)
+		buf_append_str(line, c->durable_line);
+	pthread_mutex_unlock(&c->lock);
+	return d;
+}
+
+static int cass_durability(struct store *store, struct buf *line)
+{
+	return durability((struct cass_store *)store, line);
+}
+
+/*
+ * Clocks. A listing id is a TimeUUID from this node's clock and a range
+ * delete spares ids younger than RANGE_DELETE_MARGIN_US before a login
+ * timed by another node's clock: both clocks must be close to the
+ * Cassandra nodes' (invariant 12). Every CLOCK_CHECK_US one caller (the
+ * next delivery) reads toUnixTimestamp(now()) on each local node and
+ * compares it with the midpoint of the request's round trip; while some
+ * node differs by more than MAX_CLOCK_SKEW_US (or none could be read),
+ * deliveries answer TEMPFAIL (451).
+ */
+#define CLOCK_CHECK_US (30LL * 1000000)
+#define MAX_CLOCK_SKEW_US (10LL * 1000000)
+
+/* The largest |skew| over the local nodes, in µs; -1 when none answered. */
+static int64_t measure_skew(struct cass_store *c)
+{
+	char hosts[MAX_LOCAL_NODES][64];
+	unsigned n = cql_session_local_hosts(c->session, hosts, MAX_LOCAL_NODES);
+	if (n > MAX_LOCAL_NODES)
+		n = MAX_LOCAL_NODES;
+	int64_t worst = -1;
+	for (unsigned i = 0; i < n; i++) {
+		struct cql_query_opts opts;
+		cql_query_opts_init(&opts);
+		opts.consistency = CQL_ONE;
+		opts.idempotent = true;
+		opts.timeout_ms = NODE_QUERY_TIMEOUT_MS;
+		opts.host = hosts[i];
+		struct cql_result *res = NULL;
+		struct cql_error err;
+		int64_t t0 = now_us();
+		int rc = cql_query(c->session, "SELECT toUnixTimestamp(now()) FROM system.local", NULL,
+				   &opts, &res, &err);
+		int64_t t1 = now_us();
+		int64_t ms = 0;
+		if (rc < 0 || !cql_result_next_row(res) || cql_result_get_bigint(res, 0, &ms) != 1) {
+			cql_result_free(&res);
+			continue;
+		}
+		cql_result_free(&res);
+		/* The node read its clock somewhere in [t0, t1]: the midpoint is
+		 * off by at most half the round trip, counted against us (and
+		 * the node's millisecond). */
+		int64_t skew = ms * 1000 - (t0 + t1) / 2;
+		int64_t abs_skew = (skew < 0 ? -skew : skew) + (t1 - t0) / 2 + 1000;
+		if (abs_skew > worst)
+			worst = abs_skew;
+	}
+	return worst;
+}
+
+static void clock_refresh(struct cass_store *c)
+{
+	int64_t skew = measure_skew(c);
+	bool ok = skew >= 0 && skew <= MAX_CLOCK_SKEW_US;
+	pthread_mutex_lock(&c->lock);
+	bool was_ok = c->clock_ok;
+	c->clock_ok = ok;
+	c->clock_skew_us = skew;
+	c->clock_checked_us = now_us();
+	pthread_mutex_unlock(&c->lock);
+	if (!ok && (was_ok || !c->clock_warned)) {
+		if (skew < 0)
+			log_error("cassandra: could not read the clock of any local node:"
+				  " deliveries answer 451 until one answers");
+		else
+			log_error("cassandra: this node's clock differs from a local Cassandra node's"
+				  " by %.1f s (at most %.0f s allowed): deliveries answer 451 until"
+				  " the clocks agree (check NTP)", (double)skew / 1e6,
+				  (double)MAX_CLOCK_SKEW_US / 1e6);
+		c->clock_warned = true;
+	} else if (ok && !was_ok && c->clock_warned) {
+		log_info("cassandra: clocks agree again (skew %.3f s)", (double)skew / 1e6);
+		c->clock_warned = false;
+	}
+}
+
+/* Whether deliveries may mint ids now; re-measures when the last
+ * measurement is older than CLOCK_CHECK_US (one caller at a time, the
+ * others use the last result). */
+static bool clock_ok(struct cass_store *c)
+{
+	pthread_mutex_lock(&c->lock);
+	bool due = now_us() - c->clock_checked_us > CLOCK_CHECK_US && !c->clock_checking;
+	if (due)
+		c->clock_checking = true;
+	pthread_mutex_unlock(&c->lock);
+	if (due) {
+		clock_refresh(c);
+		pthread_mutex_lock(&c->lock);
+		c->clock_checking = false;
+		pthread_mutex_unlock(&c->lock);
+	}
+	pthread_mutex_lock(&c->lock);
+	bool ok = c->clock_ok;
+	pthread_mutex_unlock(&c->lock);
+	return ok;
+}
+
 static struct store *cass_open(const struct store_settings *set, const char **error_r)
 {
-	static char errbuf[600];
+	static char errbuf[1400];
 	struct cass_store *c = xcalloc(1, sizeof(*c));
 	const char *ks = option(set, "keyspace") != NULL ? option(set, "keyspace") : "tern";
 	const char *read_cl = option(set, "read_consistency");
 	const char *write_cl = option(set, "write_consistency");
 	const char *replication = option(set, "replication");
 	c->read_cl = c->write_cl = CQL_LOCAL_QUORUM;
+	c->require_durable = option(set, "require_durable") != NULL &&
+			     strcmp(option(set, "require_durable"), "yes") == 0;
+	pthread_mutex_init(&c->lock, NULL);
 	if (!valid_identifier(ks)) {
 		*error_r = "[cassandra] keyspace must be lower-case letters, digits and _";
 		free(c);
@@ -354,6 +709,21 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 		free(c);
 		return NULL;
 	}
+	durability_refresh(c);
+	if (c->durable == 1) {
+		log_info("cassandra: durable: %s", c->durable_line);
+	} else if (c->require_durable) {
+		snprintf(errbuf, sizeof(errbuf), "[cassandra] require_durable = yes, but durable: %s",
+			 c->durable_line);
+		*error_r = errbuf;
+		cql_session_destroy(&c->session);
+		pthread_mutex_destroy(&c->lock);
+		free(c);
+		return NULL;
+	} else {
+		log_warn("cassandra: durable: %s", c->durable_line);
+	}
+	clock_refresh(c);
 	return &c->store;
 }
 
@@ -368,7 +738,12 @@ static void cass_close(struct store *store)
 		 (unsigned long long)stats.retries,
 		 (unsigned long long)stats.conditional_statements,
 		 (unsigned long long)stats.serial_reads);
+	log_info("cassandra: %llu listing ids minted again (late listing write),"
+		 " %llu deliveries refused for clock skew",
+		 (unsigned long long)__atomic_load_n(&c->remints, __ATOMIC_RELAXED),
+		 (unsigned long long)__atomic_load_n(&c->clock_refusals, __ATOMIC_RELAXED));
 	cql_session_destroy(&c->session);
+	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
 
@@ -400,6 +775,37 @@ static const struct {
 	  offsetof(struct cql_stats, schema_agreement_timeouts) },
 };
 
+/* Durability, clocks and re-mints (see "durability and clocks"). */
+static void cass_durability_metrics(struct cass_store *c, struct buf *out)
+{
+	pthread_mutex_lock(&c->lock);
+	int durable = c->durable;
+	int64_t skew = c->clock_skew_us;
+	bool clock_good = c->clock_ok;
+	pthread_mutex_unlock(&c->lock);
+	metrics_render_header(out, "tern_cassandra_durable", METRICS_GAUGE,
+			      "Whether an acknowledged write survives one node crash"
+			      " (commitlog_sync, replicas, write consistency): 1 or 0.");
+	metrics_render_sample(out, "tern_cassandra_durable", NULL, NULL, durable == 1);
+	metrics_render_header(out, "tern_cassandra_clock_skew_seconds", METRICS_GAUGE,
+			      "The largest clock difference last measured with a local"
+			      " Cassandra node, round trip included (-1: none answered).");
+	buf_printf(out, "tern_cassandra_clock_skew_seconds %.6f\n",
+		   skew < 0 ? -1.0 : (double)skew / 1e6);
+	metrics_render_header(out, "tern_cassandra_clock_ok", METRICS_GAUGE,
+			      "0 while deliveries answer 451 because of the clock skew, else 1.");
+	metrics_render_sample(out, "tern_cassandra_clock_ok", NULL, NULL, clock_good);
+	metrics_render_header(out, "tern_cassandra_listing_remints_total", METRICS_COUNTER,
+			      "Listing ids minted again: the listing write would have started"
+			      " more than 10 s after the id was minted.");
+	metrics_render_sample(out, "tern_cassandra_listing_remints_total", NULL, NULL,
+			      __atomic_load_n(&c->remints, __ATOMIC_RELAXED));
+	metrics_render_header(out, "tern_cassandra_clock_refusals_total", METRICS_COUNTER,
+			      "Deliveries answered 451 because of the clock skew.");
+	metrics_render_sample(out, "tern_cassandra_clock_refusals_total", NULL, NULL,
+			      __atomic_load_n(&c->clock_refusals, __ATOMIC_RELAXED));
+}
+
 static void cass_metrics_render(struct store *store, struct buf *out)
 {
 	struct cass_store *c = (struct cass_store *)store;
@@ -430,6 +836,7 @@ static void cass_metrics_render(struct store *store, struct buf *out)
 			      "Cassandra nodes known to the client, by whether it believes them up.");
 	metrics_render_sample(out, name, "state", "down", (n < 64 ? n : 64) - up);
 	metrics_render_sample(out, name, "state", "up", up);
+	cass_durability_metrics(c, out);
 }
 
 
@@ -763,32 +1170,113 @@ static enum store_status put_chunks(struct cass_store *c, const struct store_del
 	return st;
 }
 
-static enum store_status put_listing(struct cass_store *c, const struct uuid *mbox,
-				     const struct uuid *id, int64_t size, const char *uidl,
-				     const void *prefix, size_t prefix_len, int64_t body_size,
-				     int chunks)
+static enum store_status delete_listing_row(struct cass_store *c, const struct uuid *mbox,
+					    const struct uuid *id);
+
+/* One row of listing or body_refs: the two keys, what a listing row needs,
+ * and the other table's id (listing: body_id; body_refs: listing_id). */
+static enum store_status put_entry(struct cass_store *c, const char *tmpl, const struct uuid *k1,
+				   const struct uuid *k2, int64_t size, const char *uidl,
+				   const void *prefix, size_t prefix_len, int64_t body_size,
+				   int chunks, const struct uuid *other_id)
 {
 	char q[512];
 	struct cql_values *v = cql_values_create();
-	cql_values_add_uuid(v, mbox->b);
-	cql_values_add_uuid(v, id->b);
+	cql_values_add_uuid(v, k1->b);
+	cql_values_add_uuid(v, k2->b);
 	cql_values_add_bigint(v, size);
 	cql_values_add_text(v, uidl);
 	cql_values_add_blob(v, prefix, prefix_len);
 	cql_values_add_bigint(v, body_size);
 	cql_values_add_int(v, chunks);
-	enum store_status st = run(c, Q(c, q, "INSERT INTO {ks}.listing (mailbox_id, message_id,"
-					      " size, uidl, prefix, body_size, chunks)"
-					      " VALUES (?, ?, ?, ?, ?, ?, ?)"),
-				   v, c->write_cl, NULL);
+	cql_values_add_uuid(v, other_id->b);
+	enum store_status st = run(c, Q(c, q, tmpl), v, c->write_cl, NULL);
 	cql_values_free(&v);
 	return st;
 }
 
-/* A retried delivery (same message id) finds the body_refs row of its
- * first attempt: the copy keeps that attempt's UIDL and header prefix (the
- * listing row is written again from it, in case the first attempt stopped
- * before it), and a copy the user has deleted since is not brought back.
+static enum store_status put_listing(struct cass_store *c, const struct uuid *mbox,
+				     const struct uuid *id, const struct uuid *body_id,
+				     int64_t size, const char *uidl, const void *prefix,
+				     size_t prefix_len, int64_t body_size, int chunks)
+{
+	return put_entry(c, "INSERT INTO {ks}.listing (mailbox_id, message_id, size, uidl,"
+			    " prefix, body_size, chunks, body_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			 mbox, id, size, uidl, prefix, prefix_len, body_size, chunks, body_id);
+}
+
+/* The body_refs row of (body, mailbox): what its listing row needs, and
+ * the listing id (repair re-lists from it). */
+static enum store_status put_ref(struct cass_store *c, const struct uuid *mbox,
+				 const struct uuid *body_id, const struct uuid *listing_id,
+				 int64_t size, const char *uidl, const void *prefix,
+				 size_t prefix_len, int64_t body_size, int chunks)
+{
+	return put_entry(c, "INSERT INTO {ks}.body_refs (message_id, mailbox_id, size, uidl,"
+			    " prefix, body_size, chunks, listing_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			 body_id, mbox, size, uidl, prefix, prefix_len, body_size, chunks, listing_id);
+}
+
+/*
+ * Invariant 12 on the writer's side: a listing row's write starts at most
+ * REMINT_BOUND_US after its id was minted (by this node's clock, which
+ * clock_ok() keeps within MAX_CLOCK_SKEW_US of Cassandra's). Past that
+ * bound the id is minted again, before the listing write: the message
+ * has not been listed under the old id, so no second copy can appear.
+ * Returns whether *id was replaced. In messageid mode the UIDL follows
+ * the id (it is never shown before the 250).
+ */
+#define REMINT_BOUND_US (10LL * 1000000)
+
+static bool remint_if_late(struct cass_store *c, struct uuid *id, char *uidl)
+{
+	if (now_us() - timeuuid_unix_usec(id) <= REMINT_BOUND_US)
+		return false;
+	/* The UIDL follows the id when it is the id's text (messageid mode),
+	 * not when it is a UID or a legacy UIDL an import kept. */
+	char old[UUID_STR_LEN + 1];
+	uuid_format(id, old);
+	bool follows = strcmp(uidl, old) == 0;
+	timeuuid_generate(id);
+	if (follows)
+		uuid_format(id, uidl);
+	__atomic_fetch_add(&c->remints, 1, __ATOMIC_RELAXED);
+	return true;
+}
+
+/* Records the listing id in body_refs, then writes the listing row,
+ * minting the id again (and rewriting body_refs) whenever the next write
+ * would start later than REMINT_BOUND_US after the id's mint. */
+static enum store_status list_fresh(struct cass_store *c, const struct uuid *mbox,
+				    const struct uuid *body_id, struct uuid *listing_id,
+				    char *uidl, int64_t size, const char *prefix,
+				    size_t prefix_len, int64_t body_size, int chunks)
+{
+	remint_if_late(c, listing_id, uidl); /* a slow body write */
+	for (int attempt = 0; attempt < 3; attempt++) {
+		enum store_status st = put_ref(c, mbox, body_id, listing_id, size, uidl, prefix,
+					       prefix_len, body_size, chunks);
+		if (st != STORE_OK)
+			return st;
+		if (remint_if_late(c, listing_id, uidl))
+			continue; /* the body_refs write was slow: record the new id */
+		return put_listing(c, mbox, listing_id, body_id, size, uidl, prefix, prefix_len,
+				   body_size, chunks);
+	}
+	log_error("cassandra: the listing write could not start within %lld s of minting its id",
+		  (long long)(REMINT_BOUND_US / 1000000));
+	return STORE_TEMPFAIL;
+}
+
+/* A retried delivery (same body id) finds the body_refs row of its first
+ * attempt: the copy keeps that attempt's listing id, UIDL and header
+ * prefix (the listing row is written again from it, in case the first
+ * attempt stopped before it), and a copy the user has deleted since is
+ * not brought back. When the first attempt's id is now older than
+ * REMINT_BOUND_US, writing it again could put it under a range delete
+ * that a session which never saw it is running: the id is minted again
+ * and a listing row the first attempt may have written under the old id
+ * is deleted first (so at most one of the two is ever visible).
  * Returns 1 when the row was found and handled, 0 when there is none. */
 static int retry_of_earlier(struct cass_store *c, const struct uuid *mbox,
 			    struct store_delivery *d, struct store_rcpt *r, int chunks,
@@ -799,7 +1287,7 @@ static int retry_of_earlier(struct cass_store *c, const struct uuid *mbox,
 	cql_values_add_uuid(k, d->message_id.b);
 	cql_values_add_uuid(k, mbox->b);
 	struct cql_result *res = NULL;
-	*st_r = run(c, Q(c, q, "SELECT uidl, prefix, size, deleted FROM {ks}.body_refs"
+	*st_r = run(c, Q(c, q, "SELECT uidl, prefix, size, deleted, listing_id FROM {ks}.body_refs"
 			       " WHERE message_id = ? AND mailbox_id = ?"), k, c->read_cl, &res);
 	cql_values_free(&k);
 	if (*st_r != STORE_OK)
@@ -813,11 +1301,26 @@ static int retry_of_earlier(struct cass_store *c, const struct uuid *mbox,
 	    cql_result_get_bigint(res, 2, &size) == 1) {
 		found = 1;
 		cql_result_get_bool(res, 3, &deleted);
-		memcpy(r->uidl, u.data, u.len);
-		r->uidl[u.len] = '\0';
-		if (!deleted)
-			*st_r = put_listing(c, mbox, &d->message_id, size, r->uidl, prefix.data,
-					    prefix.len, (int64_t)store_delivery_size(d), chunks);
+		struct uuid listing_id = d->message_id;
+		cql_result_get_uuid(res, 4, listing_id.b);
+		char uidl[STORE_UIDL_MAX + 2];
+		memcpy(uidl, u.data, u.len);
+		uidl[u.len] = '\0';
+		if (!deleted) {
+			struct uuid old = listing_id;
+			int64_t body_size = (int64_t)store_delivery_size(d);
+			if (remint_if_late(c, &listing_id, uidl)) {
+				*st_r = delete_listing_row(c, mbox, &old);
+				if (*st_r == STORE_OK)
+					*st_r = list_fresh(c, mbox, &d->message_id, &listing_id, uidl,
+							   size, (const char *)prefix.data,
+							   prefix.len, body_size, chunks);
+			} else {
+				*st_r = put_listing(c, mbox, &listing_id, &d->message_id, size, uidl,
+						    prefix.data, prefix.len, body_size, chunks);
+			}
+		}
+		str_copy(r->uidl, uidl, sizeof(r->uidl));
 	}
 	cql_result_free(&res);
 	return found;
@@ -826,13 +1329,17 @@ static int retry_of_earlier(struct cass_store *c, const struct uuid *mbox,
 static enum store_status put_rows(struct cass_store *c, struct store_delivery *d,
 				  struct store_rcpt *r, int chunks)
 {
-	char q[512];
 	struct uuid mbox;
 	uuid_v5(r->address, strlen(r->address), &mbox);
 	enum store_status st;
-	/* Only a second attempt with this id can find an earlier one. */
+	/* Only a second attempt with this body id can find an earlier one. */
 	if (d->attempts > 1 && retry_of_earlier(c, &mbox, d, r, chunks, &st))
 		return st;
+	/* The listing id is the message id the delivery minted when its data
+	 * ended, unless writing the body took so long that the listing write
+	 * would start past the bound: then a fresh one (remint_if_late), and
+	 * the body keeps its own id. */
+	struct uuid listing_id = d->message_id;
 	char uidl[STORE_UIDL_MAX + 2];
 	if (!store_delivery_uidl(d, uidl) && c->store.set.pop3_ids == STORE_POP3_IDS_UID) {
 		uint32_t uid = 0;
@@ -844,24 +1351,10 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 	size_t prefix_len = strlen(r->prefix);
 	int64_t body_size = (int64_t)store_delivery_size(d);
 	int64_t size = (int64_t)prefix_len + body_size;
-	struct cql_values *v = cql_values_create();
 	/* body_refs first: a crash between the two writes leaves a reference
 	 * that repair can re-list, never a listing row without its record. */
-	cql_values_add_uuid(v, d->message_id.b);
-	cql_values_add_uuid(v, mbox.b);
-	cql_values_add_bigint(v, size);
-	cql_values_add_text(v, uidl);
-	cql_values_add_blob(v, r->prefix, prefix_len);
-	cql_values_add_bigint(v, body_size);
-	cql_values_add_int(v, chunks);
-	st = run(c, Q(c, q, "INSERT INTO {ks}.body_refs (message_id, mailbox_id,"
-			    " size, uidl, prefix, body_size, chunks)"
-			    " VALUES (?, ?, ?, ?, ?, ?, ?)"),
-		 v, c->write_cl, NULL);
-	cql_values_free(&v);
-	if (st == STORE_OK)
-		st = put_listing(c, &mbox, &d->message_id, size, uidl, r->prefix, prefix_len,
-				 body_size, chunks);
+	st = list_fresh(c, &mbox, &d->message_id, &listing_id, uidl, size, r->prefix, prefix_len,
+			body_size, chunks);
 	if (st == STORE_OK)
 		str_copy(r->uidl, uidl, sizeof(r->uidl));
 	return st;
@@ -961,6 +1454,10 @@ static enum store_status rcpt_verdict(struct cass_store *c, struct store_deliver
 static enum store_status cass_deliver(struct store *store, struct store_delivery *d)
 {
 	struct cass_store *c = (struct cass_store *)store;
+	if (!clock_ok(c)) {
+		__atomic_fetch_add(&c->clock_refusals, 1, __ATOMIC_RELAXED);
+		return STORE_TEMPFAIL;
+	}
 	unsigned int found = 0;
 	for (unsigned int i = 0; i < d->rcpt_count; i++) {
 		enum store_status verdict;
@@ -1012,6 +1509,9 @@ static bool listing_row(void *ctx, struct cql_result *res)
 	if (cql_result_get_uuid(res, 0, e->id.b) != 1 || cql_result_get_bigint(res, 1, &size) != 1 ||
 	    cql_result_get_text(res, 2, &u) != 1)
 		return true; /* a half-written row: repair's business */
+	/* A row written before listing and body ids were distinct has none. */
+	if (cql_result_get_uuid(res, 3, e->body_id.b) != 1)
+		e->body_id = e->id;
 	e->size = (uint64_t)size;
 	size_t n = u.len < sizeof(e->uidl) - 1 ? u.len : sizeof(e->uidl) - 1;
 	memcpy(e->uidl, u.data, n);
@@ -1032,7 +1532,8 @@ static enum store_status cass_maildrop_read(struct store *store, struct store_ma
 	cql_values_add_uuid(v, md->mailbox_id.b);
 	struct listing_rows l = { md, 0 };
 	uint64_t rows;
-	st = for_each_row(c, "SELECT message_id, size, uidl FROM {ks}.listing WHERE mailbox_id = ?",
+	st = for_each_row(c, "SELECT message_id, size, uidl, body_id FROM {ks}.listing"
+			     " WHERE mailbox_id = ?",
 			  v, c->read_cl, 0, listing_row, &l, &rows);
 	cql_values_free(&v);
 	return st;
@@ -1048,6 +1549,7 @@ struct cass_cursor {
 	uint64_t chunk_start;      /* body offset of the held chunk */
 	struct cql_result *held;   /* the held chunk's result, or NULL */
 	struct cql_slice chunk;    /* its bytes, inside held */
+	struct uuid body_id;       /* the bodies partition key */
 };
 
 static enum store_status cass_cursor_open(struct store_maildrop *md, unsigned int i,
@@ -1059,7 +1561,7 @@ static enum store_status cass_cursor_open(struct store_maildrop *md, unsigned in
 	cql_values_add_uuid(v, md->mailbox_id.b);
 	cql_values_add_uuid(v, md->entries[i].id.b);
 	struct cql_result *res = NULL;
-	enum store_status st = run(c, Q(c, q, "SELECT prefix, chunks, body_size FROM {ks}.listing"
+	enum store_status st = run(c, Q(c, q, "SELECT prefix, chunks, body_size, body_id FROM {ks}.listing"
 					      " WHERE mailbox_id = ? AND message_id = ?"),
 				   v, c->read_cl, &res);
 	cql_values_free(&v);
@@ -1089,6 +1591,8 @@ static enum store_status cass_cursor_open(struct store_maildrop *md, unsigned in
 	if (prefix.len > 0)
 		memcpy(cc->c.prefix, prefix.data, prefix.len);
 	cc->chunks = chunks;
+	if (cql_result_get_uuid(res, 3, cc->body_id.b) != 1)
+		cc->body_id = md->entries[i].id;
 	cql_result_free(&res);
 	cc->c.size = cc->c.prefix_len + (uint64_t)body_size;
 	*cursor_r = &cc->c;
@@ -1104,6 +1608,7 @@ static enum store_status fetch_chunk(struct cass_cursor *cc)
 	struct store_maildrop *md = cc->c.md;
 	struct cass_store *c = (struct cass_store *)md->store;
 	const struct uuid *id = &md->entries[cc->c.index].id;
+	const struct uuid *body_id = &cc->body_id;
 	int32_t k = cc->next_chunk;
 	if (k >= cc->chunks) {
 		log_error("cassandra: a body is shorter than its listing row says; repair will see it");
@@ -1112,7 +1617,7 @@ static enum store_status fetch_chunk(struct cass_cursor *cc)
 	char q[512];
 	Q(c, q, "SELECT data FROM {ks}.bodies WHERE message_id = ? AND chunk = ?");
 	struct cql_values *v = cql_values_create();
-	cql_values_add_uuid(v, id->b);
+	cql_values_add_uuid(v, body_id->b);
 	cql_values_add_int(v, k);
 	enum store_status st = STORE_OK;
 	for (int attempt = 0; attempt < 2 && cc->held == NULL && st == STORE_OK; attempt++) {
@@ -1266,7 +1771,7 @@ static enum store_status cass_expunge(struct store_maildrop *md, const unsigned 
 	enum store_status st = STORE_OK;
 	for (unsigned int i = 0; i < md->count && st == STORE_OK; i++)
 		if (del[i])
-			st = mark_deleted(c, &md->mailbox_id, &md->entries[i].id);
+			st = mark_deleted(c, &md->mailbox_id, &md->entries[i].body_id);
 	struct cql_values *v = cql_values_create();
 	if (st != STORE_OK) {
 		/* nothing deleted yet; the markers alone are harmless */
@@ -1290,7 +1795,7 @@ static enum store_status cass_expunge(struct store_maildrop *md, const unsigned 
 	/* The listing no longer shows them: now release the bodies. */
 	for (unsigned int i = 0; i < md->count && st == STORE_OK; i++)
 		if (del[i])
-			st = drop_reference(c, &md->mailbox_id, &md->entries[i].id);
+			st = drop_reference(c, &md->mailbox_id, &md->entries[i].body_id);
 	cql_values_free(&v);
 	free(del);
 	return st;
@@ -1376,13 +1881,19 @@ static bool scan_row(void *ctx, struct cql_result *res)
 	return sc->st == STORE_OK;
 }
 
-/* Pages through a whole table at the read consistency. */
-static enum store_status scan(struct repair_ctx *rc, const char *tmpl, scan_row_fn *fn)
+/* Pages through the partitions of a table whose token is in (lo, hi], at
+ * the read consistency; tmpl ends with "WHERE token(...) > ? AND token(...) <= ?". */
+static enum store_status scan(struct repair_ctx *rc, const char *tmpl, int64_t lo, int64_t hi,
+			      scan_row_fn *fn)
 {
 	struct scan_ctx sc = { rc, fn, STORE_OK };
 	uint64_t rows;
-	enum store_status st = for_each_row(rc->c, tmpl, NULL, rc->c->read_cl, 60000, scan_row,
+	struct cql_values *v = cql_values_create();
+	cql_values_add_bigint(v, lo);
+	cql_values_add_bigint(v, hi);
+	enum store_status st = for_each_row(rc->c, tmpl, v, rc->c->read_cl, 60000, scan_row,
 					    &sc, &rows);
+	cql_values_free(&v);
 	return st != STORE_OK ? st : sc.st;
 }
 
@@ -1436,56 +1947,81 @@ static enum store_status delete_listing_row(struct cass_store *c, const struct u
 	return st;
 }
 
-/* body_refs row: finish interrupted deletions, re-list what is missing. */
+/* The reference's state at cl: 1 present (and *deleted_r), 0 absent, -1 error. */
+static int ref_state(struct cass_store *c, const struct uuid *body_id, const struct uuid *mbox,
+		     enum cql_consistency cl, bool *deleted_r)
+{
+	char q[512];
+	struct cql_values *v = cql_values_create();
+	cql_values_add_uuid(v, body_id->b);
+	cql_values_add_uuid(v, mbox->b);
+	struct cql_result *res = NULL;
+	enum store_status st = run(c, Q(c, q, REF_ROW), v, cl, &res);
+	cql_values_free(&v);
+	if (st != STORE_OK)
+		return -1;
+	int found = 0;
+	*deleted_r = false;
+	if (cql_result_next_row(res)) {
+		found = 1;
+		cql_result_get_bool(res, 0, deleted_r);
+	}
+	cql_result_free(&res);
+	return found;
+}
+
+/*
+ * body_refs row: finish interrupted deletions, re-list what is missing.
+ *
+ * Across datacenters nothing orders the arrival of an expunge's writes:
+ * dc2 may receive the listing row's deletion before the reference's
+ * `deleted` marker (or its removal). A re-list decided on dc2's view alone
+ * would bring back a message just deleted in dc1. So a re-list needs, at
+ * consistency ALL (every replica in every datacenter answers, so a cut-off
+ * datacenter makes the suspect "skipped", never re-listed): the listing
+ * row missing, and the reference present and not marked. The expunge marks
+ * the reference at the write consistency before it deletes the listing
+ * row, so any replica holding the deletion implies a quorum of the
+ * deleting datacenter holding the marker, which ALL reads. An expunge that
+ * starts between that re-check and the re-list is caught by a second ALL
+ * read of the reference after the re-list, which then deletes the row
+ * again (newer tombstone).
+ */
 static enum store_status repair_ref(struct repair_ctx *rc, struct cql_result *row)
 {
 	struct cass_store *c = rc->c;
-	struct uuid id, mbox;
+	struct uuid id, mbox, listing_id;
 	bool deleted = false;
 	REPORT_ADD(rc->report->refs_scanned);
 	if (cql_result_get_uuid(row, 0, id.b) != 1 || cql_result_get_uuid(row, 1, mbox.b) != 1)
 		return STORE_OK;
 	cql_result_get_bool(row, 7, &deleted);
-	if (timeuuid_unix_usec(&id) > rc->cutoff_us)
+	if (cql_result_get_uuid(row, 8, listing_id.b) != 1)
+		listing_id = id; /* written before listing and body ids were distinct */
+	if (timeuuid_unix_usec(&id) > rc->cutoff_us || timeuuid_unix_usec(&listing_id) > rc->cutoff_us)
 		return STORE_OK; /* a delivery or expunge may still be running */
 	if (deleted) {
 		REPORT_ADD(rc->report->deletes_finished);
 		if (rc->opts->dry_run)
 			return STORE_OK;
-		enum store_status st = delete_listing_row(c, &mbox, &id);
+		enum store_status st = delete_listing_row(c, &mbox, &listing_id);
 		return st == STORE_OK ? drop_reference(c, &mbox, &id) : st;
 	}
-	if (row_exists(c, LISTING_ROW, mbox.b, id.b, -1, c->read_cl) != 0)
+	if (row_exists(c, LISTING_ROW, mbox.b, listing_id.b, -1, c->read_cl) != 0)
 		return STORE_OK;
-	/* Suspect. Re-check the listing at ALL, and the reference itself: a
-	 * concurrent expunge marks it before removing the listing row. */
-	int missing = confirm_missing(c, LISTING_ROW, mbox.b, id.b, -1);
-	struct cql_values *v = cql_values_create();
-	cql_values_add_uuid(v, id.b);
-	cql_values_add_uuid(v, mbox.b);
-	struct cql_result *res = NULL;
-	char q[512];
-	enum store_status st = run(c, Q(c, q, REF_ROW), v, c->read_cl, &res);
-	bool still = false, now_deleted = false;
-	if (st == STORE_OK && cql_result_next_row(res)) {
-		still = true;
-		cql_result_get_bool(res, 0, &now_deleted);
-	}
-	cql_result_free(&res);
-	if (st != STORE_OK || missing < 0) {
+	/* Suspect: re-check the listing and the reference at ALL. */
+	int missing = confirm_missing(c, LISTING_ROW, mbox.b, listing_id.b, -1);
+	bool now_deleted = false;
+	int still = missing == 1 ? ref_state(c, &id, &mbox, CQL_ALL, &now_deleted) : 0;
+	if (missing < 0 || still < 0) {
 		REPORT_ADD(rc->report->skipped);
-		cql_values_free(&v);
 		return STORE_OK;
 	}
-	if (missing == 0 || !still || now_deleted) {
-		cql_values_free(&v);
+	if (missing == 0 || still == 0 || now_deleted)
 		return STORE_OK;
-	}
 	REPORT_ADD(rc->report->relisted);
-	if (rc->opts->dry_run) {
-		cql_values_free(&v);
+	if (rc->opts->dry_run)
 		return STORE_OK;
-	}
 	/* Listed again with a fresh write time, so a range tombstone that hid
 	 * it (a late arrival from another datacenter) no longer does. */
 	int64_t size = 0, body_size = 0;
@@ -1496,18 +2032,17 @@ static enum store_status repair_ref(struct repair_ctx *rc, struct cql_result *ro
 	cql_result_get_blob(row, 4, &prefix);
 	cql_result_get_bigint(row, 5, &body_size);
 	cql_result_get_int(row, 6, &chunks);
-	cql_values_clear(v);
-	cql_values_add_uuid(v, mbox.b);
-	cql_values_add_uuid(v, id.b);
-	cql_values_add_bigint(v, size);
-	cql_values_add_textn(v, (const char *)uidl.data, uidl.len);
-	cql_values_add_blob(v, prefix.data, prefix.len);
-	cql_values_add_bigint(v, body_size);
-	cql_values_add_int(v, chunks);
-	st = run(c, Q(c, q, "INSERT INTO {ks}.listing (mailbox_id, message_id, size, uidl,"
-			    " prefix, body_size, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)"),
-		 v, c->write_cl, NULL);
-	cql_values_free(&v);
+	char u[STORE_UIDL_MAX + 2];
+	snprintf(u, sizeof(u), "%.*s", (int)uidl.len, uidl.data != NULL ? (const char *)uidl.data : "");
+	enum store_status st = put_listing(c, &mbox, &listing_id, &id, size, u, prefix.data,
+					   prefix.len, body_size, chunks);
+	if (st != STORE_OK)
+		return st;
+	int after = ref_state(c, &id, &mbox, CQL_ALL, &now_deleted);
+	if (after == 0 || (after == 1 && now_deleted)) {
+		log_warn("cassandra: repair: a message re-listed while an expunge ran; unlisted again");
+		st = delete_listing_row(c, &mbox, &listing_id);
+	}
 	return st;
 }
 
@@ -1515,18 +2050,20 @@ static enum store_status repair_ref(struct repair_ctx *rc, struct cql_result *ro
 static enum store_status repair_listing(struct repair_ctx *rc, struct cql_result *row)
 {
 	struct cass_store *c = rc->c;
-	struct uuid mbox, id;
+	struct uuid mbox, id, body_id;
 	int32_t chunks = 0;
 	REPORT_ADD(rc->report->listing_scanned);
 	if (cql_result_get_uuid(row, 0, mbox.b) != 1 || cql_result_get_uuid(row, 1, id.b) != 1 ||
 	    cql_result_get_int(row, 2, &chunks) != 1)
 		return STORE_OK;
+	if (cql_result_get_uuid(row, 3, body_id.b) != 1)
+		body_id = id;
 	if (timeuuid_unix_usec(&id) > rc->cutoff_us)
 		return STORE_OK;
 	for (int k = 0; k < chunks; k++) {
-		if (row_exists(c, CHUNK_ROW, id.b, NULL, k, c->read_cl) != 0)
+		if (row_exists(c, CHUNK_ROW, body_id.b, NULL, k, c->read_cl) != 0)
 			continue;
-		int missing = confirm_missing(c, CHUNK_ROW, id.b, NULL, k);
+		int missing = confirm_missing(c, CHUNK_ROW, body_id.b, NULL, k);
 		if (missing < 0) {
 			REPORT_ADD(rc->report->skipped);
 			return STORE_OK;
@@ -1536,11 +2073,11 @@ static enum store_status repair_listing(struct repair_ctx *rc, struct cql_result
 		REPORT_ADD(rc->report->unlisted);
 		if (rc->opts->dry_run)
 			return STORE_OK;
-		enum store_status st = mark_deleted(c, &mbox, &id);
+		enum store_status st = mark_deleted(c, &mbox, &body_id);
 		if (st == STORE_OK)
 			st = delete_listing_row(c, &mbox, &id);
 		if (st == STORE_OK)
-			st = drop_reference(c, &mbox, &id);
+			st = drop_reference(c, &mbox, &body_id);
 		return st;
 	}
 	return STORE_OK;
@@ -1579,25 +2116,58 @@ static enum store_status repair_body(struct repair_ctx *rc, struct cql_result *r
 	return st;
 }
 
+/*
+ * The ring (Murmur3 tokens, -2^63 excluded) is walked in REPAIR_SLICES
+ * ranges of equal width; each range is scanned in the three tables
+ * before the next, so "every partition up to token T is done" holds for
+ * all of them and a repair can resume after T (--from). Murmur3 never
+ * yields INT64_MIN, so (INT64_MIN, hi] misses nothing.
+ */
+#define REPAIR_SLICES 256
+
+static int64_t next_boundary(int64_t lo)
+{
+	const uint64_t width = UINT64_MAX / REPAIR_SLICES + 1; /* 2^56 */
+	uint64_t off = (uint64_t)lo - (uint64_t)INT64_MIN;
+	uint64_t slice = off / width;
+	if (slice + 1 >= REPAIR_SLICES)
+		return INT64_MAX;
+	return (int64_t)((slice + 1) * width + (uint64_t)INT64_MIN);
+}
+
 static enum store_status cass_repair(struct store *store, const struct store_repair_options *opts,
 				     struct store_repair_report *report)
 {
 	struct repair_ctx rc = { .c = (struct cass_store *)store, .opts = opts, .report = report };
 	rc.pacer.per_second = opts->per_second;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	rc.cutoff_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 -
-		       (int64_t)opts->min_age_secs * 1000000;
+	rc.cutoff_us = now_us() - (int64_t)opts->min_age_secs * 1000000;
+	__atomic_store_n(&report->by_token, true, __ATOMIC_RELAXED);
 	enum store_status st = STORE_OK;
-	if (opts->check) {
-		st = scan(&rc, "SELECT message_id, mailbox_id, size, uidl, prefix, body_size, chunks,"
-			       " deleted FROM {ks}.body_refs", repair_ref);
-		if (st == STORE_OK)
-			st = scan(&rc, "SELECT mailbox_id, message_id, chunks FROM {ks}.listing",
-				  repair_listing);
+	int64_t lo = opts->has_from ? opts->from_token : INT64_MIN;
+	while (st == STORE_OK && lo < INT64_MAX) {
+		int64_t hi = next_boundary(lo);
+		if (opts->check) {
+			st = scan(&rc, "SELECT message_id, mailbox_id, size, uidl, prefix, body_size,"
+				       " chunks, deleted, listing_id FROM {ks}.body_refs"
+				       " WHERE token(message_id) > ? AND token(message_id) <= ?",
+				  lo, hi, repair_ref);
+			if (st == STORE_OK)
+				st = scan(&rc, "SELECT mailbox_id, message_id, chunks, body_id"
+					       " FROM {ks}.listing"
+					       " WHERE token(mailbox_id) > ? AND token(mailbox_id) <= ?",
+					  lo, hi, repair_listing);
+		}
+		if (st == STORE_OK && opts->sweep)
+			st = scan(&rc, "SELECT DISTINCT message_id, chunk FROM {ks}.bodies"
+				       " WHERE token(message_id, chunk) > ?"
+				       " AND token(message_id, chunk) <= ?", lo, hi, repair_body);
+		if (st != STORE_OK)
+			break;
+		__atomic_store_n(&report->token_reached, hi, __ATOMIC_RELAXED);
+		if (opts->progress != NULL)
+			opts->progress(opts->progress_ctx, report);
+		lo = hi;
 	}
-	if (st == STORE_OK && opts->sweep)
-		st = scan(&rc, "SELECT DISTINCT message_id, chunk FROM {ks}.bodies", repair_body);
 	return st;
 }
 
@@ -1891,7 +2461,16 @@ static enum store_status cass_health(struct store *store, struct buf *detail)
 		opts.timeout_ms = HEALTH_TIMEOUT_MS;
 		if (cql_execute(c->session, stmt, NULL, &opts, &res, &err) == 0) {
 			cql_result_free(&res);
-			return STORE_OK;
+			/* Reachable. A setting that cannot keep an acknowledged
+			 * write through one node crash is reported; it fails the
+			 * check only where the site required durability. */
+			struct buf line;
+			buf_init(&line, 0);
+			int durable = durability(c, &line);
+			if (durable != 1)
+				buf_printf(detail, "cassandra: durable: %s", line.data);
+			buf_deinit(&line);
+			return durable == 1 || !c->require_durable ? STORE_OK : STORE_TEMPFAIL;
 		}
 	}
 	buf_printf(detail, "cassandra: %s: %s", cql_error_kind_name(err.kind), err.message);
@@ -1930,6 +2509,7 @@ const struct store_vfuncs store_cassandra_vfuncs = {
 	.retrieved_del = cass_retrieved_del,
 	.mailbox_usage = cass_mailbox_usage,
 	.health = cass_health,
+	.durability = cass_durability,
 	.deliver = cass_deliver,
 	.maildrop_read = cass_maildrop_read,
 	.cursor_open = cass_cursor_open,

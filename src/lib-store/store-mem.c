@@ -765,6 +765,14 @@ static enum store_status mem_health(struct store *store, struct buf *detail)
 	return STORE_OK; /* memory is always writable */
 }
 
+/* store_durability_check(). */
+static int mem_durability(struct store *store, struct buf *line)
+{
+	(void)store;
+	buf_append_str(line, "no: the mem backend keeps everything in memory (tests only)");
+	return 0;
+}
+
 const struct store_vfuncs store_mem_vfuncs = {
 	.name = "mem",
 	.section = NULL,
@@ -795,6 +803,7 @@ const struct store_vfuncs store_mem_vfuncs = {
 	.retrieved_del = mem_retrieved_del,
 	.mailbox_usage = mem_mailbox_usage,
 	.health = mem_health,
+	.durability = mem_durability,
 	.deliver = mem_deliver,
 	.maildrop_read = mem_maildrop_read,
 	.cursor_open = mem_cursor_open,

@@ -65,6 +65,8 @@ struct store_vfuncs {
 					   uint64_t *messages_r, uint64_t *octets_r);
 	/* OK, or a temporary status with "backend: what fails" appended to detail. */
 	enum store_status (*health)(struct store *, struct buf *detail);
+	/* Optional (NULL: unknown): store_durability_check's answer. */
+	int (*durability)(struct store *, struct buf *line);
 
 	/* POP3 extensions (store.h). expire_get: STORE_EXPIRE_DEFAULT when the
 	 * user has no own value; NOTFOUND without the user. */

@@ -1530,6 +1530,14 @@ static enum store_status sqlite_health(struct store *store, struct buf *detail)
 	return STORE_TEMPFAIL;
 }
 
+/* store_durability_check(). */
+static int sqlite_durability(struct store *store, struct buf *line)
+{
+	(void)store;
+	buf_append_str(line, "yes: every commit is fsync'ed (WAL, synchronous=FULL) before the store answers");
+	return 1;
+}
+
 const struct store_vfuncs store_sqlite_vfuncs = {
 	.name = "sqlite",
 	.section = NULL,
@@ -1561,6 +1569,7 @@ const struct store_vfuncs store_sqlite_vfuncs = {
 	.retrieved_del = sqlite_retrieved_del,
 	.mailbox_usage = sqlite_mailbox_usage,
 	.health = sqlite_health,
+	.durability = sqlite_durability,
 	.deliver = sqlite_deliver,
 	.maildrop_read = sqlite_maildrop_read,
 	.cursor_open = sqlite_cursor_open,

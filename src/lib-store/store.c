@@ -1082,6 +1082,9 @@ enum store_status store_repair(struct store *store, const struct store_repair_op
 			       &report->skipped };
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 		__atomic_store_n(fields[i], 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&report->by_token, false, __ATOMIC_RELAXED);
+	__atomic_store_n(&report->token_reached, opts->has_from ? opts->from_token : INT64_MIN,
+			 __ATOMIC_RELAXED);
 	return store->v->repair(store, opts, report);
 }
 
@@ -1240,4 +1243,13 @@ enum store_status store_expire_mailbox(struct store *store, const char *address,
 	*expired_r = expired;
 	*count_r = found;
 	return STORE_OK;
+}
+
+int store_durability_check(struct store *store, struct buf *line)
+{
+	if (store->backend_v->durability == NULL) {
+		buf_printf(line, "unknown: the %s backend cannot tell", store->backend_v->name);
+		return -1;
+	}
+	return store->backend_v->durability(store, line);
 }

@@ -259,8 +259,19 @@ enum store_status store_expire_mailbox(struct store *store, const char *address,
 
 /* Health: STORE_OK when the store can take writes (SQLite: the database
  * is writable; Cassandra: a quorum of the local datacenter's replicas is
- * reachable). Else a temporary status with what fails appended to detail. */
+ * reachable). Else a temporary status with what fails appended to detail.
+ * STORE_OK may come with a warning in detail that does not fail the check:
+ * Cassandra's "cassandra: durable: no: ..." (store_durability_check), which
+ * fails it only with [cassandra] require_durable = yes. */
 enum store_status store_health(struct store *store, struct buf *detail);
+/* Whether a write the store acknowledged survives the crash of one machine
+ * (Cassandra: of one node of the local datacenter; kill -9 or power loss),
+ * as the store is configured now: 1 yes, 0 no, -1 unknown. Appends one
+ * line to line, "yes: why" or "no: why, and what to change" (no trailing
+ * newline), e.g. for `tern check-config`. May run queries (Cassandra: a
+ * few per local node, cached for a minute): call it from a worker thread
+ * or a command, never from the event loop. */
+int store_durability_check(struct store *store, struct buf *line);
 /* Appends the backend's own metric families (Prometheus text format) to out. */
 void store_metrics_render(struct store *store, struct buf *out);
 
@@ -336,6 +347,9 @@ struct store_listing_entry {
 	struct uuid id;
 	uint64_t size;
 	char uidl[STORE_UIDL_MAX + 2];
+	/* The backend's own key of the message's body where it differs from id
+	 * (Cassandra: the body's id, minted before the listing id); else id. */
+	struct uuid body_id;
 };
 
 struct store_maildrop {
@@ -399,12 +413,23 @@ enum store_status store_maildrop_expunge(struct store_maildrop *md,
  * mailbox references. Each suspect is re-checked (at a stronger consistency
  * where the backend has one) right before it is fixed, so running it while
  * POP3 sessions and deliveries go on is safe. */
+struct store_repair_report;
+
 struct store_repair_options {
 	unsigned int per_second;   /* rows examined per second, 0 = no limit */
 	unsigned int min_age_secs; /* leave younger messages alone (in flight) */
 	bool dry_run;              /* report, change nothing */
 	bool check;                /* listing ↔ bodies */
 	bool sweep;                /* unreferenced bodies */
+	/* Resuming: a backend that scans by token range (Cassandra) starts
+	 * after from_token (the token_reached of an earlier run); others
+	 * ignore it and scan everything. */
+	bool has_from;
+	int64_t from_token;
+	/* Called from the repairing thread after each token range is done
+	 * (and once at the end), may be NULL. */
+	void (*progress)(void *ctx, const struct store_repair_report *report);
+	void *progress_ctx;
 };
 
 /* The report is updated while the repair runs, with relaxed atomic stores
@@ -417,6 +442,11 @@ struct store_repair_report {
 	uint64_t unlisted;         /* listed but its body is gone: removed from the listing */
 	uint64_t swept;            /* bodies no mailbox references: deleted */
 	uint64_t skipped;          /* suspects that could not be confirmed (e.g. a replica down) */
+	/* By token range (by_token set): every partition whose token is at
+	 * most token_reached has been examined (from from_token on). Resume
+	 * with from_token = token_reached; INT64_MAX means the end. */
+	bool by_token;
+	int64_t token_reached;
 };
 
 enum store_status store_repair(struct store *store, const struct store_repair_options *opts,

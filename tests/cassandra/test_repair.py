@@ -18,6 +18,14 @@ def mailbox_id(addr):
     return uuid.uuid5(MAILBOX_NS, addr)
 
 
+def body_id(node, ks, addr, uidl):
+    """The body id of the message listed as uidl (its listing id): bodies
+    and references are keyed by it."""
+    rows = cqlquery.query(node, "SELECT body_id FROM %s.listing WHERE mailbox_id = %s AND "
+                          "message_id = %s" % (ks, mailbox_id(addr), uidl))
+    return uuid.UUID(bytes=rows[0][0])
+
+
 def keyspace(tag):
     return "r_%s_%s" % (tag, uuid.uuid4().hex[:10])
 
@@ -74,7 +82,7 @@ def test_missing_listing_row_is_listed_again(cass_servers, cassandra_node):
 def test_interrupted_expunge_is_completed_not_undone(cass_servers, cassandra_node):
     ks, s, addr, pw = setup(cass_servers, "halfdel")
     before = uidls(s, addr, pw)
-    victim = before[0]
+    victim = body_id(cassandra_node, ks, addr, before[0])
     # An expunge that stopped right after marking the reference.
     cqlquery.query(cassandra_node, "UPDATE %s.body_refs SET deleted = true WHERE "
                    "message_id = %s AND mailbox_id = %s" % (ks, victim, mailbox_id(addr)))
@@ -89,7 +97,7 @@ def test_listing_row_whose_body_is_gone_is_removed(cass_servers, cassandra_node)
     ks, s, addr, pw = setup(cass_servers, "nobody")
     before = uidls(s, addr, pw)
     cqlquery.query(cassandra_node, "DELETE FROM %s.bodies WHERE message_id = %s AND chunk = 0"
-                   % (ks, before[2]))
+                   % (ks, body_id(cassandra_node, ks, addr, before[2])))
     p = s.login(addr, pw)
     assert p.cmd("RETR 3").startswith("-ERR [SYS/TEMP]")
     assert p.cmd("NOOP").startswith("+OK"), "the session survives a missing body"
@@ -140,3 +148,28 @@ def test_repair_during_pop3_deletes_resurrects_nothing(cass_servers):
     reports.append(repair(s))
     assert uidls(s, addr, pw) == everything[20:]
     assert all(fixed(r, "re-listed") == 0 for r in reports)
+
+
+def test_repair_resumes_from_a_token(cass_servers, cassandra_node):
+    """The repair walks the token ring in order and says how far it got, so
+    `--from TOKEN` resumes after TOKEN: a reference whose partition token is
+    at most TOKEN is not looked at again, one just after it is."""
+    ks, s, addr, pw = setup(cass_servers, "resume")
+    before = uidls(s, addr, pw)
+    lost = before[0]
+    body = body_id(cassandra_node, ks, addr, lost)
+    rows = cqlquery.query(cassandra_node, "SELECT token(message_id) FROM %s.body_refs WHERE "
+                          "message_id = %s" % (ks, body))
+    token = int.from_bytes(rows[0][0], "big", signed=True)
+    cqlquery.query(cassandra_node, "DELETE FROM %s.listing WHERE mailbox_id = %s AND "
+                   "message_id = %s" % (ks, mailbox_id(addr), lost))
+    out = repair(s, "--from", str(token))
+    assert fixed(out, "re-listed") == 0
+    assert "token reached: 9223372036854775807 (the whole ring)" in out, out
+    assert uidls(s, addr, pw) == before[1:]
+    out = repair(s, "--from", str(token - 1))
+    assert fixed(out, "re-listed") == 1
+    assert uidls(s, addr, pw) == before
+    r = subprocess.run([s.binary, "-c", str(s.config_path), "repair", "--from", "x1"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "--from needs a token" in r.stderr

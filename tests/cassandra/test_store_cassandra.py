@@ -186,7 +186,7 @@ def test_unreadable_chunks_through_the_cursor(cass_servers, cassandra_node):
         assert s.deliver_cli(a, b"Subject: " + subject + b"\r\n\r\n" + body).returncode == 0
     mbox = uuid.uuid5(uuid.UUID("3c6f1e52-8a41-4d0b-9e27-5ac4117de093"), a)
     ids = [uuid.UUID(bytes=row[0]) for row in cqlquery.query(
-        cassandra_node, "SELECT message_id FROM %s.listing WHERE mailbox_id = %s" % (ks, mbox))]
+        cassandra_node, "SELECT body_id FROM %s.listing WHERE mailbox_id = %s" % (ks, mbox))]
     assert len(ids) == 2
     for mid, chunk in ((ids[0], 0), (ids[1], 2)):
         cqlquery.query(cassandra_node, "DELETE FROM %s.bodies WHERE message_id = %s AND chunk = %d"

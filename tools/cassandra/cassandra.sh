@@ -4,7 +4,11 @@
 #   cassandra.sh fetch                 resolve the pinned jars (reused when present)
 #   cassandra.sh start-single DIR [auth]   one node: 127.0.0.1:9042, dc1; with
 #                                      "auth", PasswordAuthenticator (cassandra/cassandra)
-#   cassandra.sh start-two-dc DIR      node1 127.0.0.1 dc1, node2 127.0.0.2 dc2
+#   cassandra.sh start-two-dc DIR [relay]  node1 127.0.0.1 dc1, node2 127.0.0.2 dc2; with
+#                                      "relay", the nodes talk to each other only through
+#                                      relays (node1 as 127.0.0.3, node2 as 127.0.0.4) that
+#                                      "cut" and "heal" switch (cutrelay.py)
+#   cassandra.sh cut DIR / heal DIR    partition the two datacenters / end it (relay only)
 #   cassandra.sh stop DIR              stop every node started under DIR
 #   cassandra.sh stop-node DIR N       stop node N only (kill: SIGKILL at once)
 #   cassandra.sh start-node DIR N      start node N again on its existing data
@@ -16,7 +20,10 @@
 # "CQL answers and the peers are known" fails with the log tail.
 #
 # Environment: TERN_CASSANDRA_LIB (jar directory, default <repo>/build/cassandra/lib),
-# TERN_CASSANDRA_HEAP (default 512m), TERN_CASSANDRA_START_TIMEOUT (s, default 180).
+# TERN_CASSANDRA_HEAP (default 512m), TERN_CASSANDRA_START_TIMEOUT (s, default 180),
+# TERN_CASSANDRA_COMMITLOG_SYNC (periodic (default, Cassandra's own: every 10 s),
+# batch or group: start-single's node and start-two-dc's node1). start-two-dc's
+# node2 (dc2) always runs commitlog_sync: group, so one cluster shows both.
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -57,8 +64,25 @@ cmd_fetch() {
 	touch "$LIB/.fetched-$v"
 }
 
-# write_node DIR N ADDR DC TOKEN SEEDS
+# The commitlog_sync lines of cassandra.yaml for MODE: periodic (fsync every
+# 10 s: a kill -9 or power loss forgets up to 10 s of acknowledged writes),
+# batch or group (fsync before the acknowledgement; group every 10 ms). With
+# batch and group, commitlog_sync_period must be absent.
+commitlog_lines() {
+	case "$1" in
+	periodic) printf 'commitlog_sync: periodic\ncommitlog_sync_period: 10000ms\n' ;;
+	batch) printf 'commitlog_sync: batch\n' ;;
+	group) printf 'commitlog_sync: group\ncommitlog_sync_group_window: 10ms\n' ;;
+	*) die "commitlog_sync must be periodic, batch or group, not '$1'" ;;
+	esac
+}
+
+# write_node DIR N ADDR DC TOKEN SEEDS [COMMITLOG_SYNC [BROADCAST]]
 write_node() {
+	sync_lines=$(commitlog_lines "${7:-periodic}")
+	broadcast_lines=""
+	[ -n "${8:-}" ] && broadcast_lines="broadcast_address: $8
+broadcast_rpc_address: $3"
 	node=$1/node$2
 	rm -rf "$node"
 	mkdir -p "$node/conf" "$node/data" "$node/commitlog" "$node/hints" \
@@ -84,8 +108,8 @@ commitlog_directory: $node/commitlog
 hints_directory: $node/hints
 saved_caches_directory: $node/saved_caches
 cdc_raw_directory: $node/cdc_raw
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+$sync_lines
+$broadcast_lines
 commitlog_segment_size: 32MiB
 memtable_allocation_type: heap_buffers
 memtable_heap_space: 64MiB
@@ -117,6 +141,47 @@ EOF
 </configuration>
 EOF
 	echo "$3" >"$node/address"
+}
+
+# start_relay DIR N LISTEN TARGET: node N's relay (its pid in DIR/relayN.pid).
+start_relay() {
+	stop_relay "$1" "$2"
+	rm -f "$1/cut"
+	python3 "$HERE/cutrelay.py" "$3:7000" "$4:7000" "$1/cut" >"$1/relay$2.log" 2>&1 </dev/null &
+	echo $! >"$1/relay$2.pid"
+	i=0
+	until python3 -c "import socket,sys; socket.create_connection(('$3', 7000), 1).close()" \
+		2>/dev/null; do
+		i=$((i + 1))
+		[ $i -lt 100 ] || die "relay $3:7000 did not start: $(cat "$1/relay$2.log")"
+		sleep 0.1
+	done
+}
+
+# wait_relays DIR -f|!: until both relays say they cut (-f) or healed (!).
+wait_relays() {
+	i=0
+	while :; do
+		n=0
+		for h in 127.0.0.3 127.0.0.4; do
+			if [ "$2" = -f ]; then [ -f "$1/cut.$h" ] && n=$((n + 1)); else
+				[ -f "$1/cut.$h" ] || n=$((n + 1)); fi
+		done
+		[ $n -eq 2 ] && return 0
+		i=$((i + 1))
+		[ $i -lt 200 ] || die "the relays did not follow $1/cut"
+		sleep 0.05
+	done
+}
+
+stop_relay() {
+	pidf=$1/relay$2.pid
+	[ -f "$pidf" ] || return 0
+	pid=$(cat "$pidf")
+	if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "cutrelay.py .* $1/cut"; then
+		kill -TERM "$pid" 2>/dev/null || true
+	fi
+	rm -f "$pidf"
 }
 
 launch_node() {
@@ -266,7 +331,8 @@ start-single)
 	rm -rf "$dir"/node* "$dir/tls"
 	[ "${3:-}" = auth ] && AUTHENTICATOR=PasswordAuthenticator
 	write_tls "$dir"
-	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "127.0.0.1:7000"
+	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "127.0.0.1:7000" \
+		"${TERN_CASSANDRA_COMMITLOG_SYNC:-periodic}"
 	launch_node "$dir" 1
 	wait_node "$dir" 1 0
 	;;
@@ -277,8 +343,16 @@ start-two-dc)
 	rm -rf "$dir"/node* "$dir/tls"
 	write_tls "$dir"
 	seeds="127.0.0.1:7000,127.0.0.2:7000"
-	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "$seeds"
-	write_node "$dir" 2 127.0.0.2 dc2 -9223372036854775708 "$seeds"
+	b1="" b2=""
+	if [ "${3:-}" = relay ]; then
+		seeds="127.0.0.3:7000,127.0.0.4:7000"
+		b1=127.0.0.3 b2=127.0.0.4
+		start_relay "$dir" 1 127.0.0.3 127.0.0.1
+		start_relay "$dir" 2 127.0.0.4 127.0.0.2
+	fi
+	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "$seeds" \
+		"${TERN_CASSANDRA_COMMITLOG_SYNC:-periodic}" $b1
+	write_node "$dir" 2 127.0.0.2 dc2 -9223372036854775708 "$seeds" group $b2
 	launch_node "$dir" 1
 	wait_node "$dir" 1 0
 	launch_node "$dir" 2
@@ -303,6 +377,20 @@ stop)
 		[ -d "$node" ] || continue
 		stop_node "$dir" "${node##*/node}"
 	done
+	stop_relay "$dir" 1
+	stop_relay "$dir" 2
+	rm -f "$dir/cut" "$dir"/cut.127.*
+	;;
+cut)
+	dir=$(abs_dir "${2:-}")
+	[ -f "$dir/relay1.pid" ] || die "$dir was not started with relays (start-two-dc DIR relay)"
+	touch "$dir/cut"
+	wait_relays "$dir" -f
+	;;
+heal)
+	dir=$(abs_dir "${2:-}")
+	rm -f "$dir/cut"
+	wait_relays "$dir" !
 	;;
 status)
 	dir=$(abs_dir "${2:-}")

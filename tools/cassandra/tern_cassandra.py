@@ -21,7 +21,8 @@ SCRIPT = os.path.join(HERE, "cassandra.sh")
 TOPOLOGIES = {
     "single": ["start-single"],
     "single-auth": ["start-single", "auth"],   # PasswordAuthenticator, cassandra/cassandra
-    "two-dc": ["start-two-dc"],
+    # The datacenters talk through relays, so tests can cut them apart.
+    "two-dc": ["start-two-dc", "relay"],
 }
 
 
@@ -87,6 +88,14 @@ class CassandraCluster:
         if kill:
             args.append("kill")
         self._run(*args)
+
+    def cut(self):
+        """Partitions the two datacenters (two-dc only): every byte between
+        them is dropped until heal()."""
+        self._run("cut", self.dir(self.topology))
+
+    def heal(self):
+        self._run("heal", self.dir(self.topology))
 
     def start_node(self, n):
         return self._run("start-node", self.dir(self.topology), str(n))[0]
