@@ -205,6 +205,10 @@ def test_start_up_says_whether_an_acknowledged_write_survives_a_node_crash(two_d
     assert status == 200 and health == {"store": "ok"}, health
     status, _, metrics = t2.admin.request("GET", "/metrics")
     assert "\ntern_cassandra_durable 1\n" in metrics, metrics
+    # check-config gives the same answer without starting a server
+    r = t2.cli("check-config")
+    assert r.returncode == 0, r.stderr
+    assert "store: cassandra: durable: yes:" in r.stdout, r.stdout
 
     # require_durable = yes refuses to start on dc1: the server and every
     # command that opens the store.
@@ -213,6 +217,9 @@ def test_start_up_says_whether_an_acknowledged_write_survives_a_node_crash(two_d
     t1.write_config()
     r = t1.cli("domain", "list")
     assert r.returncode != 0, r.stdout
+    assert "require_durable = yes, but durable: no:" in r.stderr, r.stderr
+    r = t1.cli("check-config")
+    assert r.returncode == 78, (r.returncode, r.stdout, r.stderr)
     assert "require_durable = yes, but durable: no:" in r.stderr, r.stderr
     t1.start(wait=False)
     rc = t1.proc.wait(timeout=120)
