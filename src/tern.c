@@ -787,23 +787,25 @@ static void print_problems(const char *text, const char *prefix)
  * survives one node crash (the line serve logs at start). SQLite is not
  * opened: opening it would create the database. 0, or -1 with the
  * problem appended. */
-static int check_config_durability(const struct tern_settings *set, struct buf *problems)
+static int check_config_durability(const struct tern_settings *set, struct buf *problems,
+				   struct buf *line)
 {
 	if (strcmp(set->store.backend, "cassandra") != 0)
 		return 0;
+	/* The store's own start and stop lines would repeat what is printed
+	 * here: only its errors are logged. */
+	log_set_level(LOG_ERROR);
 	const char *error;
 	struct store *store = store_open(&set->store, &error);
-	if (store == NULL) {
+	if (store != NULL) {
+		buf_append_str(line, "store: cassandra: durable: ");
+		store_durability_check(store, line);
+		store_close(&store);
+	} else {
 		buf_printf(problems, "%s: cannot open the cassandra store: %s", set->path, error);
-		return -1;
 	}
-	struct buf line;
-	buf_init(&line, 0);
-	store_durability_check(store, &line);
-	printf("store: cassandra: durable: %s\n", line.data);
-	buf_deinit(&line);
-	store_close(&store);
-	return 0;
+	log_set_level((enum log_level)set->log_level);
+	return store != NULL ? 0 : -1;
 }
 
 /* `tern check-config`: every problem of the file, then what serve would
@@ -833,8 +835,10 @@ static int cmd_check_config(const char *config)
 		buf_append(&problems, more.data, more.len);
 	}
 	buf_deinit(&more);
+	struct buf durable;
+	buf_init(&durable, 0);
 	if (problems.len == 0)
-		check_config_durability(set, &problems);
+		check_config_durability(set, &problems, &durable);
 	int ret = EX_OK;
 	if (problems.len > 0) {
 		print_problems(problems.data, "");
@@ -844,8 +848,11 @@ static int cmd_check_config(const char *config)
 		buf_init(&what, 0);
 		serve_describe(set, &what);
 		printf("%s: ok\n%s\n", config, what.data);
+		if (durable.len > 0)
+			printf("%s\n", durable.data);
 		buf_deinit(&what);
 	}
+	buf_deinit(&durable);
 	buf_deinit(&problems);
 	settings_free(&set);
 	return ret;

@@ -726,6 +726,7 @@ static int write_msgs(struct import_ctx *c, struct import_report *r,
 		memset(&d, 0, sizeof(d));
 		store_delivery_init(&d);
 		d.message_id = m->id;
+		d.historical_id = true;
 		d.uidl = m->uidl[0] != '\0' ? m->uidl : NULL;
 		d.body = crlf.data;
 		d.body_len = crlf.len;

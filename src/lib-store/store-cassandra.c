@@ -1228,9 +1228,12 @@ static enum store_status put_ref(struct cass_store *c, const struct uuid *mbox,
  */
 #define REMINT_BOUND_US (10LL * 1000000)
 
-static bool remint_if_late(struct cass_store *c, struct uuid *id, char *uidl)
+static bool remint_if_late(struct cass_store *c, const struct store_delivery *d,
+			   struct uuid *id, char *uidl)
 {
-	if (now_us() - timeuuid_unix_usec(id) <= REMINT_BOUND_US)
+	/* An imported message's id names its original delivery time, on
+	 * purpose: it is never minted again (see store_delivery.historical_id). */
+	if (d->historical_id || now_us() - timeuuid_unix_usec(id) <= REMINT_BOUND_US)
 		return false;
 	/* The UIDL follows the id when it is the id's text (messageid mode),
 	 * not when it is a UID or a legacy UIDL an import kept. */
@@ -1247,18 +1250,19 @@ static bool remint_if_late(struct cass_store *c, struct uuid *id, char *uidl)
 /* Records the listing id in body_refs, then writes the listing row,
  * minting the id again (and rewriting body_refs) whenever the next write
  * would start later than REMINT_BOUND_US after the id's mint. */
-static enum store_status list_fresh(struct cass_store *c, const struct uuid *mbox,
+static enum store_status list_fresh(struct cass_store *c, const struct store_delivery *d,
+				    const struct uuid *mbox,
 				    const struct uuid *body_id, struct uuid *listing_id,
 				    char *uidl, int64_t size, const char *prefix,
 				    size_t prefix_len, int64_t body_size, int chunks)
 {
-	remint_if_late(c, listing_id, uidl); /* a slow body write */
+	remint_if_late(c, d, listing_id, uidl); /* a slow body write */
 	for (int attempt = 0; attempt < 3; attempt++) {
 		enum store_status st = put_ref(c, mbox, body_id, listing_id, size, uidl, prefix,
 					       prefix_len, body_size, chunks);
 		if (st != STORE_OK)
 			return st;
-		if (remint_if_late(c, listing_id, uidl))
+		if (remint_if_late(c, d, listing_id, uidl))
 			continue; /* the body_refs write was slow: record the new id */
 		return put_listing(c, mbox, listing_id, body_id, size, uidl, prefix, prefix_len,
 				   body_size, chunks);
@@ -1309,10 +1313,10 @@ static int retry_of_earlier(struct cass_store *c, const struct uuid *mbox,
 		if (!deleted) {
 			struct uuid old = listing_id;
 			int64_t body_size = (int64_t)store_delivery_size(d);
-			if (remint_if_late(c, &listing_id, uidl)) {
+			if (remint_if_late(c, d, &listing_id, uidl)) {
 				*st_r = delete_listing_row(c, mbox, &old);
 				if (*st_r == STORE_OK)
-					*st_r = list_fresh(c, mbox, &d->message_id, &listing_id, uidl,
+					*st_r = list_fresh(c, d, mbox, &d->message_id, &listing_id, uidl,
 							   size, (const char *)prefix.data,
 							   prefix.len, body_size, chunks);
 			} else {
@@ -1353,7 +1357,7 @@ static enum store_status put_rows(struct cass_store *c, struct store_delivery *d
 	int64_t size = (int64_t)prefix_len + body_size;
 	/* body_refs first: a crash between the two writes leaves a reference
 	 * that repair can re-list, never a listing row without its record. */
-	st = list_fresh(c, &mbox, &d->message_id, &listing_id, uidl, size, r->prefix, prefix_len,
+	st = list_fresh(c, d, &mbox, &d->message_id, &listing_id, uidl, size, r->prefix, prefix_len,
 			body_size, chunks);
 	if (st == STORE_OK)
 		str_copy(r->uidl, uidl, sizeof(r->uidl));

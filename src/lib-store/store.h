@@ -308,6 +308,12 @@ struct store_delivery {
 	struct store_rcpt *rcpts;
 	unsigned int rcpt_count;
 	unsigned int attempts;    /* store_deliver() calls so far with this id */
+	/* The message id names a past time on purpose (an import: the
+	 * original delivery time), so the Cassandra store never mints it
+	 * again the way it does an id whose listing write starts late. Such a
+	 * message can fall under a range delete of a POP3 session that logged
+	 * in before it was imported (docs/migration.md). */
+	bool historical_id;
 	/* Quota enforcement: each recipient whom the message would take over
 	 * a limit gets STORE_OVERQUOTA and not the message (SQLite checks in
 	 * the write transaction, so it is exact). With quota_all_or_nothing

@@ -441,6 +441,8 @@ def test_repair_task_followed_to_done(srv, api):
         assert isinstance(t[k], str) and t[k].endswith("Z") and "T" in t[k], t
     keys = {"refs_scanned", "listing_scanned", "bodies_scanned", "relisted",
             "deletes_finished", "unlisted", "swept", "skipped"}
+    if BACKEND == "cassandra":   # the scan walks the token ring
+        keys |= {"token_reached", "covered_percent"}
     assert set(t["report"]) == keys and set(t["progress"]) == keys
     assert t["report"]["listing_scanned"] >= 1, t
     assert t["options"] == {"dry_run": True, "per_second": 0, "min_age": 0}
@@ -470,9 +472,18 @@ def test_repair_task_bad_options_and_unknown_task(api):
 # --------------------------------------------------------------------------
 # health check and metrics
 
+def healthy(b):
+    """A healthy answer: {"store": "ok"}; on a test Cassandra node (one
+    replica, commitlog_sync periodic) with the durability warning in its
+    detail, which does not fail the check without require_durable."""
+    if BACKEND == "cassandra" and "detail" in b:
+        return b["store"] == "ok" and b["detail"].startswith("cassandra: durable: no:")
+    return b == {"store": "ok"}
+
+
 def test_healthcheck_ok(api):
     st, h, b = api.request("GET", "/healthcheck")
-    assert st == 200 and b == {"store": "ok"}, (st, b)
+    assert st == 200 and healthy(b), (st, b)
     assert h["content-type"] == "application/json"
     st, h, b = api.request("GET", "/healthcheck", token=None)
     assert_error(st, h, b, 401)
@@ -563,7 +574,7 @@ def _accepts(port):
 
 def test_tls(servers):
     s = start_admin_server(servers, tls=True)
-    assert s.admin.ok("GET", "/healthcheck") == {"store": "ok"}
+    assert healthy(s.admin.ok("GET", "/healthcheck"))
     d = unique("tls") + ".test"
     s.admin.ok("PUT", "/domains/" + d, want=201)
     # plaintext HTTP on the TLS port gets no answer
