@@ -54,8 +54,8 @@
  * migrated in the transaction that opens it.
  *
  * Prepared statements: a thread's connection keeps the hot statements
- * (prep_cached/unprep: user lookup, listing, delivery; and exec_sql's
- * one-statement SQL such as BEGIN, COMMIT and the delivery's SAVEPOINT;
+ * (prep_cached/unprep: user lookup, listing, delivery; exec_cached: BEGIN,
+ * COMMIT and the delivery's SAVEPOINT;
  * plain prep() statements are finalized as before) in a thread-local cache, keyed by
  * the SQL text's address: after the first call, a statement costs a
  * sqlite3_reset and new bindings, not a parse. The cache belongs to one
@@ -315,9 +315,13 @@ static void unprep(sqlite3_stmt *st)
 	sqlite3_finalize(st);
 }
 
-/* Runs sql (one statement or several, no rows wanted). One statement on
- * this thread's connection runs from the cache. */
-static int exec_sql(sqlite3 *db, const char *sql)
+static int exec_sql(sqlite3 *db, const char *sql);
+
+/* exec_sql() from this thread's cache, for the transaction statements of
+ * every delivery and RETR (BEGIN, COMMIT, SAVEPOINT...): sql must be a
+ * literal (the cache keeps its address). Several statements, or another
+ * connection than the thread's, go to exec_sql(). */
+static int exec_cached(sqlite3 *db, const char *sql)
 {
 	if (stmt_cache_valid(db)) {
 		bool multi = false;
@@ -333,6 +337,12 @@ static int exec_sql(sqlite3 *db, const char *sql)
 		}
 		unprep(st);
 	}
+	return exec_sql(db, sql);
+}
+
+/* Runs sql (one statement or several, no rows wanted). */
+static int exec_sql(sqlite3 *db, const char *sql)
+{
 	char *err = NULL;
 	int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
 	if (rc != SQLITE_OK) {
@@ -920,7 +930,7 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
 				     struct store_delivery *d)
 {
-	if (exec_sql(db, "SAVEPOINT delivery") != SQLITE_OK)
+	if (exec_cached(db, "SAVEPOINT delivery") != SQLITE_OK)
 		return STORE_TEMPFAIL;
 	sqlite3_int64 body = 0;
 	enum store_status ret = put_body(db, d, &body);
@@ -938,8 +948,8 @@ static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
 	}
 	if (ret == STORE_OK && store_quota_refuse_all(d)) {
 		/* Nobody gets it: undo this delivery's writes, body included. */
-		exec_sql(db, "ROLLBACK TO delivery");
-		exec_sql(db, "RELEASE delivery");
+		exec_cached(db, "ROLLBACK TO delivery");
+		exec_cached(db, "RELEASE delivery");
 		return STORE_OK;
 	}
 	if (ret == STORE_OK && delivered == 0) {
@@ -954,13 +964,13 @@ static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
 		}
 	}
 	if (ret != STORE_OK) {
-		exec_sql(db, "ROLLBACK TO delivery");
+		exec_cached(db, "ROLLBACK TO delivery");
 		for (unsigned int i = 0; i < d->rcpt_count; i++)
 			if (d->rcpts[i].status != STORE_NOTFOUND &&
 			    d->rcpts[i].status != STORE_OVERQUOTA)
 				d->rcpts[i].status = ret;
 	}
-	exec_sql(db, "RELEASE delivery");
+	exec_cached(db, "RELEASE delivery");
 	return ret;
 }
 
@@ -968,12 +978,12 @@ static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
 static void run_batch(struct sqlite_store *s, struct commit_req *batch)
 {
 	sqlite3 *db = get_db(s);
-	bool begun = db != NULL && exec_sql(db, "BEGIN IMMEDIATE") == SQLITE_OK;
+	bool begun = db != NULL && exec_cached(db, "BEGIN IMMEDIATE") == SQLITE_OK;
 	for (struct commit_req *r = batch; r != NULL; r = r->next)
 		r->result = begun ? deliver_one(s, db, r->d) : STORE_TEMPFAIL;
-	bool committed = begun && exec_sql(db, "COMMIT") == SQLITE_OK;
+	bool committed = begun && exec_cached(db, "COMMIT") == SQLITE_OK;
 	if (begun && !committed)
-		exec_sql(db, "ROLLBACK");
+		exec_cached(db, "ROLLBACK");
 	for (struct commit_req *r = batch; r != NULL; r = r->next) {
 		if (committed && r->result == STORE_OK)
 			continue;
@@ -1198,7 +1208,7 @@ static enum store_status open_unpooled(struct sqlite_store *s, struct sqlite_cur
 				       struct store_maildrop *md, unsigned int i)
 {
 	sqlite3 *db = get_db(s);
-	if (db == NULL || exec_sql(db, "BEGIN") != SQLITE_OK)
+	if (db == NULL || exec_cached(db, "BEGIN") != SQLITE_OK)
 		return STORE_TEMPFAIL;
 	sqlite3_stmt *st = prep_cached(db, "SELECT prefix, body FROM listing"
 				    " WHERE mailbox_id = ? AND sort_key = ?");
@@ -1208,7 +1218,7 @@ static enum store_status open_unpooled(struct sqlite_store *s, struct sqlite_cur
 		int found = body_row_is(db, sc->body, &md->entries[i].id, &sc->body_len);
 		ret = found > 0 ? STORE_OK : found == 0 ? STORE_NOTFOUND : STORE_TEMPFAIL;
 	}
-	exec_sql(db, "COMMIT");
+	exec_cached(db, "COMMIT");
 	return ret;
 }
 
@@ -1247,7 +1257,7 @@ static enum store_status read_unpooled(struct sqlite_store *s, struct sqlite_cur
 				       char *dst, int n, int off)
 {
 	sqlite3 *db = get_db(s);
-	if (db == NULL || exec_sql(db, "BEGIN") != SQLITE_OK)
+	if (db == NULL || exec_cached(db, "BEGIN") != SQLITE_OK)
 		return STORE_TEMPFAIL;
 	int len = -1;
 	int found = body_row_is(db, sc->body, &sc->c.md->entries[sc->c.index].id, &len);
@@ -1262,7 +1272,7 @@ static enum store_status read_unpooled(struct sqlite_store *s, struct sqlite_cur
 			ret = status_from_rc(db, rc, "read body");
 		sqlite3_blob_close(blob);
 	}
-	exec_sql(db, "COMMIT");
+	exec_cached(db, "COMMIT");
 	return ret;
 }
 
