@@ -22,7 +22,11 @@
  * --sources, to look like many clients).
  *
  * Output: human-readable lines, then one line starting with "RESULT " made
- * of key=value pairs, for scripts. Latencies are in milliseconds.
+ * of key=value pairs, for scripts. Latencies are in milliseconds; op_* is
+ * the RETR (pop3: command to final dot, also as retr_*) or the delivery
+ * (smtp/lmtp: MAIL FROM to the 250 after the data). cpu_user_s and
+ * cpu_sys_s are the load generator's own CPU time (getrusage), so that a
+ * benchmark can tell the client's share from the server's.
  *
  * Invariants: one connection is owned by one struct conn; a conn's fd is -1
  * when it is not connected; callbacks that close or restart a conn return
@@ -1107,6 +1111,11 @@ static void run_loop(void)
 	}
 }
 
+static double tv_s(struct timeval tv)
+{
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
 static void report(void)
 {
 	double elapsed = (double)(now_us() - t_begin) / 1e6;
@@ -1121,6 +1130,13 @@ static void report(void)
 	lat_sort(&st.total);
 	double mps = elapsed > 0 ? (double)st.messages / elapsed : 0;
 	const char *op = opt.mode == MODE_POP3 ? "retr" : "delivery";
+	struct rusage ru;
+	memset(&ru, 0, sizeof(ru));
+	getrusage(RUSAGE_SELF, &ru);
+	char retr[96] = "";
+	if (opt.mode == MODE_POP3)
+		snprintf(retr, sizeof(retr), " retr_p50_ms=%.3f retr_p99_ms=%.3f", lat_pct(&st.delivery, 50),
+			 lat_pct(&st.delivery, 99));
 
 	printf("%s %s on 127.0.0.1:%u: %.2f s, concurrency %u\n", opt.label, mode_names[opt.mode], opt.port,
 	       elapsed, opt.concurrency);
@@ -1142,6 +1158,7 @@ static void report(void)
 		       lat_pct(&st.uidl, 50), st.total.n ? st.listed / st.total.n : 0);
 	if (opt.mode == MODE_IDLE)
 		printf("  %" PRIu64 " sessions held, %" PRIu64 " answered NOOP at the end\n", st.held, st.noop_ok);
+	printf("  cpu      %.2f s user, %.2f s system (the load generator)\n", tv_s(ru.ru_utime), tv_s(ru.ru_stime));
 	printf("  errors %" PRIu64 " (connect %" PRIu64 ", proto %" PRIu64 ", verify %" PRIu64 ", timeout %" PRIu64
 	       ", closed %" PRIu64 "), unfinished %" PRIu64 "\n",
 	       errors, st.errors[ERR_CONNECT], st.errors[ERR_PROTO], st.errors[ERR_VERIFY], st.errors[ERR_TIMEOUT],
@@ -1154,13 +1171,14 @@ static void report(void)
 	       " stat_p50_ms=%.3f uidl_p50_ms=%.3f total_min_ms=%.3f total_p50_ms=%.3f total_max_ms=%.3f"
 	       " held=%" PRIu64 " noop_ok=%" PRIu64 " errors=%" PRIu64
 	       " err_connect=%" PRIu64 " err_proto=%" PRIu64 " err_verify=%" PRIu64 " err_timeout=%" PRIu64
-	       " err_closed=%" PRIu64 " unfinished=%" PRIu64 "\n",
+	       " err_closed=%" PRIu64 " unfinished=%" PRIu64 "%s cpu_user_s=%.3f cpu_sys_s=%.3f\n",
 	       opt.label, mode_names[opt.mode], opt.port, opt.concurrency, elapsed, st.sessions_done, st.messages,
 	       st.bytes, mps, lat_pct(&st.login, 50), lat_pct(&st.login, 99), lat_pct(&st.session, 50),
 	       lat_pct(&st.session, 99), lat_pct(&st.delivery, 50), lat_pct(&st.delivery, 99),
 	       lat_pct(&st.stat, 50), lat_pct(&st.uidl, 50), lat_pct(&st.total, 0), lat_pct(&st.total, 50),
 	       lat_pct(&st.total, 100), st.held, st.noop_ok, errors, st.errors[ERR_CONNECT], st.errors[ERR_PROTO],
-	       st.errors[ERR_VERIFY], st.errors[ERR_TIMEOUT], st.errors[ERR_CLOSED], st.unfinished);
+	       st.errors[ERR_VERIFY], st.errors[ERR_TIMEOUT], st.errors[ERR_CLOSED], st.unfinished, retr,
+	       tv_s(ru.ru_utime), tv_s(ru.ru_stime));
 	fflush(stdout);
 }
 

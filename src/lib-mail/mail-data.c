@@ -2,9 +2,12 @@
  * mail-data: the byte-level body transforms (SMTP DATA decoding, POP3
  * dot-stuffing, LF to CRLF normalisation, header/body split).
  *
- * Each transform is a small state machine that looks at one byte at a time
- * and keeps every undecided byte in its state, never in a lookahead buffer:
- * that is what makes the output independent of how the input was split.
+ * Each transform is a small state machine that keeps every undecided byte
+ * in its state, never in a lookahead buffer: that is what makes the output
+ * independent of how the input was split. Inside a line, the DATA decoder
+ * and the POP3 encoder find the next CR or LF with memchr and copy the run
+ * before it at once; only line ends and line starts go through the state
+ * machine byte by byte.
  *
  * SMTP end of data: only CRLF "." CRLF, where the first CRLF is the end of
  * the previous line or the start of the data. A "line start" is only ever
@@ -82,6 +85,36 @@ static void dec_emit(struct mail_data_decoder *d, struct stage *st, struct buf *
 	}
 }
 
+/* Emits a run of line data that holds neither CR nor LF. */
+static void dec_emit_run(struct mail_data_decoder *d, struct stage *st, struct buf *out,
+			 const char *p, size_t n)
+{
+	d->size += n;
+	d->line_len += n;
+	if (d->line_len > d->max_line_len)
+		d->max_line_len = d->line_len;
+	while (n > 0) {
+		if (st->len == sizeof(st->buf))
+			dec_flush(d, st, out);
+		size_t k = sizeof(st->buf) - st->len;
+		if (k > n)
+			k = n;
+		memcpy(st->buf + st->len, p, k);
+		st->len += k;
+		p += k;
+		n -= k;
+	}
+}
+
+/* How many bytes from p on are neither CR nor LF. */
+static size_t line_run(const char *p, size_t n)
+{
+	const char *lf = memchr(p, '\n', n);
+	size_t upto = lf != NULL ? (size_t)(lf - p) : n;
+	const char *cr = memchr(p, '\r', upto);
+	return cr != NULL ? (size_t)(cr - p) : upto;
+}
+
 /* Emits a CRLF line end; its CR is not part of the line length. */
 static void dec_emit_crlf(struct mail_data_decoder *d, struct stage *st, struct buf *out)
 {
@@ -115,7 +148,17 @@ size_t mail_data_decoder_feed(struct mail_data_decoder *d, const char *in,
 			}
 			d->state = DEC_MID;
 			goto again;
-		case DEC_MID:
+		case DEC_MID: {
+			size_t run = line_run(in + i, len - i);
+			if (run > 0) {
+				dec_emit_run(d, &st, out, in + i, run);
+				if (run == len - i) {
+					i = len - 1; /* all of it taken: the loop ends */
+					break;
+				}
+				i += run;
+				c = in[i];
+			}
 			if (c == '\r') {
 				d->state = DEC_CR;
 			} else if (c == '\n' && d->normalize_lf) {
@@ -128,6 +171,7 @@ size_t mail_data_decoder_feed(struct mail_data_decoder *d, const char *in,
 				dec_emit(d, &st, out, c);
 			}
 			break;
+		}
 		case DEC_SOFT_START:
 			/* a stuffed dot after a bare LF: drop it; either way the
 			 * line is ordinary data and cannot be the end */

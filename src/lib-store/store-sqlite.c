@@ -53,6 +53,20 @@
  * (first retrieval of a message, for EXPIRE). An older database is
  * migrated in the transaction that opens it.
  *
+ * Prepared statements: a thread's connection keeps the hot statements
+ * (prep_cached/unprep: user lookup, listing, delivery; exec_cached: BEGIN,
+ * COMMIT and the delivery's SAVEPOINT;
+ * plain prep() statements are finalized as before) in a thread-local cache, keyed by
+ * the SQL text's address: after the first call, a statement costs a
+ * sqlite3_reset and new bindings, not a parse. The cache belongs to one
+ * connection at a time (the thread's, for the store it last used); the
+ * statements stay owned by their connection, which finalizes them all
+ * before it closes, and a close of any thread connection makes every
+ * thread drop its cache before the next use (conn_generation), so a cache
+ * never refers to a closed connection. The readers' connections (cursors)
+ * move between threads and do not use it: their one statement is
+ * prepared once per connection anyway.
+ *
  * Thread safety: connections are opened SQLITE_OPEN_NOMUTEX ("multi-thread"
  * mode: a connection may move between threads but is never used by two at
  * once, which the per-thread connections and the one-call-at-a-time cursor
@@ -66,6 +80,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +98,9 @@
 /* Reader connections kept open while no cursor needs them. */
 #define SQLITE_READERS_IDLE 4
 #define WRITE_CHUNK (64 * 1024)
+/* Statements a thread's connection keeps prepared: more than the hot paths
+ * use (about 20); beyond, statements are prepared and finalized per call. */
+#define STMT_CACHE_SLOTS 48
 
 struct sqlite_conn {
 	sqlite3 *db;
@@ -175,6 +193,154 @@ static enum store_status status_from_rc(sqlite3 *db, int rc, const char *what)
 	}
 }
 
+/* --- the statement cache --- */
+
+struct stmt_slot {
+	const char *sql;  /* the caller's string: compared by address */
+	sqlite3_stmt *st;
+	bool busy;        /* handed out by prep(), not yet back through unprep() */
+};
+
+struct stmt_cache {
+	sqlite3 *db;          /* whose statements these are; NULL: empty */
+	unsigned int gen;     /* conn_generation when db was taken */
+	unsigned int count;
+	struct stmt_slot slots[STMT_CACHE_SLOTS];
+};
+
+static _Thread_local struct stmt_cache stmt_cache;
+/* Bumped when a thread connection closes: caches then start afresh. */
+static atomic_uint conn_generation;
+
+/* Called with this thread's connection for the store in use: the cache
+ * follows it (the previous connection keeps its statements until it
+ * closes, see finalize_all). */
+static void stmt_cache_use(sqlite3 *db)
+{
+	unsigned int gen = atomic_load_explicit(&conn_generation, memory_order_acquire);
+	if (stmt_cache.db == db && stmt_cache.gen == gen)
+		return;
+	stmt_cache.db = db;
+	stmt_cache.gen = gen;
+	stmt_cache.count = 0;
+}
+
+static bool stmt_cache_valid(sqlite3 *db)
+{
+	return db != NULL && stmt_cache.db == db &&
+	       stmt_cache.gen == atomic_load_explicit(&conn_generation, memory_order_acquire);
+}
+
+/* Every statement of db, cached or not, before it closes. */
+static void finalize_all(sqlite3 *db)
+{
+	sqlite3_stmt *st;
+	while ((st = sqlite3_next_stmt(db, NULL)) != NULL)
+		sqlite3_finalize(st);
+}
+
+/* A thread connection closes: every cache drops what it holds. */
+static void thread_conn_close(sqlite3 *db)
+{
+	atomic_fetch_add_explicit(&conn_generation, 1, memory_order_acq_rel);
+	finalize_all(db);
+	sqlite3_close_v2(db);
+}
+
+/* A prepared statement for sql; cached when db is this thread's
+ * connection. *multi_r (if not NULL) says whether sql holds more than one
+ * statement (then the statement is not cached and only its first part is
+ * prepared). NULL on error. */
+static sqlite3_stmt *prep_sql(sqlite3 *db, const char *sql, bool *multi_r, bool quiet)
+{
+	bool cache = stmt_cache_valid(db);
+	struct stmt_slot *free_slot = NULL;
+	if (cache) {
+		for (unsigned int i = 0; i < stmt_cache.count; i++) {
+			struct stmt_slot *sl = &stmt_cache.slots[i];
+			if (sl->sql != sql)
+				continue;
+			if (sl->busy)
+				break; /* in use further up the stack: a fresh one */
+			sl->busy = true;
+			if (multi_r != NULL)
+				*multi_r = false;
+			return sl->st;
+		}
+		if (stmt_cache.count < STMT_CACHE_SLOTS)
+			free_slot = &stmt_cache.slots[stmt_cache.count];
+	}
+	sqlite3_stmt *st = NULL;
+	const char *tail = NULL;
+	int rc = sqlite3_prepare_v3(db, sql, -1, free_slot != NULL ? SQLITE_PREPARE_PERSISTENT : 0,
+				    &st, &tail);
+	if (rc != SQLITE_OK) {
+		if (!quiet)
+			log_error("sqlite: prepare %s: %s", sql, sqlite3_errmsg(db));
+		sqlite3_finalize(st);
+		return NULL;
+	}
+	while (tail != NULL && (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == ';'))
+		tail++;
+	bool multi = tail != NULL && *tail != '\0';
+	if (multi_r != NULL)
+		*multi_r = multi;
+	if (free_slot != NULL && st != NULL && !multi) {
+		free_slot->sql = sql;
+		free_slot->st = st;
+		free_slot->busy = true;
+		stmt_cache.count++;
+	}
+	return st;
+}
+
+/* A statement from prep() is done with: reset for the next call when
+ * cached (bindings cleared: no caller's pointer outlives its call),
+ * finalized otherwise. NULL is fine. */
+static void unprep(sqlite3_stmt *st)
+{
+	if (st == NULL)
+		return;
+	if (stmt_cache_valid(sqlite3_db_handle(st))) {
+		for (unsigned int i = 0; i < stmt_cache.count; i++) {
+			struct stmt_slot *sl = &stmt_cache.slots[i];
+			if (sl->st == st) {
+				sqlite3_reset(st);
+				sqlite3_clear_bindings(st);
+				sl->busy = false;
+				return;
+			}
+		}
+	}
+	sqlite3_finalize(st);
+}
+
+static int exec_sql(sqlite3 *db, const char *sql);
+
+/* exec_sql() from this thread's cache, for the transaction statements of
+ * every delivery and RETR (BEGIN, COMMIT, SAVEPOINT...): sql must be a
+ * literal (the cache keeps its address). Several statements, or another
+ * connection than the thread's, go to exec_sql(). */
+static int exec_cached(sqlite3 *db, const char *sql)
+{
+	if (stmt_cache_valid(db)) {
+		bool multi = false;
+		sqlite3_stmt *st = prep_sql(db, sql, &multi, true);
+		if (st != NULL && !multi) {
+			int rc;
+			while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+				;
+			if (rc != SQLITE_DONE)
+				log_error("sqlite: %s: %s", sql, sqlite3_errmsg(db));
+			unprep(st);
+			return rc == SQLITE_DONE ? SQLITE_OK : rc;
+		}
+		unprep(st);
+	}
+	return exec_sql(db, sql);
+}
+
+/* Runs sql (one statement or several, no rows wanted). */
 static int exec_sql(sqlite3 *db, const char *sql)
 {
 	char *err = NULL;
@@ -216,8 +382,10 @@ static sqlite3 *conn_open(const char *path, const char **error_r)
 static sqlite3 *get_db(struct sqlite_store *s)
 {
 	struct sqlite_conn *c = pthread_getspecific(s->key);
-	if (c != NULL)
+	if (c != NULL) {
+		stmt_cache_use(c->db);
 		return c->db;
+	}
 	const char *error = "unknown error";
 	sqlite3 *db = conn_open(s->path, &error);
 	if (db == NULL) {
@@ -231,6 +399,7 @@ static sqlite3 *get_db(struct sqlite_store *s)
 	s->conns = c;
 	pthread_mutex_unlock(&s->lock);
 	pthread_setspecific(s->key, c);
+	stmt_cache_use(db);
 	return db;
 }
 
@@ -276,7 +445,7 @@ static struct store *sqlite_open(const struct store_settings *set, const char **
 				       -1, &st, NULL) == SQLITE_OK &&
 		    sqlite3_step(st) == SQLITE_ROW)
 			version = atoi((const char *)sqlite3_column_text(st, 0));
-		sqlite3_finalize(st);
+		unprep(st);
 		if (version > SQLITE_SCHEMA_VERSION) {
 			snprintf(errbuf, sizeof(errbuf),
 				 "database %s has schema version %d, newer than this tern (%d)",
@@ -319,7 +488,7 @@ static struct store *sqlite_open(const struct store_settings *set, const char **
 
 static void reader_free(struct sqlite_reader *r)
 {
-	sqlite3_finalize(r->find);
+	unprep(r->find);
 	sqlite3_close_v2(r->db);
 	free(r);
 }
@@ -337,7 +506,7 @@ static void sqlite_close(struct store *store)
 	struct sqlite_conn *c = s->conns;
 	while (c != NULL) {
 		struct sqlite_conn *next = c->next;
-		sqlite3_close_v2(c->db);
+		thread_conn_close(c->db);
 		free(c);
 		c = next;
 	}
@@ -350,16 +519,26 @@ static void sqlite_close(struct store *store)
 	free(s);
 }
 
-/* A prepared statement with bound text parameters; NULL on error. */
+/* A prepared statement, prepared for this call: finalize it (or unprep). */
 static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK) {
 		log_error("sqlite: prepare %s: %s", sql, sqlite3_errmsg(db));
+		sqlite3_finalize(st);
 		return NULL;
 	}
 	return st;
+}
+
+/* The same from this thread's cache, for the statements every login,
+ * RETR and delivery runs. It must go back through unprep(), never
+ * sqlite3_finalize(); sql must be a literal (the cache keeps its address).
+ * NULL on error. */
+static sqlite3_stmt *prep_cached(sqlite3 *db, const char *sql)
+{
+	return prep_sql(db, sql, NULL, false);
 }
 
 /* Runs a one-statement write with up to two text parameters; returns the
@@ -377,7 +556,7 @@ static enum store_status simple_write(struct sqlite_store *s, const char *sql,
 	if (p2 != NULL)
 		sqlite3_bind_text(st, 2, p2, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	unprep(st);
 	if (changes_r != NULL)
 		*changes_r = sqlite3_changes(db);
 	return status_from_rc(db, rc, sql);
@@ -401,7 +580,7 @@ static enum store_status simple_read(struct sqlite_store *s, const char *sql,
 	sqlite3 *db = get_db(s);
 	if (db == NULL)
 		return STORE_TEMPFAIL;
-	sqlite3_stmt *st = prep(db, sql);
+	sqlite3_stmt *st = prep_cached(db, sql);
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	if (p1 != NULL)
@@ -418,7 +597,7 @@ static enum store_status simple_read(struct sqlite_store *s, const char *sql,
 			break;
 	}
 	enum store_status ret = rc == SQLITE_ROW ? STORE_OK : status_from_rc(db, rc, sql);
-	sqlite3_finalize(st);
+	unprep(st);
 	if (ret == STORE_OK && one && rows == 0)
 		return STORE_NOTFOUND;
 	return ret;
@@ -471,7 +650,7 @@ static enum store_status sqlite_user_add(struct store *store, const char *addres
 	sqlite3_bind_blob(st, 4, mbox.b, 16, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 5, (sqlite3_int64)(time(NULL) & 0xffffffff));
 	int rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	unprep(st);
 	return status_from_rc(db, rc, "user add");
 }
 
@@ -481,8 +660,8 @@ static enum store_status delete_mailbox_rows(sqlite3 *db, const uint8_t mbox[16]
 	sqlite3_stmt *del = prep(db, "DELETE FROM bodies WHERE id = ? AND NOT EXISTS"
 				     " (SELECT 1 FROM listing WHERE body = ?)");
 	if (st == NULL || del == NULL) {
-		sqlite3_finalize(st);
-		sqlite3_finalize(del);
+		unprep(st);
+		unprep(del);
 		return STORE_TEMPFAIL;
 	}
 	sqlite3_bind_blob(st, 1, mbox, 16, SQLITE_STATIC);
@@ -498,7 +677,7 @@ static enum store_status delete_mailbox_rows(sqlite3 *db, const uint8_t mbox[16]
 		}
 		ids[n++] = sqlite3_column_int64(st, 0);
 	}
-	sqlite3_finalize(st);
+	unprep(st);
 	enum store_status ret = status_from_rc(db, rc, "delete listing");
 	for (size_t i = 0; i < n && ret == STORE_OK; i++) {
 		sqlite3_reset(del);
@@ -506,7 +685,7 @@ static enum store_status delete_mailbox_rows(sqlite3 *db, const uint8_t mbox[16]
 		sqlite3_bind_int64(del, 2, ids[i]);
 		ret = status_from_rc(db, sqlite3_step(del), "delete body");
 	}
-	sqlite3_finalize(del);
+	unprep(del);
 	free(ids);
 	return ret;
 }
@@ -526,7 +705,7 @@ static enum store_status sqlite_user_del(struct store *store, const char *addres
 	if (st != NULL) {
 		sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
 		ret = status_from_rc(db, sqlite3_step(st), "user del");
-		sqlite3_finalize(st);
+		unprep(st);
 		if (ret == STORE_OK && sqlite3_changes(db) == 0)
 			ret = STORE_NOTFOUND;
 	}
@@ -600,7 +779,7 @@ static enum store_status put_body(sqlite3 *db, const struct store_delivery *d,
 	uint64_t total = store_delivery_size(d);
 	if (total > INT_MAX)
 		return STORE_TOOBIG; /* the incremental blob API takes int offsets */
-	sqlite3_stmt *st = prep(db, "INSERT INTO bodies (message_id, data) VALUES (?, zeroblob(?))"
+	sqlite3_stmt *st = prep_cached(db, "INSERT INTO bodies (message_id, data) VALUES (?, zeroblob(?))"
 				    " ON CONFLICT (message_id) DO NOTHING RETURNING id");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
@@ -612,20 +791,20 @@ static enum store_status put_body(sqlite3 *db, const struct store_delivery *d,
 		*rowid_r = sqlite3_column_int64(st, 0);
 		rc = sqlite3_step(st);
 	}
-	sqlite3_finalize(st);
+	unprep(st);
 	if (rc != SQLITE_DONE)
 		return status_from_rc(db, rc, "insert body");
 	if (inserted)
 		return write_body(db, d, *rowid_r, total);
 
-	st = prep(db, "SELECT id FROM bodies WHERE message_id = ?");
+	st = prep_cached(db, "SELECT id FROM bodies WHERE message_id = ?");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_blob(st, 1, d->message_id.b, 16, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*rowid_r = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	unprep(st);
 	if (rc == SQLITE_ROW)
 		return STORE_OK;
 	return rc == SQLITE_DONE ? STORE_TEMPFAIL : status_from_rc(db, rc, "find body");
@@ -635,7 +814,7 @@ static enum store_status put_body(sqlite3 *db, const struct store_delivery *d,
 static enum store_status listing_usage(sqlite3 *db, const uint8_t mbox[16], uint64_t *messages_r,
 				       uint64_t *octets_r)
 {
-	sqlite3_stmt *st = prep(db, "SELECT count(*), coalesce(sum(size), 0) FROM listing"
+	sqlite3_stmt *st = prep_cached(db, "SELECT count(*), coalesce(sum(size), 0) FROM listing"
 				    " WHERE mailbox_id = ?");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
@@ -645,7 +824,7 @@ static enum store_status listing_usage(sqlite3 *db, const uint8_t mbox[16], uint
 		*messages_r = (uint64_t)sqlite3_column_int64(st, 0);
 		*octets_r = (uint64_t)sqlite3_column_int64(st, 1);
 	}
-	sqlite3_finalize(st);
+	unprep(st);
 	return rc == SQLITE_ROW ? STORE_OK : status_from_rc(db, rc, "mailbox usage");
 }
 
@@ -658,7 +837,7 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 	struct uuid mbox_id;
 	uuid_v5(r->address, strlen(r->address), &mbox_id);
 	/* A retried delivery finds its row: keep its UIDL, allocate nothing. */
-	sqlite3_stmt *st = prep(db, "SELECT uidl FROM listing WHERE mailbox_id = ? AND sort_key = ?");
+	sqlite3_stmt *st = prep_cached(db, "SELECT uidl FROM listing WHERE mailbox_id = ? AND sort_key = ?");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_blob(st, 1, mbox_id.b, 16, SQLITE_STATIC);
@@ -666,31 +845,31 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 	int rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		str_copy(r->uidl, (const char *)sqlite3_column_text(st, 0), sizeof(r->uidl));
-		sqlite3_finalize(st);
+		unprep(st);
 		return STORE_OK;
 	}
-	sqlite3_finalize(st);
+	unprep(st);
 	if (rc != SQLITE_DONE)
 		return status_from_rc(db, rc, "find listing row");
 
-	st = prep(db, "SELECT mailbox_id, quota_messages, quota_octets FROM users WHERE address = ?");
+	st = prep_cached(db, "SELECT mailbox_id, quota_messages, quota_octets FROM users WHERE address = ?");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_text(st, 1, r->address, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		unprep(st);
 		return rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "find user");
 	}
 	uint8_t mbox[16];
 	if (sqlite3_column_bytes(st, 0) != 16) {
-		sqlite3_finalize(st);
+		unprep(st);
 		return STORE_PERM;
 	}
 	memcpy(mbox, sqlite3_column_blob(st, 0), 16);
 	struct store_quota own = { (uint64_t)sqlite3_column_int64(st, 1),
 				   (uint64_t)sqlite3_column_int64(st, 2) };
-	sqlite3_finalize(st);
+	unprep(st);
 
 	/* The quota, exact: in this write transaction, before anything of
 	 * this recipient is written (a UID included). */
@@ -709,25 +888,25 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 	 * never reused because next_uid only grows. */
 	char uidl[STORE_UIDL_MAX + 2];
 	if (!store_delivery_uidl(d, uidl) && s->store.set.pop3_ids == STORE_POP3_IDS_UID) {
-		st = prep(db, "UPDATE users SET next_uid = next_uid + 1 WHERE address = ?"
+		st = prep_cached(db, "UPDATE users SET next_uid = next_uid + 1 WHERE address = ?"
 			      " RETURNING next_uid - 1, uidvalidity");
 		if (st == NULL)
 			return STORE_TEMPFAIL;
 		sqlite3_bind_text(st, 1, r->address, -1, SQLITE_STATIC);
 		rc = sqlite3_step(st);
 		if (rc != SQLITE_ROW) {
-			sqlite3_finalize(st);
+			unprep(st);
 			return rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "next uid");
 		}
 		uint32_t uid = (uint32_t)sqlite3_column_int64(st, 0);
 		uint32_t uidvalidity = (uint32_t)sqlite3_column_int64(st, 1);
 		while (sqlite3_step(st) == SQLITE_ROW)
 			;
-		sqlite3_finalize(st);
+		unprep(st);
 		store_uidl_from_uid(uid, uidvalidity, uidl);
 	}
 
-	st = prep(db, "INSERT INTO listing (mailbox_id, sort_key, size, uidl, prefix, body)"
+	st = prep_cached(db, "INSERT INTO listing (mailbox_id, sort_key, size, uidl, prefix, body)"
 		      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
@@ -738,7 +917,7 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 	sqlite3_bind_blob(st, 5, r->prefix, (int)prefix_len, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 6, body);
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	unprep(st);
 	if (rc != SQLITE_DONE)
 		return status_from_rc(db, rc, "insert listing");
 	str_copy(r->uidl, uidl, sizeof(r->uidl));
@@ -751,7 +930,7 @@ static enum store_status put_listing_row(struct sqlite_store *s, sqlite3 *db,
 static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
 				     struct store_delivery *d)
 {
-	if (exec_sql(db, "SAVEPOINT delivery") != SQLITE_OK)
+	if (exec_cached(db, "SAVEPOINT delivery") != SQLITE_OK)
 		return STORE_TEMPFAIL;
 	sqlite3_int64 body = 0;
 	enum store_status ret = put_body(db, d, &body);
@@ -769,29 +948,29 @@ static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
 	}
 	if (ret == STORE_OK && store_quota_refuse_all(d)) {
 		/* Nobody gets it: undo this delivery's writes, body included. */
-		exec_sql(db, "ROLLBACK TO delivery");
-		exec_sql(db, "RELEASE delivery");
+		exec_cached(db, "ROLLBACK TO delivery");
+		exec_cached(db, "RELEASE delivery");
 		return STORE_OK;
 	}
 	if (ret == STORE_OK && delivered == 0) {
 		/* Nobody to deliver to: leave no orphaned body behind, but keep
 		 * one that an earlier attempt with this id already listed. */
-		sqlite3_stmt *st = prep(db, "DELETE FROM bodies WHERE id = ?1 AND NOT EXISTS"
+		sqlite3_stmt *st = prep_cached(db, "DELETE FROM bodies WHERE id = ?1 AND NOT EXISTS"
 					    " (SELECT 1 FROM listing WHERE body = ?1)");
 		if (st != NULL) {
 			sqlite3_bind_int64(st, 1, body);
 			sqlite3_step(st);
-			sqlite3_finalize(st);
+			unprep(st);
 		}
 	}
 	if (ret != STORE_OK) {
-		exec_sql(db, "ROLLBACK TO delivery");
+		exec_cached(db, "ROLLBACK TO delivery");
 		for (unsigned int i = 0; i < d->rcpt_count; i++)
 			if (d->rcpts[i].status != STORE_NOTFOUND &&
 			    d->rcpts[i].status != STORE_OVERQUOTA)
 				d->rcpts[i].status = ret;
 	}
-	exec_sql(db, "RELEASE delivery");
+	exec_cached(db, "RELEASE delivery");
 	return ret;
 }
 
@@ -799,12 +978,12 @@ static enum store_status deliver_one(struct sqlite_store *s, sqlite3 *db,
 static void run_batch(struct sqlite_store *s, struct commit_req *batch)
 {
 	sqlite3 *db = get_db(s);
-	bool begun = db != NULL && exec_sql(db, "BEGIN IMMEDIATE") == SQLITE_OK;
+	bool begun = db != NULL && exec_cached(db, "BEGIN IMMEDIATE") == SQLITE_OK;
 	for (struct commit_req *r = batch; r != NULL; r = r->next)
 		r->result = begun ? deliver_one(s, db, r->d) : STORE_TEMPFAIL;
-	bool committed = begun && exec_sql(db, "COMMIT") == SQLITE_OK;
+	bool committed = begun && exec_cached(db, "COMMIT") == SQLITE_OK;
 	if (begun && !committed)
-		exec_sql(db, "ROLLBACK");
+		exec_cached(db, "ROLLBACK");
 	for (struct commit_req *r = batch; r != NULL; r = r->next) {
 		if (committed && r->result == STORE_OK)
 			continue;
@@ -863,7 +1042,7 @@ static enum store_status sqlite_maildrop_read(struct store *store, struct store_
 	if (simple_read(s, "SELECT address FROM users WHERE address = ?", md->address, NULL,
 			true) == STORE_NOTFOUND)
 		return STORE_NOTFOUND;
-	sqlite3_stmt *st = prep(db, "SELECT sort_key, size, uidl FROM listing"
+	sqlite3_stmt *st = prep_cached(db, "SELECT sort_key, size, uidl FROM listing"
 				    " WHERE mailbox_id = ? ORDER BY sort_key");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
@@ -885,7 +1064,7 @@ static enum store_status sqlite_maildrop_read(struct store *store, struct store_
 		str_copy(e->uidl, (const char *)sqlite3_column_text(st, 2), sizeof(e->uidl));
 		md->total_size += e->size;
 	}
-	sqlite3_finalize(st);
+	unprep(st);
 	return rc == SQLITE_DONE ? STORE_OK : status_from_rc(db, rc, "read listing");
 }
 
@@ -1006,7 +1185,7 @@ static enum store_status open_pooled(struct sqlite_cursor *sc, struct store_mail
  * body can be given to a new one), and its length. 1 / 0 / -1. */
 static int body_row_is(sqlite3 *db, sqlite3_int64 rowid, const struct uuid *id, int *len_r)
 {
-	sqlite3_stmt *st = prep(db, "SELECT message_id, length(data) FROM bodies WHERE id = ?");
+	sqlite3_stmt *st = prep_cached(db, "SELECT message_id, length(data) FROM bodies WHERE id = ?");
 	if (st == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 1, rowid);
@@ -1019,7 +1198,7 @@ static int body_row_is(sqlite3 *db, sqlite3_int64 rowid, const struct uuid *id, 
 	} else if (ret < 0) {
 		status_from_rc(db, rc, "find body");
 	}
-	sqlite3_finalize(st);
+	unprep(st);
 	return ret;
 }
 
@@ -1029,17 +1208,17 @@ static enum store_status open_unpooled(struct sqlite_store *s, struct sqlite_cur
 				       struct store_maildrop *md, unsigned int i)
 {
 	sqlite3 *db = get_db(s);
-	if (db == NULL || exec_sql(db, "BEGIN") != SQLITE_OK)
+	if (db == NULL || exec_cached(db, "BEGIN") != SQLITE_OK)
 		return STORE_TEMPFAIL;
-	sqlite3_stmt *st = prep(db, "SELECT prefix, body FROM listing"
+	sqlite3_stmt *st = prep_cached(db, "SELECT prefix, body FROM listing"
 				    " WHERE mailbox_id = ? AND sort_key = ?");
 	enum store_status ret = st == NULL ? STORE_TEMPFAIL : take_listing_row(db, st, md, i, sc);
-	sqlite3_finalize(st);
+	unprep(st);
 	if (ret == STORE_OK) {
 		int found = body_row_is(db, sc->body, &md->entries[i].id, &sc->body_len);
 		ret = found > 0 ? STORE_OK : found == 0 ? STORE_NOTFOUND : STORE_TEMPFAIL;
 	}
-	exec_sql(db, "COMMIT");
+	exec_cached(db, "COMMIT");
 	return ret;
 }
 
@@ -1078,7 +1257,7 @@ static enum store_status read_unpooled(struct sqlite_store *s, struct sqlite_cur
 				       char *dst, int n, int off)
 {
 	sqlite3 *db = get_db(s);
-	if (db == NULL || exec_sql(db, "BEGIN") != SQLITE_OK)
+	if (db == NULL || exec_cached(db, "BEGIN") != SQLITE_OK)
 		return STORE_TEMPFAIL;
 	int len = -1;
 	int found = body_row_is(db, sc->body, &sc->c.md->entries[sc->c.index].id, &len);
@@ -1093,7 +1272,7 @@ static enum store_status read_unpooled(struct sqlite_store *s, struct sqlite_cur
 			ret = status_from_rc(db, rc, "read body");
 		sqlite3_blob_close(blob);
 	}
-	exec_sql(db, "COMMIT");
+	exec_cached(db, "COMMIT");
 	return ret;
 }
 
@@ -1153,8 +1332,8 @@ static enum store_status sqlite_expunge(struct store_maildrop *md, const unsigne
 	if (ret != STORE_OK)
 		exec_sql(db, "ROLLBACK");
 out:
-	sqlite3_finalize(del);
-	sqlite3_finalize(gc);
+	unprep(del);
+	unprep(gc);
 	return ret;
 }
 
@@ -1190,7 +1369,7 @@ static enum store_status sqlite_repair(struct store *store,
 		else
 			__atomic_store_n(fields[i], (uint64_t)sqlite3_column_int64(st, 0),
 					 __ATOMIC_RELAXED);
-		sqlite3_finalize(st);
+		unprep(st);
 	}
 	if (ret == STORE_OK && !opts->dry_run && opts->check &&
 	    __atomic_load_n(&report->unlisted, __ATOMIC_RELAXED) > 0 &&
@@ -1225,7 +1404,7 @@ static enum store_status sqlite_alias_put(struct store *store, const char *addre
 	sqlite3_bind_text(st, 2, strrchr(address, '@') + 1, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, targets, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	unprep(st);
 	return status_from_rc(db, rc, "alias put");
 }
 
@@ -1256,7 +1435,7 @@ static enum store_status sqlite_alias_list(struct store *store, struct buf *out)
 		store_alias_line(out, (const char *)sqlite3_column_text(st, 0),
 				 (const char *)sqlite3_column_text(st, 1),
 				 (size_t)sqlite3_column_bytes(st, 1));
-	sqlite3_finalize(st);
+	unprep(st);
 	return status_from_rc(db, rc, "alias list");
 }
 
@@ -1276,7 +1455,7 @@ static enum store_status sqlite_quota_get(struct store *store, const char *addre
 		own_r->messages = (uint64_t)sqlite3_column_int64(st, 0);
 		own_r->octets = (uint64_t)sqlite3_column_int64(st, 1);
 	}
-	sqlite3_finalize(st);
+	unprep(st);
 	return rc == SQLITE_ROW ? STORE_OK : rc == SQLITE_DONE ? STORE_NOTFOUND
 							       : status_from_rc(db, rc, "quota get");
 }
@@ -1296,7 +1475,7 @@ static enum store_status sqlite_quota_set(struct store *store, const char *addre
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)own->octets);
 	sqlite3_bind_text(st, 3, address, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	unprep(st);
 	enum store_status ret = status_from_rc(db, rc, "quota set");
 	return ret == STORE_OK && sqlite3_changes(db) == 0 ? STORE_NOTFOUND : ret;
 }
@@ -1310,14 +1489,14 @@ static enum store_status user_int(struct sqlite_store *s, const char *sql, const
 	sqlite3 *db = get_db(s);
 	if (db == NULL)
 		return STORE_TEMPFAIL;
-	sqlite3_stmt *st = prep(db, sql);
+	sqlite3_stmt *st = prep_cached(db, sql);
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*v_r = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	unprep(st);
 	return rc == SQLITE_ROW ? STORE_OK : rc == SQLITE_DONE ? STORE_NOTFOUND
 							       : status_from_rc(db, rc, sql);
 }
@@ -1479,7 +1658,7 @@ static enum store_status sqlite_mailbox_usage(struct store *store, const char *a
 		*messages_r = (uint64_t)sqlite3_column_int64(st, 0);
 		*octets_r = (uint64_t)sqlite3_column_int64(st, 1);
 	}
-	sqlite3_finalize(st);
+	unprep(st);
 	return rc == SQLITE_ROW ? STORE_OK : rc == SQLITE_DONE ? STORE_NOTFOUND
 							       : status_from_rc(db, rc, "mailbox usage");
 }

@@ -1,7 +1,14 @@
 /*
- * worker-pool: pthreads fed from a FIFO; completions are handed back to the
- * event loop through a pipe whose read end is watched by libevent, so done()
- * always runs on the loop thread, one at a time.
+ * worker-pool: pthreads fed from two FIFOs (the first lane, then the
+ * ordinary one); completions are handed back to the event loop through a
+ * pipe whose read end is watched by libevent, so done() always runs on the
+ * loop thread, one at a time.
+ *
+ * Wake-ups are the cost to keep small: a submit signals the condition
+ * variable after releasing the lock (a woken thread does not block again on
+ * it at once), a thread that finishes a job takes the next one without
+ * sleeping, and a thread writes to the pipe only when the completion list
+ * was empty (the loop drains all completions per wake-up).
  */
 #include "worker-pool.h"
 
@@ -22,9 +29,11 @@ struct worker_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct worker_job *queue_head, *queue_tail;
+	struct worker_job *first_head, *first_tail;  /* the first lane */
 	struct worker_job *done_head, *done_tail;
 	pthread_t *threads;
 	unsigned int nthreads;
+	unsigned int first_max, first_running;  /* under lock */
 	unsigned int pending;  /* loop thread only */
 	bool stopping;
 	int notify_fd[2];
@@ -65,21 +74,41 @@ static void metrics_init(void)
 	m_wait = metrics_single(&wait_def);
 }
 
-static void *worker_main(void *arg)
+/* Under the lock: the job a free thread runs next, or NULL. */
+static struct worker_job *take_job(struct worker_pool *pool, bool *first_r)
 {
-	struct worker_pool *pool = arg;
-	for (;;) {
-		pthread_mutex_lock(&pool->lock);
-		while (pool->queue_head == NULL && !pool->stopping)
-			pthread_cond_wait(&pool->cond, &pool->lock);
-		struct worker_job *job = pool->queue_head;
-		if (job == NULL) {
-			pthread_mutex_unlock(&pool->lock);
-			break;
-		}
+	struct worker_job *job = pool->first_head;
+	if (job != NULL && pool->first_running < pool->first_max) {
+		pool->first_head = job->next;
+		if (pool->first_head == NULL)
+			pool->first_tail = NULL;
+		pool->first_running++;
+		*first_r = true;
+		return job;
+	}
+	job = pool->queue_head;
+	if (job != NULL) {
 		pool->queue_head = job->next;
 		if (pool->queue_head == NULL)
 			pool->queue_tail = NULL;
+		*first_r = false;
+	}
+	return job;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker_pool *pool = arg;
+	pthread_mutex_lock(&pool->lock);
+	for (;;) {
+		bool first = false;
+		struct worker_job *job = take_job(pool, &first);
+		if (job == NULL) {
+			if (pool->stopping && pool->queue_head == NULL && pool->first_head == NULL)
+				break;
+			pthread_cond_wait(&pool->cond, &pool->lock);
+			continue;
+		}
 		pthread_mutex_unlock(&pool->lock);
 		metrics_gauge_add(m_queued, -1);
 		metrics_observe_since(m_wait, job->queued_ns);
@@ -97,13 +126,22 @@ static void *worker_main(void *arg)
 		else
 			pool->done_head = job;
 		pool->done_tail = job;
-		pthread_mutex_unlock(&pool->lock);
-		if (was_empty) {
-			char c = 1;
-			while (write(pool->notify_fd[1], &c, 1) < 0 && errno == EINTR)
-				;
+		/* A first-lane job left waiting for this slot can run now. */
+		bool wake = first && pool->first_running-- == pool->first_max &&
+			    pool->first_head != NULL;
+		if (was_empty || wake) {
+			pthread_mutex_unlock(&pool->lock);
+			if (wake)
+				pthread_cond_signal(&pool->cond);
+			if (was_empty) {
+				char c = 1;
+				while (write(pool->notify_fd[1], &c, 1) < 0 && errno == EINTR)
+					;
+			}
+			pthread_mutex_lock(&pool->lock);
 		}
 	}
+	pthread_mutex_unlock(&pool->lock);
 	if (pool->thread_exit != NULL)
 		pool->thread_exit();
 	return NULL;
@@ -140,6 +178,7 @@ struct worker_pool *worker_pool_create(struct event_base *base, unsigned int thr
 				    notify_cb, pool);
 	event_add(pool->notify_ev, NULL);
 	pool->nthreads = threads;
+	pool->first_max = threads > 1 ? threads - 1 : 1;
 	pool->threads = xcalloc(threads, sizeof(pthread_t));
 	metrics_gauge_add(m_threads, threads);
 	for (unsigned int i = 0; i < threads; i++) {
@@ -154,20 +193,32 @@ void worker_pool_set_thread_exit(struct worker_pool *pool, void (*fn)(void))
 	pool->thread_exit = fn;
 }
 
-void worker_pool_submit(struct worker_pool *pool, struct worker_job *job)
+static void submit(struct worker_pool *pool, struct worker_job *job, bool first)
 {
 	job->next = NULL;
 	job->queued_ns = metrics_now_ns();
 	metrics_gauge_add(m_queued, 1);
 	pool->pending++;
 	pthread_mutex_lock(&pool->lock);
-	if (pool->queue_tail != NULL)
-		pool->queue_tail->next = job;
+	struct worker_job **head = first ? &pool->first_head : &pool->queue_head;
+	struct worker_job **tail = first ? &pool->first_tail : &pool->queue_tail;
+	if (*tail != NULL)
+		(*tail)->next = job;
 	else
-		pool->queue_head = job;
-	pool->queue_tail = job;
-	pthread_cond_signal(&pool->cond);
+		*head = job;
+	*tail = job;
 	pthread_mutex_unlock(&pool->lock);
+	pthread_cond_signal(&pool->cond);
+}
+
+void worker_pool_submit(struct worker_pool *pool, struct worker_job *job)
+{
+	submit(pool, job, false);
+}
+
+void worker_pool_submit_first(struct worker_pool *pool, struct worker_job *job)
+{
+	submit(pool, job, true);
 }
 
 unsigned int worker_pool_pending(const struct worker_pool *pool)

@@ -10,6 +10,15 @@
  * job at a time (each session does). The job struct is owned by the caller
  * and must stay valid until done() is called.
  *
+ * Two lanes. worker_pool_submit_first() queues a job in the first lane: the
+ * next free thread takes it before any job of the ordinary lane, so a
+ * short, latency-bound job (a login) never waits behind queued bulk work
+ * (RETR pieces, deliveries), only behind jobs already running. Both lanes
+ * are FIFO. With more than one thread, at most threads - 1 run first-lane
+ * jobs at once: one thread is always left to the ordinary lane, so a burst
+ * of expensive first-lane jobs (password hashes) slows the other lane but
+ * never stops it.
+ *
  * Metrics (summed over every pool of the process): tern_worker_threads,
  * tern_worker_threads_busy, tern_worker_jobs_queued (waiting for a
  * thread), tern_worker_jobs_total and tern_worker_queue_wait_seconds.
@@ -32,6 +41,8 @@ struct worker_pool *worker_pool_create(struct event_base *base, unsigned int thr
  * any more), stops the threads and frees the pool. */
 void worker_pool_destroy(struct worker_pool **pool);
 void worker_pool_submit(struct worker_pool *pool, struct worker_job *job);
+/* The first lane (see above). */
+void worker_pool_submit_first(struct worker_pool *pool, struct worker_job *job);
 /* Jobs submitted and not yet completed on the loop thread. */
 unsigned int worker_pool_pending(const struct worker_pool *pool);
 /* Optional per-thread hooks (e.g. to close thread-local database handles). */

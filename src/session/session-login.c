@@ -306,9 +306,11 @@ static void check_done(struct session *s)
 	login_finish(s, result);
 }
 
+/* On the first lane: a login waits for a free thread, never behind the
+ * queued RETRs and deliveries of sessions already logged in. */
 static void start_check(struct session_login *l)
 {
-	session_run_job(l->s, check_work, check_done);
+	session_run_job_first(l->s, check_work, check_done);
 }
 
 /* Also the request for a bearer token (l->bearer_mech set; user "" when

@@ -247,7 +247,7 @@ static void job_done(struct worker_job *job)
 		conn_resume(s->conn);
 }
 
-void session_run_job(struct session *s, session_fn *work, session_fn *done)
+static void run_job(struct session *s, session_fn *work, session_fn *done, bool first)
 {
 	if (s->job_running)
 		panic("%s #%llu: a second job while one runs", s->proto->name,
@@ -258,7 +258,20 @@ void session_run_job(struct session *s, session_fn *work, session_fn *done)
 	s->job.work = job_work;
 	s->job.done = job_done;
 	conn_pause(s->conn);
-	worker_pool_submit(s->env->pool, &s->job);
+	if (first)
+		worker_pool_submit_first(s->env->pool, &s->job);
+	else
+		worker_pool_submit(s->env->pool, &s->job);
+}
+
+void session_run_job(struct session *s, session_fn *work, session_fn *done)
+{
+	run_job(s, work, done, false);
+}
+
+void session_run_job_first(struct session *s, session_fn *work, session_fn *done)
+{
+	run_job(s, work, done, true);
 }
 
 bool session_job_running(const struct session *s)

@@ -190,6 +190,9 @@ void session_logged_in(struct session *s, unsigned int idle_ms);
  * has gone meanwhile, done() is not called and the session is freed. One job
  * at a time. */
 void session_run_job(struct session *s, session_fn *work, session_fn *done);
+/* The same on the pool's first lane (worker_pool_submit_first): for login
+ * checks, which must not wait behind queued RETRs and deliveries. */
+void session_run_job_first(struct session *s, session_fn *work, session_fn *done);
 /* From a job's done(): keep input paused (e.g. while a reply streams);
  * session_resume() ends the hold. */
 void session_hold(struct session *s);

@@ -491,9 +491,65 @@ static void test_header_end(void)
 	CHECK_INT(mail_header_end(S("A: b\r\n \r\nx\r\n\r\n")), 14);
 }
 
+/* Random inputs made of line data runs (some longer than the decoder's
+ * 4 KiB stage), CR, LF and dots, each decoded whole, byte by byte and split
+ * at a few points, in both bare-LF modes, with and without an output cap:
+ * the run-copying fast path must agree with the byte-at-a-time machine
+ * (byte by byte, every run is one byte long). */
+static void test_decoder_random(void)
+{
+	static const char *const pieces[] = { "a", "abc", ".", "\r", "\n", "\r\n", "\r\n.",
+					      "\r\n.\r", "\r\n..\r\n", "\n.", "x.y" };
+	unsigned int seed = 12345;
+	char *in = malloc(12000);
+	for (int round = 0; round < 300; round++) {
+		size_t len = 0;
+		while (len < 11000) {
+			seed = seed * 1103515245u + 12345u;
+			unsigned int r = (seed >> 16) % 40;
+			if (r == 0 && round % 4 == 0) { /* a run longer than the stage */
+				size_t n = 4000 + (seed >> 8) % 3000;
+				if (len + n > 11500)
+					break;
+				memset(in + len, 'q', n);
+				len += n;
+			} else if (r < 11) {
+				size_t n = strlen(pieces[r]);
+				memcpy(in + len, pieces[r], n);
+				len += n;
+			} else {
+				in[len++] = (char)('a' + r % 26);
+			}
+			if ((seed >> 20) % 97 == 0)
+				break;
+		}
+		if (round % 3 == 0 && len + 5 <= 12000) {
+			memcpy(in + len, "\r\n.\r\n", 5);
+			len += 5;
+		}
+		normalize = round % 2 == 1;
+		size_t cap = round % 5 == 0 ? len / 3 + 1 : 0;
+		struct dec_result whole, other;
+		dec_run(in, len, cap, 0, false, &whole);
+		dec_run(in, len, cap, 0, true, &other);
+		dec_check_eq(&whole, &other, "random bytewise", 0);
+		buf_deinit(&other.out);
+		for (int k = 1; k <= 3; k++) {
+			size_t split = len * (size_t)k / 4;
+			dec_run(in, len, cap, split, false, &other);
+			dec_check_eq(&whole, &other, "random split", split);
+			buf_deinit(&other.out);
+		}
+		buf_deinit(&whole.out);
+	}
+	normalize = false;
+	free(in);
+}
+
 int main(void)
 {
 	test_decoder();
+	test_decoder_random();
 	test_decoder_normalize();
 	test_decoder_line_len();
 	test_decoder_cap();
