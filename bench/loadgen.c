@@ -1158,7 +1158,7 @@ static void report(void)
 		       lat_pct(&st.uidl, 50), st.total.n ? st.listed / st.total.n : 0);
 	if (opt.mode == MODE_IDLE)
 		printf("  %" PRIu64 " sessions held, %" PRIu64 " answered NOOP at the end\n", st.held, st.noop_ok);
-	printf("  cpu      %.2f s user, %.2f s system (the load generator)\n", tv_s(ru.ru_utime), tv_s(ru.ru_stime));
+	printf("  cpu      %.2f s user, %.2f s kernel, of the load generator\n", tv_s(ru.ru_utime), tv_s(ru.ru_stime));
 	printf("  errors %" PRIu64 " (connect %" PRIu64 ", proto %" PRIu64 ", verify %" PRIu64 ", timeout %" PRIu64
 	       ", closed %" PRIu64 "), unfinished %" PRIu64 "\n",
 	       errors, st.errors[ERR_CONNECT], st.errors[ERR_PROTO], st.errors[ERR_VERIFY], st.errors[ERR_TIMEOUT],
