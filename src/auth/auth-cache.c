@@ -19,6 +19,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "clock.h"
 #include "buf.h"
 #include "log.h"
 #include "password.h"
@@ -38,13 +39,6 @@ struct auth_cache {
 	struct auth_cache_entry *entries;
 	struct auth_cache_stats stats;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 struct auth_cache *auth_cache_create(unsigned int entries, unsigned int ttl_ms)
 {
@@ -111,7 +105,7 @@ bool auth_cache_verify(struct auth_cache *c, const char *password, size_t len,
 	digest_of(c, password, len, stored, d);
 	unsigned int slot = (((unsigned int)d[0] << 24) | ((unsigned int)d[1] << 16) |
 			     ((unsigned int)d[2] << 8) | d[3]) % c->size;
-	uint64_t now = now_ms();
+	uint64_t now = clock_monotonic_ms();
 	pthread_mutex_lock(&c->lock);
 	struct auth_cache_entry *e = &c->entries[slot];
 	bool hit = e->added_ms != 0 && now - e->added_ms < c->ttl_ms &&

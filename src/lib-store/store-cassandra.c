@@ -60,6 +60,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "cql.h"
 #include "log.h"
 #include "metrics.h"
@@ -336,13 +337,6 @@ static const char *option(const struct store_settings *set, const char *key)
 #define NODE_QUERY_TIMEOUT_MS 5000
 #define MAX_LOCAL_NODES 32
 
-static int64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* One row of system_views.settings on one node, into out; -1 when unreadable. */
 static int node_setting(struct cass_store *c, const char *host, const char *name, char *out,
 			size_t size)
@@ -509,7 +503,7 @@ static void durability_refresh(struct cass_store *c)
 	pthread_mutex_lock(&c->lock);
 	c->durable = durable;
 	snprintf(c->durable_line, sizeof(c->durable_line), "%s", line.data);
-	c->durable_checked_us = now_us();
+	c->durable_checked_us = clock_wall_us();
 	pthread_mutex_unlock(&c->lock);
 	buf_deinit(&line);
 	buf_deinit(&unsynced);
@@ -521,7 +515,7 @@ static void durability_refresh(struct cass_store *c)
 static int durability(struct cass_store *c, struct buf *line)
 {
 	pthread_mutex_lock(&c->lock);
-	bool stale = now_us() - c->durable_checked_us > DURABLE_RECHECK_US;
+	bool stale = clock_wall_us() - c->durable_checked_us > DURABLE_RECHECK_US;
 	pthread_mutex_unlock(&c->lock);
 	if (stale)
 		durability_refresh(c);
@@ -568,10 +562,10 @@ static int64_t measure_skew(struct cass_store *c)
 		opts.host = hosts[i];
 		struct cql_result *res = NULL;
 		struct cql_error err;
-		int64_t t0 = now_us();
+		int64_t t0 = clock_wall_us();
 		int rc = cql_query(c->session, "SELECT toUnixTimestamp(now()) FROM system.local", NULL,
 				   &opts, &res, &err);
-		int64_t t1 = now_us();
+		int64_t t1 = clock_wall_us();
 		int64_t ms = 0;
 		if (rc < 0 || !cql_result_next_row(res) || cql_result_get_bigint(res, 0, &ms) != 1) {
 			cql_result_free(&res);
@@ -597,7 +591,7 @@ static void clock_refresh(struct cass_store *c)
 	bool was_ok = c->clock_ok;
 	c->clock_ok = ok;
 	c->clock_skew_us = skew;
-	c->clock_checked_us = now_us();
+	c->clock_checked_us = clock_wall_us();
 	pthread_mutex_unlock(&c->lock);
 	if (!ok && (was_ok || !c->clock_warned)) {
 		if (skew < 0)
@@ -621,7 +615,7 @@ static void clock_refresh(struct cass_store *c)
 static bool clock_ok(struct cass_store *c)
 {
 	pthread_mutex_lock(&c->lock);
-	bool due = now_us() - c->clock_checked_us > CLOCK_CHECK_US && !c->clock_checking;
+	bool due = clock_wall_us() - c->clock_checked_us > CLOCK_CHECK_US && !c->clock_checking;
 	if (due)
 		c->clock_checking = true;
 	pthread_mutex_unlock(&c->lock);
@@ -1233,7 +1227,7 @@ static bool remint_if_late(struct cass_store *c, const struct store_delivery *d,
 {
 	/* An imported message's id names its original delivery time, on
 	 * purpose: it is never minted again (see store_delivery.historical_id). */
-	if (d->historical_id || now_us() - timeuuid_unix_usec(id) <= REMINT_BOUND_US)
+	if (d->historical_id || clock_wall_us() - timeuuid_unix_usec(id) <= REMINT_BOUND_US)
 		return false;
 	/* The UIDL follows the id when it is the id's text (messageid mode),
 	 * not when it is a UID or a legacy UIDL an import kept. */
@@ -2144,7 +2138,7 @@ static enum store_status cass_repair(struct store *store, const struct store_rep
 {
 	struct repair_ctx rc = { .c = (struct cass_store *)store, .opts = opts, .report = report };
 	rc.pacer.per_second = opts->per_second;
-	rc.cutoff_us = now_us() - (int64_t)opts->min_age_secs * 1000000;
+	rc.cutoff_us = clock_wall_us() - (int64_t)opts->min_age_secs * 1000000;
 	__atomic_store_n(&report->by_token, true, __ATOMIC_RELAXED);
 	enum store_status st = STORE_OK;
 	int64_t lo = opts->has_from ? opts->from_token : INT64_MIN;

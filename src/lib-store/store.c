@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -942,9 +943,7 @@ enum store_status store_maildrop_open(struct store *store, const char *address,
 	md->store = store;
 	md->address = xstrdup(address);
 	uuid_v5(address, strlen(address), &md->mailbox_id);
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	md->login_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	md->login_us = clock_wall_us();
 	enum store_status st = store->v->maildrop_read(store, md);
 	if (st != STORE_OK) {
 		store_maildrop_free(&md);

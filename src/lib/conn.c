@@ -50,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define CONN_INPUT_HIGH_WATER (256 * 1024)
@@ -91,13 +92,6 @@ struct conn {
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static struct timeval ms_to_tv(uint64_t ms)
 {
@@ -190,7 +184,7 @@ static void try_finish_close(struct conn *conn)
 		finish(conn, conn->flush_reason);
 		return;
 	}
-	uint64_t now = now_ms();
+	uint64_t now = clock_monotonic_ms();
 	if (now >= conn->close_deadline_ms) {
 		finish(conn, CONN_CLOSE_TIMEOUT);
 		return;
@@ -203,7 +197,7 @@ static void try_finish_close(struct conn *conn)
  * earlier deadline); reason is what closed() says if the flush completes. */
 static void start_closing(struct conn *conn, enum conn_close_reason reason, uint64_t flush_ms)
 {
-	uint64_t deadline = now_ms() + flush_ms;
+	uint64_t deadline = clock_monotonic_ms() + flush_ms;
 	if (!conn->closing || deadline < conn->close_deadline_ms)
 		conn->close_deadline_ms = deadline;
 	conn->closing = true;
@@ -349,7 +343,7 @@ static void idle_timer_cb(evutil_socket_t fd, short what, void *arg)
 		due = conn->last_input_ms + conn->idle_timeout_ms;
 	if (due == UINT64_MAX)
 		return; /* waiting for the server; conn_resume() restarts the clock */
-	uint64_t now = now_ms();
+	uint64_t now = clock_monotonic_ms();
 	if (due > now) {
 		struct timeval tv = ms_to_tv(due - now);
 		evtimer_add(conn->idle_timer, &tv);
@@ -372,7 +366,7 @@ static void command_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (conn->raw) {
 		uint64_t allowed = conn->command_timeout_ms + conn->raw_bytes * 1000 / conn->min_rate;
-		uint64_t elapsed = now_ms() - conn->raw_start_ms;
+		uint64_t elapsed = clock_monotonic_ms() - conn->raw_start_ms;
 		if (elapsed < allowed) {
 			struct timeval tv = ms_to_tv(allowed - elapsed);
 			evtimer_add(conn->command_timer, &tv);
@@ -421,7 +415,7 @@ static void progress_cb(evutil_socket_t fd, short what, void *arg)
 	size_t pending = conn_output_pending(conn);
 	if (conn->output_stopped && pending <= conn->output_max / 2) {
 		conn->output_stopped = false;
-		conn->last_input_ms = now_ms(); /* the peer owes input from now */
+		conn->last_input_ms = clock_monotonic_ms(); /* the peer owes input from now */
 		update_read(conn);
 		idle_arm(conn);
 		if (!conn->paused)
@@ -441,7 +435,7 @@ static void wire_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, v
 {
 	struct conn *conn = arg;
 	if (info->n_deleted > 0 || (info->n_added > 0 && info->orig_size == 0))
-		conn->last_output_ms = now_ms();
+		conn->last_output_ms = clock_monotonic_ms();
 	if (info->n_added > 0)
 		idle_arm(conn);
 	if (info->n_deleted > 0 &&
@@ -455,7 +449,7 @@ static void wire_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, v
 static void output_begins(struct conn *conn)
 {
 	if (conn_output_pending(conn) == 0) {
-		conn->last_output_ms = now_ms();
+		conn->last_output_ms = clock_monotonic_ms();
 		idle_arm(conn);
 	}
 }
@@ -501,7 +495,7 @@ struct conn *conn_create(struct event_base *base, int fd, const struct sockaddr 
 	conn->line_max = 1024;
 	conn->input_max = CONN_INPUT_HIGH_WATER;
 	conn->output_max = CONN_OUTPUT_MAX;
-	conn->last_input_ms = conn->last_output_ms = now_ms();
+	conn->last_input_ms = conn->last_output_ms = clock_monotonic_ms();
 	buf_init(&conn->line, 0);
 	conn->deferred = event_new(base, -1, 0, deferred_cb, conn);
 	conn->progress_ev = event_new(base, -1, 0, progress_cb, conn);
@@ -599,7 +593,7 @@ void conn_set_idle_timeout(struct conn *conn, unsigned int ms)
 	if (conn->closing)
 		return;
 	evtimer_del(conn->idle_timer);
-	conn->last_input_ms = now_ms();
+	conn->last_input_ms = clock_monotonic_ms();
 	idle_arm(conn);
 }
 
@@ -629,7 +623,7 @@ void conn_set_raw(struct conn *conn, bool raw)
 	conn->raw = raw;
 	evtimer_del(conn->command_timer);
 	if (raw && conn->command_timeout_ms > 0) {
-		conn->raw_start_ms = now_ms();
+		conn->raw_start_ms = clock_monotonic_ms();
 		conn->raw_bytes = 0;
 		struct timeval tv = ms_to_tv(conn->command_timeout_ms);
 		evtimer_add(conn->command_timer, &tv);
@@ -708,7 +702,7 @@ void conn_resume(struct conn *conn)
 		timed_out(conn, CONN_TIMEOUT_SESSION);
 		return;
 	}
-	conn->last_input_ms = now_ms(); /* the wait for the server is over */
+	conn->last_input_ms = clock_monotonic_ms(); /* the wait for the server is over */
 	update_read(conn);
 	idle_arm(conn);
 	if (!conn->output_stopped)
@@ -786,7 +780,7 @@ const char *conn_tls_description(const struct conn *conn, char *out, size_t outs
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *conn = arg;
-	conn->last_input_ms = now_ms();
+	conn->last_input_ms = clock_monotonic_ms();
 	process_input(conn);
 }
 

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pop3-audit.h"
 #include "settings.h"
@@ -41,13 +42,6 @@ int pop3_expire_effective(int own, int default_days)
 	return own == STORE_EXPIRE_DEFAULT ? default_days : own;
 }
 
-static int64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* One user: their policy, then the expunge of what it expires. */
 static void expire_user(struct pop3_expire *e, const char *user, unsigned int max)
 {
@@ -65,7 +59,7 @@ static void expire_user(struct pop3_expire *e, const char *user, unsigned int ma
 		return;
 	struct store_expired *ex = NULL;
 	unsigned int n = 0;
-	st = store_expire_mailbox(env->store, user, now_us() - days * DAY_US, max, &ex, &n);
+	st = store_expire_mailbox(env->store, user, clock_wall_us() - days * DAY_US, max, &ex, &n);
 	if (st != STORE_OK && st != STORE_NOTFOUND) {
 		log_warn("expire failed user=%s error=%s", user, store_status_name(st));
 		e->failed++;

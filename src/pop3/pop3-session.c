@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "mail-address.h"
 #include "mail-data.h"
 #include "pop3-audit.h"
@@ -140,13 +141,6 @@ static unsigned int login_delay_secs(const struct tern_settings *set)
 	return (set->pop3_login_delay_ms + 999) / 1000;
 }
 
-static int64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* On the worker, right after the password check, so that the login costs
  * one job: LOGIN-DELAY (the last login's time, then this one's, a plain
  * write), the user's EXPIRE policy, and the listing. A login refused for
@@ -158,7 +152,7 @@ static enum store_status login_work(struct session *s, const char *user)
 	struct pop3_session *p = pop3(s);
 	const struct tern_settings *set = s->env->set;
 	struct store *store = s->env->store;
-	int64_t now = now_us(), delay = (int64_t)set->pop3_login_delay_ms * 1000;
+	int64_t now = clock_wall_us(), delay = (int64_t)set->pop3_login_delay_ms * 1000;
 	p->login_delayed = false;
 	if (delay > 0) {
 		int64_t last = 0;
@@ -554,7 +548,7 @@ static void read_work(struct session *s)
 	 * failed record leaves the message unexpired, never the RETR failed. */
 	if (p->job_status == STORE_OK && p->read_eof && p->job_lines < 0 &&
 	    p->expire_days != STORE_EXPIRE_NEVER && !p->retrieved[p->job_msg] &&
-	    store_retrieved_put(p->md, p->job_msg, now_us()) != STORE_OK)
+	    store_retrieved_put(p->md, p->job_msg, clock_wall_us()) != STORE_OK)
 		p->job_record_failed = true;
 	if (p->job_status != STORE_OK || p->read_eof) {
 		store_cursor_close(&p->cursor);

@@ -49,6 +49,7 @@
 #include "auth-cache.h"
 #include "auth-penalty.h"
 #include "buf.h"
+#include "clock.h"
 #include "delivery.h"
 #include "log.h"
 #include "net.h"
@@ -290,10 +291,8 @@ static void notify_ready(const struct server *srv)
 
 static void notify_reloading(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
 	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the TLS certificate",
-		   (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+		   (unsigned long long)clock_monotonic_us());
 }
 
 static void notify_stopping(void)

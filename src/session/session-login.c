@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "auth-cache.h"
+#include "clock.h"
 #include "auth-penalty.h"
 #include "mail-address.h"
 #include "oauth.h"
@@ -70,13 +71,6 @@ struct session_login {
 	bool error_pending;        /* a refused token's error challenge was sent */
 	size_t saved_line_max;
 };
-
-static uint64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static struct session_registry *registry(const struct session *s)
 {
@@ -146,7 +140,7 @@ static void queue_advance(struct session_registry *reg, struct session_login_que
 	l->queue_next = NULL;
 	q->active = l;
 	const struct session *s = l->s;
-	l->penalty_ms = auth_penalty_delay(s->env->penalty, &s->peer, monotonic_ms());
+	l->penalty_ms = auth_penalty_delay(s->env->penalty, &s->peer, clock_monotonic_ms());
 	if (l->penalty_ms == 0) {
 		start_check(l);
 		return;
@@ -287,7 +281,7 @@ static void check_done(struct session *s)
 		result = SESSION_LOGIN_TEMPFAIL;
 	} else if (!l->ok) {
 		if (!trusted)
-			auth_penalty_fail(penalty, &s->peer, l->user, monotonic_ms());
+			auth_penalty_fail(penalty, &s->peer, l->user, clock_monotonic_ms());
 		if (l->bearer_mech != SASL_MECH_UNKNOWN) {
 			session_info(s, "login failed user=%s ip=%s token=refused reason=%s penalty_ms=%u",
 				     l->user[0] != '\0' ? l->user : "(no user named)",
@@ -339,7 +333,7 @@ void session_check_password(struct session *s, const char *user, struct buf *sec
 	net_client_key(&key, &s->peer);
 	struct session_login_queue *q = queue_find(reg, &key);
 	if (q == NULL) {
-		if (auth_penalty_delay(s->env->penalty, &s->peer, monotonic_ms()) == 0) {
+		if (auth_penalty_delay(s->env->penalty, &s->peer, clock_monotonic_ms()) == 0) {
 			start_check(l);
 			return;
 		}
