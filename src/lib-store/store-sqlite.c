@@ -532,6 +532,14 @@ static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
 	return st;
 }
 
+/* For a function of one statement: this thread's connection in *db_r
+ * and the statement prepared on it, or NULL (logged) for STORE_TEMPFAIL. */
+static sqlite3_stmt *prep_on_thread(struct store *store, sqlite3 **db_r, const char *sql)
+{
+	*db_r = get_db((struct sqlite_store *)store);
+	return *db_r != NULL ? prep(*db_r, sql) : NULL;
+}
+
 /* The same from this thread's cache, for the statements every login,
  * RETR and delivery runs. It must go back through unprep(), never
  * sqlite3_finalize(); sql must be a literal (the cache keeps its address).
@@ -1392,12 +1400,10 @@ static enum store_status sqlite_repair(struct store *store,
 static enum store_status sqlite_alias_put(struct store *store, const char *address,
 					  const char *targets)
 {
-	struct sqlite_store *s = (struct sqlite_store *)store;
-	sqlite3 *db = get_db(s);
-	if (db == NULL)
-		return STORE_TEMPFAIL;
-	sqlite3_stmt *st = prep(db, "INSERT INTO aliases (address, domain, targets) VALUES (?, ?, ?)"
-				    " ON CONFLICT (address) DO UPDATE SET targets = excluded.targets");
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db,
+					  "INSERT INTO aliases (address, domain, targets) VALUES (?, ?, ?)"
+					  " ON CONFLICT (address) DO UPDATE SET targets = excluded.targets");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
@@ -1423,11 +1429,9 @@ static enum store_status sqlite_alias_get(struct store *store, const char *addre
 
 static enum store_status sqlite_alias_list(struct store *store, struct buf *out)
 {
-	struct sqlite_store *s = (struct sqlite_store *)store;
-	sqlite3 *db = get_db(s);
-	if (db == NULL)
-		return STORE_TEMPFAIL;
-	sqlite3_stmt *st = prep(db, "SELECT address, targets FROM aliases");
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db,
+					  "SELECT address, targets FROM aliases");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	int rc;
@@ -1442,11 +1446,9 @@ static enum store_status sqlite_alias_list(struct store *store, struct buf *out)
 static enum store_status sqlite_quota_get(struct store *store, const char *address,
 					  struct store_quota *own_r)
 {
-	struct sqlite_store *s = (struct sqlite_store *)store;
-	sqlite3 *db = get_db(s);
-	if (db == NULL)
-		return STORE_TEMPFAIL;
-	sqlite3_stmt *st = prep(db, "SELECT quota_messages, quota_octets FROM users WHERE address = ?");
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db,
+					  "SELECT quota_messages, quota_octets FROM users WHERE address = ?");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
@@ -1463,12 +1465,10 @@ static enum store_status sqlite_quota_get(struct store *store, const char *addre
 static enum store_status sqlite_quota_set(struct store *store, const char *address,
 					  const struct store_quota *own)
 {
-	struct sqlite_store *s = (struct sqlite_store *)store;
-	sqlite3 *db = get_db(s);
-	if (db == NULL)
-		return STORE_TEMPFAIL;
-	sqlite3_stmt *st = prep(db, "UPDATE users SET quota_messages = ?, quota_octets = ?"
-				    " WHERE address = ?");
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db,
+					  "UPDATE users SET quota_messages = ?, quota_octets = ?"
+					  " WHERE address = ?");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)own->messages);
@@ -1550,12 +1550,10 @@ static enum store_status sqlite_login_put(struct store *store, const char *addre
 static enum store_status sqlite_retrieved_put(struct store *store, const struct uuid *mailbox,
 					      const struct uuid *id, int64_t us)
 {
-	struct sqlite_store *s = (struct sqlite_store *)store;
-	sqlite3 *db = get_db(s);
-	if (db == NULL)
-		return STORE_TEMPFAIL;
-	sqlite3_stmt *st = prep(db, "INSERT OR IGNORE INTO retrieved (mailbox_id, sort_key, first_us)"
-				    " VALUES (?, ?, ?)");
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db,
+					  "INSERT OR IGNORE INTO retrieved (mailbox_id, sort_key, first_us)"
+					  " VALUES (?, ?, ?)");
 	if (st == NULL)
 		return STORE_TEMPFAIL;
 	uint8_t key[16];
