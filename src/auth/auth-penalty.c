@@ -83,6 +83,15 @@ static struct penalty_entry *set_of(struct auth_penalty *p, const struct net_add
 	memcpy(&w[1], key->bytes + 8, 8);
 	uint64_t h = (p->addr_key[0] + w[0]) * (p->addr_key[1] + w[1]) +
 		     (p->addr_key[2] + w[2]) * (p->addr_key[3] + w[3]);
+	/* A product alone spreads addresses that differ in a few low bits
+	 * (a flood from one network) badly for some keys: a key with many
+	 * trailing zero bits leaves sets unused. The finaliser of MurmurHash3
+	 * makes every top bit depend on every bit of h. */
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
 	return p->entries[h >> (64 - SET_BITS)];
 }
 
