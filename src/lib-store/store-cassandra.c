@@ -688,6 +688,9 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 	buf_init(&q, 0);
 	buf_printf(&q, "CREATE KEYSPACE IF NOT EXISTS %s WITH replication ="
 		       " {'class': 'NetworkTopologyStrategy', %s}", c->keyspace, repl.data);
+	int64_t schema_start_ms = clock_monotonic_ms();
+	struct cql_stats before;
+	cql_session_stats(c->session, &before);
 	enum store_status st = run_ddl(c, q.data);
 	for (size_t i = 0; st == STORE_OK && i < sizeof(schema) / sizeof(schema[0]); i++) {
 		char stmt[1024];
@@ -697,6 +700,18 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 	buf_deinit(&repl);
 	if (st == STORE_OK)
 		st = migrate_users(c);
+	/* A schema change waits for every node to agree on it: a slow or
+	 * unreachable peer makes the start-up slow, and says so here. */
+	struct cql_stats after;
+	cql_session_stats(c->session, &after);
+	uint64_t disagreed = after.schema_agreement_timeouts - before.schema_agreement_timeouts;
+	if (disagreed > 0)
+		log_warn("cassandra: schema ready keyspace=%s ms=%lld, but %llu changes timed out"
+			 " waiting for schema agreement (is every node up and reachable?)", c->keyspace,
+			 (long long)(clock_monotonic_ms() - schema_start_ms), (unsigned long long)disagreed);
+	else
+		log_info("cassandra: schema ready keyspace=%s ms=%lld", c->keyspace,
+			 (long long)(clock_monotonic_ms() - schema_start_ms));
 	if (st != STORE_OK) {
 		*error_r = "cannot create the Cassandra schema (see the log)";
 		cql_session_destroy(&c->session);

@@ -643,6 +643,7 @@ int serve(const struct tern_settings *set)
 	env->set = set;
 	const char *error;
 	int ret = 0;
+	int64_t start_ms = clock_monotonic_ms();
 
 	log_set_level((enum log_level)set->log_level);
 	if (set->log_target == LOG_TARGET_SYSLOG)
@@ -754,8 +755,9 @@ int serve(const struct tern_settings *set)
 		ret = 71; /* EX_OSERR */
 		goto out;
 	}
-	log_info("tern ready store=%s pop3_ids=%s", store_backend_name(env->store),
-		 set->store.pop3_ids == STORE_POP3_IDS_UID ? "uid" : "messageid");
+	log_info("tern ready store=%s pop3_ids=%s startup_ms=%lld", store_backend_name(env->store),
+		 set->store.pop3_ids == STORE_POP3_IDS_UID ? "uid" : "messageid",
+		 (long long)(clock_monotonic_ms() - start_ms));
 	notify_ready(&srv);
 	event_base_dispatch(env->base);
 

@@ -170,8 +170,17 @@ class TernServer:
             self.wait_ready()
         return self
 
+    def start_timeout(self):
+        # A new keyspace is created at start-up, and each schema change
+        # waits until every node (both datacenters) agrees on it: on a slow
+        # machine that takes longer than a listener's start.
+        if self.sections["store"].get("backend") == "cassandra":
+            return max(TIMEOUT, 90.0)
+        return TIMEOUT
+
     def wait_ready(self):
-        deadline = time.monotonic() + TIMEOUT
+        timeout = self.start_timeout()
+        deadline = time.monotonic() + timeout
         for port in self.listen_ports():
             while True:
                 if self.proc.poll() is not None:
@@ -184,7 +193,7 @@ class TernServer:
                 except OSError:
                     if time.monotonic() > deadline:
                         pytest.fail("tern serve did not accept on port %d within %ss:\n%s"
-                                    % (port, TIMEOUT, self.log_tail()))
+                                    % (port, timeout, self.log_tail()))
                     time.sleep(0.02)
 
     def _forget(self):
