@@ -32,6 +32,8 @@ enum key_type {
 	KEY_BACKEND,   /* a store backend of this build, kept as text */
 	KEY_LIMIT,     /* uint64_t: "none" (SETTINGS_NO_LIMIT, 0) or a size/count of at least 1 */
 	KEY_DAYS,      /* int: "never" (SETTINGS_EXPIRE_NEVER) or 0..36500 days */
+	KEY_PERIOD,    /* uint64_t milliseconds: as KEY_DURATION, and "5d"; at most 365 days */
+	KEY_PORT,      /* unsigned int 1..65535 */
 };
 
 struct key_def {
@@ -47,6 +49,7 @@ static const char *const pop3_ids_choices[] = { "messageid", "uid", NULL };
 static const char *const tls_version_choices[] = { "1.2", "1.3", NULL };
 static const char *const log_target_choices[] = { "stderr", "syslog", NULL };
 static const char *const log_level_choices[] = { "debug", "info", "warn", "error", NULL };
+static const char *const relay_tls_choices[] = { "may", "verify", "dane", "none", NULL };
 
 #define OFF(f) offsetof(struct tern_settings, f)
 static const struct key_def keys[] = {
@@ -107,6 +110,28 @@ static const struct key_def keys[] = {
 	{ "admin", "metrics_public", KEY_BOOL, OFF(admin_metrics_public), NULL },
 	{ "quota", "messages", KEY_LIMIT, OFF(quota_messages), NULL },
 	{ "quota", "octets", KEY_LIMIT, OFF(quota_octets), NULL },
+	{ "submission", "listen", KEY_LISTEN, OFF(submission_listen), NULL },
+	{ "submission", "listen_tls", KEY_LISTEN, OFF(submission_listen_tls), NULL },
+	{ "queue", "node_id", KEY_STRING, OFF(queue_node_id), NULL },
+	{ "queue", "retry_min", KEY_PERIOD, OFF(queue_retry_min_ms), NULL },
+	{ "queue", "retry_max", KEY_PERIOD, OFF(queue_retry_max_ms), NULL },
+	{ "queue", "max_lifetime", KEY_PERIOD, OFF(queue_max_lifetime_ms), NULL },
+	{ "queue", "lease", KEY_PERIOD, OFF(queue_lease_ms), NULL },
+	{ "queue", "scan_interval", KEY_PERIOD, OFF(queue_scan_interval_ms), NULL },
+	{ "relay", "smarthost", KEY_STRING, OFF(relay_smarthost), NULL },
+	{ "relay", "resolver", KEY_STRING, OFF(relay_resolver), NULL },
+	{ "relay", "username", KEY_STRING, OFF(relay_username), NULL },
+	{ "relay", "password_file", KEY_STRING, OFF(relay_password_file), NULL },
+	{ "relay", "tls", KEY_ENUM, OFF(relay_tls), relay_tls_choices },
+	{ "relay", "ca_file", KEY_STRING, OFF(relay_ca_file), NULL },
+	{ "relay", "trust_anchor_file", KEY_STRING, OFF(relay_trust_anchor_file), NULL },
+	{ "relay", "port", KEY_PORT, OFF(relay_port), NULL },
+	{ "relay", "concurrency", KEY_UINT, OFF(relay_concurrency), NULL },
+	{ "relay", "connect_timeout", KEY_PERIOD, OFF(relay_connect_timeout_ms), NULL },
+	{ "relay", "command_timeout", KEY_PERIOD, OFF(relay_command_timeout_ms), NULL },
+	{ "dkim", "domain", KEY_STRING, OFF(dkim_domain), NULL },
+	{ "dkim", "selector", KEY_STRING, OFF(dkim_selector), NULL },
+	{ "dkim", "key_file", KEY_STRING, OFF(dkim_key_file), NULL },
 };
 
 static char reason_buf[512];
@@ -156,6 +181,26 @@ static int parse_duration(const char *v, unsigned int *ms_r)
 	if (n > 86400ULL * 1000 || n * mult > 86400ULL * 1000)
 		return -1;
 	*ms_r = (unsigned int)(n * mult);
+	return 0;
+}
+
+/* As parse_duration, and days ("5d"); at most 365 days. */
+static int parse_period(const char *v, uint64_t *ms_r)
+{
+	char *end;
+	if (*v < '0' || *v > '9')
+		return -1;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (strcmp(end, "d") != 0) {
+		unsigned int ms;
+		if (parse_duration(v, &ms) < 0)
+			return -1;
+		*ms_r = ms;
+		return 0;
+	}
+	if (n > 365)
+		return -1;
+	*ms_r = n * 86400ULL * 1000;
 	return 0;
 }
 
@@ -251,6 +296,8 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 		set->group_line = line;
 	if (strcmp(section, "admin") == 0 && strcmp(key, "listen") == 0)
 		set->admin_line = line;
+	if (strcmp(section, "dkim") == 0 && set->dkim_line == 0)
+		set->dkim_line = line;
 	const struct key_def *def = NULL;
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0)
@@ -322,6 +369,27 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 			return -1;
 		}
 		return 0;
+	case KEY_PERIOD:
+		if (parse_period(value, field) < 0) {
+			snprintf(reason_buf, sizeof(reason_buf),
+				 "%s: invalid duration \"%.200s\" (expected e.g. 30s, 5m, 1h, 5d; at most 365d)",
+				 key, value);
+			*error_r = reason_buf;
+			return -1;
+		}
+		return 0;
+	case KEY_PORT: {
+		char *end;
+		unsigned long n = strtoul(value, &end, 10);
+		if (*value < '0' || *value > '9' || *end != '\0' || n == 0 || n > 65535) {
+			snprintf(reason_buf, sizeof(reason_buf),
+				 "%s: invalid port \"%.200s\" (expected 1..65535)", key, value);
+			*error_r = reason_buf;
+			return -1;
+		}
+		*(unsigned int *)field = (unsigned int)n;
+		return 0;
+	}
 	case KEY_BOOL:
 		if (parse_bool(value, field) < 0) {
 			snprintf(reason_buf, sizeof(reason_buf),
@@ -474,6 +542,21 @@ static void check_whole(struct tern_settings *set, struct buf *problems)
 	    set->login_timeout_ms < 1000 || set->smtp_idle_timeout_ms < 1000 ||
 	    set->lmtp_idle_timeout_ms < 1000 || set->pop3_idle_timeout_ms < 1000)
 		settings_add_problem(problems, "%s: timeouts must be at least 1s", path);
+	if (set->queue_retry_min_ms < 1000 || set->queue_retry_max_ms < set->queue_retry_min_ms)
+		settings_add_problem(problems, "%s: [queue] retry_min must be at least 1s and retry_max at least retry_min", path);
+	if (set->queue_lease_ms < 3000 || set->queue_scan_interval_ms < 100)
+		settings_add_problem(problems, "%s: [queue] lease must be at least 3s and scan_interval at least 100ms", path);
+	if (set->queue_max_lifetime_ms < set->queue_retry_min_ms)
+		settings_add_problem(problems, "%s: [queue] max_lifetime is below retry_min", path);
+	if (set->relay_connect_timeout_ms < 100 || set->relay_command_timeout_ms < 100)
+		settings_add_problem(problems, "%s: [relay] timeouts must be at least 100ms", path);
+	if ((set->relay_username == NULL) != (set->relay_password_file == NULL) ||
+	    (set->relay_username != NULL && set->relay_smarthost == NULL))
+		settings_add_problem(problems, "%s: [relay] username and password_file go together, and only with smarthost", path);
+	bool dkim_any = set->dkim_domain != NULL || set->dkim_selector != NULL || set->dkim_key_file != NULL;
+	if (dkim_any && (set->dkim_domain == NULL || set->dkim_selector == NULL || set->dkim_key_file == NULL))
+		settings_add_problem(problems, "%s:%u: [dkim] needs domain, selector and key_file together", path,
+				     set->dkim_line);
 	resolve_user(set, problems);
 }
 
@@ -564,6 +647,16 @@ struct tern_settings *settings_read(const char *path, char **errors_r)
 	set->log_level = 1; /* info */
 	set->quota_messages = SETTINGS_NO_LIMIT;
 	set->quota_octets = SETTINGS_NO_LIMIT;
+	set->queue_retry_min_ms = 5 * 60 * 1000;
+	set->queue_retry_max_ms = 3600 * 1000;
+	set->queue_max_lifetime_ms = 5ULL * 86400 * 1000;
+	set->queue_lease_ms = 60 * 1000;
+	set->queue_scan_interval_ms = 10 * 1000;
+	set->relay_tls = SETTINGS_RELAY_TLS_MAY;
+	set->relay_port = 25;
+	set->relay_concurrency = 8;
+	set->relay_connect_timeout_ms = 30 * 1000;
+	set->relay_command_timeout_ms = 300 * 1000;  /* RFC 5321 4.5.3.2 */
 	*errors_r = NULL;
 	struct buf problems;
 	buf_init(&problems, 0);
@@ -593,6 +686,15 @@ struct tern_settings *settings_read(const char *path, char **errors_r)
 	}
 	if (set->data_dir == NULL)
 		set->data_dir = xstrdup("./var");
+	if (set->queue_node_id == NULL || *set->queue_node_id == '\0') {
+		free(set->queue_node_id);
+		set->queue_node_id = xstrdup(set->hostname);
+	}
+	/* A node id is a row key of the queue: short and plain. */
+	if (strlen(set->queue_node_id) > 64 || strspn(set->queue_node_id,
+		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != strlen(set->queue_node_id))
+		settings_add_problem(&problems, "%s: [queue] node_id \"%.100s\" must be 1 to 64 letters, digits, '.', '-' or '_'",
+				     path, set->queue_node_id);
 	if (set->store_backend == NULL)
 		set->store_backend = xstrdup("sqlite");
 	check_whole(set, &problems);

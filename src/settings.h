@@ -105,6 +105,35 @@ struct tern_settings {
 	unsigned int admin_line;   /* where [admin] listen was set, for errors */
 	/* [quota]: the per-user defaults, SETTINGS_NO_LIMIT when none */
 	uint64_t quota_messages, quota_octets;
+	/* [submission]: SMTP for a mail client (RFC 6409): AUTH before MAIL;
+	 * listen offers STARTTLS and AUTH only after it, listen_tls is TLS
+	 * from the first octet (RFC 8314) */
+	char *submission_listen, *submission_listen_tls;
+	/* [queue]: the outbound queue (docs/outbound.md). node_id names this
+	 * node's share of it (NULL: [server] hostname); the retry interval
+	 * starts at retry_min and doubles up to retry_max, until max_lifetime;
+	 * a node whose heartbeat is older than lease is presumed dead and its
+	 * queue is taken over; scan_interval is how often the queue is read */
+	char *queue_node_id;
+	uint64_t queue_retry_min_ms, queue_retry_max_ms, queue_max_lifetime_ms;
+	uint64_t queue_lease_ms, queue_scan_interval_ms;
+	/* [relay]: delivery to other servers */
+	char *relay_smarthost, *relay_resolver, *relay_username, *relay_password_file;
+	int relay_tls;             /* enum settings_relay_tls */
+	char *relay_ca_file, *relay_trust_anchor_file;
+	unsigned int relay_port, relay_concurrency;
+	uint64_t relay_connect_timeout_ms, relay_command_timeout_ms;
+	/* [dkim]: the signing key for mail from domain (and its subdomains) */
+	char *dkim_domain, *dkim_selector, *dkim_key_file;
+	unsigned int dkim_line;    /* where [dkim] was, for errors */
+};
+
+/* [relay] tls */
+enum settings_relay_tls {
+	SETTINGS_RELAY_TLS_MAY = 0,  /* STARTTLS when offered, unverified */
+	SETTINGS_RELAY_TLS_VERIFY,   /* TLS with a verified certificate, or no delivery */
+	SETTINGS_RELAY_TLS_DANE,     /* RFC 7672 where DNSSEC-signed TLSA records exist, else may */
+	SETTINGS_RELAY_TLS_NONE,     /* never TLS (a smarthost on loopback) */
 };
 
 /* Reads and checks the whole file. Returns NULL with a malloc'ed *error_r

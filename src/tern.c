@@ -11,6 +11,8 @@
  *   repair [options]               the listing/body consistency check and sweep
  *   import ADDRESS maildir|mbox PATH [--uidl MODE], import --batch FILE
  *   export ADDRESS maildir PATH    (docs/migration.md)
+ *   queue list|flush, queue del ID the outbound queue (docs/outbound.md)
+ *   dkim record                    the DNS TXT record of the [dkim] key
  * Administrative commands talk to the store directly, so they work whether
  * or not the daemon runs. Mistakes print one line naming the problem and
  * exit non-zero with a sysexits.h code.
@@ -30,6 +32,8 @@
 #include "log.h"
 #include "mail-address.h"
 #include "mail-data.h"
+#include "outbound.h"
+#include "dkim.h"
 #include "password.h"
 #include "server.h"
 #include "settings.h"
@@ -71,6 +75,10 @@ static void usage(FILE *f)
 		"                                import a mailbox, keeping its order and POP3 UIDLs\n"
 		"  import [--uidl MODE] --batch FILE   import each \"ADDRESS FORMAT PATH\" line of FILE\n"
 		"  export ADDRESS maildir PATH   write the mailbox as a Maildir with a dovecot-uidlist\n"
+		"  queue list                    list the outbound queue, every node's\n"
+		"  queue flush                   make every queued message due now\n"
+		"  queue del ID                  remove a message from the queue (no DSN)\n"
+		"  dkim record                   print the DNS TXT record for the [dkim] key\n"
 		"FILE defaults to $TERN_CONFIG, then " DEFAULT_CONFIG ".\n");
 }
 
@@ -960,6 +968,101 @@ static int import_batch(struct store *store, const char *file, enum import_uidl 
 	return failed > 0 ? EX_DATAERR : EX_OK;
 }
 
+static void print_time(int64_t us)
+{
+	time_t t = (time_t)(us / 1000000);
+	struct tm tm;
+	char text[32];
+	gmtime_r(&t, &tm);
+	strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	fputs(text, stdout);
+}
+
+static const char *queue_state_name(enum store_queue_state st)
+{
+	switch (st) {
+	case STORE_QUEUE_PENDING: return "pending";
+	case STORE_QUEUE_SENT: return "sent";
+	case STORE_QUEUE_FAILED: return "failed";
+	}
+	return "?";
+}
+
+/* One line per message: ID OWNER QUEUED NEXT-ATTEMPT ATTEMPTS SIZE <SENDER>,
+ * then one indented line per recipient with its state and last reply. */
+static int queue_list(struct store *store)
+{
+	struct store_queue_entry *entries = NULL;
+	unsigned int count = 0;
+	enum store_status st = store_queue_scan(store, NULL, INT64_MAX, 100000, &entries, &count);
+	if (st != STORE_OK)
+		return die(store_exit(st), "queue list: %s", store_status_name(st));
+	for (unsigned int i = 0; i < count; i++) {
+		const struct store_queue_entry *e = &entries[i];
+		char id[UUID_STR_LEN + 1];
+		uuid_format(&e->id, id);
+		printf("%s %s ", id, e->owner);
+		print_time(e->queued_us);
+		putchar(' ');
+		print_time(e->next_attempt_us);
+		printf(" attempts=%u size=%llu <%s>\n", e->attempts, (unsigned long long)e->size, e->sender);
+		for (unsigned int k = 0; k < e->rcpt_count; k++)
+			printf("  %s %s%s%s\n", e->rcpts[k].address, queue_state_name(e->rcpts[k].state),
+			       e->rcpts[k].diagnostic[0] != '\0' ? " " : "", e->rcpts[k].diagnostic);
+	}
+	printf("%u message%s queued\n", count, count == 1 ? "" : "s");
+	store_queue_entries_free(&entries, count);
+	return EX_OK;
+}
+
+static int cmd_queue(struct store *store, int argc, char **argv)
+{
+	if (argc == 1 && strcmp(argv[0], "list") == 0)
+		return queue_list(store);
+	if (argc == 1 && strcmp(argv[0], "flush") == 0) {
+		unsigned int n = 0;
+		enum store_status st = store_queue_flush(store, &n);
+		if (st != STORE_OK)
+			return die(store_exit(st), "queue flush: %s", store_status_name(st));
+		printf("%u message%s due now (a running server sends them at its next scan of the queue)\n",
+		       n, n == 1 ? "" : "s");
+		return EX_OK;
+	}
+	if (argc == 2 && strcmp(argv[0], "del") == 0) {
+		struct uuid id;
+		if (uuid_parse(argv[1], &id) < 0)
+			return die(EX_DATAERR, "queue del: \"%.64s\" is not a queue id (see tern queue list)", argv[1]);
+		enum store_status st = store_queue_del(store, &id);
+		if (st == STORE_NOTFOUND)
+			return die(EX_NOUSER, "queue del: no queued message %s", argv[1]);
+		return st == STORE_OK ? EX_OK : die(store_exit(st), "queue del: %s", store_status_name(st));
+	}
+	usage(stderr);
+	return EX_USAGE;
+}
+
+static int cmd_dkim(const struct tern_settings *set, int argc, char **argv)
+{
+	if (argc != 1 || strcmp(argv[0], "record") != 0) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (set->dkim_domain == NULL)
+		return die(EX_CONFIG, "dkim record: %s has no [dkim] section", set->path);
+	const char *error = NULL;
+	struct dkim_key *key = outbound_load_dkim(set, &error);
+	if (key == NULL)
+		return die(EX_CONFIG, "dkim record: %s", error);
+	struct buf rec;
+	buf_init(&rec, 0);
+	int ret = dkim_dns_record(key, &rec, &error);
+	if (ret == 0)
+		printf("%s._domainkey.%s. IN TXT \"%s\"\n", set->dkim_selector, set->dkim_domain, rec.data);
+	buf_deinit(&rec);
+	dkim_key_free(&key);
+	return ret == 0 ? EX_OK : die(EX_SOFTWARE, "dkim record: %s", error);
+}
+
 static int cmd_import(struct store *store, int argc, char **argv)
 {
 	enum import_uidl uidl = IMPORT_UIDL_AUTO;
@@ -1049,7 +1152,8 @@ int main(int argc, char **argv)
 	    strcmp(command, "user") != 0 && strcmp(command, "deliver") != 0 &&
 	    strcmp(command, "repair") != 0 && strcmp(command, "alias") != 0 &&
 	    strcmp(command, "quota") != 0 && strcmp(command, "import") != 0 &&
-	    strcmp(command, "export") != 0) {
+	    strcmp(command, "export") != 0 && strcmp(command, "queue") != 0 &&
+	    strcmp(command, "dkim") != 0) {
 		fprintf(stderr, "tern: unknown command \"%s\"\n", command);
 		usage(stderr);
 		return EX_USAGE;
@@ -1075,6 +1179,11 @@ int main(int argc, char **argv)
 	}
 
 	log_set_level(LOG_WARN);
+	if (strcmp(command, "dkim") == 0) {
+		ret = cmd_dkim(set, rest_argc, rest);
+		settings_free(&set);
+		return ret;
+	}
 	/* As root, the administrative commands run as [server] user too, so
 	 * that what they create (the database, its journal) stays the
 	 * server's. */
@@ -1105,6 +1214,8 @@ int main(int argc, char **argv)
 		ret = cmd_import(store, rest_argc, rest);
 	else if (strcmp(command, "export") == 0)
 		ret = cmd_export(store, rest_argc, rest);
+	else if (strcmp(command, "queue") == 0)
+		ret = cmd_queue(store, rest_argc, rest);
 	else
 		ret = cmd_deliver(set, store, rest_argc, rest);
 	store_close(&store);

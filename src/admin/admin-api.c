@@ -24,6 +24,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "password.h"
+#include "session.h"
 #include "settings.h"
 
 #define PASSWORD_MAX 1024
@@ -32,7 +33,7 @@
 
 typedef void admin_fn(struct admin_job *j);
 
-enum arg_kind { ARG_NONE, ARG_DOMAIN, ARG_ADDRESS, ARG_TASK };
+enum arg_kind { ARG_NONE, ARG_DOMAIN, ARG_ADDRESS, ARG_TASK, ARG_QUEUE_ID };
 
 struct endpoint {
 	enum evhttp_cmd_type method;
@@ -701,6 +702,78 @@ static void healthcheck(struct admin_job *j)
 	buf_deinit(&detail);
 }
 
+/* --- the outbound queue --- */
+
+static const char *queue_state_text(enum store_queue_state st)
+{
+	return st == STORE_QUEUE_SENT ? "sent" : st == STORE_QUEUE_FAILED ? "failed" : "pending";
+}
+
+#define QUEUE_LIST_MAX 1000
+
+static void queue_list(struct admin_job *j)
+{
+	struct store_queue_entry *entries = NULL;
+	unsigned int count = 0;
+	enum store_status st = store_queue_scan(j->store, NULL, INT64_MAX, QUEUE_LIST_MAX + 1,
+						&entries, &count);
+	if (st != STORE_OK) {
+		admin_reply_store_error(j, st, "queue");
+		return;
+	}
+	json_t *list = json_array();
+	for (unsigned int i = 0; i < count && i < QUEUE_LIST_MAX; i++) {
+		const struct store_queue_entry *e = &entries[i];
+		char id[UUID_STR_LEN + 1];
+		uuid_format(&e->id, id);
+		json_t *rcpts = json_array();
+		for (unsigned int k = 0; k < e->rcpt_count; k++)
+			json_array_append_new(rcpts, json_pack("{s:s, s:s, s:s}", "address", e->rcpts[k].address,
+							       "state", queue_state_text(e->rcpts[k].state),
+							       "last_reply", e->rcpts[k].diagnostic));
+		json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:I, s:o}", "id", id,
+						      "owner", e->owner, "sender", e->sender,
+						      "queued_us", (json_int_t)e->queued_us,
+						      "next_attempt_us", (json_int_t)e->next_attempt_us,
+						      "attempts", (int)e->attempts, "size", (json_int_t)e->size,
+						      "recipients", rcpts));
+	}
+	admin_reply_json(j, HTTP_OK, json_pack("{s:o, s:b}", "messages", list, "truncated",
+					       count > QUEUE_LIST_MAX));
+	store_queue_entries_free(&entries, count);
+}
+
+/* Every message due now, and the runner woken: it sends them at once. */
+static void queue_flush(struct admin_job *j)
+{
+	unsigned int n = 0;
+	enum store_status st = store_queue_flush(j->store, &n);
+	if (st != STORE_OK) {
+		admin_reply_store_error(j, st, "queue");
+		return;
+	}
+	if (j->env->queued != NULL)
+		j->env->queued(j->env);
+	admin_reply_json(j, HTTP_OK, json_pack("{s:i}", "due", (int)n));
+}
+
+static void queue_delete(struct admin_job *j)
+{
+	struct uuid id;
+	if (uuid_parse(j->arg, &id) < 0) {
+		admin_reply_error(j, HTTP_NOTFOUND, "queue %.64s: not found", j->arg);
+		return;
+	}
+	enum store_status st = store_queue_del(j->store, &id);
+	if (st != STORE_OK) {
+		char what[UUID_STR_LEN + 8];
+		snprintf(what, sizeof(what), "queue %s", j->arg);
+		admin_reply_store_error(j, st, what);
+		return;
+	}
+	admin_reply_json(j, HTTP_OK, json_pack("{s:s}", "deleted", j->arg));
+}
+
 static void metrics(struct admin_job *j)
 {
 	buf_reset(&j->reply);
@@ -736,6 +809,9 @@ static const struct route routes[] = {
 	{ { "tasks" }, ARG_NONE, { { GET, tasks_list, NULL } } },
 	{ { "tasks", "repair" }, ARG_NONE, { { POST, repair_post, NULL } } },
 	{ { "tasks", "*" }, ARG_TASK, { { GET, task_get, NULL } } },
+	{ { "queue" }, ARG_NONE, { { GET, NULL, queue_list } } },
+	{ { "queue", "flush" }, ARG_NONE, { { POST, NULL, queue_flush } } },
+	{ { "queue", "*" }, ARG_QUEUE_ID, { { DELETE, NULL, queue_delete } } },
 	{ { "healthcheck" }, ARG_NONE, { { GET, NULL, healthcheck } } },
 	{ { "metrics" }, ARG_NONE, { { GET, NULL, metrics } } },
 };
@@ -781,7 +857,7 @@ static int parse_arg(struct admin_job *j, enum arg_kind kind, const char *raw)
 			mail_address_format(&addr, j->arg, sizeof(j->arg));
 		}
 	} else if (str_copy(j->arg, s, sizeof(j->arg)) >= sizeof(j->arg)) {
-		admin_reply_error(j, HTTP_NOTFOUND, "unknown task");
+		admin_reply_error(j, HTTP_NOTFOUND, kind == ARG_TASK ? "unknown task" : "no such queued message");
 		ret = -1;
 	}
 	free(s);

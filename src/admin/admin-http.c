@@ -398,6 +398,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 	j->store = a->env->store;
 	j->set = a->env->set;
 	j->tasks = a->tasks;
+	j->env = a->env;
 	buf_init(&j->reply, 0);
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t body_len = evbuffer_get_length(in);

@@ -22,6 +22,7 @@
 struct admin_http;
 struct admin_conn;
 struct admin_tasks;
+struct session_env;
 struct tern_settings;
 
 struct admin_job {
@@ -35,6 +36,7 @@ struct admin_job {
 	struct store *store;
 	const struct tern_settings *set;
 	struct admin_tasks *tasks;
+	const struct session_env *env; /* the queue runner's wake-up (POST /queue/flush) */
 
 	/* The request, parsed by admin_route() on the loop. */
 	void (*work)(struct admin_job *j);  /* on a worker; NULL: answered already */

@@ -35,7 +35,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "dkim.h"
 #include "log.h"
+#include "mail-address.h"
 #include "mail-trace.h"
 
 #define SPOOL_DIR "spool"
@@ -71,6 +74,15 @@ struct delivery {
 	bool id_minted;
 	bool ran;
 	char error[256];
+
+	/* the remote recipients: one queue entry */
+	char **remotes;
+	unsigned int remote_count;
+	struct store_queue_put qp;
+	struct buf queue_header;    /* DKIM-Signature: (when signed) + header */
+	char queue_id[UUID_STR_LEN + 1];
+	bool queue_minted, signed_;
+	enum store_status queue_status;
 };
 
 struct delivery *delivery_create(const struct delivery_settings *set, const char *sender)
@@ -85,6 +97,8 @@ struct delivery *delivery_create(const struct delivery_settings *set, const char
 	buf_init(&d->body, 0);
 	d->spool_fd = -1;
 	d->failed = STORE_OK;
+	buf_init(&d->queue_header, 0);
+	d->queue_status = STORE_OK;
 	return d;
 }
 
@@ -116,8 +130,45 @@ void delivery_destroy(struct delivery **dp)
 	free(d->rcpts);
 	free(d->store_rcpts);
 	free(d->prefixes);
+	for (unsigned int i = 0; i < d->remote_count; i++)
+		free(d->remotes[i]);
+	free(d->remotes);
+	buf_deinit(&d->queue_header);
 	free(d->sender);
 	free(d);
+}
+
+void delivery_add_remote(struct delivery *d, const char *address)
+{
+	for (unsigned int i = 0; i < d->remote_count; i++)
+		if (strcmp(d->remotes[i], address) == 0)
+			return;
+	d->remotes = xrealloc(d->remotes, (d->remote_count + 1) * sizeof(*d->remotes));
+	d->remotes[d->remote_count++] = xstrdup(address);
+}
+
+unsigned int delivery_remote_count(const struct delivery *d)
+{
+	return d->remote_count;
+}
+
+enum store_status delivery_queue_status(const struct delivery *d)
+{
+	if (d->too_big)
+		return STORE_TOOBIG;
+	if (d->remote_count > 0 && !d->ran)
+		return STORE_TEMPFAIL;
+	return d->queue_status;
+}
+
+const char *delivery_queue_id(const struct delivery *d)
+{
+	return d->queue_minted ? d->queue_id : "";
+}
+
+bool delivery_signed(const struct delivery *d)
+{
+	return d->signed_;
 }
 
 unsigned int delivery_add_rcpt(struct delivery *d, const char *address)
@@ -358,12 +409,105 @@ static bool any_temporary(const struct delivery *d, enum store_status st)
 	return false;
 }
 
+/* Reads up to size octets of the body from its start (memory or spool). */
+static size_t body_head(const struct delivery *d, char *out, size_t size)
+{
+	if (d->spool_fd < 0) {
+		size_t n = d->body.len < size ? d->body.len : size;
+		memcpy(out, d->body.data, n);
+		return n;
+	}
+	ssize_t n = pread(d->spool_fd, out, size, 0);
+	return n > 0 ? (size_t)n : 0;
+}
+
+/* Feeds the body, wherever it is, to the signer. -1 on a read error. */
+static int sign_body(const struct delivery *d, struct dkim_sign *sign)
+{
+	if (d->spool_fd < 0) {
+		dkim_sign_update(sign, d->body.data, d->body.len);
+		return 0;
+	}
+	char chunk[SPOOL_BUFFER];
+	for (uint64_t off = 0; off < d->size;) {
+		size_t want = d->size - off < sizeof(chunk) ? (size_t)(d->size - off) : sizeof(chunk);
+		ssize_t n = pread(d->spool_fd, chunk, want, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		dkim_sign_update(sign, chunk, (size_t)n);
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* The queued copy's header: a DKIM-Signature: when the key covers the
+ * From: domain, then the trace fields. A message that cannot be signed
+ * (no From:, a header over the signer's cap, a read error) is queued
+ * unsigned and the log says why: losing the mail would be worse. */
+static void queue_header(struct delivery *d)
+{
+	buf_reset(&d->queue_header);
+	const struct dkim_key *key = d->set.dkim;
+	if (key != NULL) {
+		static _Thread_local char head[64 * 1024];
+		char domain[256];
+		size_t n = body_head(d, head, sizeof(head));
+		if (mail_header_from_domain(head, n, domain, sizeof(domain)) == 0 &&
+		    dkim_key_covers(key, domain)) {
+			struct dkim_sign *sign = dkim_sign_begin(key, clock_wall_us() / 1000000);
+			dkim_sign_update(sign, d->header.data, d->header.len);
+			const char *error = "cannot read the spool file";
+			if (sign_body(d, sign) < 0 ||
+			    dkim_sign_end(&sign, &d->queue_header, &error) < 0) {
+				if (sign != NULL)
+					(void)dkim_sign_end(&sign, &d->queue_header, &error);
+				buf_reset(&d->queue_header);
+				log_warn("delivery id=%s: queued unsigned: dkim: %s", d->id, error);
+			} else {
+				d->signed_ = true;
+			}
+		}
+	}
+	buf_append(&d->queue_header, d->header.data, d->header.len);
+}
+
+/* Puts the message in the outbound queue for the remote recipients; one
+ * retry with the same entry id, which makes a second put idempotent. */
+static enum store_status queue_run(struct delivery *d, struct store *store)
+{
+	if (d->set.queue_owner == NULL)
+		return STORE_INVALID;
+	if (!d->queue_minted) {
+		store_queue_put_init(&d->qp);
+		uuid_format(&d->qp.id, d->queue_id);
+		d->queue_minted = true;
+		queue_header(d);
+	}
+	struct store_queue_put *q = &d->qp;
+	q->owner = d->set.queue_owner;
+	q->sender = d->sender;
+	q->rcpts = (const char *const *)d->remotes;
+	q->rcpt_count = d->remote_count;
+	q->header = d->queue_header.data;
+	q->header_len = d->queue_header.len;
+	q->body = d->sd.body;
+	q->body_len = d->sd.body_len;
+	q->body_fd = d->sd.body_fd;
+	q->next_attempt_us = clock_wall_us();
+	enum store_status st = store_queue_put(store, q);
+	if (store_status_is_temporary(st))
+		st = store_queue_put(store, q);
+	return st;
+}
+
 enum store_status delivery_run(struct delivery *d, struct store *store)
 {
 	mint_id(d);
 	d->ran = true;
 	enum store_status st = STORE_OK;
-	if (d->unique == 0)
+	if (d->unique == 0 && d->remote_count == 0)
 		st = STORE_INVALID;
 	else if (d->too_big)
 		st = STORE_TOOBIG;
@@ -373,6 +517,7 @@ enum store_status delivery_run(struct delivery *d, struct store *store)
 		st = d->failed;
 	if (st != STORE_OK) {
 		set_all(d, st);
+		d->queue_status = st;
 		return st;
 	}
 	d->sd.header = d->header.data;
@@ -388,6 +533,15 @@ enum store_status delivery_run(struct delivery *d, struct store *store)
 	d->sd.rcpts = d->store_rcpts;
 	d->sd.rcpt_count = d->unique;
 	d->sd.quota_all_or_nothing = d->set.quota_all_or_nothing;
+	if (d->remote_count > 0) {
+		d->queue_status = queue_run(d, store);
+		if (d->queue_status != STORE_OK && d->set.quota_all_or_nothing) {
+			set_all(d, d->queue_status);
+			return d->queue_status;
+		}
+	}
+	if (d->unique == 0)
+		return d->queue_status;
 	st = store_deliver(store, &d->sd);
 	/* One retry with the same message id: idempotent if the first attempt
 	 * did commit, and it reaches the recipients that failed. */
@@ -416,8 +570,12 @@ enum store_status delivery_status(const struct delivery *d)
 {
 	if (d->too_big)
 		return STORE_TOOBIG;
-	if (!d->ran || d->unique == 0)
+	if (!d->ran || (d->unique == 0 && d->remote_count == 0))
 		return STORE_TEMPFAIL;
+	if (d->remote_count > 0 && d->queue_status != STORE_OK)
+		return store_status_is_temporary(d->queue_status) ? STORE_TEMPFAIL : d->queue_status;
+	if (d->unique == 0)
+		return STORE_OK;
 	unsigned int ok = 0, failed = 0;
 	enum store_status first_failure = STORE_OK;
 	bool same = true;
@@ -432,6 +590,8 @@ enum store_status delivery_status(const struct delivery *d)
 				same = false;
 		}
 	}
+	/* A queued copy counts as delivered: the remote recipients have it. */
+	ok += d->remote_count > 0;
 	if (failed > 0)
 		return ok == 0 && same ? first_failure : STORE_TEMPFAIL;
 	return ok > 0 ? STORE_OK : STORE_NOTFOUND;

@@ -51,6 +51,8 @@
 
 #define DELIVERY_MEMORY_MAX (1024 * 1024)
 
+struct dkim_key;
+
 struct delivery_settings {
 	const char *data_dir;       /* the spool is data_dir/spool; must outlive the delivery */
 	uint64_t max_message_size;  /* body octets (decoded, without the header buffer) */
@@ -58,6 +60,12 @@ struct delivery_settings {
 	/* One recipient over quota means nobody gets the message (SMTP, which
 	 * has one reply after the data); else each recipient on its own. */
 	bool quota_all_or_nothing;
+	/* Remote recipients (delivery_add_remote) go to the outbound queue
+	 * under this node's id ([queue] node_id); required when there are any. */
+	const char *queue_owner;
+	/* Signs what goes to the queue when the From: domain is the key's (or
+	 * a subdomain of it); NULL: nothing is signed. Must outlive the delivery. */
+	const struct dkim_key *dkim;
 };
 
 struct delivery;
@@ -72,6 +80,21 @@ void delivery_destroy(struct delivery **d);
  * an earlier one is stored once and shares that one's result. The caller
  * caps how many (e.g. [smtp] max_recipients). */
 unsigned int delivery_add_rcpt(struct delivery *d, const char *address);
+
+/* Adds a recipient outside the local domains (a normalised address; a
+ * repeat is kept once): the message goes to the outbound queue for it, as
+ * one queue entry for all of them, once the local recipients have it. The
+ * caller decides who may relay (an authenticated client, or an alias's
+ * remote target) and caps the count with the local ones. */
+void delivery_add_remote(struct delivery *d, const char *address);
+unsigned int delivery_remote_count(const struct delivery *d);
+/* After delivery_run(): whether the message is durably queued for every
+ * remote recipient (STORE_OK), or why not; STORE_OK when there were none. */
+enum store_status delivery_queue_status(const struct delivery *d);
+/* After delivery_run(): the queue entry's id (text), "" when none. */
+const char *delivery_queue_id(const struct delivery *d);
+/* After delivery_run(): whether the queued copy carries a DKIM signature. */
+bool delivery_signed(const struct delivery *d);
 
 /* The message id (a TimeUUID's canonical text), kept across retries: for the
  * Received: field, the replies and the logs. The first call mints it, so
@@ -100,11 +123,15 @@ bool delivery_too_big(const struct delivery *d);
  * plus every body octet written. */
 uint64_t delivery_size(const struct delivery *d);
 
-/* Stores the message for every distinct recipient, blocking (a worker
- * thread's job). A temporary failure of the call or of any recipient is
- * retried once with the same message id, so a first attempt that did
- * commit leaves one copy with its UIDL. Returns the call's status; the
- * results are below. Call at most once. */
+/* Queues the message for the remote recipients (DKIM-signed when the key
+ * covers its From: domain), then stores it for every distinct local
+ * recipient, blocking (a worker thread's job). A temporary failure of the
+ * call or of any recipient is retried once with the same ids, so a first
+ * attempt that did commit leaves one copy with its UIDL (and one queue
+ * entry). When the queue cannot take it and quota_all_or_nothing is set
+ * (SMTP's one reply), nothing is stored locally either: the client's retry
+ * then brings it once to everybody. Returns the call's status; the results
+ * are below. Call at most once. */
 enum store_status delivery_run(struct delivery *d, struct store *store);
 
 /* After delivery_run(): the result for the i-th recipient added, a
@@ -113,10 +140,11 @@ enum store_status delivery_rcpt_status(const struct delivery *d, unsigned int i)
 /* true when the i-th recipient repeats an earlier one. */
 bool delivery_rcpt_is_duplicate(const struct delivery *d, unsigned int i);
 /* After delivery_run(): SMTP's one result. STORE_OK when every recipient has
- * the message durably, except ones that no longer exist (STORE_NOTFOUND,
- * when that is all of them). When a recipient failed otherwise: that
- * status if nobody got the message and every failure is the same, else
- * STORE_TEMPFAIL. STORE_TOOBIG when the body was over the cap. */
+ * the message durably (the remote ones: queued), except local ones that no
+ * longer exist (STORE_NOTFOUND, when that is all of them). When a recipient
+ * failed otherwise: that status if nobody got the message and every failure
+ * is the same, else STORE_TEMPFAIL. STORE_TOOBIG when the body was over the
+ * cap. */
 enum store_status delivery_status(const struct delivery *d);
 
 /* Removes every regular file left in data_dir/spool/ (only a crash between

@@ -26,6 +26,8 @@
 #include "mail-address.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
@@ -422,4 +424,68 @@ size_t mail_address_format(const struct mail_address *addr, char *out, size_t ou
 		out[o++] = addr->domain[i];
 	out[o] = '\0';
 	return total;
+}
+
+/* The value of the first From: field, unfolded, at most size - 1 octets. */
+static size_t header_from_value(const char *msg, size_t len, char *out, size_t size)
+{
+	size_t pos = 0, n = 0;
+	bool in_from = false;
+	while (pos < len) {
+		const char *line = msg + pos;
+		const char *nl = memchr(line, '\n', len - pos);
+		size_t line_len = nl != NULL ? (size_t)(nl - line) : len - pos;
+		pos += line_len + (nl != NULL);
+		if (line_len > 0 && line[line_len - 1] == '\r')
+			line_len--;
+		if (line_len == 0)
+			break;   /* the end of the header */
+		bool folded = line[0] == ' ' || line[0] == '\t';
+		if (in_from && !folded)
+			break;
+		if (!in_from && !folded && line_len >= 5 && strncasecmp(line, "From:", 5) == 0) {
+			in_from = true;
+			line += 5;
+			line_len -= 5;
+		} else if (!in_from) {
+			continue;
+		}
+		for (size_t i = 0; i < line_len && n + 1 < size; i++)
+			out[n++] = line[i];
+	}
+	out[n] = '\0';
+	return in_from ? n : 0;
+}
+
+int mail_header_from_domain(const char *msg, size_t len, char *domain_r, size_t size)
+{
+	char value[2048];
+	if (header_from_value(msg, len, value, sizeof(value)) == 0)
+		return -1;
+	/* The angle-addr when there is one ("Name <a@b>"), else the addr-spec
+	 * itself; a quoted display name may hold '@' and '<', so the address
+	 * is the last <...> of the first mailbox. */
+	char *addr = value;
+	char *lt = strrchr(value, '<');
+	if (lt != NULL) {
+		addr = lt + 1;
+		char *gt = strchr(addr, '>');
+		if (gt != NULL)
+			*gt = '\0';
+	} else {
+		char *comma = strchr(value, ',');
+		if (comma != NULL)
+			*comma = '\0';
+	}
+	char *at = strrchr(addr, '@');
+	if (at == NULL)
+		return -1;
+	const char *d = at + 1;
+	size_t dl = strspn(d, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+	if (dl == 0 || dl >= size || !mail_domain_is_valid(d, dl))
+		return -1;
+	for (size_t i = 0; i < dl; i++)
+		domain_r[i] = (char)tolower((unsigned char)d[i]);
+	domain_r[dl] = '\0';
+	return 0;
 }

@@ -43,5 +43,11 @@ int mail_address_parse_path(const char *s, size_t len, bool allow_null,
 size_t mail_address_format(const struct mail_address *addr, char *out, size_t outsize);
 /* true when the domain is a syntactically valid DNS name or address literal. */
 bool mail_domain_is_valid(const char *domain, size_t len);
+/* The domain of the address in a message's From: header field (RFC 5322
+ * 3.6.2; the first one when it lists several), lower-cased, for DKIM's
+ * choice of key. msg is the message's start: its header ends at the first
+ * empty line or at len, folded lines are followed. 0, or -1 when there is
+ * no From: field or no valid domain in it. */
+int mail_header_from_domain(const char *msg, size_t len, char *domain_r, size_t size);
 
 #endif

@@ -53,6 +53,7 @@
 #include "delivery.h"
 #include "log.h"
 #include "net.h"
+#include "outbound.h"
 #include "oauth.h"
 #include "pop3-expire.h"
 #include "pop3-session.h"
@@ -82,6 +83,8 @@ static const struct listener_def listener_defs[] = {
 	{ "smtp", LISTEN(smtp_listen), false, &smtp_protocol },
 	{ "smtps", LISTEN(smtp_listen_tls), true, &smtp_protocol },
 	{ "lmtp", LISTEN(lmtp_listen), false, &lmtp_protocol },
+	{ "submission", LISTEN(submission_listen), false, &submission_protocol },
+	{ "submissions", LISTEN(submission_listen_tls), true, &submission_protocol },
 	{ "pop3", LISTEN(pop3_listen), false, &pop3_protocol },
 	{ "pop3s", LISTEN(pop3_listen_tls), true, &pop3_protocol },
 };
@@ -102,6 +105,7 @@ struct server {
 	struct listener *listeners;
 	struct admin_http *admin;
 	struct pop3_expire *expire;
+	struct outbound *outbound;     /* DKIM key, relay, queue runner */
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_timer;
 	time_t shutdown_started;
 	bool shutting_down;
@@ -742,6 +746,11 @@ int serve(const struct tern_settings *set)
 	env->auth_cache = auth_cache_create(8192, set->auth_cache_ttl_ms);
 	env->registry = session_registry_create();
 	srv.expire = pop3_expire_start(env);
+	srv.outbound = outbound_start(env, set);
+	if (srv.outbound == NULL) {
+		ret = 78;
+		goto out;
+	}
 
 	/* The admin API needs the store and the pool; its port, unprivileged
 	 * (see docs/service.md), is bound by [server] user. */
@@ -764,6 +773,7 @@ int serve(const struct tern_settings *set)
 out:
 	free_listeners(&srv);
 	worker_pool_destroy(&env->pool);
+	outbound_stop(&srv.outbound, env);
 	pop3_expire_stop(&srv.expire);
 	audit_close(&env->audit);
 	admin_http_destroy(&srv.admin);

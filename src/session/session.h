@@ -59,6 +59,8 @@ typedef struct ssl_ctx_st SSL_CTX;
 
 /* The services sessions use, one set per process, made by the server.
  * Sessions only read it; the registry is changed through session_* calls. */
+struct dkim_key;
+
 struct session_env {
 	struct event_base *base;
 	struct worker_pool *pool;
@@ -72,6 +74,11 @@ struct session_env {
 	struct oauth_keys *oauth_keys;
 	struct session_registry *registry;
 	struct audit *audit;           /* [server] audit_log, NULL when not set */
+	const struct dkim_key *dkim;   /* [dkim]'s key, NULL when not set */
+	/* Called on the loop after a message was queued for remote
+	 * recipients (the queue runner's wake-up); NULL: nobody listens. */
+	void (*queued)(const struct session_env *env);
+	void *queue;                   /* the queue runner, for queued() */
 };
 
 /* Whether a new connection is within the connection limits. */

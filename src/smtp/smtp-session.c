@@ -13,9 +13,14 @@
  *   states its table row allows, else it gets that row's 503.
  * - 250 after DATA only once the store has committed the message for that
  *   recipient; any storage failure is 451 4.3.0, never 2xx or 5xx.
- * - Only recipients in local domains are accepted (550 5.7.1 otherwise),
- *   authenticated or not: tern is never an open relay, and relaying for
- *   authenticated clients is not implemented yet (the reply says so).
+ * - A recipient outside the local domains is accepted only from an
+ *   authenticated client, for the outbound queue (550 5.7.1 otherwise):
+ *   tern is never an open relay. An alias's remote targets are queued for
+ *   anyone who may mail the alias (that is forwarding, not relaying).
+ * - An authenticated client sends only as itself: the envelope sender must
+ *   be its login or an alias that delivers to it (553 5.7.1 otherwise).
+ * - Submission (RFC 6409): AUTH before MAIL (530 5.7.0), and on the
+ *   STARTTLS port AUTH only once TLS is on, whatever [auth] plaintext says.
  * - AUTH (RFC 4954) PLAIN and LOGIN are offered and accepted only where the
  *   [auth] plaintext policy allows, checked before any password is looked
  *   at (538 5.7.11 otherwise).
@@ -60,11 +65,18 @@ enum smtp_state {
 #define SMTP_STATES_COMMAND \
 	(SMTP_STATE_INIT | SMTP_STATE_READY | SMTP_STATE_MAIL | SMTP_STATE_RCPT)
 
-/* An accepted RCPT: the address as given (normalised) and the users it
- * delivers to after aliases, users[first .. first + count). */
+/* An accepted RCPT: the address as given (normalised), the users it
+ * delivers to after aliases, users[first .. first + count), and the
+ * remote addresses it goes to through the queue,
+ * remotes[first_remote .. first_remote + remote_count). */
 struct smtp_rcpt {
 	char address[MAIL_ADDRESS_MAX + 1];
 	unsigned int first, count;
+	unsigned int first_remote, remote_count;
+};
+
+struct smtp_remote {
+	char address[MAIL_ADDRESS_MAX + 1];
 };
 
 struct smtp_user {
@@ -75,6 +87,7 @@ struct smtp_user {
 struct smtp_session {
 	struct session s;
 	bool lmtp;
+	bool submission;
 	enum smtp_state state;
 	bool esmtp;
 	char helo[256];
@@ -87,6 +100,9 @@ struct smtp_session {
 	unsigned int rcpt_count;
 	struct smtp_user *users;     /* every RCPT's users; at most max_recipients */
 	unsigned int user_count;
+	struct smtp_remote *remotes; /* every RCPT's remote addresses; with the
+				      * users, at most max_recipients */
+	unsigned int remote_count;
 	struct mail_data_decoder decoder;
 	struct buf data;             /* decoded octets on their way to the delivery:
 				      * at most 2 x SMTP_DATA_FEED_MAX at a time */
@@ -97,6 +113,7 @@ struct smtp_session {
 	char job_rcpt[MAIL_ADDRESS_MAX + 1];
 	enum store_status job_status;
 	bool job_domain_local, job_postmaster;
+	bool job_sender_ok;             /* MAIL: the login may send as job_rcpt */
 	struct store_resolved *job_resolved;  /* RCPT: allocated for the job */
 };
 
@@ -176,6 +193,9 @@ static void reset_transaction(struct smtp_session *m)
 	free(m->users);
 	m->users = NULL;
 	m->user_count = 0;
+	free(m->remotes);
+	m->remotes = NULL;
+	m->remote_count = 0;
 	buf_deinit(&m->data);
 	buf_init(&m->data, 0);
 	delivery_destroy(&m->delivery);
@@ -190,11 +210,17 @@ static bool starttls_offered(struct smtp_session *m)
 	return session_tls(&m->s) != NULL && (!m->lmtp || m->s.env->set->lmtp_starttls);
 }
 
+/* Submission on its STARTTLS port: AUTH waits for TLS, even on loopback. */
+static bool auth_needs_tls(struct smtp_session *m)
+{
+	return m->submission && !conn_is_tls(m->s.conn);
+}
+
 /* AUTH PLAIN and LOGIN send the password in clear: offered only where the
  * plaintext policy allows them. */
 static bool auth_offered(struct smtp_session *m)
 {
-	return !m->lmtp && session_plaintext_allowed(&m->s);
+	return !m->lmtp && !auth_needs_tls(m) && session_plaintext_allowed(&m->s);
 }
 
 static void greet_client(struct smtp_session *m, struct smtp_command *cmd, bool esmtp)
@@ -237,6 +263,37 @@ static void cmd_ehlo(struct smtp_session *m, struct smtp_command *cmd)
 
 /* --- the transaction --- */
 
+/* Runs on a worker: may the login send as job_rcpt, an alias of a local
+ * domain that delivers to it? */
+static void sender_work(struct session *s)
+{
+	struct smtp_session *m = smtp(s);
+	struct store_resolved *r = xcalloc(1, sizeof(*r));
+	m->job_status = store_resolve(s->env->store, m->job_rcpt, r);
+	m->job_sender_ok = false;
+	for (unsigned int i = 0; m->job_status == STORE_OK && i < r->count; i++)
+		if (strcmp(r->users[i], m->auth_user) == 0)
+			m->job_sender_ok = true;
+	free(r);
+}
+
+static void sender_done(struct session *s)
+{
+	struct smtp_session *m = smtp(s);
+	if (m->job_sender_ok) {
+		smtp_enter_state(m, SMTP_STATE_MAIL);
+		session_reply(s, "250 2.1.0 Ok");
+	} else if (store_status_is_temporary(m->job_status)) {
+		m->mail_from[0] = '\0';
+		session_reply(s, "451 4.3.0 Temporary storage failure, try again later");
+	} else {
+		session_info(s, "sender refused user=%s from=<%s>", m->auth_user, m->mail_from);
+		session_replyf(s, "553 5.7.1 <%s>: Sender address rejected: not owned by %s",
+			       m->mail_from, m->auth_user);
+		m->mail_from[0] = '\0';
+	}
+}
+
 static void cmd_mail(struct smtp_session *m, struct smtp_command *cmd)
 {
 	const struct tern_settings *set = m->s.env->set;
@@ -274,7 +331,22 @@ static void cmd_mail(struct smtp_session *m, struct smtp_command *cmd)
 		session_bad_command(&m->s, "555 5.5.4 MAIL parameters need EHLO");
 		return;
 	}
+	if (m->submission && !m->authenticated) {
+		session_bad_command(&m->s, "530 5.7.0 Authentication required");
+		return;
+	}
 	mail_address_format(&pa.addr, m->mail_from, sizeof(m->mail_from));
+	if (m->authenticated && strcmp(m->mail_from, m->auth_user) != 0) {
+		if (pa.addr.null_path) {
+			session_replyf(&m->s, "553 5.7.1 <>: Sender address rejected: %s sends as itself",
+				       m->auth_user);
+			m->mail_from[0] = '\0';
+			return;
+		}
+		str_copy(m->job_rcpt, m->mail_from, sizeof(m->job_rcpt));
+		session_run_job(&m->s, sender_work, sender_done);
+		return;
+	}
 	smtp_enter_state(m, SMTP_STATE_MAIL);
 	session_reply(&m->s, "250 2.1.0 Ok");
 }
@@ -307,16 +379,25 @@ static void rcpt_done(struct session *s)
 	enum store_status st = m->job_status;
 	struct store_resolved *r = m->job_resolved;
 	m->job_resolved = NULL;
-	if (!m->job_domain_local && st == STORE_NOTFOUND) {
-		if (m->authenticated)
-			session_replyf(s, "550 5.7.1 <%s>: Relaying is not available yet: tern delivers only to its local domains",
-				       m->job_rcpt);
-		else
-			session_replyf(s, "550 5.7.1 <%s>: Relay access denied (not a local domain)",
-				       m->job_rcpt);
+	bool relay = !m->job_domain_local && st == STORE_NOTFOUND;
+	if (relay && m->authenticated) {
+		/* Relayed for the login: the queue takes it. */
+		st = STORE_OK;
+		r->count = 0;
+		r->remote_count = 1;
+		str_copy(r->remote[0], m->job_rcpt, sizeof(r->remote[0]));
+	}
+	if (relay && !m->authenticated) {
+		session_replyf(s, "550 5.7.1 <%s>: Relay access denied (not a local domain; authenticate to send)",
+			       m->job_rcpt);
 	} else if (st != STORE_OK) {
 		smtp_store_error(m, st, m->job_rcpt);
-	} else if (m->user_count + r->count > set->max_recipients) {
+	} else if (r->remote_count > 0 && m->lmtp) {
+		/* LMTP is the last hop of local mail (RFC 2033): it never
+		 * forwards, so an alias that does is refused here. */
+		session_replyf(s, "550 5.7.1 <%s>: This alias forwards to other servers: not over LMTP",
+			       m->job_rcpt);
+	} else if (m->user_count + m->remote_count + r->count + r->remote_count > set->max_recipients) {
 		/* An alias counts for every user it reaches: a transaction
 		 * holds at most max_recipients users whatever the aliases. */
 		session_reply(s, "452 4.5.3 Too many recipients");
@@ -330,6 +411,12 @@ static void rcpt_done(struct session *s)
 		for (unsigned int i = 0; i < r->count; i++)
 			str_copy(m->users[m->user_count++].address, r->users[i],
 				 sizeof(m->users[0].address));
+		rc->first_remote = m->remote_count;
+		rc->remote_count = r->remote_count;
+		m->remotes = xrealloc(m->remotes, (m->remote_count + r->remote_count) * sizeof(*m->remotes));
+		for (unsigned int i = 0; i < r->remote_count; i++)
+			str_copy(m->remotes[m->remote_count++].address, r->remote[i],
+				 sizeof(m->remotes[0].address));
 		smtp_enter_state(m, SMTP_STATE_RCPT);
 		session_reply(s, "250 2.1.5 Ok");
 	}
@@ -349,7 +436,7 @@ static void cmd_rcpt(struct smtp_session *m, struct smtp_command *cmd)
 		session_bad_command(&m->s, "555 5.5.4 Unsupported RCPT parameter");
 		return;
 	}
-	if (m->user_count >= set->max_recipients) {
+	if (m->user_count + m->remote_count >= set->max_recipients) {
 		session_reply(&m->s, "452 4.5.3 Too many recipients");
 		return;
 	}
@@ -374,11 +461,15 @@ static void cmd_data(struct smtp_session *m, struct smtp_command *cmd)
 	const struct tern_settings *set = m->s.env->set;
 	struct delivery_settings dset = { .data_dir = set->data_dir,
 					  .max_message_size = set->max_message_size,
-					  .quota_all_or_nothing = !m->lmtp };
+					  .quota_all_or_nothing = !m->lmtp,
+					  .queue_owner = set->queue_node_id,
+					  .dkim = m->s.env->dkim };
 	delivery_destroy(&m->delivery);
 	m->delivery = delivery_create(&dset, m->mail_from);
 	for (unsigned int i = 0; i < m->user_count; i++)
 		m->users[i].index = delivery_add_rcpt(m->delivery, m->users[i].address);
+	for (unsigned int i = 0; i < m->remote_count; i++)
+		delivery_add_remote(m->delivery, m->remotes[i].address);
 	buf_reset(&m->data);
 	mail_data_decoder_init(&m->decoder);
 	m->decoder.normalize_lf = set->bare_lf == BARE_LF_NORMALIZE;
@@ -397,6 +488,8 @@ static void deliver_work(struct session *s)
 static enum store_status rcpt_result(struct smtp_session *m, const struct smtp_rcpt *rc)
 {
 	enum store_status result = STORE_OK;
+	if (rc->remote_count > 0)
+		result = delivery_queue_status(m->delivery);
 	for (unsigned int j = rc->first; j < rc->first + rc->count; j++) {
 		enum store_status st = delivery_rcpt_status(m->delivery, m->users[j].index);
 		if (st == STORE_OVERQUOTA)
@@ -421,6 +514,17 @@ static void deliver_done(struct session *s)
 			     m->users[i].address, (unsigned long long)delivery_size(d),
 			     st == STORE_OK ? "stored" : store_status_name(st));
 		session_count_delivery(s, delivery_result(st), 1);
+	}
+	if (m->remote_count > 0) {
+		enum store_status st = delivery_queue_status(d);
+		for (unsigned int i = 0; i < m->remote_count; i++)
+			session_info(s, "queued id=%s queue=%s from=<%s> to=<%s> size=%llu dkim=%s result=%s",
+				     id, delivery_queue_id(d), m->mail_from, m->remotes[i].address,
+				     (unsigned long long)delivery_size(d), delivery_signed(d) ? "signed" : "none",
+				     st == STORE_OK ? "queued" : store_status_name(st));
+		session_count_delivery(s, delivery_result(st), m->remote_count);
+		if (st == STORE_OK && s->env->queued != NULL)
+			s->env->queued(s->env);
 	}
 	if (m->lmtp) {
 		/* RFC 2033 4.2: one reply per accepted RCPT, in order. */
@@ -676,6 +780,11 @@ static void cmd_auth(struct smtp_session *m, struct smtp_command *cmd)
 		session_bad_command(&m->s, "504 5.5.4 Unrecognized authentication type (use PLAIN or LOGIN)");
 		return;
 	}
+	if (auth_needs_tls(m)) {
+		session_count_login_refused(&m->s);
+		session_bad_command(&m->s, "530 5.7.0 Must issue a STARTTLS command first");
+		return;
+	}
 	if (!session_plaintext_allowed(&m->s)) {
 		session_count_login_refused(&m->s);
 		session_bad_command(&m->s, "538 5.7.11 Encryption required for requested authentication mechanism (use STARTTLS)");
@@ -817,11 +926,12 @@ static void smtp_refuse(struct session *s, enum session_admit why)
 		       why == SESSION_ADMIT_TOO_MANY_FROM_IP ? " from your address" : "");
 }
 
-static void start(struct session *s, bool lmtp)
+static void start(struct session *s, bool lmtp, bool submission)
 {
 	struct smtp_session *m = smtp(s);
 	const struct tern_settings *set = s->env->set;
 	m->lmtp = lmtp;
+	m->submission = submission;
 	m->state = SMTP_STATE_INIT;
 	buf_init(&m->data, 0);
 	/* Commands before AUTH are normal in SMTP: the full line, and the
@@ -833,12 +943,17 @@ static void start(struct session *s, bool lmtp)
 
 static void smtp_start(struct session *s)
 {
-	start(s, false);
+	start(s, false, false);
 }
 
 static void lmtp_start(struct session *s)
 {
-	start(s, true);
+	start(s, true, false);
+}
+
+static void submission_start(struct session *s)
+{
+	start(s, false, true);
 }
 
 static void smtp_deinit(struct session *s)
@@ -847,11 +962,12 @@ static void smtp_deinit(struct session *s)
 	delivery_destroy(&m->delivery);
 	free(m->rcpts);
 	free(m->users);
+	free(m->remotes);
 	free(m->job_resolved);
 	buf_deinit(&m->data);
 }
 
-/* SMTP and LMTP differ only in their name and how they start. */
+/* SMTP, LMTP and submission differ only in their name and how they start. */
 #define SMTP_FAMILY_PROTOCOL(proto_name, start_fn)                         \
 	{                                                                  \
 		.name = (proto_name),                                      \
@@ -871,3 +987,5 @@ static void smtp_deinit(struct session *s)
 
 const struct session_protocol smtp_protocol = SMTP_FAMILY_PROTOCOL("smtp", smtp_start);
 const struct session_protocol lmtp_protocol = SMTP_FAMILY_PROTOCOL("lmtp", lmtp_start);
+const struct session_protocol submission_protocol =
+	SMTP_FAMILY_PROTOCOL("submission", submission_start);

@@ -143,7 +143,7 @@ class TernServer:
 
     def listen_ports(self):
         ports = []
-        for sec in ("smtp", "lmtp", "pop3"):
+        for sec in ("smtp", "lmtp", "pop3", "submission"):
             for key in ("listen", "listen_tls"):
                 v = self.sections.get(sec, {}).get(key)
                 if v:

@@ -1,0 +1,26 @@
+#ifndef TERN_OUTBOUND_H
+#define TERN_OUTBOUND_H
+/*
+ * outbound: what `tern serve` needs to send mail out, made from the
+ * settings: the DKIM key ([dkim]), the relay ([relay]: MX delivery or a
+ * smarthost) and the queue runner ([queue]), wired into the session
+ * environment so that SMTP sessions sign what they queue and wake the
+ * runner.
+ */
+#include "session.h"
+#include "settings.h"
+
+struct outbound;
+
+/* Loads the key and starts the runner. NULL with a message logged on a
+ * configuration problem (start-up then fails: EX_CONFIG). */
+struct outbound *outbound_start(struct session_env *env, const struct tern_settings *set);
+/* Wakes the runner (after POST /queue/flush). */
+void outbound_kick(struct outbound *o);
+/* Stops the runner (deliveries in flight finish), frees the relay and the key. */
+void outbound_stop(struct outbound **o, struct session_env *env);
+
+/* The [dkim] key, loaded on its own (`tern dkim record`, check-config). */
+struct dkim_key *outbound_load_dkim(const struct tern_settings *set, const char **error_r);
+
+#endif
