@@ -23,7 +23,7 @@ present() {
 }
 
 missing=""
-pymods=""
+pymods=""   # MODULE, or MODULE=PIPNAME for a line with pip:PIPNAME
 while read -r pkg rest; do
 	case $pkg in '' | '#'*) continue ;; esac
 	rest=${rest%%#*}
@@ -32,8 +32,12 @@ while read -r pkg rest; do
 	esac
 	case " $rest " in
 	*" [any-source] "*)
+		pip=""
 		for w in $rest; do
-			case $w in py:*) pymods="$pymods ${w#py:}" ;; esac
+			case $w in pip:*) pip=${w#pip:} ;; esac
+		done
+		for w in $rest; do
+			case $w in py:*) pymods="$pymods ${w#py:}${pip:+=$pip}" ;; esac
 		done
 		# e.g. pytest from pip, a JDK 17 or Maven not from Debian
 		present $rest && continue
@@ -53,11 +57,25 @@ if [ -n "$missing" ]; then
 fi
 
 # Debian's Python packages serve Debian's python3 only: a python3 of its own
-# (pyenv, a virtualenv) must bring its own pytest.
+# (pyenv, a virtualenv) gets a line's pip:NAME from PyPI, and must bring
+# the other modules (pytest) itself.
 for m in $pymods; do
-	if ! python3 -c "import $m" 2>/dev/null; then
-		echo "install-deps: python3 ($(command -v python3)) cannot import $m;" \
-			"install it for that python3 (python3 -m pip install $m)" >&2
-		exit 1
-	fi
+	mod=${m%%=*}
+	python3 -c "import $mod" </dev/null 2>/dev/null && continue
+	case $m in
+	*=*)
+		pip=${m#*=}
+		echo "install-deps: python3 ($(command -v python3)) cannot import $mod: installing $pip with pip"
+		PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+			python3 -m pip install -q "$pip" </dev/null || true
+		python3 -c "import $mod" </dev/null 2>/dev/null && continue
+		echo "install-deps: python3 ($(command -v python3)) still cannot import $mod" \
+			"after python3 -m pip install $pip" >&2
+		;;
+	*)
+		echo "install-deps: python3 ($(command -v python3)) cannot import $mod;" \
+			"install it for that python3 (python3 -m pip install $mod)" >&2
+		;;
+	esac
+	exit 1
 done

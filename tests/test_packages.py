@@ -42,8 +42,8 @@ KINDS = ("py", "perl", "pc", "lib")
 # the list
 
 class Package:
-    def __init__(self, name, provides, flags):
-        self.name, self.provides, self.flags = name, provides, flags
+    def __init__(self, name, provides, flags, pip):
+        self.name, self.provides, self.flags, self.pip = name, provides, flags, pip
 
 
 def read_list():
@@ -56,12 +56,20 @@ def read_list():
         unknown = flags - FLAGS
         assert not unknown, "scripts/packages.txt:%d: unknown flag %s" % (
             n, ", ".join(sorted(unknown)))
-        provides = [w for w in words[1:] if not w.startswith("[")]
+        # pip:NAME is how install-deps.sh brings the line's Python module to
+        # a python3 that is not Debian's: not something the package provides
+        pip = [w[4:] for w in words[1:] if w.startswith("pip:")]
+        provides = [w for w in words[1:] if not w.startswith(("[", "pip:"))]
         for p in provides:
             kind = p.split(":", 1)[0] if ":" in p else None
             assert kind is None or kind in KINDS, \
                 "scripts/packages.txt:%d: unknown kind in %r" % (n, p)
-        packages.append(Package(words[0], provides, flags))
+        if pip:
+            modules = [p for p in provides if p.startswith("py:")]
+            assert len(pip) == 1 and pip[0] and len(modules) == 1 and "[any-source]" in flags, (
+                "scripts/packages.txt:%d: pip:NAME goes once on an [any-source] line with one "
+                "py:MODULE" % n)
+        packages.append(Package(words[0], provides, flags, pip[0] if pip else None))
     return packages
 
 
@@ -737,6 +745,32 @@ def _present(item):
         r = subprocess.run(["pkg-config", "--exists", name])
         return None if r.returncode == 0 else "pkg-config module %s not found" % name
     return None if ctypes.util.find_library(name) else "library lib%s not found" % name
+
+
+def _dist_key(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_pip_names_provide_their_modules():
+    """A line's pip:NAME is the distribution that holds its py:MODULE (the
+    same name whether the module came from Debian or from PyPI), so the
+    install-deps.sh step for a python3 that is not Debian's brings the
+    module the tests import."""
+    import importlib.metadata
+    dists = importlib.metadata.packages_distributions()
+    lines = [p for p in read_list() if p.pip]
+    assert any(p.pip == "dkimpy" for p in lines), "the list no longer has dkimpy's pip:NAME"
+    problems = []
+    for p in lines:
+        module = next(x[3:] for x in p.provides if x.startswith("py:"))
+        if importlib.util.find_spec(module) is None:
+            problems.append("py:%s (pip:%s) is not importable" % (module, p.pip))
+        elif _dist_key(p.pip) not in {_dist_key(d) for d in dists.get(module, [])}:
+            problems.append("py:%s comes from %s, not from pip:%s" % (
+                module, ", ".join(dists.get(module, [])) or "no distribution", p.pip))
+    assert not problems, "\n".join(problems) + (
+        "\n(sh scripts/install-deps.sh installs the pip:NAME of a line for a python3 that is "
+        "not Debian's)")
 
 
 def test_listed_packages_installed():

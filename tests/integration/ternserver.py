@@ -38,6 +38,15 @@ def binary_path():
     return Path(os.environ.get("TERN_BIN") or (REPO / "build" / "tern"))
 
 
+def built_tool(name):
+    """A test-only program of tests/unit, from the build tree of TERN_BIN."""
+    path = binary_path().parent / "tests" / "unit" / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail("%s not found at %s (it is built with tern: cmake --build build)"
+                    % (name, path))
+    return path
+
+
 def free_ports(n):
     """n distinct free TCP ports on 127.0.0.1 (bound together, then released)."""
     socks = []
