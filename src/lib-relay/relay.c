@@ -819,7 +819,10 @@ static int try_hop(struct delivery *d, const struct hop *hop)
 
 	str_copy(d->report->mx, hop->host, sizeof(d->report->mx));
 	d->report->addr[0] = '\0';
-	if (!literal_addr(hop->host, hop->port, &addrs[0])) {
+	/* An address literal has no TLSA records of its own to look up. */
+	if (literal_addr(hop->host, hop->port, &addrs[0])) {
+		secure = false;
+	} else {
 		st = relay_dns_addrs(d->relay->dns, hop->host, hop->port, addrs, &n, &secure, error);
 		if (st != RELAY_DNS_OK)
 			return host_fail(d, NULL, st == RELAY_DNS_TEMPFAIL ? "4.4.3" : "4.4.4", "%s",
@@ -937,6 +940,7 @@ static int domain_hops(struct delivery *d, const char *domain, struct hop *hops,
 		count++;
 	}
 	if (count == 0) {
+		snprintf(error, sizeof(error), "no usable MX host for %s", domain);
 		fail_pending(d->msgs, d->count, RELAY_TEMPFAIL, 0, "4.4.4", error);
 		str_copy(d->report->error, error, sizeof(d->report->error));
 		return 0;
