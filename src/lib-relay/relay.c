@@ -626,6 +626,19 @@ static int send_data(struct delivery *d, struct relay_message *msg)
 	return ret;
 }
 
+/* An address goes into a command line between < and >: no control
+ * characters (no CR or LF to start a command of its own), no brackets. */
+static bool address_ok(const char *a)
+{
+	for (; *a != '\0'; a++) {
+		unsigned char c = (unsigned char)*a;
+
+		if (c < 0x20 || c == 0x7f || c == '<' || c == '>')
+			return false;
+	}
+	return true;
+}
+
 /* One message's transaction. 0 when the connection can go on, -1 when the
  * host failed (the recipients not yet decided stay pending). */
 static int transaction(struct delivery *d, struct relay_message *msg)
@@ -637,6 +650,17 @@ static int transaction(struct delivery *d, struct relay_message *msg)
 	char size_param[32] = "";
 	int ret;
 
+	if (!any_pending(msg, 1))
+		return 0;
+	if (!address_ok(msg->sender)) {
+		fail_pending(msg, 1, RELAY_PERMFAIL, 0, "5.1.7", "the sender address is malformed");
+		return 0;
+	}
+	for (unsigned int i = 0; i < msg->rcpt_count; i++) {
+		if (msg->rcpts[i].result == RELAY_PENDING && !address_ok(msg->rcpts[i].address))
+			rcpt_set(&msg->rcpts[i], RELAY_PERMFAIL, 0, "5.1.3",
+				 "the recipient address is malformed");
+	}
 	if (!any_pending(msg, 1))
 		return 0;
 	if (d->ext_size && d->size_max > 0 && msg->size > d->size_max) {

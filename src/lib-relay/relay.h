@@ -11,7 +11,8 @@
  * threads at once; relay_deliver() blocks for at most about the timeouts it
  * was given per host tried (DNS lookups use the resolver's own timeouts).
  * Nothing is called back but the message's read function, and only from
- * inside relay_deliver(), in the calling thread.
+ * inside relay_deliver(), in the calling thread. The process must ignore
+ * SIGPIPE (a TLS write to a peer that left would raise it).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -89,8 +90,9 @@ struct relay_report {
  * at once. Sets every rcpt's result (never PENDING on return). Dot-stuffs
  * the message. Uses SIZE when offered (refuse too big at once: 552 →
  * PERMFAIL), sends messages over the same connection with RSET between
- * when needed. A recipient whose result is not PENDING on entry is left
- * alone (not sent). */
+ * when needed. Results are reset on entry. A sender or recipient address
+ * with a control character or '<' '>' is refused (PERMFAIL 5.1.7 / 5.1.3)
+ * without being sent. */
 void relay_deliver(struct relay *relay, const char *domain, struct relay_message *msgs,
 		   unsigned int count, struct relay_report *report);
 

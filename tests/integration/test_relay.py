@@ -138,14 +138,19 @@ def sinks(env):
 
 class Result:
     def __init__(self, out):
-        self.rcpts, self.report = {}, {}
+        self.rcpts, self.report, self.reports = {}, {}, {}
         for line in out.splitlines():
             key, _, rest = line.partition(": ")
             if key in ("mx", "addr", "tls", "error"):
-                self.report[key] = rest
+                self.report.setdefault(key, rest)
+                self.reports.setdefault(key, []).append(rest)
                 continue
             addr, result, code, status, reply = (line.split(" ", 4) + [""])[:5]
             self.rcpts.setdefault(addr, []).append((result, int(code), status, reply))
+
+    def all(self, key):
+        """Every report's value of key (one per --parallel delivery)."""
+        return self.reports[key]
 
     def one(self, addr):
         return self.rcpts[addr][0]
@@ -289,6 +294,16 @@ def test_two_messages_rset_after_refused_transaction(env, sinks):
     assert verbs == ["EHLO", "MAIL", "RCPT", "RSET", "MAIL", "RCPT", "QUIT"]
 
 
+def test_malformed_address_never_sent(env, sinks):
+    s = sinks("mx2.example.test")
+    r = probe(env, "a@sender.test", "example.test", "u@example.test", "x>y@example.test",
+              "tab\there@example.test")
+    assert r.one("u@example.test")[0] == "ok"
+    assert r.one("x>y@example.test")[:3] == ("permfail", 0, "5.1.3")
+    assert s.wait_for(1, 5)
+    assert [c for c in s.commands if c.upper().startswith("RCPT")] == ["RCPT TO:<u@example.test>"]
+
+
 def test_size_refused_at_once(env, sinks):
     s = sinks("mx2.example.test")
     s.max_size = 10
@@ -400,6 +415,17 @@ def test_dane_insecure_zone_is_may(env, sinks):
     assert r.one("u@badtls.test")[0] == "ok"
     assert r.report["tls"].endswith(" unverified")
     assert s.wait_for(1, 5) and s.messages[0].tls
+
+
+def test_parallel_deliveries_share_one_relay(env, sinks):
+    """Eight threads through one relay (one resolver, one TLS context) at
+    once, with DANE: each delivers on its own connection."""
+    s = sinks("mx.sec.test", tls="good")
+    r = probe(env, "a@sender.test", "sec.test", "u@sec.test",
+              args=["--tls", "dane", "--parallel", "8"])
+    assert [x[0] for x in r.rcpts["u@sec.test"]] == ["ok"] * 8
+    assert all(t.endswith(" dane") for t in r.all("tls"))
+    assert s.wait_for(8, 10) and s.connections == 8
 
 
 # -------------------------------------------------------------- smarthost
