@@ -459,10 +459,9 @@ static void queue_header(struct delivery *d)
 			struct dkim_sign *sign = dkim_sign_begin(key, clock_wall_us() / 1000000);
 			dkim_sign_update(sign, d->header.data, d->header.len);
 			const char *error = "cannot read the spool file";
-			if (sign_body(d, sign) < 0 ||
-			    dkim_sign_end(&sign, &d->queue_header, &error) < 0) {
-				if (sign != NULL)
-					(void)dkim_sign_end(&sign, &d->queue_header, &error);
+			if (sign_body(d, sign) < 0)
+				dkim_sign_abort(&sign);
+			if (sign == NULL || dkim_sign_end(&sign, &d->queue_header, &error) < 0) {
 				buf_reset(&d->queue_header);
 				log_warn("delivery id=%s: queued unsigned: dkim: %s", d->id, error);
 			} else {
