@@ -34,6 +34,9 @@
  * - A body is deleted only after the last body_refs row naming it is gone.
  * - A message cursor reads the listing row once, then each chunk once, in
  *   order, and holds at most one chunk (1 MiB) in memory.
+ * - The outbound queue follows the same rules: no LWT, no counter, writes
+ *   keyed by the entry's TimeUUID, partitions bounded by hour (see "the
+ *   outbound queue" below).
  *
  * Quotas need no counter and no LWT: a recipient's own limits are two
  * columns of the users row the delivery reads anyway, and only when a limit
@@ -745,6 +748,8 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 		str_copy(c->dc, cs.local_dc, sizeof(c->dc));
 	else
 		local_dc_name(c, c->dc, sizeof(c->dc));
+	if (c->dc[0] == '\0')
+		str_copy(c->dc, "unknown", sizeof(c->dc)); /* a partition key cannot be empty */
 	durability_refresh(c);
 	if (c->durable == 1) {
 		log_info("cassandra: durable: %s", c->durable_line);

@@ -970,7 +970,8 @@ static enum store_status mem_queue_nodes(struct store *store, struct store_queue
 	struct mem_store *m = (struct mem_store *)store;
 	pthread_mutex_lock(&m->lock);
 	*nodes_r = xcalloc(m->nnodes + 1, sizeof(**nodes_r));
-	memcpy(*nodes_r, m->nodes, m->nnodes * sizeof(**nodes_r));
+	if (m->nnodes > 0)
+		memcpy(*nodes_r, m->nodes, m->nnodes * sizeof(**nodes_r));
 	*count_r = m->nnodes;
 	pthread_mutex_unlock(&m->lock);
 	return STORE_OK;

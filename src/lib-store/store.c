@@ -21,6 +21,10 @@
  *   store a loop between them at the same moment: it refuses, never loops.
  * - A quota is never a counter: usage is computed from the listing by the
  *   backend, and read only when some limit applies to the user.
+ * - The outbound queue's arguments are checked here and its recipients
+ *   encoded here, once for every backend: what reaches a backend is valid
+ *   (node ids, addresses without control characters, at most
+ *   STORE_QUEUE_RCPTS_MAX recipients, diagnostics capped and cleaned).
  */
 #include "store-private.h"
 
