@@ -316,6 +316,12 @@ static void rcpt_done(struct session *s)
 				       m->job_rcpt);
 	} else if (st != STORE_OK) {
 		smtp_store_error(m, st, m->job_rcpt);
+	} else if (r->count == 0) {
+		/* An alias whose targets are all remote addresses: not
+		 * deliverable here until relaying exists, as those addresses
+		 * themselves are not. */
+		session_replyf(s, "550 5.7.1 <%s>: Relaying is not available yet: its alias targets are outside the local domains",
+			       m->job_rcpt);
 	} else if (m->user_count + r->count > set->max_recipients) {
 		/* An alias counts for every user it reaches: a transaction
 		 * holds at most max_recipients users whatever the aliases. */
@@ -330,6 +336,9 @@ static void rcpt_done(struct session *s)
 		for (unsigned int i = 0; i < r->count; i++)
 			str_copy(m->users[m->user_count++].address, r->users[i],
 				 sizeof(m->users[0].address));
+		if (r->remote_count > 0)
+			session_log(s, LOG_WARN, "rcpt=%s: %u remote alias targets not delivered"
+				    " (relaying is not available yet)", m->job_rcpt, r->remote_count);
 		smtp_enter_state(m, SMTP_STATE_RCPT);
 		session_reply(s, "250 2.1.5 Ok");
 	}

@@ -202,3 +202,31 @@ def test_cli_deliver_to_alias_and_quota(server):
     assert r.returncode == 75, r.stderr   # EX_TEMPFAIL: the MTA retries
     assert b"quota" in r.stderr
     assert subjects(server, a, apw) == ["by-cli"]
+
+
+def test_alias_with_remote_targets(server):
+    """An alias may name addresses outside the local domains. Until tern
+    relays, a recipient whose alias reaches only remote addresses is
+    refused as relaying is (never as an unknown user), and one that reaches
+    a user too delivers to the user."""
+    a, apw = server.new_user("remote-a")
+    only = "fwd-" + a
+    mixed = "mixed-" + a
+    server.cli_ok("alias", "add", only, "someone@far-away.example")
+    server.cli_ok("alias", "add", mixed, a, "other@far-away.example")
+    r = server.cli("alias", "add", "bad-" + a, "ghost@" + server.DOMAIN)
+    assert r.returncode == 67, r.stderr   # a local target must exist
+    listing = server.cli_ok("alias", "list").stdout
+    assert "%s someone@far-away.example" % only in listing
+    for lmtp in (False, True):
+        with connect(server, lmtp=lmtp) as c:
+            rcpts, final = transaction(c, [only, mixed], make_message("mixed-%s" % lmtp))
+            assert rcpts[0].code == 550 and "5.7.1" in rcpts[0].text, rcpts[0]
+            assert "elay" in rcpts[0].text, rcpts[0]
+            assert rcpts[1].code == 250, rcpts[1]
+            assert [f.code for f in final] == [250], final
+            c.quit()
+    assert subjects(server, a, apw) == ["mixed-False", "mixed-True"]
+    r = server.deliver_cli(only, make_message("by-cli"))
+    assert r.returncode == 69, r.stderr   # EX_UNAVAILABLE, not EX_NOUSER (67)
+    assert b"relaying" in r.stderr
