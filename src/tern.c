@@ -59,7 +59,7 @@ static void usage(FILE *f)
 		"                                show or set a user's own POP3 EXPIRE policy\n"
 		"                                (default: [pop3] expire_days applies)\n"
 		"  alias add ADDRESS TARGET...   create an alias of a local domain, or add\n"
-		"                                targets (users or aliases) to it\n"
+		"                                targets (users, aliases or remote addresses)\n"
 		"  alias del ADDRESS             remove an alias\n"
 		"  alias list                    list aliases: ADDRESS TARGET,TARGET...\n"
 		"  quota set ADDRESS [--messages N|none] [--octets SIZE|none]\n"
@@ -409,6 +409,14 @@ static int alias_add(struct store *store, const char *addr, int ntargets, char *
 		if (dup)
 			continue;
 		int tk = address_kind(store, t, &st);
+		if (tk == 0) {
+			/* a target outside the local domains is a remote address */
+			char tdomain[MAIL_ADDRESS_MAX + 1];
+			str_copy(tdomain, strrchr(t, '@') + 1, sizeof(tdomain));
+			str_lower(tdomain);
+			st = store_domain_exists(store, tdomain);
+			tk = st == STORE_NOTFOUND ? 3 : st == STORE_OK ? 0 : -1;
+		}
 		if (tk < 0)
 			ret = die(store_exit(st), "alias add %s: %s", addr, store_status_name(st));
 		else if (tk == 0)
@@ -638,12 +646,17 @@ static int cmd_deliver(const struct tern_settings *set, struct store *store, int
 		free(r);
 		return die(store_exit(st), "deliver to %s: %s", addr, store_status_name(st));
 	}
+	/* Remote targets of an alias go to the outbound queue (which a
+	 * running server delivers); the local ones are stored at once. */
 	struct delivery_settings dset = { .data_dir = set->data_dir,
 					  .max_message_size = set->max_message_size,
-					  .quota_all_or_nothing = true };
+					  .quota_all_or_nothing = true,
+					  .queue_owner = set->queue_node_id };
 	struct delivery *d = delivery_create(&dset, sender);
 	for (unsigned int i = 0; i < r->count; i++)
 		delivery_add_rcpt(d, r->users[i]);
+	for (unsigned int i = 0; i < r->remote_count; i++)
+		delivery_add_remote(d, r->remote[i]);
 	free(r);
 	int ret = deliver_read_stdin(set, d);
 	if (ret != EX_OK) {

@@ -436,10 +436,15 @@ static void alias_put(struct admin_job *j)
 		/* Name the target at fault. */
 		struct store_resolved *r = xmalloc(sizeof(*r));
 		const char *unknown = NULL;
-		for (unsigned int i = 0; i < n && unknown == NULL; i++)
-			if (strcmp(list[i], j->arg) != 0 &&
+		for (unsigned int i = 0; i < n && unknown == NULL; i++) {
+			/* Only a target of a local domain can be unknown: the
+			 * others are remote addresses. */
+			const char *at = strrchr(list[i], '@');
+			if (strcmp(list[i], j->arg) != 0 && at != NULL &&
+			    store_domain_exists(j->store, at + 1) == STORE_OK &&
 			    store_resolve(j->store, list[i], r) == STORE_NOTFOUND)
 				unknown = list[i];
+		}
 		free(r);
 		if (unknown != NULL)
 			admin_reply_error(j, HTTP_BADREQUEST,

@@ -34,6 +34,9 @@
  * - A body is deleted only after the last body_refs row naming it is gone.
  * - A message cursor reads the listing row once, then each chunk once, in
  *   order, and holds at most one chunk (1 MiB) in memory.
+ * - The outbound queue follows the same rules: no LWT, no counter, writes
+ *   keyed by the entry's TimeUUID, partitions bounded by hour (see "the
+ *   outbound queue" below).
  *
  * Quotas need no counter and no LWT: a recipient's own limits are two
  * columns of the users row the delivery reads anyway, and only when a limit
@@ -75,6 +78,7 @@ struct cass_store {
 	struct cql_session *session;
 	enum cql_consistency read_cl, write_cl;
 	char keyspace[64];
+	char dc[64];                /* the local datacenter: queue_nodes' partition */
 	bool require_durable;
 	/* Under lock: the durability check's last result, and the clocks'. */
 	pthread_mutex_t lock;
@@ -121,10 +125,11 @@ static enum store_status status_from_error(const struct cql_error *err, const ch
 	return STORE_PERM;
 }
 
-/* Runs a statement (prepared, cached by lib-cql) with the given values.
- * Writes are idempotent by construction, so every statement is marked so. */
-static enum store_status run(struct cass_store *c, const char *cql, const struct cql_values *v,
-			     enum cql_consistency cl, struct cql_result **result_r)
+/* Runs a statement (prepared, cached by lib-cql) with the given values,
+ * written at ts_us (0: now, from lib-cql's generator). Writes are
+ * idempotent by construction, so every statement is marked so. */
+static enum store_status run_at(struct cass_store *c, const char *cql, const struct cql_values *v,
+				enum cql_consistency cl, int64_t ts_us, struct cql_result **result_r)
 {
 	struct cql_error err;
 	struct cql_prepared *stmt = cql_prepare(c->session, cql, &err);
@@ -134,6 +139,7 @@ static enum store_status run(struct cass_store *c, const char *cql, const struct
 	cql_query_opts_init(&opts);
 	opts.consistency = cl;
 	opts.idempotent = true;
+	opts.timestamp_us = ts_us;
 	struct cql_result *res = NULL;
 	if (cql_execute(c->session, stmt, v, &opts, &res, &err) < 0)
 		return status_from_error(&err, cql);
@@ -142,6 +148,12 @@ static enum store_status run(struct cass_store *c, const char *cql, const struct
 	else
 		cql_result_free(&res);
 	return STORE_OK;
+}
+
+static enum store_status run(struct cass_store *c, const char *cql, const struct cql_values *v,
+			     enum cql_consistency cl, struct cql_result **result_r)
+{
+	return run_at(c, cql, v, cl, 0, result_r);
 }
 
 static enum store_status run_ddl(struct cass_store *c, const char *cql)
@@ -238,6 +250,20 @@ static const char *const schema[] = {
 	/* uid mode only: the per-mailbox counter, advanced by compare-and-set. */
 	"CREATE TABLE IF NOT EXISTS {ks}.mailbox_uids (mailbox_id uuid PRIMARY KEY,"
 	" next_uid bigint)",
+	/* The outbound queue (see "the outbound queue" below): entries by
+	 * owner and hour of queueing, the hours that have entries, the
+	 * owner of each id, the messages in chunks, and the heartbeats. */
+	"CREATE TABLE IF NOT EXISTS {ks}.queue (owner text, bucket bigint, id timeuuid,"
+	" sender blob, queued_us bigint, next_attempt_us bigint, attempts int, size bigint,"
+	" rcpts blob, PRIMARY KEY ((owner, bucket), id))",
+	"CREATE TABLE IF NOT EXISTS {ks}.queue_buckets (owner text, bucket bigint,"
+	" PRIMARY KEY ((owner), bucket))",
+	"CREATE TABLE IF NOT EXISTS {ks}.queue_by_id (id timeuuid PRIMARY KEY, owner text,"
+	" bucket bigint)",
+	"CREATE TABLE IF NOT EXISTS {ks}.queue_chunks (id timeuuid, n int, data blob,"
+	" PRIMARY KEY ((id), n))",
+	"CREATE TABLE IF NOT EXISTS {ks}.queue_nodes (dc text, node text, heartbeat_us bigint,"
+	" PRIMARY KEY ((dc), node))",
 };
 
 /* Whether the table has the column: 1 / 0 / -1 (system_schema is local to
@@ -718,6 +744,12 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 		free(c);
 		return NULL;
 	}
+	if (cs.local_dc != NULL)
+		str_copy(c->dc, cs.local_dc, sizeof(c->dc));
+	else
+		local_dc_name(c, c->dc, sizeof(c->dc));
+	if (c->dc[0] == '\0')
+		str_copy(c->dc, "unknown", sizeof(c->dc)); /* a partition key cannot be empty */
 	durability_refresh(c);
 	if (c->durable == 1) {
 		log_info("cassandra: durable: %s", c->durable_line);
@@ -2454,6 +2486,582 @@ static enum store_status cass_mailbox_usage(struct store *store, const char *add
 	return listing_usage(c, &mbox, messages_r, octets_r);
 }
 
+/* --- the outbound queue ---
+ *
+ * An entry is a row of queue ((owner, bucket), id), bucket = the hour of
+ * its id's time (queued_us / QUEUE_BUCKET_US), so the rows of one
+ * partition, and their tombstones once delivered, stop coming after an
+ * hour, and a partition whose entries are all gone is no longer read:
+ * queue_buckets (owner → bucket) says which partitions a scan reads, and
+ * a scan drops a bucket that is empty and old (QUEUE_BUCKET_DROP_US).
+ * queue_by_id (id → owner, bucket) finds an entry by its id alone.
+ *
+ * A put writes the chunks, then queue_by_id, then the entry row, then
+ * the bucket: a scan never meets an entry without its message, and a
+ * delete by id always finds what a scan shows. Every row of a put is
+ * written with the id's time as its write timestamp, so a retried put
+ * (same id) writes the same cells at the same timestamp: it can never
+ * undo an update or a delete, whose timestamps are later (the bucket row
+ * alone is written at the current time, so a retry also revives a bucket
+ * dropped meanwhile). Updates and deletes are written at the current
+ * time, and at least one µs after the entry's queue time.
+ *
+ * No statement is conditional and nothing is read at SERIAL. An update
+ * reads the row first (a plain read at the read consistency) and returns
+ * NOTFOUND when it is gone; an update that races a delete leaves a row of
+ * a few cells without the put's (a "ghost": size is null), which no scan
+ * or get reports and the next scan deletes.
+ */
+#define QUEUE_BUCKET_US (3600LL * 1000000)
+/* A bucket is dropped once it is empty and has been over for this long:
+ * by then every put of its hour has finished, and a late retry (whose
+ * bucket row is written at the current time) brings it back. */
+#define QUEUE_BUCKET_DROP_US (24LL * 3600 * 1000000)
+/* Chunks read per request (1 MiB of message). */
+#define QUEUE_READ_CHUNKS 8
+#define QUEUE_ROW "SELECT id, sender, queued_us, next_attempt_us, attempts, size, rcpts" \
+	" FROM {ks}.queue WHERE owner = ? AND bucket = ? AND id = ?"
+
+static int64_t queue_bucket(const struct uuid *id)
+{
+	int64_t us = timeuuid_unix_usec(id);
+	return us >= 0 ? us / QUEUE_BUCKET_US : 0;
+}
+
+/* The write timestamp of an update or delete of entry id: now, and after
+ * the put's (the id's time). */
+static int64_t queue_write_ts(const struct uuid *id)
+{
+	int64_t now = cql_timestamp_now_us(), put = timeuuid_unix_usec(id);
+	return now > put ? now : put + 1;
+}
+
+/* Values (owner, bucket[, id]): a row of queue, or (id) alone. */
+static struct cql_values *queue_key(const char *owner, int64_t bucket, const struct uuid *id)
+{
+	struct cql_values *v = cql_values_create();
+	if (owner != NULL) {
+		cql_values_add_text(v, owner);
+		cql_values_add_bigint(v, bucket);
+	}
+	if (id != NULL)
+		cql_values_add_uuid(v, id->b);
+	return v;
+}
+
+/* Runs tmpl with the key's values (then freed) at cl and ts. */
+static enum store_status queue_run(struct cass_store *c, const char *tmpl, struct cql_values *v,
+				   enum cql_consistency cl, int64_t ts, struct cql_result **res_r)
+{
+	char q[512];
+	enum store_status st = run_at(c, Q(c, q, tmpl), v, cl, ts, res_r);
+	cql_values_free(&v);
+	return st;
+}
+
+static enum store_status put_queue_chunks(struct cass_store *c, const struct store_queue_put *q,
+					  int64_t ts)
+{
+	char q_[512];
+	Q(c, q_, "INSERT INTO {ks}.queue_chunks (id, n, data) VALUES (?, ?, ?)");
+	uint64_t total = store_queue_put_size(q);
+	char *chunk = xmalloc(STORE_QUEUE_CHUNK);
+	struct cql_values *v = cql_values_create();
+	enum store_status st = STORE_OK;
+	for (uint64_t off = 0, k = 0; off < total && st == STORE_OK; off += STORE_QUEUE_CHUNK, k++) {
+		size_t n = total - off < STORE_QUEUE_CHUNK ? (size_t)(total - off) : STORE_QUEUE_CHUNK;
+		if (k > INT32_MAX) {
+			st = STORE_TOOBIG;
+			break;
+		}
+		if (store_queue_put_read(q, off, chunk, n) < 0) {
+			st = STORE_TEMPFAIL;
+			break;
+		}
+		cql_values_clear(v);
+		cql_values_add_uuid(v, q->id.b);
+		cql_values_add_int(v, (int32_t)k);
+		cql_values_add_blob(v, chunk, n);
+		st = run_at(c, q_, v, c->write_cl, ts, NULL);
+	}
+	cql_values_free(&v);
+	free(chunk);
+	return st;
+}
+
+static enum store_status cass_queue_put(struct store *store, const struct store_queue_put *q,
+					const struct buf *rcpts)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	int64_t ts = timeuuid_unix_usec(&q->id), bucket = queue_bucket(&q->id);
+	enum store_status st = put_queue_chunks(c, q, ts);
+	if (st == STORE_OK) {
+		struct cql_values *v = queue_key(NULL, 0, &q->id);
+		cql_values_add_text(v, q->owner);
+		cql_values_add_bigint(v, bucket);
+		st = queue_run(c, "INSERT INTO {ks}.queue_by_id (id, owner, bucket) VALUES (?, ?, ?)",
+			       v, c->write_cl, ts, NULL);
+	}
+	if (st == STORE_OK) {
+		struct cql_values *v = queue_key(q->owner, bucket, &q->id);
+		const char *sender = q->sender != NULL ? q->sender : "";
+		cql_values_add_blob(v, sender, strlen(sender));
+		cql_values_add_bigint(v, ts);
+		cql_values_add_bigint(v, q->next_attempt_us);
+		cql_values_add_int(v, 0);
+		cql_values_add_bigint(v, (int64_t)store_queue_put_size(q));
+		cql_values_add_blob(v, rcpts->data, rcpts->len);
+		st = queue_run(c, "INSERT INTO {ks}.queue (owner, bucket, id, sender, queued_us,"
+				  " next_attempt_us, attempts, size, rcpts)"
+				  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", v, c->write_cl, ts, NULL);
+	}
+	if (st == STORE_OK)
+		st = queue_run(c, "INSERT INTO {ks}.queue_buckets (owner, bucket) VALUES (?, ?)",
+			       queue_key(q->owner, bucket, NULL), c->write_cl, 0, NULL);
+	return st;
+}
+
+/* The entry (owner, bucket, id) at the read consistency: NOTFOUND when
+ * there is no row or only a ghost. e may be NULL (does it exist?). */
+static enum store_status queue_read_row(struct cass_store *c, const char *owner,
+					const struct uuid *id, struct store_queue_entry *e)
+{
+	struct cql_result *res = NULL;
+	enum store_status st = queue_run(c, QUEUE_ROW, queue_key(owner, queue_bucket(id), id),
+					 c->read_cl, 0, &res);
+	if (st != STORE_OK)
+		return st;
+	int64_t size = 0, queued = 0, next = 0;
+	int32_t attempts = 0;
+	struct cql_slice sender, rcpts;
+	st = STORE_NOTFOUND;
+	if (cql_result_next_row(res) && cql_result_get_bigint(res, 5, &size) == 1) {
+		st = STORE_OK;
+		if (e != NULL) {
+			memset(e, 0, sizeof(*e));
+			e->id = *id;
+			str_copy(e->owner, owner, sizeof(e->owner));
+			if (cql_result_get_blob(res, 1, &sender) >= 0 && sender.data != NULL &&
+			    sender.len < sizeof(e->sender))
+				memcpy(e->sender, sender.data, sender.len);
+			cql_result_get_bigint(res, 2, &queued);
+			cql_result_get_bigint(res, 3, &next);
+			cql_result_get_int(res, 4, &attempts);
+			e->queued_us = queued;
+			e->next_attempt_us = next;
+			e->attempts = attempts > 0 ? (unsigned int)attempts : 0;
+			e->size = size > 0 ? (uint64_t)size : 0;
+			if (cql_result_get_blob(res, 6, &rcpts) != 1 ||
+			    store_queue_rcpts_decode(rcpts.data, rcpts.len, e) < 0) {
+				log_error("cassandra: a queue row with malformed recipients");
+				st = STORE_TEMPFAIL;
+			}
+		}
+	}
+	cql_result_free(&res);
+	return st;
+}
+
+/* What a scan found worth reading: the best max (by next attempt, then
+ * id) of the due entries, as a max-heap while scanning. */
+struct queue_cand {
+	struct uuid id;
+	int64_t next;
+	unsigned int bucket;   /* index into the scan's buckets */
+};
+
+struct queue_bucket_ref {
+	char owner[STORE_NODE_ID_MAX + 1];
+	int64_t bucket;
+};
+
+struct queue_scan_ctx {
+	struct cass_store *c;
+	const struct queue_bucket_ref *b;    /* being read */
+	unsigned int bucket;
+	int64_t due_before_us;
+	unsigned int max, n, alloc;
+	struct queue_cand *heap;             /* a max-heap of n */
+	bool flush;                          /* queue_flush: every row gets next_attempt = now */
+	int64_t now_us;
+	unsigned int flushed, live;
+	enum store_status st;
+};
+
+static int cand_cmp(const struct queue_cand *a, const struct queue_cand *b)
+{
+	if (a->next != b->next)
+		return a->next < b->next ? -1 : 1;
+	return timeuuid_compare(&a->id, &b->id);
+}
+
+static void heap_sift_down(struct queue_cand *h, unsigned int n, unsigned int i)
+{
+	for (;;) {
+		unsigned int l = 2 * i + 1, r = l + 1, top = i;
+		if (l < n && cand_cmp(&h[l], &h[top]) > 0)
+			top = l;
+		if (r < n && cand_cmp(&h[r], &h[top]) > 0)
+			top = r;
+		if (top == i)
+			return;
+		struct queue_cand t = h[i];
+		h[i] = h[top];
+		h[top] = t;
+		i = top;
+	}
+}
+
+/* Keeps cand if it is among the best max seen. */
+static void heap_offer(struct queue_scan_ctx *s, const struct queue_cand *cand)
+{
+	if (s->n == s->max) {
+		if (cand_cmp(cand, &s->heap[0]) >= 0)
+			return;
+		s->heap[0] = *cand;
+		heap_sift_down(s->heap, s->n, 0);
+		return;
+	}
+	if (s->n == s->alloc) {
+		s->alloc = s->alloc ? s->alloc * 2 : 64;
+		s->heap = xrealloc(s->heap, s->alloc * sizeof(*s->heap));
+	}
+	unsigned int i = s->n++;
+	s->heap[i] = *cand;
+	while (i > 0 && cand_cmp(&s->heap[(i - 1) / 2], &s->heap[i]) < 0) {
+		struct queue_cand t = s->heap[i];
+		s->heap[i] = s->heap[(i - 1) / 2];
+		s->heap[(i - 1) / 2] = t;
+		i = (i - 1) / 2;
+	}
+}
+
+/* One row (id, next_attempt_us, size) of a bucket partition. */
+static bool queue_scan_row(void *ctx, struct cql_result *res)
+{
+	struct queue_scan_ctx *s = ctx;
+	struct queue_cand cand = { .bucket = s->bucket };
+	int64_t size = 0;
+	if (cql_result_get_uuid(res, 0, cand.id.b) != 1)
+		return true;
+	if (cql_result_get_bigint(res, 2, &size) != 1) {
+		/* a ghost (an update raced a delete): removed */
+		s->st = queue_run(s->c, "DELETE FROM {ks}.queue WHERE owner = ? AND bucket = ? AND id = ?",
+				  queue_key(s->b->owner, s->b->bucket, &cand.id), s->c->write_cl,
+				  queue_write_ts(&cand.id), NULL);
+		return s->st == STORE_OK;
+	}
+	s->live++;
+	if (s->flush) {
+		struct cql_values *v = cql_values_create();
+		cql_values_add_bigint(v, s->now_us);
+		cql_values_add_text(v, s->b->owner);
+		cql_values_add_bigint(v, s->b->bucket);
+		cql_values_add_uuid(v, cand.id.b);
+		s->st = queue_run(s->c, "UPDATE {ks}.queue SET next_attempt_us = ?"
+					" WHERE owner = ? AND bucket = ? AND id = ?",
+				  v, s->c->write_cl, queue_write_ts(&cand.id), NULL);
+		s->flushed += s->st == STORE_OK;
+		return s->st == STORE_OK;
+	}
+	if (cql_result_get_bigint(res, 1, &cand.next) == 1 && cand.next <= s->due_before_us)
+		heap_offer(s, &cand);
+	return true;
+}
+
+/* Drops the bucket row of an empty, old bucket. A put that raced it has
+ * written its entry before its bucket row: the read after the delete sees
+ * that entry and writes the row again. */
+static enum store_status drop_bucket(struct cass_store *c, const struct queue_bucket_ref *b)
+{
+	enum store_status st = queue_run(c, "DELETE FROM {ks}.queue_buckets WHERE owner = ?"
+					    " AND bucket = ?", queue_key(b->owner, b->bucket, NULL),
+					 c->write_cl, 0, NULL);
+	struct cql_result *res = NULL;
+	if (st == STORE_OK)
+		st = queue_run(c, "SELECT id FROM {ks}.queue WHERE owner = ? AND bucket = ? LIMIT 1",
+			       queue_key(b->owner, b->bucket, NULL), c->read_cl, 0, &res);
+	bool refilled = st == STORE_OK && cql_result_next_row(res);
+	cql_result_free(&res);
+	if (refilled)
+		st = queue_run(c, "INSERT INTO {ks}.queue_buckets (owner, bucket) VALUES (?, ?)",
+			       queue_key(b->owner, b->bucket, NULL), c->write_cl, 0, NULL);
+	return st;
+}
+
+struct bucket_rows {
+	const char *owner;   /* NULL: the owner is column 0, the bucket column 1 */
+	struct queue_bucket_ref *list;
+	unsigned int n, alloc;
+};
+
+static bool bucket_row(void *ctx, struct cql_result *res)
+{
+	struct bucket_rows *b = ctx;
+	struct queue_bucket_ref r;
+	struct cql_slice owner;
+	unsigned int col = 0;
+	if (b->owner != NULL) {
+		str_copy(r.owner, b->owner, sizeof(r.owner));
+	} else {
+		if (cql_result_get_text(res, 0, &owner) != 1 || owner.len >= sizeof(r.owner))
+			return true;
+		memcpy(r.owner, owner.data, owner.len);
+		r.owner[owner.len] = '\0';
+		col = 1;
+	}
+	if (cql_result_get_bigint(res, col, &r.bucket) != 1)
+		return true;
+	if (b->n == b->alloc) {
+		b->alloc = b->alloc ? b->alloc * 2 : 32;
+		b->list = xrealloc(b->list, b->alloc * sizeof(*b->list));
+	}
+	b->list[b->n++] = r;
+	return true;
+}
+
+/* Reads every bucket of owner (NULL: of every owner) through s: each
+ * partition's rows go to queue_scan_row; an empty old bucket is dropped.
+ * The buckets are left in *buckets_r (malloc'ed). */
+static enum store_status queue_walk(struct cass_store *c, const char *owner,
+				    struct queue_scan_ctx *s, struct queue_bucket_ref **buckets_r)
+{
+	struct bucket_rows b = { .owner = owner };
+	uint64_t rows;
+	struct cql_values *v = cql_values_create();
+	if (owner != NULL)
+		cql_values_add_text(v, owner);
+	enum store_status st = for_each_row(c, owner != NULL
+		? "SELECT bucket FROM {ks}.queue_buckets WHERE owner = ?"
+		: "SELECT owner, bucket FROM {ks}.queue_buckets", v, c->read_cl, 0, bucket_row, &b,
+		&rows);
+	cql_values_free(&v);
+	int64_t now = clock_wall_us();
+	for (unsigned int i = 0; i < b.n && st == STORE_OK; i++) {
+		s->b = &b.list[i];
+		s->bucket = i;
+		s->live = 0;
+		v = queue_key(b.list[i].owner, b.list[i].bucket, NULL);
+		st = for_each_row(c, "SELECT id, next_attempt_us, size FROM {ks}.queue"
+				     " WHERE owner = ? AND bucket = ?", v, c->read_cl, 0,
+				  queue_scan_row, s, &rows);
+		cql_values_free(&v);
+		if (st == STORE_OK)
+			st = s->st;
+		if (st == STORE_OK && s->live == 0 &&
+		    (b.list[i].bucket + 1) * QUEUE_BUCKET_US + QUEUE_BUCKET_DROP_US < now)
+			st = drop_bucket(c, &b.list[i]);
+	}
+	*buckets_r = b.list;
+	return st;
+}
+
+static int cand_qsort(const void *a, const void *b)
+{
+	return cand_cmp(a, b);
+}
+
+static enum store_status cass_queue_scan(struct store *store, const char *owner,
+					 int64_t due_before_us, unsigned int max,
+					 struct store_queue_entry **entries_r, unsigned int *count_r)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	struct queue_scan_ctx s = { .c = c, .due_before_us = due_before_us, .max = max };
+	struct queue_bucket_ref *buckets = NULL;
+	enum store_status st = queue_walk(c, owner, &s, &buckets);
+	if (st == STORE_OK && s.n > 0) {
+		qsort(s.heap, s.n, sizeof(*s.heap), cand_qsort);
+		*entries_r = xcalloc(s.n, sizeof(**entries_r));
+	}
+	for (unsigned int i = 0; i < s.n && st == STORE_OK; i++) {
+		struct store_queue_entry *e = &(*entries_r)[*count_r];
+		st = queue_read_row(c, buckets[s.heap[i].bucket].owner, &s.heap[i].id, e);
+		if (st == STORE_OK)
+			(*count_r)++;
+		else if (st == STORE_NOTFOUND)
+			st = STORE_OK; /* delivered and deleted since the partition was read */
+	}
+	free(s.heap);
+	free(buckets);
+	return st;
+}
+
+/* The owner of entry id, from queue_by_id; NOTFOUND without the row. */
+static enum store_status queue_owner(struct cass_store *c, const struct uuid *id,
+				     char owner_r[STORE_NODE_ID_MAX + 1])
+{
+	struct cql_result *res = NULL;
+	enum store_status st = queue_run(c, "SELECT owner FROM {ks}.queue_by_id WHERE id = ?",
+					 queue_key(NULL, 0, id), c->read_cl, 0, &res);
+	if (st != STORE_OK)
+		return st;
+	struct cql_slice o;
+	st = STORE_NOTFOUND;
+	if (cql_result_next_row(res) && cql_result_get_text(res, 0, &o) == 1 &&
+	    o.len >= 1 && o.len <= STORE_NODE_ID_MAX) {
+		memcpy(owner_r, o.data, o.len);
+		owner_r[o.len] = '\0';
+		st = STORE_OK;
+	}
+	cql_result_free(&res);
+	return st;
+}
+
+static enum store_status cass_queue_get(struct store *store, const struct uuid *id,
+					struct store_queue_entry *entry_r)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	char owner[STORE_NODE_ID_MAX + 1];
+	enum store_status st = queue_owner(c, id, owner);
+	return st == STORE_OK ? queue_read_row(c, owner, id, entry_r) : st;
+}
+
+/* The chunks covering [offset, offset + n), QUEUE_READ_CHUNKS a request.
+ * A chunk not there: NOTFOUND when the entry is gone, else TEMPFAIL (not
+ * replicated here yet; the next attempt reads it). */
+static enum store_status cass_queue_read(struct store *store, const struct store_queue_entry *e,
+					 uint64_t offset, char *dst, size_t n)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	uint64_t first = offset / STORE_QUEUE_CHUNK, last = (offset + n - 1) / STORE_QUEUE_CHUNK;
+	if (last > INT32_MAX)
+		return STORE_INVALID;
+	size_t copied = 0;
+	enum store_status st = STORE_OK;
+	for (uint64_t k = first; k <= last && st == STORE_OK; k += QUEUE_READ_CHUNKS) {
+		uint64_t to = k + QUEUE_READ_CHUNKS - 1 < last ? k + QUEUE_READ_CHUNKS - 1 : last;
+		struct cql_values *v = queue_key(NULL, 0, &e->id);
+		cql_values_add_int(v, (int32_t)k);
+		cql_values_add_int(v, (int32_t)to);
+		struct cql_result *res = NULL;
+		st = queue_run(c, "SELECT n, data FROM {ks}.queue_chunks WHERE id = ? AND n >= ?"
+				  " AND n <= ?", v, c->read_cl, 0, &res);
+		while (st == STORE_OK && cql_result_next_row(res)) {
+			int32_t chunk = -1;
+			struct cql_slice data;
+			if (cql_result_get_int(res, 0, &chunk) == 1 && chunk >= 0 &&
+			    cql_result_get_blob(res, 1, &data) == 1)
+				copied += store_queue_chunk_copy((uint64_t)chunk, data.data, data.len,
+								 offset, dst, n);
+		}
+		cql_result_free(&res);
+	}
+	if (st != STORE_OK || copied == n)
+		return st;
+	st = queue_read_row(c, e->owner, &e->id, NULL);
+	if (st == STORE_OK) {
+		log_warn("cassandra: a chunk of a queued message is not readable yet");
+		st = STORE_TEMPFAIL;
+	}
+	return st;
+}
+
+static enum store_status cass_queue_update(struct store *store, const struct store_queue_entry *e,
+					   const struct buf *rcpts)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	enum store_status st = queue_read_row(c, e->owner, &e->id, NULL);
+	if (st != STORE_OK)
+		return st;
+	struct cql_values *v = cql_values_create();
+	cql_values_add_int(v, e->attempts > INT32_MAX ? INT32_MAX : (int32_t)e->attempts);
+	cql_values_add_bigint(v, e->next_attempt_us);
+	cql_values_add_blob(v, rcpts->data, rcpts->len);
+	cql_values_add_text(v, e->owner);
+	cql_values_add_bigint(v, queue_bucket(&e->id));
+	cql_values_add_uuid(v, e->id.b);
+	return queue_run(c, "UPDATE {ks}.queue SET attempts = ?, next_attempt_us = ?, rcpts = ?"
+			    " WHERE owner = ? AND bucket = ? AND id = ?",
+			 v, c->write_cl, queue_write_ts(&e->id), NULL);
+}
+
+/* The entry row first (scans stop showing it), then its chunks, then the
+ * lookup row (so an interrupted delete can be run again by id). */
+static enum store_status cass_queue_del(struct store *store, const struct uuid *id)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	char owner[STORE_NODE_ID_MAX + 1];
+	enum store_status st = queue_owner(c, id, owner);
+	if (st != STORE_OK)
+		return st;
+	enum store_status found = queue_read_row(c, owner, id, NULL);
+	if (found != STORE_OK && found != STORE_NOTFOUND)
+		return found;
+	int64_t ts = queue_write_ts(id);
+	st = queue_run(c, "DELETE FROM {ks}.queue WHERE owner = ? AND bucket = ? AND id = ?",
+		       queue_key(owner, queue_bucket(id), id), c->write_cl, ts, NULL);
+	if (st == STORE_OK)
+		st = queue_run(c, "DELETE FROM {ks}.queue_chunks WHERE id = ?", queue_key(NULL, 0, id),
+			       c->write_cl, ts, NULL);
+	if (st == STORE_OK)
+		st = queue_run(c, "DELETE FROM {ks}.queue_by_id WHERE id = ?", queue_key(NULL, 0, id),
+			       c->write_cl, ts, NULL);
+	return st == STORE_OK ? found : st;
+}
+
+static enum store_status cass_queue_flush(struct store *store, int64_t now_us,
+					  unsigned int *count_r)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	struct queue_scan_ctx s = { .c = c, .flush = true, .now_us = now_us };
+	struct queue_bucket_ref *buckets = NULL;
+	enum store_status st = queue_walk(c, NULL, &s, &buckets);
+	free(buckets);
+	*count_r = s.flushed;
+	return st;
+}
+
+static enum store_status cass_queue_heartbeat(struct store *store, const char *node,
+					      int64_t now_us)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, c->dc);
+	cql_values_add_text(v, node);
+	cql_values_add_bigint(v, now_us);
+	return queue_run(c, "INSERT INTO {ks}.queue_nodes (dc, node, heartbeat_us) VALUES (?, ?, ?)",
+			 v, c->write_cl, 0, NULL);
+}
+
+struct node_rows {
+	struct store_queue_node *list;
+	unsigned int n, alloc;
+};
+
+static bool node_row(void *ctx, struct cql_result *res)
+{
+	struct node_rows *r = ctx;
+	struct cql_slice id;
+	int64_t us = 0;
+	if (cql_result_get_text(res, 0, &id) != 1 || id.len == 0 || id.len > STORE_NODE_ID_MAX ||
+	    cql_result_get_bigint(res, 1, &us) != 1)
+		return true;
+	if (r->n == r->alloc) {
+		r->alloc = r->alloc ? r->alloc * 2 : 8;
+		r->list = xrealloc(r->list, r->alloc * sizeof(*r->list));
+	}
+	memcpy(r->list[r->n].id, id.data, id.len);
+	r->list[r->n].id[id.len] = '\0';
+	r->list[r->n++].heartbeat_us = us;
+	return true;
+}
+
+static enum store_status cass_queue_nodes(struct store *store, struct store_queue_node **nodes_r,
+					  unsigned int *count_r)
+{
+	struct cass_store *c = (struct cass_store *)store;
+	struct node_rows r = { 0 };
+	struct cql_values *v = cql_values_create();
+	cql_values_add_text(v, c->dc);
+	uint64_t rows;
+	enum store_status st = for_each_row(c, "SELECT node, heartbeat_us FROM {ks}.queue_nodes"
+					       " WHERE dc = ?", v, c->read_cl, 0, node_row, &r, &rows);
+	cql_values_free(&v);
+	*nodes_r = r.list;
+	*count_r = r.n;
+	return st;
+}
+
 /* Writable when a quorum of the local datacenter's replicas answers: a
  * LOCAL_QUORUM read of one small row (whatever the configured
  * consistencies), with a short deadline so a health probe never hangs. */
@@ -2530,5 +3138,14 @@ const struct store_vfuncs store_cassandra_vfuncs = {
 	.cursor_close = cass_cursor_close,
 	.expunge = cass_expunge,
 	.repair = cass_repair,
+	.queue_put = cass_queue_put,
+	.queue_scan = cass_queue_scan,
+	.queue_get = cass_queue_get,
+	.queue_read = cass_queue_read,
+	.queue_update = cass_queue_update,
+	.queue_del = cass_queue_del,
+	.queue_flush = cass_queue_flush,
+	.queue_heartbeat = cass_queue_heartbeat,
+	.queue_nodes = cass_queue_nodes,
 	.metrics_render = cass_metrics_render,
 };

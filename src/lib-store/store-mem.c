@@ -45,6 +45,15 @@ struct mem_alias {
 	char *address, *targets;
 };
 
+/* An outbound queue entry: its fields (rcpts unused), the recipients in
+ * their stored form, and the message. */
+struct mem_queued {
+	struct store_queue_entry e;
+	char *rcpts;
+	size_t rcpts_len;
+	char *data;
+};
+
 struct mem_store {
 	struct store store;
 	pthread_mutex_t lock;
@@ -60,6 +69,10 @@ struct mem_store {
 	unsigned int naliases;
 	struct mem_retrieved *retrieved;
 	unsigned int nretrieved;
+	struct mem_queued *queue;
+	unsigned int nqueue;
+	struct store_queue_node *nodes;
+	unsigned int nnodes;
 };
 
 static struct store *mem_open(const struct store_settings *set, const char **error_r)
@@ -102,6 +115,12 @@ static void mem_close(struct store *store)
 		free(m->aliases[i].address);
 		free(m->aliases[i].targets);
 	}
+	for (unsigned int i = 0; i < m->nqueue; i++) {
+		free(m->queue[i].rcpts);
+		free(m->queue[i].data);
+	}
+	free(m->queue);
+	free(m->nodes);
 	free(m->aliases);
 	free(m->retrieved);
 	free(m->domains);
@@ -758,6 +777,206 @@ static enum store_status mem_retrieved_del(struct store *store, const struct uui
 	LOCKED(m, retrieved_del_locked(m, mbox, ids, n));
 }
 
+/* --- the outbound queue --- */
+
+static struct mem_queued *find_queued(struct mem_store *m, const struct uuid *id)
+{
+	for (unsigned int i = 0; i < m->nqueue; i++)
+		if (memcmp(&m->queue[i].e.id, id, 16) == 0)
+			return &m->queue[i];
+	return NULL;
+}
+
+static enum store_status queue_put_locked(struct mem_store *m, const struct store_queue_put *q,
+					  const struct buf *rcpts)
+{
+	if (find_queued(m, &q->id) != NULL)
+		return STORE_OK; /* a retry: the entry stays as it is now */
+	size_t len = (size_t)store_queue_put_size(q);
+	char *data = xmalloc(len + 1);
+	if (store_queue_put_read(q, 0, data, len) < 0) {
+		free(data);
+		return STORE_TEMPFAIL;
+	}
+	m->queue = xrealloc(m->queue, (m->nqueue + 1) * sizeof(*m->queue));
+	struct mem_queued *mq = &m->queue[m->nqueue++];
+	memset(mq, 0, sizeof(*mq));
+	mq->e.id = q->id;
+	str_copy(mq->e.owner, q->owner, sizeof(mq->e.owner));
+	str_copy(mq->e.sender, q->sender != NULL ? q->sender : "", sizeof(mq->e.sender));
+	mq->e.queued_us = timeuuid_unix_usec(&q->id);
+	mq->e.next_attempt_us = q->next_attempt_us;
+	mq->e.size = len;
+	mq->rcpts = xstrndup(rcpts->data, rcpts->len);
+	mq->rcpts_len = rcpts->len;
+	mq->data = data;
+	return STORE_OK;
+}
+
+static enum store_status mem_queue_put(struct store *store, const struct store_queue_put *q,
+				       const struct buf *rcpts)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, queue_put_locked(m, q, rcpts));
+}
+
+/* A copy of the entry for the caller, recipients decoded. */
+static enum store_status queued_copy(const struct mem_queued *mq, struct store_queue_entry *e)
+{
+	*e = mq->e;
+	e->rcpts = NULL;
+	e->rcpt_count = 0;
+	return store_queue_rcpts_decode(mq->rcpts, mq->rcpts_len, e) == 0 ? STORE_OK
+									  : STORE_TEMPFAIL;
+}
+
+static enum store_status queue_scan_locked(struct mem_store *m, const char *owner,
+					   int64_t due_before_us, unsigned int max,
+					   struct store_queue_entry **entries_r,
+					   unsigned int *count_r)
+{
+	struct store_queue_entry *all = xcalloc(m->nqueue + 1, sizeof(*all));
+	unsigned int n = 0;
+	for (unsigned int i = 0; i < m->nqueue; i++) {
+		const struct store_queue_entry *e = &m->queue[i].e;
+		if ((owner == NULL || strcmp(e->owner, owner) == 0) &&
+		    e->next_attempt_us <= due_before_us)
+			all[n++] = *e;
+	}
+	qsort(all, n, sizeof(*all), store_queue_entry_cmp);
+	if (n > max)
+		n = max;
+	enum store_status st = STORE_OK;
+	for (unsigned int i = 0; i < n && st == STORE_OK; i++) {
+		st = queued_copy(find_queued(m, &all[i].id), &all[i]);
+		*count_r = i + 1;
+	}
+	*entries_r = all;
+	return st;
+}
+
+static enum store_status mem_queue_scan(struct store *store, const char *owner,
+					int64_t due_before_us, unsigned int max,
+					struct store_queue_entry **entries_r, unsigned int *count_r)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, queue_scan_locked(m, owner, due_before_us, max, entries_r, count_r));
+}
+
+static enum store_status queue_get_locked(struct mem_store *m, const struct uuid *id,
+					  struct store_queue_entry *e)
+{
+	const struct mem_queued *mq = find_queued(m, id);
+	return mq == NULL ? STORE_NOTFOUND : queued_copy(mq, e);
+}
+
+static enum store_status mem_queue_get(struct store *store, const struct uuid *id,
+				       struct store_queue_entry *e)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, queue_get_locked(m, id, e));
+}
+
+static enum store_status queue_read_locked(struct mem_store *m, const struct store_queue_entry *e,
+					   uint64_t offset, char *dst, size_t n)
+{
+	const struct mem_queued *mq = find_queued(m, &e->id);
+	if (mq == NULL)
+		return STORE_NOTFOUND;
+	if (offset + n > mq->e.size)
+		return STORE_INVALID;
+	memcpy(dst, mq->data + offset, n);
+	return STORE_OK;
+}
+
+static enum store_status mem_queue_read(struct store *store, const struct store_queue_entry *e,
+					uint64_t offset, char *dst, size_t n)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, queue_read_locked(m, e, offset, dst, n));
+}
+
+static enum store_status queue_update_locked(struct mem_store *m,
+					     const struct store_queue_entry *e,
+					     const struct buf *rcpts)
+{
+	struct mem_queued *mq = find_queued(m, &e->id);
+	if (mq == NULL || strcmp(mq->e.owner, e->owner) != 0)
+		return STORE_NOTFOUND;
+	mq->e.attempts = e->attempts;
+	mq->e.next_attempt_us = e->next_attempt_us;
+	free(mq->rcpts);
+	mq->rcpts = xstrndup(rcpts->data, rcpts->len);
+	mq->rcpts_len = rcpts->len;
+	return STORE_OK;
+}
+
+static enum store_status mem_queue_update(struct store *store, const struct store_queue_entry *e,
+					  const struct buf *rcpts)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, queue_update_locked(m, e, rcpts));
+}
+
+static enum store_status queue_del_locked(struct mem_store *m, const struct uuid *id)
+{
+	struct mem_queued *mq = find_queued(m, id);
+	if (mq == NULL)
+		return STORE_NOTFOUND;
+	free(mq->rcpts);
+	free(mq->data);
+	*mq = m->queue[--m->nqueue];
+	return STORE_OK;
+}
+
+static enum store_status mem_queue_del(struct store *store, const struct uuid *id)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	LOCKED(m, queue_del_locked(m, id));
+}
+
+static enum store_status mem_queue_flush(struct store *store, int64_t now_us,
+					 unsigned int *count_r)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	pthread_mutex_lock(&m->lock);
+	for (unsigned int i = 0; i < m->nqueue; i++)
+		m->queue[i].e.next_attempt_us = now_us;
+	*count_r = m->nqueue;
+	pthread_mutex_unlock(&m->lock);
+	return STORE_OK;
+}
+
+static enum store_status mem_queue_heartbeat(struct store *store, const char *node,
+					     int64_t now_us)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	pthread_mutex_lock(&m->lock);
+	unsigned int i = 0;
+	while (i < m->nnodes && strcmp(m->nodes[i].id, node) != 0)
+		i++;
+	if (i == m->nnodes) {
+		m->nodes = xrealloc(m->nodes, (m->nnodes + 1) * sizeof(*m->nodes));
+		str_copy(m->nodes[m->nnodes++].id, node, sizeof(m->nodes[0].id));
+	}
+	m->nodes[i].heartbeat_us = now_us;
+	pthread_mutex_unlock(&m->lock);
+	return STORE_OK;
+}
+
+static enum store_status mem_queue_nodes(struct store *store, struct store_queue_node **nodes_r,
+					 unsigned int *count_r)
+{
+	struct mem_store *m = (struct mem_store *)store;
+	pthread_mutex_lock(&m->lock);
+	*nodes_r = xcalloc(m->nnodes + 1, sizeof(**nodes_r));
+	if (m->nnodes > 0)
+		memcpy(*nodes_r, m->nodes, m->nnodes * sizeof(**nodes_r));
+	*count_r = m->nnodes;
+	pthread_mutex_unlock(&m->lock);
+	return STORE_OK;
+}
+
 static enum store_status mem_health(struct store *store, struct buf *detail)
 {
 	(void)store;
@@ -811,4 +1030,13 @@ const struct store_vfuncs store_mem_vfuncs = {
 	.cursor_close = mem_cursor_close,
 	.expunge = mem_expunge,
 	.repair = mem_repair,
+	.queue_put = mem_queue_put,
+	.queue_scan = mem_queue_scan,
+	.queue_get = mem_queue_get,
+	.queue_read = mem_queue_read,
+	.queue_update = mem_queue_update,
+	.queue_del = mem_queue_del,
+	.queue_flush = mem_queue_flush,
+	.queue_heartbeat = mem_queue_heartbeat,
+	.queue_nodes = mem_queue_nodes,
 };

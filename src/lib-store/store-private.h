@@ -110,6 +110,29 @@ struct store_vfuncs {
 				     unsigned int n);
 	enum store_status (*repair)(struct store *, const struct store_repair_options *opts,
 				    struct store_repair_report *report);
+	/* The outbound queue (store.h). store.c has checked the arguments
+	 * and encoded the recipients (rcpts: store_queue_rcpts_decode's form).
+	 * queue_put is idempotent on q->id and never overwrites an entry that
+	 * exists or undoes a delete. queue_scan returns a malloc'ed array
+	 * (store.c frees it on an error). queue_read copies n >= 1 octets at
+	 * offset (within e->size) to dst. */
+	enum store_status (*queue_put)(struct store *, const struct store_queue_put *q,
+				       const struct buf *rcpts);
+	enum store_status (*queue_scan)(struct store *, const char *owner, int64_t due_before_us,
+					unsigned int max, struct store_queue_entry **entries_r,
+					unsigned int *count_r);
+	enum store_status (*queue_get)(struct store *, const struct uuid *id,
+				       struct store_queue_entry *entry_r);
+	enum store_status (*queue_read)(struct store *, const struct store_queue_entry *e,
+					uint64_t offset, char *dst, size_t n);
+	enum store_status (*queue_update)(struct store *, const struct store_queue_entry *e,
+					  const struct buf *rcpts);
+	enum store_status (*queue_del)(struct store *, const struct uuid *id);
+	enum store_status (*queue_flush)(struct store *, int64_t now_us, unsigned int *count_r);
+	enum store_status (*queue_heartbeat)(struct store *, const char *node, int64_t now_us);
+	enum store_status (*queue_nodes)(struct store *, struct store_queue_node **nodes_r,
+					 unsigned int *count_r);
+
 	/* Optional: appends the backend's own metric families (Prometheus
 	 * text format, names tern_<backend>_*); called from any thread. */
 	void (*metrics_render)(struct store *, struct buf *out);
@@ -149,6 +172,27 @@ int store_delivery_read(const struct store_delivery *d, uint64_t offset, void *o
 void store_alias_line(struct buf *out, const char *address, const char *targets, size_t len);
 /* Sorts the '\n'-terminated lines of out from start on. */
 void store_sort_lines(struct buf *out, size_t start);
+
+/* The outbound queue. A stored message is cut into chunks of this size
+ * (SQLite, Cassandra), so a read of one piece reads one chunk. */
+#define STORE_QUEUE_CHUNK STORE_QUEUE_READ_SIZE
+/* The recipients' stored form, one line each: "S\taddress\tdiagnostic\n"
+ * (S the state's digit). Sets e->rcpts (malloc'ed) and e->rcpt_count; -1
+ * when data is malformed or holds more than STORE_QUEUE_RCPTS_MAX. */
+int store_queue_rcpts_decode(const void *data, size_t len, struct store_queue_entry *e);
+/* Copies len octets of q's message from offset (store_delivery_read). */
+int store_queue_put_read(const struct store_queue_put *q, uint64_t offset, void *out,
+			 size_t len);
+static inline uint64_t store_queue_put_size(const struct store_queue_put *q)
+{
+	return (uint64_t)q->header_len + q->body_len;
+}
+/* Copies the part of chunk k (data, len) that lies in [offset, offset + n)
+ * to dst + (its offset - offset); returns how many octets. */
+size_t store_queue_chunk_copy(uint64_t k, const void *data, size_t len, uint64_t offset,
+			      char *dst, size_t n);
+/* qsort order of a scan: next_attempt_us, then id (time order). */
+int store_queue_entry_cmp(const void *a, const void *b);
 
 /* Quotas on the delivery path. The limits that apply to a user whose own
  * limits are own: each own limit where set, else the store's default. */

@@ -50,8 +50,16 @@
  * Schema versions (meta.schema_version): 1 the mail tables; 2 adds the
  * users' own quota columns, the aliases table and the health table; 3 the
  * users' own EXPIRE policy and last POP3 login, and the retrieved table
- * (first retrieval of a message, for EXPIRE). An older database is
- * migrated in the transaction that opens it.
+ * (first retrieval of a message, for EXPIRE); 4 the outbound queue
+ * (queue, queue_chunks, queue_nodes). An older database is migrated in the
+ * transaction that opens it.
+ *
+ * The outbound queue: one queue row per entry (the recipients in
+ * store.c's stored form), its message in queue_chunks rows of
+ * STORE_QUEUE_CHUNK octets (a read costs the chunks it covers, not a walk
+ * from the start of a blob), and queue_nodes for the heartbeats. A put is
+ * one transaction (COMMIT with fsync, like a delivery, but outside the
+ * delivery group commit); a put whose id is there already changes nothing.
  *
  * Prepared statements: a thread's connection keeps the hot statements
  * (prep_cached/unprep: user lookup, listing, delivery; exec_cached: BEGIN,
@@ -90,7 +98,7 @@
 
 #include "log.h"
 
-#define SQLITE_SCHEMA_VERSION 3
+#define SQLITE_SCHEMA_VERSION 4
 #define SQLITE_BUSY_TIMEOUT_MS 10000
 /* Reader connections held by open cursors, at most; beyond, cursors read
  * through the calling thread's connection (see the file comment). */
@@ -174,6 +182,17 @@ static const char *const migrations[SQLITE_SCHEMA_VERSION + 1] = {
 	      "ALTER TABLE users ADD COLUMN last_login INTEGER NOT NULL DEFAULT 0;"
 	      "CREATE TABLE retrieved (mailbox_id BLOB NOT NULL, sort_key BLOB NOT NULL,"
 	      "  first_us INTEGER NOT NULL, PRIMARY KEY (mailbox_id, sort_key)) WITHOUT ROWID;",
+	/* id: the entry's TimeUUID (16 octets); times in µs since the epoch. */
+	[4] = "CREATE TABLE queue (id BLOB NOT NULL UNIQUE, owner TEXT NOT NULL,"
+	      "  sender TEXT NOT NULL, queued_us INTEGER NOT NULL,"
+	      "  next_attempt_us INTEGER NOT NULL, attempts INTEGER NOT NULL,"
+	      "  size INTEGER NOT NULL, rcpts BLOB NOT NULL);"
+	      "CREATE INDEX queue_due ON queue(next_attempt_us);"
+	      "CREATE INDEX queue_owner_due ON queue(owner, next_attempt_us);"
+	      "CREATE TABLE queue_chunks (id BLOB NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL,"
+	      "  PRIMARY KEY (id, n));"
+	      "CREATE TABLE queue_nodes (node TEXT PRIMARY KEY, heartbeat_us INTEGER NOT NULL)"
+	      "  WITHOUT ROWID;",
 };
 
 static enum store_status status_from_rc(sqlite3 *db, int rc, const char *what)
@@ -1707,6 +1726,281 @@ static enum store_status sqlite_health(struct store *store, struct buf *detail)
 	return STORE_TEMPFAIL;
 }
 
+/* --- the outbound queue --- */
+
+/* Writes the chunks of q's message (one STORE_QUEUE_CHUNK piece in memory
+ * at a time). */
+static enum store_status put_queue_chunks(sqlite3 *db, const struct store_queue_put *q)
+{
+	uint64_t total = store_queue_put_size(q);
+	sqlite3_stmt *st = prep(db, "INSERT INTO queue_chunks (id, n, data) VALUES (?, ?, ?)");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	char *chunk = xmalloc(STORE_QUEUE_CHUNK);
+	enum store_status ret = STORE_OK;
+	for (uint64_t off = 0, k = 0; off < total && ret == STORE_OK; off += STORE_QUEUE_CHUNK, k++) {
+		size_t n = total - off < STORE_QUEUE_CHUNK ? (size_t)(total - off) : STORE_QUEUE_CHUNK;
+		if (store_queue_put_read(q, off, chunk, n) < 0) {
+			ret = STORE_TEMPFAIL;
+			break;
+		}
+		sqlite3_reset(st);
+		sqlite3_bind_blob(st, 1, q->id.b, 16, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)k);
+		sqlite3_bind_blob(st, 3, chunk, (int)n, SQLITE_STATIC);
+		ret = status_from_rc(db, sqlite3_step(st), "queue chunk");
+	}
+	free(chunk);
+	sqlite3_finalize(st);
+	return ret;
+}
+
+/* Ends the transaction begun on db: COMMIT when ret is OK, else ROLLBACK. */
+static enum store_status finish(sqlite3 *db, enum store_status ret)
+{
+	if (ret == STORE_OK && exec_sql(db, "COMMIT") == SQLITE_OK)
+		return STORE_OK;
+	exec_sql(db, "ROLLBACK");
+	return ret == STORE_OK ? STORE_TEMPFAIL : ret;
+}
+
+static enum store_status sqlite_queue_put(struct store *store, const struct store_queue_put *q,
+					  const struct buf *rcpts)
+{
+	sqlite3 *db = get_db((struct sqlite_store *)store);
+	if (db == NULL || exec_sql(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+		return STORE_TEMPFAIL;
+	sqlite3_stmt *st = prep(db, "INSERT INTO queue (id, owner, sender, queued_us, next_attempt_us,"
+				    " attempts, size, rcpts) VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
+				    " ON CONFLICT (id) DO NOTHING");
+	enum store_status ret = STORE_TEMPFAIL;
+	if (st != NULL) {
+		sqlite3_bind_blob(st, 1, q->id.b, 16, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, q->owner, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, q->sender != NULL ? q->sender : "", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, timeuuid_unix_usec(&q->id));
+		sqlite3_bind_int64(st, 5, q->next_attempt_us);
+		sqlite3_bind_int64(st, 6, (sqlite3_int64)store_queue_put_size(q));
+		sqlite3_bind_blob(st, 7, rcpts->data, (int)rcpts->len, SQLITE_STATIC);
+		ret = status_from_rc(db, sqlite3_step(st), "queue put");
+		sqlite3_finalize(st);
+	}
+	/* No change: the entry is there already (a retry), as it is now. */
+	if (ret == STORE_OK && sqlite3_changes(db) == 1)
+		ret = put_queue_chunks(db, q);
+	return finish(db, ret);
+}
+
+#define QUEUE_COLUMNS "id, owner, sender, queued_us, next_attempt_us, attempts, size, rcpts"
+
+/* The entry of the current row of a QUEUE_COLUMNS select. */
+static enum store_status queue_row(sqlite3_stmt *st, struct store_queue_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	const char *owner = (const char *)sqlite3_column_text(st, 1);
+	const char *sender = (const char *)sqlite3_column_text(st, 2);
+	if (sqlite3_column_bytes(st, 0) != 16 || owner == NULL || sender == NULL) {
+		log_error("sqlite: a malformed queue row");
+		return STORE_TEMPFAIL;
+	}
+	memcpy(e->id.b, sqlite3_column_blob(st, 0), 16);
+	str_copy(e->owner, owner, sizeof(e->owner));
+	str_copy(e->sender, sender, sizeof(e->sender));
+	e->queued_us = sqlite3_column_int64(st, 3);
+	e->next_attempt_us = sqlite3_column_int64(st, 4);
+	e->attempts = (unsigned int)sqlite3_column_int64(st, 5);
+	e->size = (uint64_t)sqlite3_column_int64(st, 6);
+	if (store_queue_rcpts_decode(sqlite3_column_blob(st, 7), (size_t)sqlite3_column_bytes(st, 7),
+				     e) < 0) {
+		log_error("sqlite: a queue row with malformed recipients");
+		return STORE_TEMPFAIL;
+	}
+	return STORE_OK;
+}
+
+static enum store_status sqlite_queue_scan(struct store *store, const char *owner,
+					   int64_t due_before_us, unsigned int max,
+					   struct store_queue_entry **entries_r,
+					   unsigned int *count_r)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db, owner != NULL
+		? "SELECT " QUEUE_COLUMNS " FROM queue WHERE next_attempt_us <= ?1 AND owner = ?3"
+		  " ORDER BY next_attempt_us, queued_us LIMIT ?2"
+		: "SELECT " QUEUE_COLUMNS " FROM queue WHERE next_attempt_us <= ?1"
+		  " ORDER BY next_attempt_us, queued_us LIMIT ?2");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_int64(st, 1, due_before_us);
+	sqlite3_bind_int64(st, 2, max);
+	if (owner != NULL)
+		sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
+	unsigned int alloc = 0;
+	enum store_status ret = STORE_OK;
+	int rc = SQLITE_DONE;
+	while (ret == STORE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*count_r == alloc) {
+			alloc = alloc ? alloc * 2 : 16;
+			*entries_r = xrealloc(*entries_r, alloc * sizeof(**entries_r));
+		}
+		ret = queue_row(st, &(*entries_r)[(*count_r)++]);
+	}
+	if (ret == STORE_OK && rc != SQLITE_DONE)
+		ret = status_from_rc(db, rc, "queue scan");
+	sqlite3_finalize(st);
+	return ret;
+}
+
+static enum store_status sqlite_queue_get(struct store *store, const struct uuid *id,
+					  struct store_queue_entry *entry_r)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db,
+					  "SELECT " QUEUE_COLUMNS " FROM queue WHERE id = ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, id->b, 16, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	enum store_status ret = rc == SQLITE_ROW ? queue_row(st, entry_r)
+				: rc == SQLITE_DONE ? STORE_NOTFOUND : status_from_rc(db, rc, "queue get");
+	sqlite3_finalize(st);
+	return ret;
+}
+
+/* One statement, so one snapshot: the chunks are deleted with the entry,
+ * so none found means the entry is gone. */
+static enum store_status sqlite_queue_read(struct store *store, const struct store_queue_entry *e,
+					   uint64_t offset, char *dst, size_t n)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db, "SELECT n, data FROM queue_chunks"
+						      " WHERE id = ? AND n BETWEEN ? AND ? ORDER BY n");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, e->id.b, 16, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)(offset / STORE_QUEUE_CHUNK));
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)((offset + n - 1) / STORE_QUEUE_CHUNK));
+	size_t copied = 0;
+	unsigned int rows = 0;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		rows++;
+		copied += store_queue_chunk_copy((uint64_t)sqlite3_column_int64(st, 0),
+						 sqlite3_column_blob(st, 1),
+						 (size_t)sqlite3_column_bytes(st, 1), offset, dst, n);
+	}
+	enum store_status ret = status_from_rc(db, rc, "queue read");
+	sqlite3_finalize(st);
+	if (ret == STORE_OK && rows == 0)
+		return STORE_NOTFOUND;
+	if (ret == STORE_OK && copied != n) {
+		log_error("sqlite: the stored message of a queue entry is shorter than its size");
+		return STORE_TEMPFAIL;
+	}
+	return ret;
+}
+
+static enum store_status sqlite_queue_update(struct store *store, const struct store_queue_entry *e,
+					     const struct buf *rcpts)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db, "UPDATE queue SET attempts = ?,"
+						      " next_attempt_us = ?, rcpts = ?"
+						      " WHERE id = ? AND owner = ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_int64(st, 1, e->attempts);
+	sqlite3_bind_int64(st, 2, e->next_attempt_us);
+	sqlite3_bind_blob(st, 3, rcpts->data, (int)rcpts->len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 4, e->id.b, 16, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, e->owner, -1, SQLITE_STATIC);
+	enum store_status ret = status_from_rc(db, sqlite3_step(st), "queue update");
+	sqlite3_finalize(st);
+	return ret == STORE_OK && sqlite3_changes(db) == 0 ? STORE_NOTFOUND : ret;
+}
+
+/* Runs a statement with the entry id as its one parameter; the changes in *changes_r. */
+static enum store_status queue_id_write(sqlite3 *db, const char *sql, const struct uuid *id,
+					int *changes_r)
+{
+	sqlite3_stmt *st = prep(db, sql);
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_blob(st, 1, id->b, 16, SQLITE_STATIC);
+	enum store_status ret = status_from_rc(db, sqlite3_step(st), sql);
+	sqlite3_finalize(st);
+	*changes_r = sqlite3_changes(db);
+	return ret;
+}
+
+static enum store_status sqlite_queue_del(struct store *store, const struct uuid *id)
+{
+	sqlite3 *db = get_db((struct sqlite_store *)store);
+	if (db == NULL || exec_sql(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+		return STORE_TEMPFAIL;
+	int changes = 0, chunks = 0;
+	enum store_status ret = queue_id_write(db, "DELETE FROM queue WHERE id = ?", id, &changes);
+	if (ret == STORE_OK)
+		ret = queue_id_write(db, "DELETE FROM queue_chunks WHERE id = ?", id, &chunks);
+	if (ret == STORE_OK && changes == 0)
+		ret = STORE_NOTFOUND;
+	return finish(db, ret);
+}
+
+static enum store_status sqlite_queue_flush(struct store *store, int64_t now_us,
+					    unsigned int *count_r)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db, "UPDATE queue SET next_attempt_us = ?");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_int64(st, 1, now_us);
+	enum store_status ret = status_from_rc(db, sqlite3_step(st), "queue flush");
+	sqlite3_finalize(st);
+	if (ret == STORE_OK)
+		*count_r = (unsigned int)sqlite3_changes(db);
+	return ret;
+}
+
+static enum store_status sqlite_queue_heartbeat(struct store *store, const char *node,
+						int64_t now_us)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db, "INSERT INTO queue_nodes (node, heartbeat_us)"
+						      " VALUES (?, ?) ON CONFLICT (node)"
+						      " DO UPDATE SET heartbeat_us = excluded.heartbeat_us");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	sqlite3_bind_text(st, 1, node, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now_us);
+	enum store_status ret = status_from_rc(db, sqlite3_step(st), "queue heartbeat");
+	sqlite3_finalize(st);
+	return ret;
+}
+
+static enum store_status sqlite_queue_nodes(struct store *store, struct store_queue_node **nodes_r,
+					    unsigned int *count_r)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st = prep_on_thread(store, &db, "SELECT node, heartbeat_us FROM queue_nodes");
+	if (st == NULL)
+		return STORE_TEMPFAIL;
+	unsigned int alloc = 0;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*count_r == alloc) {
+			alloc = alloc ? alloc * 2 : 8;
+			*nodes_r = xrealloc(*nodes_r, alloc * sizeof(**nodes_r));
+		}
+		struct store_queue_node *n = &(*nodes_r)[(*count_r)++];
+		str_copy(n->id, (const char *)sqlite3_column_text(st, 0), sizeof(n->id));
+		n->heartbeat_us = sqlite3_column_int64(st, 1);
+	}
+	enum store_status ret = status_from_rc(db, rc, "queue nodes");
+	sqlite3_finalize(st);
+	return ret;
+}
+
 /* store_durability_check(). */
 static int sqlite_durability(struct store *store, struct buf *line)
 {
@@ -1754,4 +2048,13 @@ const struct store_vfuncs store_sqlite_vfuncs = {
 	.cursor_close = sqlite_cursor_close,
 	.expunge = sqlite_expunge,
 	.repair = sqlite_repair,
+	.queue_put = sqlite_queue_put,
+	.queue_scan = sqlite_queue_scan,
+	.queue_get = sqlite_queue_get,
+	.queue_read = sqlite_queue_read,
+	.queue_update = sqlite_queue_update,
+	.queue_del = sqlite_queue_del,
+	.queue_flush = sqlite_queue_flush,
+	.queue_heartbeat = sqlite_queue_heartbeat,
+	.queue_nodes = sqlite_queue_nodes,
 };

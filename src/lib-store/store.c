@@ -14,12 +14,17 @@
  *   wiped before they are freed, wherever the copy lives.
  * - Aliases are validated here, over the backends' plain rows, so every
  *   backend refuses the same things: an alias is an address of a local
- *   domain that is no user, its targets exist, and its expansion neither
+ *   domain that is no user, its targets of local domains exist (a target
+ *   of another domain is a remote address), and its expansion neither
  *   reaches itself nor nests deeper than STORE_ALIAS_DEPTH. Delivery
  *   (store_resolve) checks the same bounds again, because two nodes can
  *   store a loop between them at the same moment: it refuses, never loops.
  * - A quota is never a counter: usage is computed from the listing by the
  *   backend, and read only when some limit applies to the user.
+ * - The outbound queue's arguments are checked here and its recipients
+ *   encoded here, once for every backend: what reaches a backend is valid
+ *   (node ids, addresses without control characters, at most
+ *   STORE_QUEUE_RCPTS_MAX recipients, diagnostics capped and cleaned).
  */
 #include "store-private.h"
 
@@ -91,6 +96,9 @@ enum store_op {
 	STORE_OP_DOMAIN_DEL, STORE_OP_DOMAIN_EXISTS, STORE_OP_DOMAIN_LIST, STORE_OP_REPAIR,
 	STORE_OP_ALIAS_PUT, STORE_OP_ALIAS_DEL, STORE_OP_ALIAS_GET, STORE_OP_ALIAS_LIST,
 	STORE_OP_QUOTA_GET, STORE_OP_QUOTA_SET, STORE_OP_MAILBOX_USAGE, STORE_OP_HEALTH,
+	STORE_OP_QUEUE_PUT, STORE_OP_QUEUE_SCAN, STORE_OP_QUEUE_GET, STORE_OP_QUEUE_READ,
+	STORE_OP_QUEUE_UPDATE, STORE_OP_QUEUE_DEL, STORE_OP_QUEUE_FLUSH, STORE_OP_QUEUE_HEARTBEAT,
+	STORE_OP_QUEUE_NODES,
 	STORE_OP_COUNT
 };
 
@@ -100,6 +108,8 @@ static const char *const op_names[STORE_OP_COUNT] = {
 	"domain_del", "domain_exists", "domain_list", "repair",
 	"alias_put", "alias_del", "alias_get", "alias_list",
 	"quota_get", "quota_set", "mailbox_usage", "health",
+	"queue_put", "queue_scan", "queue_get", "queue_read", "queue_update", "queue_del",
+	"queue_flush", "queue_heartbeat", "queue_nodes",
 };
 
 /* The status label of tern_store_errors_total (store_status_name() has spaces). */
@@ -186,6 +196,26 @@ TIMED(MAILBOX_USAGE, mailbox_usage, s->backend_v,
       (s, a, messages, octets))
 TIMED(HEALTH, health, s->backend_v, (struct store *s, struct buf *detail), (s, detail))
 
+TIMED(QUEUE_PUT, queue_put, s->backend_v,
+      (struct store *s, const struct store_queue_put *q, const struct buf *r), (s, q, r))
+TIMED(QUEUE_SCAN, queue_scan, s->backend_v,
+      (struct store *s, const char *o, int64_t due, unsigned int max,
+       struct store_queue_entry **e, unsigned int *n), (s, o, due, max, e, n))
+TIMED(QUEUE_GET, queue_get, s->backend_v,
+      (struct store *s, const struct uuid *id, struct store_queue_entry *e), (s, id, e))
+TIMED(QUEUE_READ, queue_read, s->backend_v,
+      (struct store *s, const struct store_queue_entry *e, uint64_t off, char *dst, size_t n),
+      (s, e, off, dst, n))
+TIMED(QUEUE_UPDATE, queue_update, s->backend_v,
+      (struct store *s, const struct store_queue_entry *e, const struct buf *r), (s, e, r))
+TIMED(QUEUE_DEL, queue_del, s->backend_v, (struct store *s, const struct uuid *id), (s, id))
+TIMED(QUEUE_FLUSH, queue_flush, s->backend_v, (struct store *s, int64_t now, unsigned int *n),
+      (s, now, n))
+TIMED(QUEUE_HEARTBEAT, queue_heartbeat, s->backend_v,
+      (struct store *s, const char *node, int64_t now), (s, node, now))
+TIMED(QUEUE_NODES, queue_nodes, s->backend_v,
+      (struct store *s, struct store_queue_node **nodes, unsigned int *n), (s, nodes, n))
+
 static void timed_cursor_close(struct store_cursor *c)
 {
 	const struct store_vfuncs *backend_v = c->md->store->backend_v;
@@ -228,6 +258,15 @@ static void timed_init(void)
 		WRAP(quota_set);
 		WRAP(mailbox_usage);
 		WRAP(health);
+		WRAP(queue_put);
+		WRAP(queue_scan);
+		WRAP(queue_get);
+		WRAP(queue_read);
+		WRAP(queue_update);
+		WRAP(queue_del);
+		WRAP(queue_flush);
+		WRAP(queue_heartbeat);
+		WRAP(queue_nodes);
 #undef WRAP
 	}
 }
@@ -479,29 +518,48 @@ enum store_status store_user_list(struct store *store, struct buf *out)
 
 /* --- aliases --- */
 
-/* The expansion of an address into users, depth-first. While an alias is
- * being defined (store_alias_set), `defining` names it and `defined` holds
- * its new targets, which replace whatever is stored. */
+/* The expansion of an address into users and remote addresses,
+ * depth-first. While an alias is being defined (store_alias_set),
+ * `defining` names it and `defined` holds its new targets, which replace
+ * whatever is stored. */
 struct expansion {
 	struct store *store;
 	const char *defining, *defined;
 	const char *path[STORE_ALIAS_DEPTH + 1]; /* the aliases being expanded */
 	unsigned int depth;
 	struct store_resolved *r;
-	bool overflow;  /* more than STORE_ALIAS_TARGETS_MAX users */
+	bool overflow;  /* more than STORE_ALIAS_TARGETS_MAX users and remote addresses */
 };
 
-static void resolved_add(struct expansion *e, const char *user)
+/* Adds address to list (users or remote), folding duplicates; the two
+ * lists together hold at most STORE_ALIAS_TARGETS_MAX. */
+static void resolved_add(struct expansion *e, char (*list)[STORE_ADDRESS_MAX + 1],
+			 unsigned int *count, const char *address)
 {
 	struct store_resolved *r = e->r;
-	for (unsigned int i = 0; i < r->count; i++)
-		if (strcmp(r->users[i], user) == 0)
+	for (unsigned int i = 0; i < *count; i++)
+		if (strcmp(list[i], address) == 0)
 			return; /* folded */
-	if (r->count == STORE_ALIAS_TARGETS_MAX) {
+	if (r->count + r->remote_count == STORE_ALIAS_TARGETS_MAX) {
 		e->overflow = true;
 		return;
 	}
-	str_copy(r->users[r->count++], user, sizeof(r->users[0]));
+	str_copy(list[(*count)++], address, sizeof(list[0]));
+}
+
+/* Whether address's domain is a local one: OK / NOTFOUND, or an error.
+ * Domains are stored lower-case; a target may spell its domain otherwise. */
+static enum store_status domain_is_local(struct store *store, const char *address)
+{
+	const char *domain = address_domain(address);
+	char lower[STORE_ADDRESS_MAX + 1];
+	if (domain == NULL || strlen(domain) >= sizeof(lower))
+		return STORE_NOTFOUND;
+	size_t i = 0;
+	for (; domain[i] != '\0'; i++)
+		lower[i] = (domain[i] >= 'A' && domain[i] <= 'Z') ? (char)(domain[i] + 32) : domain[i];
+	lower[i] = '\0';
+	return store->v->domain_exists(store, lower);
 }
 
 static enum store_status expand(struct expansion *e, const char *address, bool *found_r);
@@ -546,15 +604,26 @@ static enum store_status expand(struct expansion *e, const char *address, bool *
 	buf_wipe(&b);
 	if (st == STORE_OK) {
 		*found_r = true;
-		resolved_add(e, address);
+		resolved_add(e, e->r->users, &e->r->count, address);
 	} else if (st == STORE_NOTFOUND) {
 		buf_reset(&b);
 		st = e->store->v->alias_get(e->store, address, &b);
 		if (st == STORE_OK) {
 			*found_r = true;
 			st = expand_targets(e, address, b.data);
+		} else if (st == STORE_NOTFOUND && e->depth > 0) {
+			/* A target: remote when its domain is not local, else
+			 * one deleted since (skipped). The address resolved
+			 * itself (depth 0) is never remote: its caller decides
+			 * about other domains. */
+			st = domain_is_local(e->store, address);
+			if (st == STORE_NOTFOUND) {
+				*found_r = true;
+				resolved_add(e, e->r->remote, &e->r->remote_count, address);
+				st = STORE_OK;
+			}
 		} else if (st == STORE_NOTFOUND) {
-			st = STORE_OK; /* a target deleted since: skipped */
+			st = STORE_OK;
 		}
 	}
 	buf_deinit(&b);
@@ -567,21 +636,21 @@ static bool is_postmaster(const char *address)
 	       (address[10] == '\0' || address[10] == '@');
 }
 
-/* The address's users; NOTFOUND when it is no user, or an alias whose
- * targets are all gone. */
+/* The address's users and remote addresses; NOTFOUND when it is no user,
+ * or an alias whose targets are all gone. */
 static enum store_status resolve_one(struct store *store, const char *address,
 				     struct store_resolved *r)
 {
 	struct expansion e = { .store = store, .r = r };
-	r->count = 0;
+	r->count = r->remote_count = 0;
 	bool found;
 	enum store_status st = expand(&e, address, &found);
 	if (st == STORE_OK && e.overflow)
 		st = STORE_LOOP;
-	if (st == STORE_OK && r->count == 0)
+	if (st == STORE_OK && r->count == 0 && r->remote_count == 0)
 		st = STORE_NOTFOUND;
 	if (st != STORE_OK)
-		r->count = 0;
+		r->count = r->remote_count = 0;
 	return st;
 }
 
@@ -616,7 +685,7 @@ static enum store_status resolve_postmaster(struct store *store, const char *ski
 enum store_status store_resolve(struct store *store, const char *address,
 				struct store_resolved *r)
 {
-	r->count = 0;
+	r->count = r->remote_count = 0;
 	if (strcasecmp(address, "postmaster") == 0)
 		return resolve_postmaster(store, NULL, r);
 	const char *domain = address_domain(address);
@@ -639,10 +708,19 @@ enum store_status store_resolve(struct store *store, const char *address,
 	return resolve_postmaster(store, domain, r);
 }
 
+/* No control characters (the stored forms separate fields with them). */
+static bool has_control(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
 static bool target_is_valid(const char *t)
 {
-	return address_domain(t) != NULL && strlen(t) < sizeof(((struct store_resolved *)0)->users[0]) &&
-	       strchr(t, '\n') == NULL && strchr(t, ' ') == NULL && strchr(t, ',') == NULL;
+	return address_domain(t) != NULL && strlen(t) <= STORE_ADDRESS_MAX && !has_control(t) &&
+	       strchr(t, ' ') == NULL && strchr(t, ',') == NULL;
 }
 
 enum store_status store_alias_set(struct store *store, const char *address,
@@ -686,7 +764,7 @@ enum store_status store_alias_set(struct store *store, const char *address,
 	 * definition must stay in bounds. */
 	struct store_resolved *r = xmalloc(sizeof(*r));
 	struct expansion e = { .store = store, .defining = address, .defined = text.data, .r = r };
-	r->count = 0;
+	r->count = r->remote_count = 0;
 	for (unsigned int i = 0; i < target_count && st == STORE_OK; i++) {
 		bool found;
 		e.path[0] = address;
@@ -697,7 +775,7 @@ enum store_status store_alias_set(struct store *store, const char *address,
 	}
 	if (st == STORE_OK && e.overflow)
 		st = STORE_INVALID;
-	if (st == STORE_OK && r->count == 0)
+	if (st == STORE_OK && r->count == 0 && r->remote_count == 0)
 		st = STORE_NOTFOUND; /* it would deliver nowhere */
 	free(r);
 	if (st == STORE_OK)
@@ -1251,4 +1329,256 @@ int store_durability_check(struct store *store, struct buf *line)
 		return -1;
 	}
 	return store->backend_v->durability(store, line);
+}
+
+/* --- the outbound queue ---
+ *
+ * Arguments are checked here, and the recipients are encoded here into
+ * the one stored form every backend keeps (store_queue_rcpts_encode), so
+ * the backends only move rows and bytes. */
+
+bool store_node_id_valid(const char *node)
+{
+	size_t n = 0;
+	for (; node[n] != '\0'; n++)
+		if ((unsigned char)node[n] < 0x21 || (unsigned char)node[n] > 0x7e)
+			return false;
+	return n >= 1 && n <= STORE_NODE_ID_MAX;
+}
+
+static bool queue_address_valid(const char *a, bool empty_ok)
+{
+	size_t n = strlen(a);
+	return (n > 0 || empty_ok) && n <= STORE_ADDRESS_MAX && !has_control(a);
+}
+
+/* One recipient's line of the stored form: "S\taddress\tdiagnostic\n", S
+ * the state's digit; the diagnostic's control characters become spaces. */
+static void rcpt_line(struct buf *out, enum store_queue_state state, const char *address,
+		      const char *diagnostic)
+{
+	buf_printf(out, "%c\t%s\t", '0' + (int)state, address);
+	size_t start = out->len;
+	buf_append(out, diagnostic, strnlen(diagnostic, STORE_QUEUE_DIAGNOSTIC_MAX));
+	for (size_t i = start; i < out->len; i++)
+		if ((unsigned char)out->data[i] < 0x20 || out->data[i] == 0x7f)
+			out->data[i] = ' ';
+	buf_append_c(out, '\n');
+}
+
+int store_queue_rcpts_decode(const void *data, size_t len, struct store_queue_entry *e)
+{
+	const char *p = data, *end = p + len;
+	unsigned int n = 0;
+	for (const char *q = p; q < end; q++)
+		n += *q == '\n';
+	if (n == 0 || n > STORE_QUEUE_RCPTS_MAX || (len > 0 && end[-1] != '\n'))
+		return -1;
+	struct store_queue_rcpt *r = xcalloc(n, sizeof(*r));
+	for (unsigned int i = 0; i < n; i++) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *t1 = memchr(p, '\t', (size_t)(nl - p));
+		const char *t2 = t1 != NULL ? memchr(t1 + 1, '\t', (size_t)(nl - t1 - 1)) : NULL;
+		size_t alen = t2 != NULL ? (size_t)(t2 - t1 - 1) : 0;
+		size_t dlen = t2 != NULL ? (size_t)(nl - t2 - 1) : 0;
+		if (t1 != p + 1 || t2 == NULL || p[0] < '0' || p[0] > '0' + STORE_QUEUE_FAILED ||
+		    alen == 0 || alen > STORE_ADDRESS_MAX || dlen > STORE_QUEUE_DIAGNOSTIC_MAX) {
+			free(r);
+			return -1;
+		}
+		r[i].state = (enum store_queue_state)(p[0] - '0');
+		memcpy(r[i].address, t1 + 1, alen);
+		memcpy(r[i].diagnostic, t2 + 1, dlen);
+		p = nl + 1;
+	}
+	free(e->rcpts);
+	e->rcpts = r;
+	e->rcpt_count = n;
+	return 0;
+}
+
+int store_queue_put_read(const struct store_queue_put *q, uint64_t offset, void *out, size_t len)
+{
+	struct store_delivery d = { .header = q->header, .header_len = q->header_len,
+				    .body = q->body, .body_len = q->body_len, .body_fd = q->body_fd };
+	return store_delivery_read(&d, offset, out, len);
+}
+
+size_t store_queue_chunk_copy(uint64_t k, const void *data, size_t len, uint64_t offset,
+			      char *dst, size_t n)
+{
+	uint64_t start = k * STORE_QUEUE_CHUNK, end = start + len;
+	uint64_t from = offset > start ? offset : start;
+	uint64_t to = offset + n < end ? offset + n : end;
+	if (from >= to)
+		return 0;
+	memcpy(dst + (from - offset), (const char *)data + (from - start), (size_t)(to - from));
+	return (size_t)(to - from);
+}
+
+int store_queue_entry_cmp(const void *a, const void *b)
+{
+	const struct store_queue_entry *x = a, *y = b;
+	if (x->next_attempt_us != y->next_attempt_us)
+		return x->next_attempt_us < y->next_attempt_us ? -1 : 1;
+	return timeuuid_compare(&x->id, &y->id);
+}
+
+void store_queue_put_init(struct store_queue_put *q)
+{
+	timeuuid_generate(&q->id);
+	q->body_fd = -1;
+}
+
+enum store_status store_queue_put(struct store *store, const struct store_queue_put *q)
+{
+	if (q->owner == NULL || !store_node_id_valid(q->owner) || uuid_version(&q->id) != 1 ||
+	    (q->sender != NULL && !queue_address_valid(q->sender, true)) || q->rcpts == NULL ||
+	    q->rcpt_count == 0 || q->rcpt_count > STORE_QUEUE_RCPTS_MAX ||
+	    (q->header == NULL && q->header_len > 0) ||
+	    (q->body_fd < 0 && q->body == NULL && q->body_len > 0))
+		return STORE_INVALID;
+	struct buf rcpts;
+	buf_init(&rcpts, 0);
+	enum store_status st = STORE_OK;
+	for (unsigned int i = 0; i < q->rcpt_count && st == STORE_OK; i++) {
+		if (q->rcpts[i] == NULL || !queue_address_valid(q->rcpts[i], false))
+			st = STORE_INVALID;
+		else
+			rcpt_line(&rcpts, STORE_QUEUE_PENDING, q->rcpts[i], "");
+	}
+	if (st == STORE_OK)
+		st = store->v->queue_put(store, q, &rcpts);
+	buf_deinit(&rcpts);
+	return st;
+}
+
+void store_queue_entry_deinit(struct store_queue_entry *e)
+{
+	free(e->rcpts);
+	e->rcpts = NULL;
+	e->rcpt_count = 0;
+}
+
+void store_queue_entries_free(struct store_queue_entry **entries, unsigned int count)
+{
+	if (*entries == NULL)
+		return;
+	for (unsigned int i = 0; i < count; i++)
+		store_queue_entry_deinit(&(*entries)[i]);
+	free(*entries);
+	*entries = NULL;
+}
+
+enum store_status store_queue_scan(struct store *store, const char *owner,
+				   int64_t due_before_us, unsigned int max,
+				   struct store_queue_entry **entries_r, unsigned int *count_r)
+{
+	*entries_r = NULL;
+	*count_r = 0;
+	if (owner != NULL && !store_node_id_valid(owner))
+		return STORE_INVALID;
+	if (max == 0)
+		return STORE_OK;
+	enum store_status st = store->v->queue_scan(store, owner, due_before_us, max, entries_r,
+						    count_r);
+	if (st != STORE_OK)
+		store_queue_entries_free(entries_r, *count_r);
+	if (st != STORE_OK || *count_r == 0) {
+		free(*entries_r);
+		*entries_r = NULL;
+		*count_r = 0;
+	}
+	return st;
+}
+
+enum store_status store_queue_get(struct store *store, const struct uuid *id,
+				  struct store_queue_entry *entry_r)
+{
+	memset(entry_r, 0, sizeof(*entry_r));
+	enum store_status st = store->v->queue_get(store, id, entry_r);
+	if (st != STORE_OK)
+		store_queue_entry_deinit(entry_r);
+	return st;
+}
+
+enum store_status store_queue_read(struct store *store, const struct store_queue_entry *e,
+				   uint64_t offset, size_t max, struct buf *out)
+{
+	if (offset > e->size || !store_node_id_valid(e->owner))
+		return STORE_INVALID;
+	uint64_t left = e->size - offset;
+	size_t n = left < max ? (size_t)left : max;
+	if (n == 0)
+		return STORE_OK;
+	if (buf_reserve(out, n) < 0)
+		return STORE_TOOBIG;
+	enum store_status st = store->v->queue_read(store, e, offset, out->data + out->len, n);
+	if (st == STORE_OK)
+		out->len += n;
+	out->data[out->len] = '\0';
+	return st;
+}
+
+enum store_status store_queue_update(struct store *store, const struct store_queue_entry *e)
+{
+	if (!store_node_id_valid(e->owner) || e->rcpt_count == 0 ||
+	    e->rcpt_count > STORE_QUEUE_RCPTS_MAX || e->rcpts == NULL)
+		return STORE_INVALID;
+	struct buf rcpts;
+	buf_init(&rcpts, 0);
+	enum store_status st = STORE_OK;
+	for (unsigned int i = 0; i < e->rcpt_count && st == STORE_OK; i++) {
+		const struct store_queue_rcpt *r = &e->rcpts[i];
+		if ((unsigned int)r->state > STORE_QUEUE_FAILED ||
+		    memchr(r->address, '\0', sizeof(r->address)) == NULL ||
+		    !queue_address_valid(r->address, false))
+			st = STORE_INVALID;
+		else
+			rcpt_line(&rcpts, r->state, r->address, r->diagnostic);
+	}
+	if (st == STORE_OK)
+		st = store->v->queue_update(store, e, &rcpts);
+	buf_deinit(&rcpts);
+	return st;
+}
+
+enum store_status store_queue_del(struct store *store, const struct uuid *id)
+{
+	return store->v->queue_del(store, id);
+}
+
+enum store_status store_queue_flush(struct store *store, unsigned int *count_r)
+{
+	*count_r = 0;
+	return store->v->queue_flush(store, clock_wall_us(), count_r);
+}
+
+enum store_status store_queue_heartbeat(struct store *store, const char *node, int64_t now_us)
+{
+	if (!store_node_id_valid(node))
+		return STORE_INVALID;
+	return store->v->queue_heartbeat(store, node, now_us);
+}
+
+static int node_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct store_queue_node *)a)->id,
+		      ((const struct store_queue_node *)b)->id);
+}
+
+enum store_status store_queue_nodes(struct store *store, struct store_queue_node **nodes_r,
+				    unsigned int *count_r)
+{
+	*nodes_r = NULL;
+	*count_r = 0;
+	enum store_status st = store->v->queue_nodes(store, nodes_r, count_r);
+	if (st != STORE_OK || *count_r == 0) {
+		free(*nodes_r);
+		*nodes_r = NULL;
+		*count_r = 0;
+		return st;
+	}
+	qsort(*nodes_r, *count_r, sizeof(**nodes_r), node_cmp);
+	return STORE_OK;
 }

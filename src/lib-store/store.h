@@ -157,18 +157,20 @@ enum store_status store_user_get(struct store *store, const char *address,
 enum store_status store_user_list(struct store *store, struct buf *out);
 
 /* Aliases: an address of a local domain that delivers to one or more
- * targets, each a local user or another alias. Stored in the store, so
+ * targets, each a local user, another alias, or a remote address (any
+ * valid address outside the local domains). Stored in the store, so
  * every node sees them; plain writes, no lightweight transaction.
  * store_alias_set() creates or replaces an alias; it refuses (STORE_INVALID)
  * an alias outside the local domains, an address that is a user, an empty
- * or over-long target list (STORE_ALIAS_TARGETS_MAX) or a target that is no
- * local user or alias (STORE_NOTFOUND), and with STORE_LOOP an alias whose
+ * or over-long target list (STORE_ALIAS_TARGETS_MAX) or a target of a
+ * local domain that is no user or alias (STORE_NOTFOUND), and with STORE_LOOP an alias whose
  * expansion would reach itself or nest deeper than STORE_ALIAS_DEPTH. Two
  * nodes creating a loop at the same moment can still store one: delivery
  * then refuses that address (STORE_LOOP), it never loops. Only the alias
  * being set is checked for depth: an alias naming it can become deeper
  * than STORE_ALIAS_DEPTH, and delivery refuses that one (STORE_LOOP). An
- * expansion reaching more than STORE_ALIAS_TARGETS_MAX users is INVALID.
+ * expansion reaching more than STORE_ALIAS_TARGETS_MAX users and remote
+ * addresses is INVALID.
  * Targets are folded (a duplicate is stored once). */
 #define STORE_ALIAS_TARGETS_MAX 64
 #define STORE_ALIAS_DEPTH 8
@@ -181,8 +183,12 @@ enum store_status store_alias_get(struct store *store, const char *address, stru
 enum store_status store_alias_list(struct store *store, struct buf *out);
 
 /* What a recipient address delivers to: the users it names, after aliases
- * (depth-first, duplicates folded, at most STORE_ALIAS_TARGETS_MAX users).
- * An address that is a user resolves to itself. "postmaster@D" of a local
+ * (depth-first, duplicates folded, at most STORE_ALIAS_TARGETS_MAX users),
+ * and the remote addresses its aliases name (remote, in the order met,
+ * duplicates folded; users and remote addresses together at most
+ * STORE_ALIAS_TARGETS_MAX). An alias whose targets are all remote resolves
+ * with count 0 and remote_count > 0: it is no unknown address, but nothing
+ * of it is delivered locally. An address that is a user resolves to itself. "postmaster@D" of a local
  * domain D that has no such user or alias resolves as the bare
  * <Postmaster> of RFC 5321 4.5.1 does: the postmaster (user or alias) of
  * the first local domain, in name order, that has one; the bare address
@@ -195,6 +201,8 @@ enum store_status store_alias_list(struct store *store, struct buf *out);
 struct store_resolved {
 	unsigned int count;
 	char users[STORE_ALIAS_TARGETS_MAX][STORE_ADDRESS_MAX + 1];
+	unsigned int remote_count;
+	char remote[STORE_ALIAS_TARGETS_MAX][STORE_ADDRESS_MAX + 1];
 };
 enum store_status store_resolve(struct store *store, const char *address,
 				struct store_resolved *r);
@@ -457,5 +465,123 @@ struct store_repair_report {
 
 enum store_status store_repair(struct store *store, const struct store_repair_options *opts,
 			       struct store_repair_report *report);
+
+/* --- the outbound queue ---
+ *
+ * Messages accepted for remote recipients wait here until the queue runner
+ * has delivered them. Each entry is owned by the node that accepted it (its
+ * id, e.g. the host name); nodes write heartbeats, so another node can take
+ * over the entries of a node that stopped. Quotas and mailbox usage do not
+ * count the queue.
+ *
+ * Cassandra keeps design invariant 1 here too: no lightweight transaction,
+ * no counter, no SERIAL read. Entries live in partitions per owner and hour
+ * of queueing (docs/cassandra-store.md), every write is keyed by the
+ * entry's TimeUUID, and the put writes with that id's time as its write
+ * timestamp: a retried put can never undo a later update or delete. */
+#define STORE_NODE_ID_MAX 64           /* a node id: 1 to 64 octets 0x21-0x7E */
+#define STORE_QUEUE_RCPTS_MAX 1000
+#define STORE_QUEUE_DIAGNOSTIC_MAX 255
+/* store_queue_read() pieces of this size, at offsets that are multiples of
+ * it, cost one stored chunk each (SQLite, Cassandra). */
+#define STORE_QUEUE_READ_SIZE (128 * 1024)
+
+enum store_queue_state { STORE_QUEUE_PENDING = 0, STORE_QUEUE_SENT, STORE_QUEUE_FAILED };
+
+struct store_queue_rcpt {
+	char address[STORE_ADDRESS_MAX + 1];
+	enum store_queue_state state;
+	/* The last reply or error for this recipient, "" none. Stored with
+	 * control characters (CR, LF, TAB...) replaced by spaces. */
+	char diagnostic[STORE_QUEUE_DIAGNOSTIC_MAX + 1];
+};
+
+struct store_queue_entry {
+	struct uuid id;                       /* a TimeUUID minted when queued */
+	char owner[STORE_NODE_ID_MAX + 1];    /* the node that accepted it */
+	char sender[STORE_ADDRESS_MAX + 1];   /* "" = the null sender <> */
+	int64_t queued_us, next_attempt_us;   /* µs since the epoch; queued_us = the id's time */
+	unsigned int attempts;
+	uint64_t size;                        /* octets of the stored message */
+	unsigned int rcpt_count;
+	struct store_queue_rcpt *rcpts;       /* malloc'ed, owned by the entry */
+};
+
+struct store_queue_put {
+	/* Minted by store_queue_put_init; kept across retries: a retried put
+	 * is idempotent (and never undoes an update or a delete made since). */
+	struct uuid id;
+	const char *owner, *sender;           /* sender NULL or "": the null sender */
+	/* Addresses (no control characters, at most STORE_ADDRESS_MAX octets),
+	 * 1 to STORE_QUEUE_RCPTS_MAX of them, each PENDING with no diagnostic. */
+	const char *const *rcpts;
+	unsigned int rcpt_count;
+	/* The message, exactly as store_delivery has it: header (may be NULL/0)
+	 * then the body in memory, or from body_fd with pread() when
+	 * body_fd >= 0 (never closed, never moved, never held whole). */
+	const char *header;
+	size_t header_len;
+	const char *body;
+	size_t body_len;
+	int body_fd;
+	int64_t next_attempt_us;
+};
+
+/* Mints id and sets body_fd = -1 (other fields are left as they are):
+ * call it first, then fill in the fields. */
+void store_queue_put_init(struct store_queue_put *q);
+/* Durable on STORE_OK (SQLite: committed with fsync, as a delivery;
+ * Cassandra: every write acknowledged at the write consistency, the body
+ * chunks before the entry row). INVALID for a bad owner, sender or
+ * recipient, no recipient or too many, an id that is no TimeUUID, or
+ * inconsistent message fields. */
+enum store_status store_queue_put(struct store *store, const struct store_queue_put *q);
+/* The entries of owner (NULL: of every owner) with next_attempt_us <=
+ * due_before_us (INT64_MAX: all), at most max, oldest next_attempt_us
+ * first (ties by queue time). *entries_r is malloc'ed (NULL when
+ * *count_r is 0): free it with store_queue_entries_free(). Cassandra reads
+ * every partition of the owner (one per hour with entries), so a scan
+ * costs in proportion to the queue, and an entry deleted meanwhile may be
+ * left out (fewer than max). */
+enum store_status store_queue_scan(struct store *store, const char *owner,
+				   int64_t due_before_us, unsigned int max,
+				   struct store_queue_entry **entries_r, unsigned int *count_r);
+void store_queue_entries_free(struct store_queue_entry **entries, unsigned int count);
+/* NOTFOUND when there is no such entry. Free with store_queue_entry_deinit(). */
+enum store_status store_queue_get(struct store *store, const struct uuid *id,
+				  struct store_queue_entry *entry_r);
+void store_queue_entry_deinit(struct store_queue_entry *e);
+/* Appends at most max octets of the stored message from offset (fewer only
+ * at its end; none at offset == e->size) to out. NOTFOUND once the entry is
+ * deleted; INVALID past the end; TOOBIG when out's cap cannot take the
+ * piece (nothing appended). On any error out is left as it was. */
+enum store_status store_queue_read(struct store *store, const struct store_queue_entry *e,
+				   uint64_t offset, size_t max, struct buf *out);
+/* Writes attempts, next_attempt_us and the recipients (states and
+ * diagnostics, as e has them) of the entry named by e->id and e->owner.
+ * NOTFOUND when the entry is gone (another node delivered and deleted it).
+ * Cassandra reads the entry first at the read consistency (a plain read):
+ * an update racing a delete leaves at most a few cells, which no scan
+ * reports and a later scan removes. */
+enum store_status store_queue_update(struct store *store, const struct store_queue_entry *e);
+/* Removes the entry and its body, by id alone (the CLI and the admin API
+ * have only the id). NOTFOUND when there is none. */
+enum store_status store_queue_del(struct store *store, const struct uuid *id);
+/* Sets next_attempt_us = now for every entry; *count_r = how many. */
+enum store_status store_queue_flush(struct store *store, unsigned int *count_r);
+
+/* Node liveness for takeover: a plain write of (node, now_us). nodes lists
+ * the nodes of this store's datacenter (Cassandra: local_dc; SQLite, mem:
+ * all) with their last heartbeat, in node order (*nodes_r malloc'ed, NULL
+ * when none). */
+struct store_queue_node {
+	char id[STORE_NODE_ID_MAX + 1];
+	int64_t heartbeat_us;
+};
+enum store_status store_queue_heartbeat(struct store *store, const char *node, int64_t now_us);
+enum store_status store_queue_nodes(struct store *store, struct store_queue_node **nodes_r,
+				    unsigned int *count_r);
+/* Whether node is a valid node id (STORE_NODE_ID_MAX). */
+bool store_node_id_valid(const char *node);
 
 #endif

@@ -392,11 +392,6 @@ static void rcpt_done(struct session *s)
 			       m->job_rcpt);
 	} else if (st != STORE_OK) {
 		smtp_store_error(m, st, m->job_rcpt);
-	} else if (r->remote_count > 0 && m->lmtp) {
-		/* LMTP is the last hop of local mail (RFC 2033): it never
-		 * forwards, so an alias that does is refused here. */
-		session_replyf(s, "550 5.7.1 <%s>: This alias forwards to other servers: not over LMTP",
-			       m->job_rcpt);
 	} else if (m->user_count + m->remote_count + r->count + r->remote_count > set->max_recipients) {
 		/* An alias counts for every user it reaches: a transaction
 		 * holds at most max_recipients users whatever the aliases. */

@@ -354,6 +354,21 @@ def test_aliases_created_read_deleted(api):
     assert_error(st, h, b, 404)
 
 
+def test_alias_remote_targets(api):
+    d = new_domain(api)
+    u1, _ = new_user(api, d)
+    a = "fwd@" + d
+    far = "someone@far-away.example"
+    assert api.ok("PUT", "/aliases/" + a, {"targets": [u1, far]}, want=201)["targets"] == [u1, far]
+    assert api.ok("GET", "/aliases/" + a)["targets"] == [u1, far]
+    # the unknown target named is the local one, not the remote address
+    ghost = "ghost@" + d
+    st, h, b = api.request("PUT", "/aliases/" + a, {"targets": [far, ghost]})
+    assert_error(st, h, b, 400)
+    assert ghost in b["error"] and far not in b["error"]
+    assert api.ok("GET", "/aliases/" + a)["targets"] == [u1, far]
+
+
 def test_alias_errors_change_nothing(api):
     d = new_domain(api)
     u1, _ = new_user(api, d)

@@ -202,3 +202,30 @@ def test_cli_deliver_to_alias_and_quota(server):
     assert r.returncode == 75, r.stderr   # EX_TEMPFAIL: the MTA retries
     assert b"quota" in r.stderr
     assert subjects(server, a, apw) == ["by-cli"]
+
+
+def test_alias_with_remote_targets(server):
+    """An alias may name addresses outside the local domains: the local
+    targets get the message at once, the remote ones through the outbound
+    queue (docs/outbound.md), over SMTP, LMTP and tern deliver alike."""
+    a, apw = server.new_user("remote-a")
+    only = "fwd-" + a
+    mixed = "mixed-" + a
+    server.cli_ok("alias", "add", only, "someone@far-away.example")
+    server.cli_ok("alias", "add", mixed, a, "other@far-away.example")
+    r = server.cli("alias", "add", "bad-" + a, "ghost@" + server.DOMAIN)
+    assert r.returncode == 67, r.stderr   # a local target must exist
+    listing = server.cli_ok("alias", "list").stdout
+    assert "%s someone@far-away.example" % only in listing
+    for lmtp in (False, True):
+        with connect(server, lmtp=lmtp) as c:
+            rcpts, final = transaction(c, [only, mixed], make_message("mixed-%s" % lmtp))
+            assert [x.code for x in rcpts] == [250, 250], rcpts
+            assert [f.code for f in final] == ([250, 250] if lmtp else [250]), final
+            c.quit()
+    assert subjects(server, a, apw) == ["mixed-False", "mixed-True"]
+    r = server.deliver_cli(only, make_message("by-cli"))
+    assert r.returncode == 0, r.stderr
+    queued = server.cli_ok("queue", "list").stdout
+    assert queued.count("someone@far-away.example pending") == 3, queued
+    assert queued.count("other@far-away.example pending") == 2, queued
