@@ -771,7 +771,7 @@ static void queue_delete(struct admin_job *j)
 	}
 	enum store_status st = store_queue_del(j->store, &id);
 	if (st != STORE_OK) {
-		char what[UUID_STR_LEN + 8];
+		char what[sizeof(j->arg) + 8];
 		snprintf(what, sizeof(what), "queue %s", j->arg);
 		admin_reply_store_error(j, st, what);
 		return;

@@ -463,7 +463,7 @@ static void queue_header(struct delivery *d)
 				dkim_sign_abort(&sign);
 			if (sign == NULL || dkim_sign_end(&sign, &d->queue_header, &error) < 0) {
 				buf_reset(&d->queue_header);
-				log_warn("delivery id=%s: queued unsigned: dkim: %s", d->id, error);
+				log_warn("queued unsigned id=%s dkim_error=%s", d->id, error);
 			} else {
 				d->signed_ = true;
 			}

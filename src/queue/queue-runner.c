@@ -40,7 +40,7 @@
 
 #define SCAN_MAX 1000            /* entries read per owner and scan */
 #define JOB_MESSAGES_MAX 50      /* messages sent over one connection */
-#define DSN_HEADERS_MAX (16 * 1024)
+#define RETURNED_HEADERS_MAX (16 * 1024)
 #define READ_PIECE (64 * 1024)
 
 /* An entry in its attempt. */
@@ -192,7 +192,7 @@ static const char *domain_of(const char *address)
 static void read_headers(struct queue_runner *q, const struct store_queue_entry *e,
 			 struct buf *out)
 {
-	if (store_queue_read(q->store, e, 0, DSN_HEADERS_MAX, out) != STORE_OK) {
+	if (store_queue_read(q->store, e, 0, RETURNED_HEADERS_MAX, out) != STORE_OK) {
 		buf_reset(out);
 		return;
 	}
@@ -213,8 +213,8 @@ static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 	char id[UUID_STR_LEN + 1];
 	uuid_format(&e->id, id);
 	if (e->sender[0] == '\0') {
-		log_info("queue id=%s: no DSN for a message from the null sender (never a bounce for a bounce)",
-			 id);
+		log_info("queue no DSN id=%s reason=%s", id,
+			 "the null sender: never a bounce for a bounce");
 		metrics_inc(s_dsn_null);
 		return;
 	}
@@ -237,7 +237,7 @@ static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 	enum store_status st = STORE_PERM;
 	const char *where = "queued";
 	if (dsn_build(&info, &msg, &error) < 0) {
-		log_error("queue id=%s: cannot build a DSN: %s", id, error);
+		log_error("queue DSN not built id=%s error=%s", id, error);
 		goto out;
 	}
 	if (store_domain_exists(q->store, domain_of(e->sender)) == STORE_OK) {
@@ -298,10 +298,10 @@ static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 	}
 out:
 	if (st == STORE_OK) {
-		log_info("queue id=%s: DSN to=<%s> recipients=%u where=%s", id, e->sender, count, where);
+		log_info("queue DSN sent id=%s to=<%s> recipients=%u where=%s", id, e->sender, count, where);
 		metrics_inc(strcmp(where, "local") == 0 ? s_dsn_local : s_dsn_queued);
 	} else {
-		log_error("queue id=%s: DSN to=<%s> not sent: %s", id, e->sender,
+		log_error("queue DSN not sent id=%s to=<%s> error=%s", id, e->sender,
 			  error != NULL ? error : store_status_name(st));
 		metrics_inc(s_dsn_failed);
 	}
@@ -354,7 +354,7 @@ static void finish_entry(struct queue_runner *q, struct inflight *f)
 				 "not delivered within max_lifetime%s%.200s", why[0] != '\0' ? "; last: " : "",
 				 why);
 			metrics_inc(s_expired);
-			log_info("queue id=%s to=<%s> result=expired attempts=%u", id, r->address,
+			log_info("queue attempt id=%s to=<%s> result=expired attempts=%u", id, r->address,
 				 e->attempts + 1);
 		}
 		if (r->state == STORE_QUEUE_PENDING)
@@ -385,23 +385,23 @@ static void finish_entry(struct queue_runner *q, struct inflight *f)
 	if (pending == 0) {
 		st = store_queue_del(q->store, &e->id);
 		if (st == STORE_OK)
-			log_info("queue id=%s: done, removed from the queue", id);
+			log_info("queue done id=%s", id);
 	} else {
 		e->attempts++;
 		e->next_attempt_us = now + (int64_t)queue_retry_interval_ms(&q->set, e->attempts) * 1000;
 		st = store_queue_update(q->store, e);
 		if (st == STORE_OK)
-			log_info("queue id=%s: %u recipients pending, attempt %u, next in %llus", id, pending,
+			log_info("queue retry id=%s pending=%u attempts=%u next_in_s=%llu", id, pending,
 				 e->attempts + 1, (unsigned long long)((e->next_attempt_us - now) / 1000000));
 	}
 	if (st == STORE_NOTFOUND) {
 		/* Another node finished it first: what we sent may be a duplicate. */
 		if (sent_now > 0)
 			metrics_inc(s_duplicates);
-		log_warn("queue id=%s: the entry was finished by another node meanwhile%s", id,
-			 sent_now > 0 ? " (a possible duplicate delivery)" : "");
+		log_warn("queue entry finished by another node id=%s duplicate=%s", id,
+			 sent_now > 0 ? "possible" : "no");
 	} else if (st != STORE_OK) {
-		log_error("queue id=%s: cannot write the entry: %s (it is tried again)", id,
+		log_error("queue entry not written, tried again id=%s error=%s", id,
 			  store_status_name(st));
 	}
 	pthread_mutex_lock(&q->lock);
@@ -465,7 +465,7 @@ static void run_job(struct queue_runner *q, struct job *j)
 			unsigned int i = j->rcpt_index[m][k];
 			struct store_queue_rcpt *r = &f->e.rcpts[i];
 			const struct relay_rcpt *x = &rr[m][k];
-			log_info("queue id=%s to=<%s> mx=%s addr=%s tls=\"%s\" result=%s reply=\"%.200s\"", id,
+			log_info("queue attempt id=%s to=<%s> mx=%s addr=%s tls=%s result=%s reply=%.200s", id,
 				 r->address, report.mx[0] != '\0' ? report.mx : "-",
 				 report.addr[0] != '\0' ? report.addr : "-", report.tls[0] != '\0' ? report.tls : "none",
 				 result_name(x->result), x->reply);
@@ -583,7 +583,7 @@ static unsigned int owners(struct queue_runner *q, int64_t now, char (*out)[STOR
 		if (w >= 0 && strcmp(live[w], q->node_id) == 0) {
 			snprintf(out[n++], sizeof(out[0]), "%s", nodes[i].id);
 			metrics_inc(s_takeovers);
-			log_info("queue: node %s is silent for %llds: delivering its queue", nodes[i].id,
+			log_info("queue takeover: delivering a silent node's queue node=%s silent_s=%lld", nodes[i].id,
 				 (long long)((now - nodes[i].heartbeat_us) / 1000000));
 		}
 	}
@@ -678,7 +678,7 @@ static void scan(struct queue_runner *q)
 		enum store_status st = store_queue_scan(q->store, own[o], INT64_MAX, SCAN_MAX, &entries,
 							&count);
 		if (st != STORE_OK) {
-			log_warn("queue: cannot read the queue of %s: %s", own[o], store_status_name(st));
+			log_warn("queue not read owner=%s error=%s", own[o], store_status_name(st));
 			continue;
 		}
 		length += count;

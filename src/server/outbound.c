@@ -75,8 +75,7 @@ struct outbound *outbound_start(struct session_env *env, const struct tern_setti
 			log_error("%s: [dkim] %s", set->path, error);
 			goto fail;
 		}
-		log_info("dkim: signing mail from %s with selector %s", set->dkim_domain,
-			 set->dkim_selector);
+		log_info("dkim signing domain=%s selector=%s", set->dkim_domain, set->dkim_selector);
 	}
 	if (set->relay_password_file != NULL && (o->password = read_password(set)) == NULL)
 		goto fail;
@@ -117,8 +116,8 @@ struct outbound *outbound_start(struct session_env *env, const struct tern_setti
 	env->dkim = o->dkim;
 	env->queue = o->runner;
 	env->queued = kick_runner;
-	log_info("queue: node %s, delivering %s", set->queue_node_id,
-		 set->relay_smarthost != NULL ? "through the smarthost" : "by MX");
+	log_info("queue started node=%s via=%s", set->queue_node_id,
+		 set->relay_smarthost != NULL ? "smarthost" : "mx");
 	return o;
 fail:
 	outbound_stop(&o, env);

@@ -151,7 +151,7 @@ def test_no_relay_without_auth_and_no_forged_sender(servers, dns, sink_port, dki
     c.ehlo()
     assert c.cmd("MAIL FROM:<someone@elsewhere.test>").code == 250
     r = c.cmd("RCPT TO:<friend@remote.test>")
-    assert r.code == 550 and r.enhanced() == "5.7.1", r
+    assert r.code == 550 and r.enhanced == "5.7.1", r
     c.quit()
     # Authenticated (loopback allows AUTH without TLS on port 25): the
     # sender must be the login or an alias that delivers to it.
@@ -159,7 +159,7 @@ def test_no_relay_without_auth_and_no_forged_sender(servers, dns, sink_port, dki
     c.ehlo()
     assert c.cmd("AUTH PLAIN " + auth_plain(user, pw)).code == 235
     r = c.cmd("MAIL FROM:<%s>" % other)
-    assert r.code == 553 and r.enhanced() == "5.7.1", r
+    assert r.code == 553 and r.enhanced == "5.7.1", r
     r = c.cmd("MAIL FROM:<>")
     assert r.code == 553, r
     r = c.cmd("MAIL FROM:<nobody@example.test>")
@@ -208,7 +208,7 @@ def test_submitted_mail_reaches_the_sink_signed_and_local_mail_stays_local(serve
     assert s.count(local, lpw) == 1
     wait_queue_empty(s)
     log = s.log_text()
-    assert "result=sent" in log and "tls=\"TLS" in log, log[-3000:]
+    assert "result=sent" in log and 'tls="TLSv1.' in log, log[-3000:]
 
 
 def test_sink_down_then_up_is_delivered_on_retry(servers, dns, sink_port, dkim_key, sink):

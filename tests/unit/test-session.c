@@ -654,7 +654,7 @@ static void test_smtp_dialogue(void)
 	client_send(c, "RCPT TO:<nobody@" DOMAIN ">\r\n");
 	EXPECT(c, "550 5.1.1 <nobody@" DOMAIN ">: User unknown");
 	client_send(c, "RCPT TO:<someone@elsewhere.example>\r\n");
-	EXPECT(c, "550 5.7.1 <someone@elsewhere.example>: Relay access denied (not a local domain)");
+	EXPECT(c, "550 5.7.1 <someone@elsewhere.example>: Relay access denied (not a local domain; authenticate to send)");
 	client_send(c, "RCPT TO:<Alice@" DOMAIN ">\r\n");
 	EXPECT(c, "250 2.1.5 Ok");
 	client_send(c, "DATA\r\n");
@@ -1219,10 +1219,14 @@ static void test_sasl_smtp(void)
 	EXPECT(c, "334 UGFzc3dvcmQ6");
 	sendf(c, "%s\r\n", pass);
 	EXPECT(c, "235 2.7.0 Authentication successful");
-	/* authenticated: still no relaying */
+	/* authenticated: a remote recipient is relayed (for the queue), but
+	 * only as the login itself */
 	client_send(c, "MAIL FROM:<" ALICE ">\r\nRCPT TO:<x@elsewhere.example>\r\n");
 	EXPECT(c, "250 2.1.0 Ok");
-	EXPECT(c, "550 5.7.1 <x@elsewhere.example>: Relaying is not available yet: tern delivers only to its local domains");
+	EXPECT(c, "250 2.1.5 Ok");
+	client_send(c, "RSET\r\nMAIL FROM:<someone@elsewhere.example>\r\n");
+	EXPECT(c, "250 2.0.0 Ok");
+	EXPECT(c, "553 5.7.1 <someone@elsewhere.example>: Sender address rejected: not owned by " ALICE);
 	client_send(c, "QUIT\r\n");
 	EXPECT_PREFIX(c, "221 ");
 	EXPECT_CLOSED(c);
