@@ -436,8 +436,15 @@ ingest_tern() {
 	lgc "ingest-smtp-tern-r$r" tern_pids smtp -p "$T_SMTP" -c "$ICONC" -d "$SECS" -U "$ICONC" -u "sink{n}@$DOMAIN" -s "$SIZE"
 }
 ingest_dovecot() { lgc "ingest-lmtp-dovecot-r$r" dovecot_pids lmtp -p "$D_LMTP" -c "$ICONC" -d "$SECS" -U "$ICONC" -u "sink{n}@$DOMAIN" -s "$SIZE"; }
+# One session, one RETR after the other: the machine is not saturated, so
+# RETR p50 is the cost of a RETR itself, not the time it waits behind the
+# other sessions' (which is what p50 under 16 or 64 sessions shows).
+lat_tern() { lgc "pop3-lat-tern-r$r" tern_pids pop3 -p "$T_POP3" -c 1 -d "$SECS" -U "$USERS" -u "user{n}@$DOMAIN" -w "$PASSWORD" -e "$MSGS"; }
+lat_dovecot() { lgc "pop3-lat-dovecot-r$r" dovecot_pids pop3 -p "$D_POP3" -c 1 -d "$SECS" -U "$USERS" -u "user{n}@$DOMAIN" -w "$PASSWORD" -e "$MSGS"; }
 r=1
 while [ $r -le "$ROUNDS" ]; do
+	log "POP3 download, 1 session (RETR latency), $SECS s each (round $r of $ROUNDS)"
+	if [ $((r % 2)) = 1 ]; then lat_tern; lat_dovecot; else lat_dovecot; lat_tern; fi
 	for c in $CONCS; do
 		log "POP3 download, $c sessions, $SECS s each (round $r of $ROUNDS)"
 		if [ $((r % 2)) = 1 ]; then pop3_tern; pop3_dovecot; else pop3_dovecot; pop3_tern; fi
@@ -573,6 +580,12 @@ fi
 {
 	echo "== $SCHEME hashes; $D_CACHE_NOTE =="
 	printf '%-46s %12s %12s %8s  %-12s %s\n' "workload" "tern" "Dovecot" "ratio" "target" "met"
+	row "POP3, 1 session (unsaturated): messages/s" "$(med pop3-lat-tern msgs_per_s)" \
+		"$(med pop3-lat-dovecot msgs_per_s)" info 0
+	row "  RETR p50 (ms)" "$(med pop3-lat-tern op_p50_ms)" "$(med pop3-lat-dovecot op_p50_ms)" max 1
+	row "  RETR p99 (ms)" "$(med pop3-lat-tern op_p99_ms)" "$(med pop3-lat-dovecot op_p99_ms)" info 0
+	row "  server CPU s / 1000 messages" "$(cpu_per_k pop3-lat-tern server)" \
+		"$(cpu_per_k pop3-lat-dovecot server)" info 0
 	for c in $CONCS; do
 		row "POP3 download, $c sessions: messages/s" "$(med "pop3-$c-tern" msgs_per_s)" \
 			"$(med "pop3-$c-dovecot" msgs_per_s)" min 3
