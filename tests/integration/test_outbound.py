@@ -366,3 +366,29 @@ def test_queue_commands_and_admin_endpoints(servers, dns, sink_port, dkim_key):
     for name in ("tern_queue_messages", "tern_queue_oldest_seconds", "tern_queue_attempts_total",
                  "tern_queue_duplicates_total"):
         assert name in text, name
+
+
+def test_a_smarthost_with_auth_takes_everything(servers, dns, sink_port, dkim_key, cert, tmp_path):
+    # The smarthost is the sink on another address, reached without DNS;
+    # it wants AUTH PLAIN after STARTTLS (tls = verify against the test CA).
+    smart = SmtpSink("127.0.0.62", sink_port, cert=cert[0], key=cert[1], auth=("relay-user", "relay-pw"))
+    smart.require_tls = True
+    smart.start()
+    try:
+        pwfile = tmp_path / "relay.password"
+        pwfile.write_text("relay-pw\n")
+        s = outbound_server(servers, dns, sink_port, dkim_key,
+                            relay={"smarthost": "127.0.0.62:%d" % sink_port, "username": "relay-user",
+                                   "password_file": str(pwfile), "tls": "may"})
+        user, pw = s.new_user("smart")
+        assert submit(s, user, pw, ["x@anywhere.example", "y@nullmx.test"],
+                      message_to(user, "x@anywhere.example", "via smarthost")).code == 250
+        # Every domain goes to the smarthost, MX records or not (one
+        # delivery per domain).
+        assert smart.wait_for(2, DELIVER_TIMEOUT), s.log_tail()
+        assert sorted(r for m in smart.messages for r in m.rcpts) == ["x@anywhere.example", "y@nullmx.test"]
+        assert smart.auth_users and set(smart.auth_users) == {"relay-user"}
+        assert all(m.tls for m in smart.messages)
+        wait_queue_empty(s)
+    finally:
+        smart.stop()
