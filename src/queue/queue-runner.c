@@ -281,6 +281,7 @@ static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 		free(r);
 	} else {
 		struct store_queue_put p;
+		memset(&p, 0, sizeof(p));
 		store_queue_put_init(&p);
 		const char *to[1] = { e->sender };
 		p.owner = q->node_id;

@@ -392,3 +392,39 @@ def test_a_smarthost_with_auth_takes_everything(servers, dns, sink_port, dkim_ke
         wait_queue_empty(s)
     finally:
         smart.stop()
+
+
+def test_a_dsn_to_a_remote_sender_goes_out_from_the_null_sender(servers, dns, sink_port, dkim_key, sink):
+    sink.rcpt_reply = {"refuses@remote.test": "550 5.1.1 unknown here"}
+    sink.start()
+    s = outbound_server(servers, dns, sink_port, dkim_key)
+    s.add_domain(s.DOMAIN)
+    s.cli_ok("alias", "add", "fwd2@example.test", "refuses@remote.test")
+    s.deliver_smtp(["fwd2@example.test"], make_message("forward me", to="fwd2@example.test"),
+                   sender="stranger@remote.test")
+    # The forward is refused; the DSN goes back to the remote sender, from <>.
+    deadline = time.monotonic() + DELIVER_TIMEOUT
+    while not [m for m in sink.messages if m.mail_from == ""]:
+        assert time.monotonic() < deadline, s.log_tail()
+        time.sleep(0.1)
+    dsn = [m for m in sink.messages if m.mail_from == ""][0]
+    assert dsn.rcpts == ["stranger@remote.test"]
+    assert b"multipart/report" in dsn.data and b"Final-Recipient: rfc822; refuses@remote.test" in dsn.data
+    wait_queue_empty(s)
+
+
+def test_mail_that_cannot_go_within_max_lifetime_expires_with_a_dsn(servers, dns, sink_port, dkim_key):
+    # No sink at all: every attempt fails to connect, until max_lifetime.
+    s = outbound_server(servers, dns, sink_port, dkim_key,
+                        queue={"retry_min": "1s", "retry_max": "1s", "max_lifetime": "3s"})
+    user, pw = s.new_user("expire")
+    assert submit(s, user, pw, ["late@remote.test"], message_to(user, "late@remote.test", "too late")).code == 250
+    wait_queue_empty(s)
+    deadline = time.monotonic() + DELIVER_TIMEOUT
+    while not pop3_messages(s, user, pw):
+        assert time.monotonic() < deadline, s.log_tail()
+        time.sleep(0.2)
+    text = pop3_messages(s, user, pw)[0].decode("latin-1")
+    assert "Final-Recipient: rfc822; late@remote.test" in text
+    assert "Status: 4.4.7" in text
+    assert "result=expired" in s.log_text()
