@@ -123,6 +123,11 @@ class TernServer:
             "lmtp": {"listen": "127.0.0.1:%d" % self.lmtp_port},
             "pop3": {"listen": "127.0.0.1:%d" % self.pop3_port},
             "store": {"backend": "sqlite", "pop3_ids": pop3_ids},
+            # Mail for other domains (an alias's remote targets) goes to a
+            # port nothing listens on: refused at once and kept queued, so
+            # no test depends on the machine's DNS. test_outbound.py
+            # replaces this with its own DNS server and sink.
+            "relay": {"smarthost": "127.0.0.1:%d" % free_ports(1)[0]},
         }
         if BACKEND == "cassandra":
             # One keyspace per server keeps the servers of a run apart.

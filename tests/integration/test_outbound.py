@@ -64,7 +64,7 @@ def outbound_server(servers, dns, sink_port, dkim_key, **extra):
     sub_port = free_ports(1)[0]
     sections = {
         "submission": {"listen": "127.0.0.1:%d" % sub_port},
-        "relay": {"resolver": dns.resolver, "port": str(sink_port), "tls": "may",
+        "relay": {"smarthost": None, "resolver": dns.resolver, "port": str(sink_port), "tls": "may",
                   "connect_timeout": "2s", "command_timeout": "5s"},
         "queue": {"retry_min": "1s", "retry_max": "2s", "scan_interval": "200ms",
                   "lease": "3s", "node_id": "node-a"},
@@ -334,7 +334,8 @@ def test_queue_commands_and_admin_endpoints(servers, dns, sink_port, dkim_key):
     from .test_admin import start_admin_server
     s = start_admin_server(servers, overrides={
         "submission": {"listen": "127.0.0.1:%d" % free_ports(1)[0]},
-        "relay": {"resolver": dns.resolver, "port": str(sink_port), "connect_timeout": "1s"},
+        "relay": {"smarthost": None, "resolver": dns.resolver, "port": str(sink_port),
+                  "connect_timeout": "1s"},
         "queue": {"retry_min": "1h", "retry_max": "1h", "scan_interval": "200ms", "node_id": "node-q"},
     })
     s.submission_port = int(s.sections["submission"]["listen"].rsplit(":", 1)[1])
