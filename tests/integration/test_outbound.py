@@ -366,3 +366,34 @@ def test_queue_commands_and_admin_endpoints(servers, dns, sink_port, dkim_key):
     for name in ("tern_queue_messages", "tern_queue_oldest_seconds", "tern_queue_attempts_total",
                  "tern_queue_duplicates_total"):
         assert name in text, name
+
+
+def test_sigterm_during_a_silent_delivery_stops_at_once_and_keeps_the_mail(servers, dns, sink_port,
+                                                                          dkim_key, sink):
+    """A peer that takes the data and never answers would hold a delivery
+    thread for the data timeout (here 20 minutes): SIGTERM must not wait
+    for it (ternserver's stop allows a few seconds), and the message stays
+    queued, due, the cut attempt not counted."""
+    sink.hostile = "data_silent"
+    sink.start()
+    s = outbound_server(servers, dns, sink_port, dkim_key,
+                        relay={"command_timeout": "10m", "connect_timeout": "1m"},
+                        queue={"retry_min": "1h", "retry_max": "1h"})
+    user, pw = s.new_user("stopper")
+    assert submit(s, user, pw, ["slow@remote.test"],
+                  message_to(user, "slow@remote.test", "slow peer")).code == 250
+    deadline = time.monotonic() + DELIVER_TIMEOUT
+    while "DATA" not in [c.upper() for c in sink.commands]:
+        assert time.monotonic() < deadline, s.log_tail()
+        time.sleep(0.05)
+    time.sleep(0.2)    # the data is on its way; tern waits for the reply
+    s.stop()
+    out = queue_list(s)
+    assert "slow@remote.test pending" in out and "attempts=0" in out, out
+    sink.stop()
+    sink.hostile = None
+    sink.start()
+    s.start()
+    assert sink.wait_for(1, DELIVER_TIMEOUT), s.log_tail()
+    assert sink.messages[0].rcpts == ["slow@remote.test"]
+    wait_queue_empty(s)
