@@ -213,8 +213,32 @@ static void read_headers(struct queue_runner *q, const struct store_queue_entry 
 	}
 }
 
-/* Puts a DSN in the sender's mailbox (a local sender) or in the queue,
- * from the null sender (a remote one). */
+/* Queues a DSN (msg) from the null sender to these addresses. */
+static enum store_status dsn_queue(struct queue_runner *q, const struct buf *msg,
+				   const char *const *to, unsigned int count)
+{
+	struct store_queue_put p;
+	/* store_queue_put_init() sets only the id and body_fd: no header here */
+	memset(&p, 0, sizeof(p));
+	store_queue_put_init(&p);
+	p.owner = q->node_id;
+	p.sender = "";
+	p.rcpts = to;
+	p.rcpt_count = count;
+	p.body = msg->data;
+	p.body_len = msg->len;
+	p.next_attempt_us = clock_wall_us();
+	enum store_status st = store_queue_put(q->store, &p);
+	if (store_status_is_temporary(st))
+		st = store_queue_put(q->store, &p);
+	if (st == STORE_OK)
+		queue_runner_kick(q);
+	return st;
+}
+
+/* Puts a DSN in the sender's mailbox (a local sender; an alias's remote
+ * targets get it through the queue) or in the queue, from the null sender
+ * (a remote one). */
 static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 		     const struct dsn_rcpt *rcpts, unsigned int count)
 {
@@ -251,8 +275,9 @@ static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 	if (store_domain_exists(q->store, domain_of(e->sender)) == STORE_OK) {
 		/* A local sender: straight into the mailbox(es). */
 		where = "local";
-		struct store_resolved *r = calloc(1, sizeof(*r));
-		st = r != NULL ? store_resolve(q->store, e->sender, r) : STORE_TEMPFAIL;
+		struct store_resolved *r = xcalloc(1, sizeof(*r));
+		enum store_status resolved = store_resolve(q->store, e->sender, r);
+		st = resolved;
 		if (st == STORE_OK && r->count > 0) {
 			struct store_rcpt *sr = calloc(r->count, sizeof(*sr));
 			char **prefixes = calloc(r->count, sizeof(*prefixes));
@@ -283,26 +308,19 @@ static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 				free(prefixes[i]);
 			free(prefixes);
 			free(sr);
-		} else if (st == STORE_OK) {
-			st = STORE_NOTFOUND;   /* an alias with only remote targets */
+		}
+		if (resolved == STORE_OK && st == STORE_OK && r->remote_count > 0) {
+			/* an alias that forwards: its remote targets too */
+			const char *to[STORE_ALIAS_TARGETS_MAX];
+			for (unsigned int i = 0; i < r->remote_count; i++)
+				to[i] = r->remote[i];
+			st = dsn_queue(q, &msg, to, r->remote_count);
+			where = r->count > 0 ? "local+queued" : "queued";
 		}
 		free(r);
 	} else {
-		struct store_queue_put p;
-		store_queue_put_init(&p);
 		const char *to[1] = { e->sender };
-		p.owner = q->node_id;
-		p.sender = "";
-		p.rcpts = to;
-		p.rcpt_count = 1;
-		p.body = msg.data;
-		p.body_len = msg.len;
-		p.next_attempt_us = clock_wall_us();
-		st = store_queue_put(q->store, &p);
-		if (store_status_is_temporary(st))
-			st = store_queue_put(q->store, &p);
-		if (st == STORE_OK)
-			queue_runner_kick(q);
+		st = dsn_queue(q, &msg, to, 1);
 	}
 out:
 	if (st == STORE_OK) {

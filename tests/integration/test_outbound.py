@@ -397,3 +397,27 @@ def test_sigterm_during_a_silent_delivery_stops_at_once_and_keeps_the_mail(serve
     assert sink.wait_for(1, DELIVER_TIMEOUT), s.log_tail()
     assert sink.messages[0].rcpts == ["slow@remote.test"]
     wait_queue_empty(s)
+
+
+def test_a_dsn_to_a_forwarding_alias_reaches_its_local_and_remote_targets(servers, dns, sink_port,
+                                                                         dkim_key, sink):
+    sink.rcpt_reply = {"gone@remote.test": "550 5.1.1 no such user here"}
+    sink.start()
+    s = outbound_server(servers, dns, sink_port, dkim_key)
+    user, pw = s.new_user("teamster")
+    s.cli_ok("alias", "add", "crew@example.test", user, "crew-out@remote.test")
+    assert submit(s, user, pw, ["gone@remote.test"], message_to("crew@example.test", "gone@remote.test",
+                                                                "to a gone address"),
+                  sender="crew@example.test").code == 250
+    # The DSN: in the login's mailbox, and forwarded (from <>) to the
+    # alias's remote target.
+    assert sink.wait_for(1, DELIVER_TIMEOUT), s.log_tail()
+    m = sink.messages[0]
+    assert m.mail_from == "" and m.rcpts == ["crew-out@remote.test"], m
+    assert b"multipart/report" in m.data and b"gone@remote.test" in m.data
+    deadline = time.monotonic() + DELIVER_TIMEOUT
+    while not pop3_messages(s, user, pw):
+        assert time.monotonic() < deadline, s.log_tail()
+        time.sleep(0.2)
+    assert b"Final-Recipient: rfc822; gone@remote.test" in pop3_messages(s, user, pw)[0]
+    wait_queue_empty(s)
