@@ -306,6 +306,7 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
 		return on_backend_key(set, section, key, value, error_r);
 	if (def == NULL)
 		return unknown_key(section, key, error_r);
+	set->key_lines[def - keys] = line;
 	void *field = (char *)set + def->offset;
 	switch (def->type) {
 	case KEY_LISTEN:
@@ -456,6 +457,29 @@ void settings_add_problem(struct buf *problems, const char *fmt, ...)
 	va_end(ap);
 }
 
+unsigned int settings_key_line(const struct tern_settings *set, const char *section,
+			       const char *key)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0)
+			return set->key_lines != NULL ? set->key_lines[i] : 0;
+	return 0;
+}
+
+void settings_add_key_problem(struct buf *problems, const struct tern_settings *set,
+			      const char *section, const char *key, const char *fmt, ...)
+{
+	unsigned int line = settings_key_line(set, section, key);
+	if (line > 0)
+		settings_add_problem(problems, "%s:%u: ", set->path, line);
+	else
+		settings_add_problem(problems, "%s: ", set->path);
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(problems, fmt, ap);
+	va_end(ap);
+}
+
 static void forget_user(struct tern_settings *set)
 {
 	free(set->user);
@@ -542,17 +566,34 @@ static void check_whole(struct tern_settings *set, struct buf *problems)
 	    set->login_timeout_ms < 1000 || set->smtp_idle_timeout_ms < 1000 ||
 	    set->lmtp_idle_timeout_ms < 1000 || set->pop3_idle_timeout_ms < 1000)
 		settings_add_problem(problems, "%s: timeouts must be at least 1s", path);
-	if (set->queue_retry_min_ms < 1000 || set->queue_retry_max_ms < set->queue_retry_min_ms)
-		settings_add_problem(problems, "%s: [queue] retry_min must be at least 1s and retry_max at least retry_min", path);
-	if (set->queue_lease_ms < 3000 || set->queue_scan_interval_ms < 100)
-		settings_add_problem(problems, "%s: [queue] lease must be at least 3s and scan_interval at least 100ms", path);
+	if (set->queue_retry_min_ms < 1000)
+		settings_add_key_problem(problems, set, "queue", "retry_min", "[queue] retry_min must be at least 1s");
+	else if (set->queue_retry_max_ms < set->queue_retry_min_ms)
+		settings_add_key_problem(problems, set, "queue", "retry_max", "[queue] retry_max must be at least retry_min");
+	if (set->queue_lease_ms < 3000)
+		settings_add_key_problem(problems, set, "queue", "lease", "[queue] lease must be at least 3s");
+	if (set->queue_scan_interval_ms < 100 || set->queue_scan_interval_ms > 3600 * 1000)
+		settings_add_key_problem(problems, set, "queue", "scan_interval",
+					 "[queue] scan_interval must be 100ms to 1h");
 	if (set->queue_max_lifetime_ms < set->queue_retry_min_ms)
-		settings_add_problem(problems, "%s: [queue] max_lifetime is below retry_min", path);
-	if (set->relay_connect_timeout_ms < 100 || set->relay_command_timeout_ms < 100)
-		settings_add_problem(problems, "%s: [relay] timeouts must be at least 100ms", path);
+		settings_add_key_problem(problems, set, "queue", "max_lifetime", "[queue] max_lifetime is below retry_min");
+	/* The data's end waits twice the command timeout, in milliseconds
+	 * that must fit 32 bits. */
+	if (set->relay_connect_timeout_ms < 100 || set->relay_connect_timeout_ms > 3600 * 1000)
+		settings_add_key_problem(problems, set, "relay", "connect_timeout",
+					 "[relay] connect_timeout must be 100ms to 1h");
+	if (set->relay_command_timeout_ms < 100 || set->relay_command_timeout_ms > 3600 * 1000)
+		settings_add_key_problem(problems, set, "relay", "command_timeout",
+					 "[relay] command_timeout must be 100ms to 1h");
+	/* One thread and one connection each. */
+	if (set->relay_concurrency < 1 || set->relay_concurrency > 256)
+		settings_add_key_problem(problems, set, "relay", "concurrency",
+					 "[relay] concurrency must be 1 to 256 (connections at a time)");
 	if ((set->relay_username == NULL) != (set->relay_password_file == NULL) ||
 	    (set->relay_username != NULL && set->relay_smarthost == NULL))
-		settings_add_problem(problems, "%s: [relay] username and password_file go together, and only with smarthost", path);
+		settings_add_key_problem(problems, set, "relay",
+					 set->relay_username != NULL ? "username" : "password_file",
+					 "[relay] username and password_file go together, and only with smarthost");
 	bool dkim_any = set->dkim_domain != NULL || set->dkim_selector != NULL || set->dkim_key_file != NULL;
 	if (dkim_any && (set->dkim_domain == NULL || set->dkim_selector == NULL || set->dkim_key_file == NULL))
 		settings_add_problem(problems, "%s:%u: [dkim] needs domain, selector and key_file together", path,
@@ -616,6 +657,7 @@ struct tern_settings *settings_read(const char *path, char **errors_r)
 {
 	struct tern_settings *set = xcalloc(1, sizeof(*set));
 	set->path = xstrdup(path);
+	set->key_lines = xcalloc(sizeof(keys) / sizeof(keys[0]), sizeof(*set->key_lines));
 	set->max_message_size = 25 * 1024 * 1024;
 	set->max_recipients = 100;
 	set->tls_min_version = TLS1_2_VERSION;
@@ -693,8 +735,9 @@ struct tern_settings *settings_read(const char *path, char **errors_r)
 	/* A node id is a row key of the queue: short and plain. */
 	if (strlen(set->queue_node_id) > 64 || strspn(set->queue_node_id,
 		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != strlen(set->queue_node_id))
-		settings_add_problem(&problems, "%s: [queue] node_id \"%.100s\" must be 1 to 64 letters, digits, '.', '-' or '_'",
-				     path, set->queue_node_id);
+		settings_add_key_problem(&problems, set, "queue", "node_id",
+					 "[queue] node_id \"%.100s\" must be 1 to 64 letters, digits, '.', '-' or '_'",
+					 set->queue_node_id);
 	if (set->store_backend == NULL)
 		set->store_backend = xstrdup("sqlite");
 	check_whole(set, &problems);
@@ -728,6 +771,7 @@ void settings_free(struct tern_settings **setp)
 		    keys[i].type == KEY_NETS || keys[i].type == KEY_BACKEND)
 			free(*(char **)((char *)set + keys[i].offset));
 	}
+	free(set->key_lines);
 	free(set->path);
 	free(set);
 }

@@ -126,6 +126,8 @@ struct tern_settings {
 	/* [dkim]: the signing key for mail from domain (and its subdomains) */
 	char *dkim_domain, *dkim_selector, *dkim_key_file;
 	unsigned int dkim_line;    /* where [dkim] was, for errors */
+	/* where each known key was set (settings_key_line()), for errors */
+	unsigned int *key_lines;
 };
 
 /* [relay] tls */
@@ -151,6 +153,14 @@ struct tern_settings *settings_read(const char *path, char **errors_r);
 struct buf;
 void settings_add_problem(struct buf *problems, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* The line of the file that set [section] key, 0 when none did. */
+unsigned int settings_key_line(const struct tern_settings *set, const char *section,
+			       const char *key);
+/* Appends "FILE:LINE: " (the line that set [section] key) or "FILE: "
+ * (none did), then the problem. */
+void settings_add_key_problem(struct buf *problems, const struct tern_settings *set,
+			      const char *section, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 /* true when addr is in [auth] trusted_networks. */
 bool settings_trusted(const struct tern_settings *set, const struct net_addr *addr);
 void settings_free(struct tern_settings **set);

@@ -22,6 +22,12 @@
  *   the whole clean-up, on every path.
  * - Once too big or failed, nothing more is kept: memory and file are
  *   released at that moment, not at destroy.
+ * - SMTP (quota_all_or_nothing) with local and remote recipients: the
+ *   queue entry is put held (due only in QUEUE_HOLD_US), then released
+ *   once the local delivery succeeded, or deleted when it did not, so the
+ *   runner never sends a message whose client is told 4xx (and would send
+ *   it again). A release that fails leaves the entry due at the end of the
+ *   hold: later, never lost.
  */
 #include "delivery.h"
 
@@ -45,6 +51,9 @@
 #define SPOOL_PREFIX "tern-spool-"
 #define SPOOL_BUFFER (64 * 1024)   /* writes to the spool file are this big */
 #define HEADER_MAX (16 * 1024)
+/* A queue entry put before the local delivery of the same message waits
+ * this long unless released (made due) once the local recipients have it. */
+#define QUEUE_HOLD_US (60LL * 1000 * 1000)
 
 struct delivery_rcpt {
 	char *address;
@@ -473,8 +482,9 @@ static void queue_header(struct delivery *d)
 }
 
 /* Puts the message in the outbound queue for the remote recipients; one
- * retry with the same entry id, which makes a second put idempotent. */
-static enum store_status queue_run(struct delivery *d, struct store *store)
+ * retry with the same entry id, which makes a second put idempotent. held:
+ * due only at the end of QUEUE_HOLD_US (see queue_settle()). */
+static enum store_status queue_run(struct delivery *d, struct store *store, bool held)
 {
 	if (d->set.queue_owner == NULL)
 		return STORE_INVALID;
@@ -494,11 +504,48 @@ static enum store_status queue_run(struct delivery *d, struct store *store)
 	q->body = d->sd.body;
 	q->body_len = d->sd.body_len;
 	q->body_fd = d->sd.body_fd;
-	q->next_attempt_us = clock_wall_us();
+	q->next_attempt_us = clock_wall_us() + (held ? QUEUE_HOLD_US : 0);
 	enum store_status st = store_queue_put(store, q);
 	if (store_status_is_temporary(st))
 		st = store_queue_put(store, q);
 	return st;
+}
+
+/* After the local delivery of a message whose queue entry was put held:
+ * releases the entry (due now) when the reply will be 2xx, else deletes it
+ * and returns what the remote recipients' status is then. */
+static enum store_status queue_settle(struct delivery *d, struct store *store, bool reply_ok)
+{
+	if (!reply_ok) {
+		enum store_status st = store_queue_del(store, &d->qp.id);
+		if (store_status_is_temporary(st))
+			st = store_queue_del(store, &d->qp.id);
+		if (st != STORE_OK && st != STORE_NOTFOUND)
+			log_error("queue entry of a refused message not removed id=%s queue=%s error=%s "
+				  "(it goes out in %llds)", d->id, d->queue_id, store_status_name(st),
+				  (long long)(QUEUE_HOLD_US / 1000000));
+		return STORE_TEMPFAIL;
+	}
+	struct store_queue_rcpt *rcpts = xcalloc(d->remote_count, sizeof(*rcpts));
+	for (unsigned int i = 0; i < d->remote_count; i++)
+		str_copy(rcpts[i].address, d->remotes[i], sizeof(rcpts[i].address));
+	struct store_queue_entry e;
+	memset(&e, 0, sizeof(e));
+	e.id = d->qp.id;
+	str_copy(e.owner, d->set.queue_owner, sizeof(e.owner));
+	str_copy(e.sender, d->sender, sizeof(e.sender));
+	e.next_attempt_us = clock_wall_us();
+	e.rcpt_count = d->remote_count;
+	e.rcpts = rcpts;
+	enum store_status st = store_queue_update(store, &e);
+	if (store_status_is_temporary(st))
+		st = store_queue_update(store, &e);
+	free(rcpts);
+	if (st != STORE_OK)
+		log_warn("queue entry not released id=%s queue=%s error=%s (it goes out in %llds)", d->id,
+			 d->queue_id, store_status_name(st), (long long)(QUEUE_HOLD_US / 1000000));
+	/* Durable either way: held entries go out at the end of the hold. */
+	return STORE_OK;
 }
 
 enum store_status delivery_run(struct delivery *d, struct store *store)
@@ -532,8 +579,9 @@ enum store_status delivery_run(struct delivery *d, struct store *store)
 	d->sd.rcpts = d->store_rcpts;
 	d->sd.rcpt_count = d->unique;
 	d->sd.quota_all_or_nothing = d->set.quota_all_or_nothing;
+	bool held = d->remote_count > 0 && d->unique > 0 && d->set.quota_all_or_nothing;
 	if (d->remote_count > 0) {
-		d->queue_status = queue_run(d, store);
+		d->queue_status = queue_run(d, store, held);
 		if (d->queue_status != STORE_OK && d->set.quota_all_or_nothing) {
 			set_all(d, d->queue_status);
 			return d->queue_status;
@@ -548,6 +596,8 @@ enum store_status delivery_run(struct delivery *d, struct store *store)
 		st = store_deliver(store, &d->sd);
 	if (st != STORE_OK)
 		set_all(d, st);
+	if (held && d->queue_status == STORE_OK)
+		d->queue_status = queue_settle(d, store, delivery_status(d) == STORE_OK);
 	return st;
 }
 

@@ -42,17 +42,24 @@ static uint64_t deadline_after(unsigned int timeout_ms)
 	return clock_monotonic_ms() + timeout_ms;
 }
 
-/* Waits for events until the deadline: 1 ready, 0 timed out, -1 error. */
+/* Waits for events until the deadline: 1 ready, 0 timed out, -1 error
+ * (cancelled included). */
 static int wait_fd(struct relay_conn *conn, short events, uint64_t deadline)
 {
 	for (;;) {
 		uint64_t now = clock_monotonic_ms();
-		struct pollfd pfd = { .fd = conn->fd, .events = events };
+		struct pollfd pfd[2] = { { .fd = conn->fd, .events = events },
+					 { .fd = conn->cancel_fd, .events = POLLIN } };
 		int ret;
 
 		if (now >= deadline)
 			return 0;
-		ret = poll(&pfd, 1, (int)(deadline - now > 60000 ? 60000 : deadline - now));
+		ret = poll(pfd, conn->cancel_fd >= 0 ? 2 : 1,
+			   (int)(deadline - now > 60000 ? 60000 : deadline - now));
+		if (ret > 0 && conn->cancel_fd >= 0 && pfd[1].revents != 0) {
+			conn_error(conn, "%s", "delivery interrupted: tern is stopping");
+			return -1;
+		}
 		if (ret > 0)
 			return 1;
 		if (ret < 0 && errno != EINTR) {
@@ -63,7 +70,7 @@ static int wait_fd(struct relay_conn *conn, short events, uint64_t deadline)
 }
 
 int relay_conn_connect(struct relay_conn *conn, const struct sockaddr_storage *addr,
-		       unsigned int timeout_ms)
+		       unsigned int timeout_ms, int cancel_fd)
 {
 	socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 						     : sizeof(struct sockaddr_in);
@@ -71,6 +78,7 @@ int relay_conn_connect(struct relay_conn *conn, const struct sockaddr_storage *a
 	socklen_t errlen = sizeof(err);
 
 	memset(conn, 0, sizeof(*conn));
+	conn->cancel_fd = cancel_fd;
 	relay_reply_parser_init(&conn->parser);
 	conn->fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (conn->fd < 0) {

@@ -18,6 +18,9 @@
 
 struct relay_conn {
 	int fd;
+	/* Readable once the delivery is to stop (relay_cancel()): every wait
+	 * ends at once with an error. -1: none. */
+	int cancel_fd;
 	SSL *ssl;
 	struct relay_reply_parser parser;
 	char in[4096];
@@ -26,9 +29,10 @@ struct relay_conn {
 };
 
 /* Connects within timeout_ms. 0, or -1 with conn->error. conn is usable
- * (and must be closed) either way. */
+ * (and must be closed) either way. cancel_fd (-1: none) ends this and every
+ * later wait of the connection as soon as it is readable. */
 int relay_conn_connect(struct relay_conn *conn, const struct sockaddr_storage *addr,
-		       unsigned int timeout_ms);
+		       unsigned int timeout_ms, int cancel_fd);
 void relay_conn_close(struct relay_conn *conn);
 
 /* Writes all of data within timeout_ms. 0 or -1. */

@@ -14,18 +14,24 @@
  * recipient whose message's data was sent is never tried again in the same
  * call, even if the final reply never came (it may have been delivered);
  * after STARTTLS nothing learnt before it (capabilities, buffered input) is
- * used; the password lives only in the relay and in one wiped buffer.
+ * used; the password lives only in the relay and in one wiped buffer; once
+ * relay_cancel() has run, no wait lasts (the cancel pipe is in every poll)
+ * and no further host is tried.
  */
 #include "relay.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -60,6 +66,10 @@ struct relay {
 	unsigned int port;
 	unsigned int connect_timeout_ms, command_timeout_ms, data_timeout_ms;
 	unsigned int max_mx;
+	/* relay_cancel(): a byte written to cancel_pipe[1] keeps [0] readable
+	 * for every connection's polls from then on. */
+	int cancel_pipe[2];
+	atomic_bool cancelled;
 };
 
 /* What the next hop gets: a name and whether the name came to us through
@@ -154,6 +164,12 @@ struct relay *relay_create(const struct relay_settings *set, const char **error_
 {
 	struct relay *relay = xcalloc(1, sizeof(*relay));
 
+	relay->cancel_pipe[0] = relay->cancel_pipe[1] = -1;
+	atomic_init(&relay->cancelled, false);
+	if (pipe2(relay->cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+		*error_r = "relay: cannot create a pipe";
+		goto fail;
+	}
 	if (set->helo_name == NULL || set->helo_name[0] == '\0' ||
 	    strpbrk(set->helo_name, " \t\r\n") != NULL) {
 		*error_r = "relay: the EHLO name must be a host name";
@@ -229,6 +245,9 @@ void relay_destroy(struct relay **_relay)
 	if (relay == NULL)
 		return;
 	*_relay = NULL;
+	for (int i = 0; i < 2; i++)
+		if (relay->cancel_pipe[i] >= 0)
+			close(relay->cancel_pipe[i]);
 	relay_dns_destroy(&relay->dns);
 	SSL_CTX_free(relay->ssl_plain);
 	SSL_CTX_free(relay->ssl_verify);
@@ -241,6 +260,21 @@ void relay_destroy(struct relay **_relay)
 	free(relay->smarthost);
 	free(relay->helo_name);
 	free(relay);
+}
+
+void relay_cancel(struct relay *relay)
+{
+	if (atomic_exchange(&relay->cancelled, true))
+		return;
+	ssize_t n;
+	do
+		n = write(relay->cancel_pipe[1], "x", 1);
+	while (n < 0 && errno == EINTR);
+}
+
+static bool cancelled(const struct relay *relay)
+{
+	return atomic_load(&relay->cancelled);
 }
 
 /* --------------------------------------------------------------- results */
@@ -856,7 +890,10 @@ static int try_hop(struct delivery *d, const struct hop *hop)
 		return -1;
 	for (unsigned int i = 0; i < n; i++) {
 		addr_text(&addrs[i], d->report->addr, sizeof(d->report->addr));
-		if (relay_conn_connect(&d->conn, &addrs[i], d->relay->connect_timeout_ms) < 0) {
+		if (cancelled(d->relay))
+			return -1;
+		if (relay_conn_connect(&d->conn, &addrs[i], d->relay->connect_timeout_ms,
+				       d->relay->cancel_pipe[0]) < 0) {
 			(void)host_fail(d, NULL, "4.4.1", "%s port %u: %s", d->report->addr,
 					hop->port, d->conn.error);
 			relay_conn_close(&d->conn);
@@ -1008,8 +1045,13 @@ void relay_deliver(struct relay *relay, const char *domain, struct relay_message
 		return;
 	str_copy(d.fail_status, "4.4.1", sizeof(d.fail_status));
 	str_copy(d.fail_text, "no host tried", sizeof(d.fail_text));
-	for (unsigned int h = 0; h < hop_count && any_pending(msgs, count); h++)
+	for (unsigned int h = 0; h < hop_count && any_pending(msgs, count) && !cancelled(relay); h++)
 		(void)try_hop(&d, &hops[h]);
+	if (cancelled(relay) && any_pending(msgs, count)) {
+		d.fail_code = 0;
+		str_copy(d.fail_status, "4.3.2", sizeof(d.fail_status));
+		str_copy(d.fail_text, "delivery interrupted: tern is stopping", sizeof(d.fail_text));
+	}
 	if (any_pending(msgs, count))
 		fail_pending(msgs, count, RELAY_TEMPFAIL, d.fail_code, d.fail_status, d.fail_text);
 	/* Every recipient has a reply now: the first says why (a host's

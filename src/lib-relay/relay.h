@@ -49,6 +49,12 @@ struct relay_settings {
 struct relay *relay_create(const struct relay_settings *set, const char **error_r);
 /* No relay_deliver() may be running. Sets *relay to NULL. */
 void relay_destroy(struct relay **relay);
+/* Makes every relay_deliver() running now or later end soon: each wait on
+ * a connection ends at once, no further host is tried, and the recipients
+ * not yet done fail temporarily (4.3.2, "tern is stopping"). A DNS lookup
+ * in progress still runs to its answer or the resolver's own timeout.
+ * For shutdown: safe from any thread, at most once useful, never undone. */
+void relay_cancel(struct relay *relay);
 
 enum relay_result { RELAY_PENDING = 0, RELAY_OK, RELAY_TEMPFAIL, RELAY_PERMFAIL };
 

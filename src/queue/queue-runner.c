@@ -14,6 +14,13 @@
  * - An entry is in at most one attempt at a time on this node (the
  *   in-flight list), and a domain in at most one job (the busy list): one
  *   connection per destination.
+ * - A scan never plans an entry from a read older than that entry's last
+ *   write: a finished attempt stays on the in-flight list (marked finished)
+ *   until the next scan begins, so a scan whose store read started before
+ *   the attempt's update or delete skips the entry rather than sending
+ *   its recipients again from the stale copy.
+ * - Stopping cancels the relay: connections in flight end at once, their
+ *   recipients stay pending and due, and the attempt is not counted.
  * - A recipient's state only moves PENDING -> SENT or PENDING -> FAILED,
  *   and a DSN is sent in the attempt that moves it to FAILED, before the
  *   entry is written: a crash in between can repeat a DSN, never lose one.
@@ -48,6 +55,7 @@ struct inflight {
 	struct inflight *next;
 	struct store_queue_entry e;
 	unsigned int jobs;            /* jobs not back yet */
+	bool finished;                /* written; freed when the next scan begins */
 	bool *failed_now;             /* rcpts refused for good in this attempt */
 	bool *sent_now;
 };
@@ -205,8 +213,32 @@ static void read_headers(struct queue_runner *q, const struct store_queue_entry 
 	}
 }
 
-/* Puts a DSN in the sender's mailbox (a local sender) or in the queue,
- * from the null sender (a remote one). */
+/* Queues a DSN (msg) from the null sender to these addresses. */
+static enum store_status dsn_queue(struct queue_runner *q, const struct buf *msg,
+				   const char *const *to, unsigned int count)
+{
+	struct store_queue_put p;
+	/* store_queue_put_init() sets only the id and body_fd: no header here */
+	memset(&p, 0, sizeof(p));
+	store_queue_put_init(&p);
+	p.owner = q->node_id;
+	p.sender = "";
+	p.rcpts = to;
+	p.rcpt_count = count;
+	p.body = msg->data;
+	p.body_len = msg->len;
+	p.next_attempt_us = clock_wall_us();
+	enum store_status st = store_queue_put(q->store, &p);
+	if (store_status_is_temporary(st))
+		st = store_queue_put(q->store, &p);
+	if (st == STORE_OK)
+		queue_runner_kick(q);
+	return st;
+}
+
+/* Puts a DSN in the sender's mailbox (a local sender; an alias's remote
+ * targets get it through the queue) or in the queue, from the null sender
+ * (a remote one). */
 static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 		     const struct dsn_rcpt *rcpts, unsigned int count)
 {
@@ -243,8 +275,9 @@ static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 	if (store_domain_exists(q->store, domain_of(e->sender)) == STORE_OK) {
 		/* A local sender: straight into the mailbox(es). */
 		where = "local";
-		struct store_resolved *r = calloc(1, sizeof(*r));
-		st = r != NULL ? store_resolve(q->store, e->sender, r) : STORE_TEMPFAIL;
+		struct store_resolved *r = xcalloc(1, sizeof(*r));
+		enum store_status resolved = store_resolve(q->store, e->sender, r);
+		st = resolved;
 		if (st == STORE_OK && r->count > 0) {
 			struct store_rcpt *sr = calloc(r->count, sizeof(*sr));
 			char **prefixes = calloc(r->count, sizeof(*prefixes));
@@ -275,27 +308,19 @@ static void dsn_send(struct queue_runner *q, const struct store_queue_entry *e,
 				free(prefixes[i]);
 			free(prefixes);
 			free(sr);
-		} else if (st == STORE_OK) {
-			st = STORE_NOTFOUND;   /* an alias with only remote targets */
+		}
+		if (resolved == STORE_OK && st == STORE_OK && r->remote_count > 0) {
+			/* an alias that forwards: its remote targets too */
+			const char *to[STORE_ALIAS_TARGETS_MAX];
+			for (unsigned int i = 0; i < r->remote_count; i++)
+				to[i] = r->remote[i];
+			st = dsn_queue(q, &msg, to, r->remote_count);
+			where = r->count > 0 ? "local+queued" : "queued";
 		}
 		free(r);
 	} else {
-		struct store_queue_put p;
-		memset(&p, 0, sizeof(p));
-		store_queue_put_init(&p);
 		const char *to[1] = { e->sender };
-		p.owner = q->node_id;
-		p.sender = "";
-		p.rcpts = to;
-		p.rcpt_count = 1;
-		p.body = msg.data;
-		p.body_len = msg.len;
-		p.next_attempt_us = clock_wall_us();
-		st = store_queue_put(q->store, &p);
-		if (store_status_is_temporary(st))
-			st = store_queue_put(q->store, &p);
-		if (st == STORE_OK)
-			queue_runner_kick(q);
+		st = dsn_queue(q, &msg, to, 1);
 	}
 out:
 	if (st == STORE_OK) {
@@ -320,15 +345,25 @@ static void inflight_free(struct inflight *f)
 	free(f);
 }
 
-/* Removes f from the in-flight list (lock held). */
-static void inflight_unlink(struct queue_runner *q, struct inflight *f)
+static bool runner_stopping(struct queue_runner *q)
 {
-	for (struct inflight **p = &q->inflight; *p != NULL; p = &(*p)->next) {
-		if (*p == f) {
-			*p = f->next;
-			return;
-		}
-	}
+	pthread_mutex_lock(&q->lock);
+	bool stopping = q->stopping;
+	pthread_mutex_unlock(&q->lock);
+	return stopping;
+}
+
+/* Whether the entry is still in the store: an operator may have deleted it
+ * (`tern queue del`, DELETE /queue/ID: "without a DSN"), or another node
+ * finished it, while this attempt ran. A store error counts as present. */
+static bool entry_exists(struct queue_runner *q, const struct uuid *id)
+{
+	struct store_queue_entry e;
+	memset(&e, 0, sizeof(e));
+	enum store_status st = store_queue_get(q->store, id, &e);
+	if (st == STORE_OK)
+		store_queue_entry_deinit(&e);
+	return st != STORE_NOTFOUND;
 }
 
 /* Every job of f is back: DSNs, then the entry written or deleted. */
@@ -338,10 +373,11 @@ static void finish_entry(struct queue_runner *q, struct inflight *f)
 	char id[UUID_STR_LEN + 1];
 	uuid_format(&e->id, id);
 	int64_t now = clock_wall_us();
+	bool stopping = runner_stopping(q);
 	bool expired = now - e->queued_us >= (int64_t)q->set.max_lifetime_ms * 1000;
 	unsigned int pending = 0, sent_now = 0;
-	struct dsn_rcpt *dr = calloc(e->rcpt_count, sizeof(*dr));
-	char (*status)[16] = calloc(e->rcpt_count, sizeof(*status));
+	struct dsn_rcpt *dr = xcalloc(e->rcpt_count + 1, sizeof(*dr));
+	char (*status)[16] = xcalloc(e->rcpt_count + 1, sizeof(*status));
 	unsigned int dn = 0;
 	for (unsigned int i = 0; i < e->rcpt_count; i++) {
 		struct store_queue_rcpt *r = &e->rcpts[i];
@@ -360,7 +396,7 @@ static void finish_entry(struct queue_runner *q, struct inflight *f)
 		}
 		if (r->state == STORE_QUEUE_PENDING)
 			pending++;
-		if (f->failed_now[i] && dr != NULL && status != NULL) {
+		if (f->failed_now[i]) {
 			/* The diagnostic is "CODE X.Y.Z text" from the remote server,
 			 * or our own text (DNS, connection, expiry). */
 			const char *d = r->diagnostic;
@@ -378,8 +414,11 @@ static void finish_entry(struct queue_runner *q, struct inflight *f)
 			dn++;
 		}
 	}
-	if (dn > 0)
+	if (dn > 0 && entry_exists(q, &e->id))
 		dsn_send(q, e, dr, dn);
+	else if (dn > 0)
+		log_warn("queue no DSN id=%s reason=%s", id,
+			 "the entry was deleted during the attempt");
 	free(dr);
 	free(status);
 	enum store_status st;
@@ -387,6 +426,11 @@ static void finish_entry(struct queue_runner *q, struct inflight *f)
 		st = store_queue_del(q->store, &e->id);
 		if (st == STORE_OK)
 			log_info("queue done id=%s", id);
+	} else if (stopping) {
+		/* Cut short by the stop: not an attempt; due again at once (at
+		 * the next start), with what it learnt. */
+		e->next_attempt_us = now;
+		st = store_queue_update(q->store, e);
 	} else {
 		e->attempts++;
 		e->next_attempt_us = now + (int64_t)queue_retry_interval_ms(&q->set, e->attempts) * 1000;
@@ -405,10 +449,27 @@ static void finish_entry(struct queue_runner *q, struct inflight *f)
 		log_error("queue entry not written, tried again id=%s error=%s", id,
 			  store_status_name(st));
 	}
+	/* Kept (finished) until the next scan begins: a scan already reading
+	 * the store may have read the entry as it was before this write. */
 	pthread_mutex_lock(&q->lock);
-	inflight_unlink(q, f);
+	f->finished = true;
 	pthread_mutex_unlock(&q->lock);
-	inflight_free(f);
+}
+
+/* Frees the finished entries (lock held): called as a scan begins, before
+ * its store reads, which therefore see every write those entries made. */
+static void inflight_prune(struct queue_runner *q)
+{
+	struct inflight **p = &q->inflight;
+	while (*p != NULL) {
+		struct inflight *f = *p;
+		if (f->finished) {
+			*p = f->next;
+			inflight_free(f);
+		} else {
+			p = &f->next;
+		}
+	}
 }
 
 /* --- delivery threads --- */
@@ -442,9 +503,7 @@ static void run_job(struct queue_runner *q, struct job *j)
 	struct relay_rcpt *rr[JOB_MESSAGES_MAX];
 	for (unsigned int m = 0; m < j->count; m++) {
 		struct store_queue_entry *e = &j->entries[m]->e;
-		rr[m] = calloc(j->rcpt_n[m], sizeof(*rr[m]));
-		if (rr[m] == NULL)
-			panic("out of memory");
+		rr[m] = xcalloc(j->rcpt_n[m] + 1, sizeof(*rr[m]));
 		for (unsigned int k = 0; k < j->rcpt_n[m]; k++)
 			rr[m][k].address = e->rcpts[j->rcpt_index[m][k]].address;
 		ctx[m] = (struct read_ctx){ q, e };
@@ -608,9 +667,7 @@ static struct job *job_for(struct job **list, const char *domain)
 	struct job *j = job_find(*list, domain);
 	if (j != NULL)
 		return j;
-	j = calloc(1, sizeof(*j));
-	if (j == NULL)
-		return NULL;
+	j = xcalloc(1, sizeof(*j));
 	snprintf(j->domain, sizeof(j->domain), "%s", domain);
 	j->next = *list;
 	*list = j;
@@ -645,14 +702,12 @@ static void plan_entry(struct queue_runner *q, struct inflight *f, struct job **
 			continue;
 		const char *domain = domain_of(e->rcpts[i].address);
 		struct job *j = job_for(planned, domain);
-		if (j == NULL)
-			continue;
 		unsigned int m;
 		for (m = 0; m < j->count && j->entries[m] != f; m++)
 			;
 		if (m == j->count) {
 			j->entries[m] = f;
-			j->rcpt_index[m] = calloc(e->rcpt_count, sizeof(unsigned int));
+			j->rcpt_index[m] = xcalloc(e->rcpt_count, sizeof(unsigned int));
 			j->rcpt_n[m] = 0;
 			j->count++;
 			f->jobs++;
@@ -664,6 +719,9 @@ static void plan_entry(struct queue_runner *q, struct inflight *f, struct job **
 
 static void scan(struct queue_runner *q)
 {
+	pthread_mutex_lock(&q->lock);
+	inflight_prune(q);
+	pthread_mutex_unlock(&q->lock);
 	int64_t now = clock_wall_us();
 	if (now - q->last_heartbeat_us >= (int64_t)q->set.lease_ms * 1000 / 3) {
 		if (store_queue_heartbeat(q->store, q->node_id, now) == STORE_OK)
@@ -696,14 +754,12 @@ static void scan(struct queue_runner *q)
 			 * recipients. The others wait for a job to come back. */
 			if (!entry_fits(q, e, planned))
 				continue;
-			struct inflight *f = calloc(1, sizeof(*f));
-			if (f == NULL)
-				break;
+			struct inflight *f = xcalloc(1, sizeof(*f));
 			f->e = *e;              /* takes the rcpts array */
 			e->rcpts = NULL;
 			e->rcpt_count = 0;
-			f->failed_now = calloc(f->e.rcpt_count + 1, sizeof(bool));
-			f->sent_now = calloc(f->e.rcpt_count + 1, sizeof(bool));
+			f->failed_now = xcalloc(f->e.rcpt_count + 1, sizeof(bool));
+			f->sent_now = xcalloc(f->e.rcpt_count + 1, sizeof(bool));
 			f->next = q->inflight;
 			q->inflight = f;
 			plan_entry(q, f, &planned);
@@ -711,16 +767,13 @@ static void scan(struct queue_runner *q)
 				/* Nothing pending (a crash after the last send, before
 				 * the delete): finish it now, outside the lock. */
 				f->jobs = 1;
-				struct job *j = calloc(1, sizeof(*j));
-				if (j != NULL) {
-					j->next = planned;
-					planned = j;
-					j->entries[0] = f;
-					j->rcpt_index[0] = calloc(1, sizeof(unsigned int));
-					j->rcpt_n[0] = 0;
-					j->count = 1;
-					snprintf(j->domain, sizeof(j->domain), "%s", "");
-				}
+				struct job *j = xcalloc(1, sizeof(*j));
+				j->next = planned;
+				planned = j;
+				j->entries[0] = f;
+				j->rcpt_index[0] = xcalloc(1, sizeof(unsigned int));
+				j->rcpt_n[0] = 0;
+				j->count = 1;
 			}
 		}
 		/* Hand the jobs out: one per domain at a time. */
@@ -730,7 +783,7 @@ static void scan(struct queue_runner *q)
 			j->next = NULL;
 			if (j->domain[0] != '\0') {
 				if (q->busy_count % 16 == 0)
-					q->busy = realloc(q->busy, (q->busy_count + 16) * sizeof(*q->busy));
+					q->busy = xrealloc(q->busy, (q->busy_count + 16) * sizeof(*q->busy));
 				snprintf(q->busy[q->busy_count++], sizeof(q->busy[0]), "%s", j->domain);
 			}
 			if (q->jobs_tail != NULL)
@@ -844,6 +897,9 @@ void queue_runner_stop(struct queue_runner **qp)
 	q->stopping = true;
 	pthread_cond_broadcast(&q->wake);
 	pthread_mutex_unlock(&q->lock);
+	/* Connections in flight end now, not at their timeouts (minutes):
+	 * the server's stop must not wait for a slow or silent peer. */
+	relay_cancel(q->relay);
 	pthread_join(q->scheduler, NULL);
 	/* The jobs being delivered finish; those not started are dropped
 	 * (their entries stay in the store, due, for the next start). */

@@ -46,8 +46,11 @@ struct queue_runner *queue_runner_start(struct store *store, struct relay *relay
 /* Reads the queue now instead of at the next interval (after a put or a
  * flush). Safe from any thread; never blocks on the store. */
 void queue_runner_kick(struct queue_runner *q);
-/* Stops the scheduler, lets the deliveries in flight finish (each bounded
- * by the relay's timeouts), joins the threads and frees. */
+/* Stops the scheduler, cancels the relay (relay_cancel(): the deliveries
+ * in flight end at once, their unfinished recipients due again at the next
+ * start, the attempt not counted), joins the threads and frees. Returns in
+ * about the time of the store writes that record what was learnt, plus a
+ * DNS lookup in progress (the resolver's timeout). */
 void queue_runner_stop(struct queue_runner **q);
 
 /* The retry interval after `attempts` failed attempts (1, 2, ...):

@@ -4,6 +4,7 @@
  */
 #include "outbound.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "queue-runner.h"
 #include "relay.h"
+#include "server.h"
 
 struct outbound {
 	struct dkim_key *dkim;
@@ -28,12 +30,15 @@ struct dkim_key *outbound_load_dkim(const struct tern_settings *set, const char 
 	return dkim_key_load(set->dkim_domain, set->dkim_selector, set->dkim_key_file, error_r);
 }
 
-/* The first line of [relay] password_file, or NULL with a message logged. */
-static char *read_password(const struct tern_settings *set)
+/* The first line of [relay] password_file, or NULL with the problem
+ * ("FILE:LINE: ...") in problems. */
+static char *read_password(const struct tern_settings *set, struct buf *problems)
 {
 	FILE *f = fopen(set->relay_password_file, "r");
 	if (f == NULL) {
-		log_error("%s: [relay] password_file %s: cannot read it", set->path, set->relay_password_file);
+		settings_add_key_problem(problems, set, "relay", "password_file",
+					 "[relay] password_file %s: cannot read it: %s",
+					 set->relay_password_file, strerror(errno));
 		return NULL;
 	}
 	char line[1024];
@@ -41,14 +46,24 @@ static char *read_password(const struct tern_settings *set)
 	if (fgets(line, sizeof(line), f) != NULL) {
 		line[strcspn(line, "\r\n")] = '\0';
 		if (line[0] != '\0')
-			pw = strdup(line);
+			pw = xstrdup(line);
 	}
 	explicit_bzero(line, sizeof(line));
 	fclose(f);
 	if (pw == NULL)
-		log_error("%s: [relay] password_file %s: the first line is empty", set->path,
-			  set->relay_password_file);
+		settings_add_key_problem(problems, set, "relay", "password_file",
+					 "[relay] password_file %s: the first line is empty",
+					 set->relay_password_file);
 	return pw;
+}
+
+static void free_password(char **pw)
+{
+	if (*pw != NULL) {
+		explicit_bzero(*pw, strlen(*pw));
+		free(*pw);
+		*pw = NULL;
+	}
 }
 
 static void kick_runner(const struct session_env *env)
@@ -63,28 +78,17 @@ static const enum relay_tls tls_policies[] = {
 	[SETTINGS_RELAY_TLS_NONE] = RELAY_TLS_NONE,
 };
 
-struct outbound *outbound_start(struct session_env *env, const struct tern_settings *set)
+/* The relay of [relay] (password: read from password_file, or NULL), or
+ * NULL with the problem appended. */
+static struct relay *make_relay(const struct tern_settings *set, const char *password,
+				struct buf *problems)
 {
-	struct outbound *o = calloc(1, sizeof(*o));
-	if (o == NULL)
-		return NULL;
-	const char *error = NULL;
-	if (set->dkim_domain != NULL) {
-		o->dkim = outbound_load_dkim(set, &error);
-		if (o->dkim == NULL) {
-			log_error("%s: [dkim] %s", set->path, error);
-			goto fail;
-		}
-		log_info("dkim signing domain=%s selector=%s", set->dkim_domain, set->dkim_selector);
-	}
-	if (set->relay_password_file != NULL && (o->password = read_password(set)) == NULL)
-		goto fail;
 	struct relay_settings rs = {
 		.helo_name = set->hostname,
 		.resolver = set->relay_resolver,
 		.smarthost = set->relay_smarthost,
 		.username = set->relay_username,
-		.password = o->password,
+		.password = password,
 		.tls = tls_policies[set->relay_tls],
 		.ca_file = set->relay_ca_file,
 		.trust_anchor_file = set->relay_trust_anchor_file,
@@ -93,11 +97,54 @@ struct outbound *outbound_start(struct session_env *env, const struct tern_setti
 		.command_timeout_ms = (unsigned int)set->relay_command_timeout_ms,
 		.data_timeout_ms = (unsigned int)(set->relay_command_timeout_ms * 2),
 	};
-	o->relay = relay_create(&rs, &error);
-	if (o->relay == NULL) {
-		log_error("%s: [relay] %s", set->path, error);
-		goto fail;
+	const char *error = NULL;
+	struct relay *relay = relay_create(&rs, &error);
+	if (relay == NULL)
+		settings_add_problem(problems, "%s: [relay] %s", set->path, error);
+	return relay;
+}
+
+/* The [dkim] key, or NULL (none configured, or the problem appended). */
+static struct dkim_key *load_dkim(const struct tern_settings *set, struct buf *problems)
+{
+	if (set->dkim_domain == NULL)
+		return NULL;
+	const char *error = NULL;
+	struct dkim_key *key = outbound_load_dkim(set, &error);
+	if (key == NULL)
+		settings_add_key_problem(problems, set, "dkim", "key_file", "[dkim] key_file %s: %s",
+					 set->dkim_key_file, error);
+	return key;
+}
+
+void outbound_preflight(const struct tern_settings *set, struct buf *problems)
+{
+	struct dkim_key *key = load_dkim(set, problems);
+	dkim_key_free(&key);
+	char *password = NULL;
+	if (set->relay_password_file != NULL &&
+	    (password = read_password(set, problems)) == NULL)
+		return;
+	struct relay *relay = make_relay(set, password, problems);
+	relay_destroy(&relay);
+	free_password(&password);
+}
+
+struct outbound *outbound_start(struct session_env *env, const struct tern_settings *set)
+{
+	struct outbound *o = xcalloc(1, sizeof(*o));
+	const char *error = NULL;
+	struct buf problems;
+	buf_init(&problems, 0);
+	if (set->dkim_domain != NULL) {
+		if ((o->dkim = load_dkim(set, &problems)) == NULL)
+			goto fail;
+		log_info("dkim signing domain=%s selector=%s", set->dkim_domain, set->dkim_selector);
 	}
+	if (set->relay_password_file != NULL && (o->password = read_password(set, &problems)) == NULL)
+		goto fail;
+	if ((o->relay = make_relay(set, o->password, &problems)) == NULL)
+		goto fail;
 	struct queue_runner_settings qs = {
 		.node_id = set->queue_node_id,
 		.hostname = set->hostname,
@@ -118,8 +165,11 @@ struct outbound *outbound_start(struct session_env *env, const struct tern_setti
 	env->queued = kick_runner;
 	log_info("queue started node=%s via=%s", set->queue_node_id,
 		 set->relay_smarthost != NULL ? "smarthost" : "mx");
+	buf_deinit(&problems);
 	return o;
 fail:
+	serve_log_problems(&problems);
+	buf_deinit(&problems);
 	outbound_stop(&o, env);
 	return NULL;
 }
@@ -142,9 +192,6 @@ void outbound_stop(struct outbound **op, struct session_env *env)
 	queue_runner_stop(&o->runner);
 	relay_destroy(&o->relay);
 	dkim_key_free(&o->dkim);
-	if (o->password != NULL) {
-		explicit_bzero(o->password, strlen(o->password));
-		free(o->password);
-	}
+	free_password(&o->password);
 	free(o);
 }

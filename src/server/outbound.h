@@ -17,8 +17,17 @@ struct outbound;
 struct outbound *outbound_start(struct session_env *env, const struct tern_settings *set);
 /* Wakes the runner (after POST /queue/flush). */
 void outbound_kick(struct outbound *o);
-/* Stops the runner (deliveries in flight finish), frees the relay and the key. */
+/* Stops the runner (deliveries in flight are cut short: queue_runner_stop()),
+ * frees the relay and the key. */
 void outbound_stop(struct outbound **o, struct session_env *env);
+
+/* What outbound_start() would refuse, without starting anything (`tern
+ * check-config`): the [dkim] key (read and parsed), [relay] password_file
+ * (readable, a first line), and the relay's own settings (smarthost and
+ * resolver syntax, ca_file, trust_anchor_file). Appends one
+ * "FILE[:LINE]: ..." line per problem. */
+struct buf;
+void outbound_preflight(const struct tern_settings *set, struct buf *problems);
 
 /* The [dkim] key, loaded on its own (`tern dkim record`, check-config). */
 struct dkim_key *outbound_load_dkim(const struct tern_settings *set, const char **error_r);

@@ -598,6 +598,7 @@ unsigned int serve_preflight(const struct tern_settings *set, struct buf *proble
 			fclose(f);
 	}
 	serve_check_data_dir(set, problems);
+	outbound_preflight(set, problems);
 	return lines_since(problems, before);
 }
 
@@ -627,8 +628,7 @@ void serve_describe(const struct tern_settings *set, struct buf *out)
 	buf_printf(out, ", log %s", set->log_target == LOG_TARGET_SYSLOG ? "syslog" : "stderr");
 }
 
-/* Logs each line of problems as an error. */
-static void log_problems(const struct buf *problems)
+void serve_log_problems(const struct buf *problems)
 {
 	const char *p = problems->data;
 	while (*p != '\0') {
@@ -712,7 +712,7 @@ int serve(const struct tern_settings *set)
 	serve_check_data_dir(set, &problems);
 	bool refused = problems.len > 0;
 	if (refused)
-		log_problems(&problems);
+		serve_log_problems(&problems);
 	buf_deinit(&problems);
 	if (refused) {
 		ret = 78;

@@ -13,10 +13,13 @@ int serve(const struct tern_settings *set);
 
 /* For `tern check-config`: what serve() would refuse before binding,
  * without binding anything: the TLS files load, something is to be
- * served, the admin token file can be read, and, with [server] user,
- * data_dir and its spool belong to that user. Appends one line per
+ * served, the admin token file can be read, with [server] user data_dir
+ * and its spool belong to that user, and outbound's files and settings
+ * ([dkim] key_file, [relay] password_file: outbound_preflight()). Appends one line per
  * problem to problems ('\n' between lines); returns how many. */
 unsigned int serve_preflight(const struct tern_settings *set, struct buf *problems);
+/* Logs each line of problems (settings_add_problem()'s list) as an error. */
+void serve_log_problems(const struct buf *problems);
 /* With [server] user: data_dir must exist and belong to the user, and so
  * must data_dir/spool if it exists. Appends a line per problem, each with
  * the command that fixes it. */

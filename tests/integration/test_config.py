@@ -291,3 +291,93 @@ def test_deliver_with_bad_config_is_ex_config(tern_bin, tmp_path):
     check_sanitizer_output(r.stderr, "tern deliver")
     assert r.returncode == 78, "EX_CONFIG expected, got %s: %s" % (r.returncode, r.stderr)
     assert_points_at(r, path, lineno)
+
+
+# --------------------------------------------------------------------------
+# [queue], [relay], [dkim]: values out of range name their line; files that
+# serve could not read are reported by check-config, with the key's line.
+
+OUTBOUND_BAD = [
+    ("queue", "retry_min = 0s", "retry_min"),
+    ("queue", "retry_max = banana", "retry_max"),
+    ("queue", "lease = 1s", "lease"),
+    ("queue", "scan_interval = 1ms", "scan_interval"),
+    ("queue", "node_id = %s" % ("n" * 65), "node_id"),
+    ("relay", "concurrency = 0", "concurrency"),
+    ("relay", "concurrency = 100000", "concurrency"),
+    ("relay", "command_timeout = 30d", "command_timeout"),
+    ("relay", "connect_timeout = 10ms", "connect_timeout"),
+    ("relay", "tls = maybe", "tls"),
+    ("relay", "port = 0", "port"),
+]
+
+
+def outbound_lines(tmp_path, ports, relay=(), dkim=()):
+    return base_lines(tmp_path, ports) + ["", "[queue]", "", "[relay]"] + \
+        list(relay) + ["", "[dkim]"] + list(dkim)
+
+
+@pytest.mark.parametrize("section,line,word", OUTBOUND_BAD, ids=[b[1][:40] for b in OUTBOUND_BAD])
+def test_bad_outbound_value_names_file_and_line(tern_bin, tmp_path, section, line, word):
+    ports = free_ports(3)
+    text, lineno = with_line(outbound_lines(tmp_path, ports), section, line)
+    path = tmp_path / "bad.conf"
+    path.write_text(text)
+    r = run_serve(tern_bin, path)
+    assert_points_at(r, path, lineno)
+    assert word in r.stderr, r.stderr
+
+
+def test_check_config_reports_unreadable_dkim_key_and_relay_password(tern_bin, tmp_path):
+    from .test_service import check_config
+    ports = free_ports(3)
+    missing_key = tmp_path / "no-such-key.pem"
+    missing_pw = tmp_path / "no-such-password"
+    lines = outbound_lines(tmp_path, ports,
+                           relay=["smarthost = 127.0.0.1:2525", "username = u",
+                                  "password_file = %s" % missing_pw],
+                           dkim=["domain = tern.test", "selector = s1", "key_file = %s" % missing_key])
+    path = tmp_path / "outbound.conf"
+    path.write_text("\n".join(lines) + "\n")
+    key_line = lines.index("key_file = %s" % missing_key) + 1
+    pw_line = lines.index("password_file = %s" % missing_pw) + 1
+    r = check_config(tern_bin, path)
+    assert r.returncode == 78, r
+    assert "%s:%d: [dkim] key_file %s" % (path, key_line, missing_key) in r.stderr, r.stderr
+    assert "%s:%d: [relay] password_file %s: cannot read it" % (path, pw_line, missing_pw) in r.stderr, \
+        r.stderr
+    # serve refuses the same, with the same words
+    r = run_serve(tern_bin, path)
+    assert r.returncode == 78, r.stderr
+    assert "%s:%d: [dkim] key_file" % (path, key_line) in r.stderr, r.stderr
+
+    # a key file that is no key, an empty password file
+    missing_key.write_text("not a key\n")
+    missing_pw.write_text("\n")
+    r = check_config(tern_bin, path)
+    assert r.returncode == 78, r
+    assert "%s:%d: [dkim] key_file" % (path, key_line) in r.stderr, r.stderr
+    assert "%s:%d: [relay] password_file %s: the first line is empty" % (path, pw_line, missing_pw) \
+        in r.stderr, r.stderr
+
+    # a smarthost check-config could not parse is reported too
+    lines = outbound_lines(tmp_path, ports, relay=["smarthost = [::1"])
+    path.write_text("\n".join(lines) + "\n")
+    r = check_config(tern_bin, path)
+    assert r.returncode == 78 and "[relay] relay: smarthost must be host:port" in r.stderr, r
+
+
+def test_check_config_accepts_a_readable_dkim_key(tern_bin, tmp_path):
+    from .test_service import check_config
+    from .ternserver import require_tool
+    ports = free_ports(3)
+    key = tmp_path / "dkim.pem"
+    r = subprocess.run([require_tool("openssl"), "genpkey", "-algorithm", "ed25519", "-out", str(key)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = outbound_lines(tmp_path, ports,
+                           dkim=["domain = tern.test", "selector = s1", "key_file = %s" % key])
+    path = tmp_path / "ok.conf"
+    path.write_text("\n".join(lines) + "\n")
+    r = check_config(tern_bin, path)
+    assert r.returncode == 0, r.stderr

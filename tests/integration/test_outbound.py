@@ -421,6 +421,55 @@ def test_mail_that_cannot_go_within_max_lifetime_expires_with_a_dsn(servers, dns
     user, pw = s.new_user("expire")
     assert submit(s, user, pw, ["late@remote.test"], message_to(user, "late@remote.test", "too late")).code == 250
     wait_queue_empty(s)
+
+
+def test_sigterm_during_a_silent_delivery_stops_at_once_and_keeps_the_mail(servers, dns, sink_port,
+                                                                          dkim_key, sink):
+    """A peer that takes the data and never answers would hold a delivery
+    thread for the data timeout (here 20 minutes): SIGTERM must not wait
+    for it (ternserver's stop allows a few seconds), and the message stays
+    queued, due, the cut attempt not counted."""
+    sink.hostile = "data_silent"
+    sink.start()
+    s = outbound_server(servers, dns, sink_port, dkim_key,
+                        relay={"command_timeout": "10m", "connect_timeout": "1m"},
+                        queue={"retry_min": "1h", "retry_max": "1h"})
+    user, pw = s.new_user("stopper")
+    assert submit(s, user, pw, ["slow@remote.test"],
+                  message_to(user, "slow@remote.test", "slow peer")).code == 250
+    deadline = time.monotonic() + DELIVER_TIMEOUT
+    while "DATA" not in [c.upper() for c in sink.commands]:
+        assert time.monotonic() < deadline, s.log_tail()
+        time.sleep(0.05)
+    time.sleep(0.2)    # the data is on its way; tern waits for the reply
+    s.stop()
+    out = queue_list(s)
+    assert "slow@remote.test pending" in out and "attempts=0" in out, out
+    sink.stop()
+    sink.hostile = None
+    sink.start()
+    s.start()
+    assert sink.wait_for(1, DELIVER_TIMEOUT), s.log_tail()
+    assert sink.messages[0].rcpts == ["slow@remote.test"]
+    wait_queue_empty(s)
+
+
+def test_a_dsn_to_a_forwarding_alias_reaches_its_local_and_remote_targets(servers, dns, sink_port,
+                                                                         dkim_key, sink):
+    sink.rcpt_reply = {"gone@remote.test": "550 5.1.1 no such user here"}
+    sink.start()
+    s = outbound_server(servers, dns, sink_port, dkim_key)
+    user, pw = s.new_user("teamster")
+    s.cli_ok("alias", "add", "crew@example.test", user, "crew-out@remote.test")
+    assert submit(s, user, pw, ["gone@remote.test"], message_to("crew@example.test", "gone@remote.test",
+                                                                "to a gone address"),
+                  sender="crew@example.test").code == 250
+    # The DSN: in the login's mailbox, and forwarded (from <>) to the
+    # alias's remote target.
+    assert sink.wait_for(1, DELIVER_TIMEOUT), s.log_tail()
+    m = sink.messages[0]
+    assert m.mail_from == "" and m.rcpts == ["crew-out@remote.test"], m
+    assert b"multipart/report" in m.data and b"gone@remote.test" in m.data
     deadline = time.monotonic() + DELIVER_TIMEOUT
     while not pop3_messages(s, user, pw):
         assert time.monotonic() < deadline, s.log_tail()
@@ -429,3 +478,7 @@ def test_mail_that_cannot_go_within_max_lifetime_expires_with_a_dsn(servers, dns
     assert "Final-Recipient: rfc822; late@remote.test" in text
     assert "Status: 4.4.7" in text
     assert "result=expired" in s.log_text()
+
+
+    assert b"Final-Recipient: rfc822; gone@remote.test" in pop3_messages(s, user, pw)[0]
+    wait_queue_empty(s)

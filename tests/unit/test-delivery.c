@@ -3,7 +3,9 @@
  * shared, the body kept in memory up to the threshold and spooled past it,
  * the spool file released on every path (success, failure, too big,
  * destroy without delivery), the size cap, and header + body stored and
- * read back byte-exact with the mem and sqlite stores. `test-delivery
+ * read back byte-exact with the mem and sqlite stores, and local and
+ * remote recipients together: the queue entry of a message whose local
+ * delivery failed is gone, that of one delivered is due. `test-delivery
  * BASEDIR` makes its data directories under BASEDIR. Built twice: with
  * O_TMPFILE and with the create-then-unlink fallback.
  */
@@ -16,10 +18,12 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "delivery.h"
+#include "store-private.h"
 #include "store.h"
 #include "uuid.h"
 
@@ -488,6 +492,87 @@ static void test_sweep(void)
 	CHECK_INT(removed, 0);
 }
 
+
+/* ---- local and remote recipients together ---- */
+
+static enum store_status deliver_tempfail(struct store *s, struct store_delivery *sd)
+{
+	(void)s;
+	for (unsigned int i = 0; i < sd->rcpt_count; i++)
+		sd->rcpts[i].status = STORE_TEMPFAIL;
+	return STORE_TEMPFAIL;
+}
+
+/* The entries queued under owner now: how many, and how many are due. */
+static unsigned int queued(const char *owner, unsigned int *due_r)
+{
+	struct store_queue_entry *e = NULL;
+	unsigned int n = 0;
+	CHECK_ST(store_queue_scan(store, owner, INT64_MAX, 100, &e, &n), STORE_OK);
+	*due_r = 0;
+	int64_t now = (int64_t)time(NULL) * 1000000 + 1000000;
+	for (unsigned int i = 0; i < n; i++)
+		*due_r += e[i].next_attempt_us <= now;
+	store_queue_entries_free(&e, n);
+	return n;
+}
+
+static struct delivery *mixed(const char *owner, bool smtp)
+{
+	struct delivery_settings set = { .data_dir = data_dir, .max_message_size = 100000,
+					 .quota_all_or_nothing = smtp, .queue_owner = owner };
+	struct delivery *d = delivery_create(&set, "s@mixed.test");
+	delivery_add_rcpt(d, "l@mixed.test");
+	delivery_add_remote(d, "r@remote.test");
+	const char *body = "From: <s@mixed.test>\r\nSubject: mixed\r\n\r\nboth\r\n";
+	write_ok(d, body, strlen(body));
+	return d;
+}
+
+static void test_mixed(void)
+{
+	add_user("s@mixed.test");
+	add_user("l@mixed.test");
+	unsigned int due;
+
+	/* SMTP: the local delivery fails after the queue took the message.
+	 * The client is told 4xx and will send it again: nothing may stay
+	 * in the queue, or the remote recipient gets it twice. */
+	const struct store_vfuncs *saved = store->v;
+	struct store_vfuncs failing = *saved;
+	failing.deliver = deliver_tempfail;
+	store->v = &failing;
+	struct delivery *d = mixed("node-mixed", true);
+	CHECK_ST(delivery_run(d, store), STORE_TEMPFAIL);
+	store->v = saved;
+	CHECK_ST(delivery_status(d), STORE_TEMPFAIL);
+	CHECK(delivery_queue_status(d) != STORE_OK);
+	delivery_destroy(&d);
+	CHECK_INT(queued("node-mixed", &due), 0);
+	CHECK_INT(count_of("l@mixed.test"), 0);
+
+	/* SMTP, both succeed: one entry, due at once (released). */
+	d = mixed("node-mixed", true);
+	CHECK_ST(delivery_run(d, store), STORE_OK);
+	CHECK_ST(delivery_status(d), STORE_OK);
+	CHECK_ST(delivery_queue_status(d), STORE_OK);
+	delivery_destroy(&d);
+	CHECK_INT(queued("node-mixed", &due), 1);
+	CHECK_INT(due, 1);
+	CHECK_INT(count_of("l@mixed.test"), 1);
+
+	/* LMTP answers per recipient: the remote one's entry stays, due. */
+	store->v = &failing;
+	d = mixed("node-mixed-lmtp", false);
+	(void)delivery_run(d, store);
+	store->v = saved;
+	CHECK_ST(delivery_rcpt_status(d, 0), STORE_TEMPFAIL);
+	CHECK_ST(delivery_queue_status(d), STORE_OK);
+	delivery_destroy(&d);
+	CHECK_INT(queued("node-mixed-lmtp", &due), 1);
+	CHECK_INT(due, 1);
+}
+
 static void run(const char *name, const char *base)
 {
 	backend = name;
@@ -513,6 +598,7 @@ static void run(const char *name, const char *base)
 	test_spool_failure();
 	test_exact();
 	test_sweep();
+	test_mixed();
 	store_close(&store);
 	char cmd[PATH_MAX + 16];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data_dir);

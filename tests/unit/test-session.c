@@ -1267,6 +1267,88 @@ static void test_sasl_smtp(void)
 	env_stop();
 }
 
+/* --- relaying and the sender check: the orders an attacker would try --- */
+
+static void test_relay_holes(void)
+{
+	settings_begin("relaying only for an authenticated session, as itself");
+	env_start(2);
+	const char *team[] = { ALICE, BOB };
+	const char *bobs[] = { BOB };
+	CHECK(store_alias_set(h.env.store, "team@" DOMAIN, team, 2) == STORE_OK);
+	CHECK(store_alias_set(h.env.store, "bobs@" DOMAIN, bobs, 1) == STORE_OK);
+	char *ok = plain_response(ALICE, PASSWORD);
+	char *wrong = plain_response(ALICE, "wrong");
+
+	/* A failed AUTH pipelined with the transaction relays nothing. */
+	struct client *c = client_open(&smtp_protocol, "127.0.0.1");
+	EXPECT_PREFIX(c, "220 ");
+	sendf(c, "EHLO x\r\nAUTH PLAIN %s\r\nMAIL FROM:<" ALICE ">\r\nRCPT TO:<x@elsewhere.example>\r\n"
+		 "RCPT TO:<x@elsewhere.example.>\r\nRCPT TO:<x@[192.0.2.1]>\r\n"
+		 "RCPT TO:<x%%elsewhere.example@" DOMAIN ">\r\nRSET\r\n", wrong);
+	expect_ehlo(c, true);
+	EXPECT(c, "535 5.7.8 Authentication credentials invalid");
+	EXPECT(c, "250 2.1.0 Ok");
+	EXPECT_PREFIX(c, "550 5.7.1 <x@elsewhere.example>: Relay access denied");
+	EXPECT_PREFIX(c, "501 5.5.4 ");   /* a trailing dot is no domain */
+	EXPECT_PREFIX(c, "550 5.7.1 <x@[192.0.2.1]>: Relay access denied");
+	EXPECT(c, "550 5.1.1 <x%elsewhere.example@" DOMAIN ">: User unknown");
+	EXPECT(c, "250 2.0.0 Ok");
+	/* AUTH, MAIL and RCPT pipelined: the login is checked before MAIL. */
+	sendf(c, "AUTH PLAIN %s\r\nMAIL FROM:<" ALICE ">\r\nRCPT TO:<x@elsewhere.example>\r\n", ok);
+	EXPECT(c, "235 2.7.0 Authentication successful");
+	EXPECT(c, "250 2.1.0 Ok");
+	EXPECT(c, "250 2.1.5 Ok");
+	/* RSET and HELO keep the login, and the sender check with it. */
+	client_send(c, "RSET\r\nHELO y\r\nMAIL FROM:<" BOB ">\r\nMAIL FROM:<>\r\n"
+		       "MAIL FROM:<bobs@" DOMAIN ">\r\n");
+	EXPECT(c, "250 2.0.0 Ok");
+	EXPECT(c, "250 " HOSTNAME);
+	EXPECT_PREFIX(c, "553 5.7.1 <" BOB ">: Sender address rejected");
+	EXPECT_PREFIX(c, "553 5.7.1 <>: Sender address rejected");
+	EXPECT_PREFIX(c, "553 5.7.1 <bobs@" DOMAIN ">: Sender address rejected");
+	/* Case does not matter; an alias reaching the login (among others)
+	 * may be used. */
+	client_send(c, "MAIL FROM:<Alice@Example.ORG>\r\nRSET\r\nMAIL FROM:<TEAM@example.org>\r\n"
+		       "RCPT TO:<y@elsewhere.example>\r\nQUIT\r\n");
+	EXPECT(c, "250 2.1.0 Ok");
+	EXPECT(c, "250 2.0.0 Ok");
+	EXPECT(c, "250 2.1.0 Ok");
+	EXPECT(c, "250 2.1.5 Ok");
+	EXPECT_PREFIX(c, "221 ");
+	EXPECT_CLOSED(c);
+	client_free(&c);
+
+	/* LMTP never relays, whatever it is sent. */
+	c = client_open(&lmtp_protocol, "127.0.0.1");
+	EXPECT_PREFIX(c, "220 ");
+	sendf(c, "LHLO x\r\nAUTH PLAIN %s\r\nMAIL FROM:<" ALICE ">\r\nRCPT TO:<x@elsewhere.example>\r\nQUIT\r\n",
+	      ok);
+	expect_ehlo(c, false);
+	EXPECT(c, "502 5.5.1 AUTH not available in LMTP");
+	EXPECT(c, "250 2.1.0 Ok");
+	EXPECT_PREFIX(c, "550 5.7.1 <x@elsewhere.example>: Relay access denied");
+	EXPECT_PREFIX(c, "221 ");
+	EXPECT_CLOSED(c);
+	client_free(&c);
+
+	/* Submission before TLS: no AUTH (even on loopback), no MAIL. */
+	c = client_open(&submission_protocol, "127.0.0.1");
+	EXPECT_PREFIX(c, "220 ");
+	sendf(c, "EHLO x\r\nAUTH PLAIN %s\r\nMAIL FROM:<" ALICE ">\r\nRCPT TO:<x@elsewhere.example>\r\nQUIT\r\n",
+	      ok);
+	expect_ehlo(c, false);
+	EXPECT(c, "530 5.7.0 Must issue a STARTTLS command first");
+	EXPECT(c, "530 5.7.0 Authentication required");
+	EXPECT(c, "503 5.5.1 Need MAIL before RCPT");
+	EXPECT_PREFIX(c, "221 ");
+	EXPECT_CLOSED(c);
+	client_free(&c);
+	free(ok);
+	free(wrong);
+	env_stop();
+}
+
 /* --- the failed-login penalty --- */
 
 #define PENALTY_MS 150
@@ -1907,6 +1989,7 @@ int main(void)
 	test_admission();
 	test_sasl_pop3();
 	test_sasl_smtp();
+	test_relay_holes();
 	test_penalty();
 	test_penalty_trusted();
 	test_peer_gone();
