@@ -74,9 +74,10 @@ def wait_heartbeat_after(contact, ks, node_id, after_us, s):
 
 
 def wait_scanned(contact, ks, node_id, s):
-    """Returns once node_id has read its queue at least once from now: the
-    runner writes a heartbeat, then scans, and writes the next heartbeat
-    (a third of the lease later) only at a later scan."""
+    """Returns once node_id has read its queue at least once from now: one
+    thread of the runner writes the heartbeats (a third of the lease, 1 s,
+    apart) and scans (every 200 ms), so a scan starts and ends between two
+    heartbeats."""
     first = wait_heartbeat_after(contact, ks, node_id, int(time.time() * 1e6), s)
     wait_heartbeat_after(contact, ks, node_id, first, s)
 
