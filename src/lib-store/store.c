@@ -1426,6 +1426,7 @@ int store_queue_entry_cmp(const void *a, const void *b)
 
 void store_queue_put_init(struct store_queue_put *q)
 {
+	memset(q, 0, sizeof(*q));
 	timeuuid_generate(&q->id);
 	q->body_fd = -1;
 }

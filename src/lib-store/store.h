@@ -527,8 +527,8 @@ struct store_queue_put {
 	int64_t next_attempt_us;
 };
 
-/* Mints id and sets body_fd = -1 (other fields are left as they are):
- * call it first, then fill in the fields. */
+/* Clears every field, mints id and sets body_fd = -1: call it first,
+ * then fill in the fields (those left alone are NULL and 0). */
 void store_queue_put_init(struct store_queue_put *q);
 /* Durable on STORE_OK (SQLite: committed with fsync, as a delivery;
  * Cassandra: every write acknowledged at the write consistency, the body

@@ -26,6 +26,9 @@
  *   entry is written: a crash in between can repeat a DSN, never lose one.
  * - Never a bounce for a bounce: no DSN for the null sender.
  * - Memory is bounded: a scan reads at most SCAN_MAX entries per owner.
+ * - The heartbeat is written every third of the lease whatever the scan
+ *   interval (the scheduler wakes for it between scans), so a live node
+ *   never looks silent for reading its queue seldom.
  */
 #include "queue-runner.h"
 
@@ -49,6 +52,8 @@
 #define JOB_MESSAGES_MAX 50      /* messages sent over one connection */
 #define RETURNED_HEADERS_MAX (16 * 1024)
 #define READ_PIECE (64 * 1024)
+#define TAKEN_MAX 15             /* silent nodes' queues delivered at once */
+#define HEARTBEAT_RETRY_MS 1000  /* after a heartbeat that was not written */
 
 /* An entry in its attempt. */
 struct inflight {
@@ -89,7 +94,12 @@ struct queue_runner {
 	pthread_t scheduler;
 	pthread_t *threads;
 	unsigned int thread_count;
-	int64_t last_heartbeat_us;
+	/* The scheduler thread's own: when the next heartbeat is due
+	 * (monotonic), and the silent nodes whose queue it delivers now. */
+	uint64_t next_heartbeat_ms;
+	bool heartbeat_failing;
+	char taken[TAKEN_MAX][STORE_NODE_ID_MAX + 1];
+	unsigned int taken_count;
 };
 
 /* --- metrics --- */
@@ -612,41 +622,83 @@ static bool entry_inflight(const struct queue_runner *q, const struct uuid *id)
 	return false;
 }
 
+static bool node_in(char (*list)[STORE_NODE_ID_MAX + 1], unsigned int count, const char *node)
+{
+	for (unsigned int i = 0; i < count; i++)
+		if (strcmp(list[i], node) == 0)
+			return true;
+	return false;
+}
+
+/* Logs the queues this node starts and stops delivering for silent nodes
+ * (once per change, not once per scan) and remembers the new set. */
+static void taken_update(struct queue_runner *q, char (*now_taken)[STORE_NODE_ID_MAX + 1],
+			 unsigned int count, const struct store_queue_node *nodes,
+			 unsigned int node_count, int64_t now, int64_t lease_us)
+{
+	for (unsigned int i = 0; i < q->taken_count; i++) {
+		if (node_in(now_taken, count, q->taken[i]))
+			continue;
+		const char *why = "not listed";
+		for (unsigned int k = 0; k < node_count; k++)
+			if (strcmp(nodes[k].id, q->taken[i]) == 0)
+				why = nodes[k].heartbeat_us >= now - lease_us ? "its heartbeat is back"
+					: "another live node's share";
+		log_info("queue takeover ended node=%s reason=%s", q->taken[i], why);
+	}
+	for (unsigned int k = 0; k < count; k++) {
+		if (node_in(q->taken, q->taken_count, now_taken[k]))
+			continue;
+		for (unsigned int i = 0; i < node_count; i++)
+			if (strcmp(nodes[i].id, now_taken[k]) == 0)
+				log_info("queue takeover: delivering a silent node's queue node=%s silent_s=%lld",
+					 now_taken[k], (long long)((now - nodes[i].heartbeat_us) / 1000000));
+	}
+	memcpy(q->taken, now_taken, count * sizeof(q->taken[0]));
+	q->taken_count = count;
+}
+
 /* The owners this node delivers for: itself, and each node of its
  * datacenter whose heartbeat is older than the lease and whose queue the
- * rendezvous rule gives to this node. */
-static unsigned int owners(struct queue_runner *q, int64_t now, char (*out)[STORE_NODE_ID_MAX + 1],
-			   unsigned int max)
+ * rendezvous rule gives to this node (at most TAKEN_MAX of them). When the
+ * nodes cannot be read, only itself. */
+static unsigned int owners(struct queue_runner *q, int64_t now,
+			   char (*out)[STORE_NODE_ID_MAX + 1])
 {
 	unsigned int n = 0;
 	snprintf(out[n++], sizeof(out[0]), "%s", q->node_id);
 	struct store_queue_node *nodes = NULL;
 	unsigned int count = 0;
-	if (store_queue_nodes(q->store, &nodes, &count) != STORE_OK)
+	if (store_queue_nodes(q->store, &nodes, &count) != STORE_OK) {
+		free(nodes);
 		return n;
+	}
 	const char **live = calloc(count + 1, sizeof(*live));
+	if (live == NULL) {
+		free(nodes);
+		return n;
+	}
 	unsigned int live_count = 0;
 	int64_t lease_us = (int64_t)q->set.lease_ms * 1000;
 	bool self_listed = false;
-	for (unsigned int i = 0; live != NULL && i < count; i++) {
+	for (unsigned int i = 0; i < count; i++) {
 		if (strcmp(nodes[i].id, q->node_id) == 0)
 			self_listed = true;
 		if (strcmp(nodes[i].id, q->node_id) == 0 || nodes[i].heartbeat_us >= now - lease_us)
 			live[live_count++] = nodes[i].id;
 	}
-	if (live != NULL && !self_listed)
+	if (!self_listed)
 		live[live_count++] = q->node_id;
-	for (unsigned int i = 0; live != NULL && i < count && n < max; i++) {
+	for (unsigned int i = 0; i < count && n < TAKEN_MAX + 1; i++) {
 		if (strcmp(nodes[i].id, q->node_id) == 0 || nodes[i].heartbeat_us >= now - lease_us)
 			continue;
 		int w = queue_takeover_winner(nodes[i].id, live, live_count);
 		if (w >= 0 && strcmp(live[w], q->node_id) == 0) {
 			snprintf(out[n++], sizeof(out[0]), "%s", nodes[i].id);
 			metrics_inc(s_takeovers);
-			log_info("queue takeover: delivering a silent node's queue node=%s silent_s=%lld", nodes[i].id,
-				 (long long)((now - nodes[i].heartbeat_us) / 1000000));
 		}
 	}
+	taken_update(q, out + 1, n - 1, nodes, count, now, lease_us);
 	free(live);
 	free(nodes);
 	return n;
@@ -717,18 +769,39 @@ static void plan_entry(struct queue_runner *q, struct inflight *f, struct job **
 	(void)q;
 }
 
+/* Writes this node's heartbeat when it is due: every third of the lease,
+ * whatever the scan interval, so that a node is never presumed dead for
+ * scanning less often than its lease; a write that fails is tried again
+ * a second later. */
+static void heartbeat(struct queue_runner *q)
+{
+	uint64_t mono = clock_monotonic_ms();
+	if (mono < q->next_heartbeat_ms)
+		return;
+	uint64_t interval = q->set.lease_ms / 3;
+	enum store_status st = store_queue_heartbeat(q->store, q->node_id, clock_wall_us());
+	if (st == STORE_OK) {
+		if (q->heartbeat_failing)
+			log_info("queue heartbeat written again node=%s", q->node_id);
+		q->next_heartbeat_ms = mono + interval;
+	} else {
+		if (!q->heartbeat_failing)
+			log_warn("queue heartbeat not written, tried again every second node=%s error=%s",
+				 q->node_id, store_status_name(st));
+		q->next_heartbeat_ms = mono + (interval < HEARTBEAT_RETRY_MS ? interval : HEARTBEAT_RETRY_MS);
+	}
+	q->heartbeat_failing = st != STORE_OK;
+}
+
 static void scan(struct queue_runner *q)
 {
 	pthread_mutex_lock(&q->lock);
 	inflight_prune(q);
 	pthread_mutex_unlock(&q->lock);
+	heartbeat(q);
 	int64_t now = clock_wall_us();
-	if (now - q->last_heartbeat_us >= (int64_t)q->set.lease_ms * 1000 / 3) {
-		if (store_queue_heartbeat(q->store, q->node_id, now) == STORE_OK)
-			q->last_heartbeat_us = now;
-	}
-	char own[16][STORE_NODE_ID_MAX + 1];
-	unsigned int n_owners = owners(q, now, own, 16);
+	char own[TAKEN_MAX + 1][STORE_NODE_ID_MAX + 1];
+	unsigned int n_owners = owners(q, now, own);
 	uint64_t length = 0;
 	int64_t oldest = now;
 	for (unsigned int o = 0; o < n_owners; o++) {
@@ -800,6 +873,28 @@ static void scan(struct queue_runner *q)
 	metrics_gauge_set(s_oldest, length > 0 ? (now - oldest) / 1000000 : 0);
 }
 
+/* Waits on q->wake (lock held) until kicked, stopping or until_ms (monotonic). */
+static void scheduler_wait(struct queue_runner *q, uint64_t until_ms)
+{
+	uint64_t now = clock_monotonic_ms();
+	if (until_ms <= now)
+		return;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	uint64_t ms = until_ms - now;
+	until.tv_sec += (time_t)(ms / 1000);
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (!q->kicked && !q->stopping &&
+	       pthread_cond_timedwait(&q->wake, &q->lock, &until) != ETIMEDOUT)
+		;
+}
+
+/* Scans every scan_interval or when kicked; between scans, wakes for each
+ * heartbeat that falls due. */
 static void *scheduler_thread(void *arg)
 {
 	struct queue_runner *q = arg;
@@ -808,21 +903,17 @@ static void *scheduler_thread(void *arg)
 		q->kicked = false;
 		pthread_mutex_unlock(&q->lock);
 		scan(q);
+		uint64_t next_scan = clock_monotonic_ms() + q->set.scan_interval_ms;
 		pthread_mutex_lock(&q->lock);
-		if (q->kicked || q->stopping)
-			continue;
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		uint64_t ms = q->set.scan_interval_ms;
-		until.tv_sec += (time_t)(ms / 1000);
-		until.tv_nsec += (long)(ms % 1000) * 1000000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
+		while (!q->kicked && !q->stopping && clock_monotonic_ms() < next_scan) {
+			if (clock_monotonic_ms() >= q->next_heartbeat_ms) {
+				pthread_mutex_unlock(&q->lock);
+				heartbeat(q);
+				pthread_mutex_lock(&q->lock);
+				continue;
+			}
+			scheduler_wait(q, next_scan < q->next_heartbeat_ms ? next_scan : q->next_heartbeat_ms);
 		}
-		while (!q->kicked && !q->stopping &&
-		       pthread_cond_timedwait(&q->wake, &q->lock, &until) != ETIMEDOUT)
-			;
 	}
 	pthread_mutex_unlock(&q->lock);
 	return NULL;
@@ -852,7 +943,11 @@ struct queue_runner *queue_runner_start(struct store *store, struct relay *relay
 	if (q->set.concurrency == 0)
 		q->set.concurrency = 1;
 	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->wake, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->wake, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&q->work, NULL);
 	q->threads = calloc(q->set.concurrency, sizeof(*q->threads));
 	for (unsigned int i = 0; i < q->set.concurrency; i++) {

@@ -59,19 +59,33 @@ def two_dc(cluster):
 @pytest.fixture
 def cass_servers(request, tern_bin, tmp_path_factory, cert):
     """Creates tern servers on the Cassandra node:
-    cass_servers(keyspace, pop3_ids="messageid")."""
+    cass_servers(keyspace, pop3_ids="messageid", overrides={section: {key: value}})."""
     pool = ServerPool(tern_bin, tmp_path_factory, cert)
     # The two-datacenter tests name their contact points themselves.
     cassandra_node = None if "two_dc" in request.fixturenames else \
         request.getfixturevalue("cassandra_node")
 
     def create(keyspace, pop3_ids="messageid", contact=None, local_dc="dc1",
-               replication="dc1:1", **kw):
-        overrides = {"store": {"backend": "cassandra", "pop3_ids": pop3_ids},
-                     "cassandra": {"contact_points": contact or cassandra_node,
-                                   "local_dc": local_dc, "keyspace": keyspace,
-                                   "replication": replication}}
-        return pool.create(pop3_ids=pop3_ids, overrides=overrides, **kw)
+               replication="dc1:1", overrides=None, **kw):
+        sections = {"store": {"backend": "cassandra", "pop3_ids": pop3_ids},
+                    "cassandra": {"contact_points": contact or cassandra_node,
+                                  "local_dc": local_dc, "keyspace": keyspace,
+                                  "replication": replication}}
+        for sec, keys in (overrides or {}).items():
+            sections.setdefault(sec, {}).update(keys)
+        return pool.create(pop3_ids=pop3_ids, overrides=sections, **kw)
 
     yield create
     pool.stop_all()
+
+
+class AdminPool:
+    """What integration.test_admin.start_admin_server needs of a pool: a
+    create() that makes a server (not yet started) on cass_servers(*args,
+    **kw)."""
+
+    def __init__(self, cass_servers, *args, **kw):
+        self.make, self.args, self.kw = cass_servers, args, kw
+
+    def create(self, start=True, **kw):
+        return self.make(*self.args, start=start, **dict(self.kw, **kw))

@@ -13,7 +13,7 @@ from integration.helpers import make_message
 from integration.test_admin import start_admin_server
 from integration.ternserver import require_tool
 
-from conftest import DC1, DC2
+from conftest import DC1, DC2, AdminPool
 
 CONVERGE = 90  # seconds to wait for replication, hints included
 
@@ -152,20 +152,6 @@ def test_kill9_of_a_tern_node_loses_no_accepted_mail(two_dc, cass_servers):
     assert len(got) == len(set(got)), "a message shows twice"
 
 
-class _AdminPool:
-    """What start_admin_server needs of a pool: cass_servers(*args, **kw),
-    with extra [cassandra] keys set before the server starts."""
-
-    def __init__(self, cass_servers, *args, cassandra=None, **kw):
-        self.make, self.args, self.kw, self.cassandra = cass_servers, args, kw, cassandra or {}
-
-    def create(self, start=True, **kw):
-        s = self.make(*self.args, start=start, **dict(self.kw, **kw))
-        s.sections["cassandra"].update(self.cassandra)
-        s.write_config()
-        return s
-
-
 def durable_lines(s):
     return [line for line in s.log_text().splitlines() if "cassandra: durable:" in line]
 
@@ -177,7 +163,7 @@ def test_start_up_says_whether_an_acknowledged_write_survives_a_node_crash(two_d
     commitlog_sync: group, which syncs before acknowledging."""
     ks = "dur_%s" % uuid.uuid4().hex[:10]
     repl = "dc1:1, dc2:1"
-    t1 = start_admin_server(_AdminPool(cass_servers, ks, contact=DC1, local_dc="dc1",
+    t1 = start_admin_server(AdminPool(cass_servers, ks, contact=DC1, local_dc="dc1",
                                        replication=repl))
     lines = durable_lines(t1)
     assert len(lines) == 1, t1.log_tail()
@@ -196,8 +182,8 @@ def test_start_up_says_whether_an_acknowledged_write_survives_a_node_crash(two_d
     t1.deliver_smtp(addr, make_message("dur-1", to=addr))
     assert len(uidls(t1, addr, pw)) == 1
 
-    t2 = start_admin_server(_AdminPool(cass_servers, ks, contact=DC2, local_dc="dc2",
-                                       replication=repl, cassandra={"require_durable": "yes"}))
+    t2 = start_admin_server(AdminPool(cass_servers, ks, contact=DC2, local_dc="dc2",
+                                       replication=repl, overrides={"cassandra": {"require_durable": "yes"}}))
     lines = durable_lines(t2)
     assert len(lines) == 1 and "durable: yes:" in lines[0], t2.log_tail()
     assert "commitlog_sync group on 127.0.0.2" in lines[0], lines[0]

@@ -22,6 +22,9 @@ Scripted replies (a reply is "CODE text"; several lines as a list):
 greeting, ehlo_reply (replaces the whole EHLO answer), mail_reply,
 rcpt_reply (per address, lower case; others get 250), data_reply (the final
 reply after the data). A recipient refused at RCPT is not in the message.
+sink.before_data_reply, when set, is called with the index of a message in
+sink.messages once it is there, before its 250 is sent (a test can hold
+the reply there).
 
 Hostile modes, sink.hostile:
   "endless"   the greeting never ends: "220-..." continuation lines forever
@@ -56,6 +59,7 @@ class SmtpSink:
         self.mail_reply = None
         self.rcpt_reply = {}
         self.data_reply = None
+        self.before_data_reply = None
         self.max_size = 10 * 1024 * 1024
         self.require_tls = False
         self.hostile = None
@@ -267,7 +271,10 @@ class SmtpSink:
                 else:
                     with self._cond:
                         self.messages.append(Message(mail_from, list(rcpts), data, tls))
+                        index = len(self.messages) - 1
                         self._cond.notify_all()
+                    if self.before_data_reply is not None:
+                        self.before_data_reply(index)
                     conn.reply(self.data_reply or "250 2.0.0 queued")
                 mail_from, rcpts = None, []
             elif verb == "RSET":

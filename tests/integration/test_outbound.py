@@ -60,10 +60,11 @@ def sink(sink_port, cert):
     s.stop()
 
 
-def outbound_server(servers, dns, sink_port, dkim_key, **extra):
-    sub_port = free_ports(1)[0]
+def outbound_sections(dns, sink_port, dkim_key, **extra):
+    """The configuration of a node that submits and relays to the sink:
+    {section: {key: value}}, extra's keys merged in."""
     sections = {
-        "submission": {"listen": "127.0.0.1:%d" % sub_port},
+        "submission": {"listen": "127.0.0.1:%d" % free_ports(1)[0]},
         "relay": {"smarthost": None, "resolver": dns.resolver, "port": str(sink_port), "tls": "may",
                   "connect_timeout": "2s", "command_timeout": "5s"},
         "queue": {"retry_min": "1s", "retry_max": "2s", "scan_interval": "200ms",
@@ -72,9 +73,17 @@ def outbound_server(servers, dns, sink_port, dkim_key, **extra):
     }
     for sec, keys in extra.items():
         sections.setdefault(sec, {}).update(keys)
-    s = servers.create(overrides=sections)
-    s.submission_port = sub_port
+    return sections
+
+
+def with_submission_port(s):
+    s.submission_port = int(s.sections["submission"]["listen"].rsplit(":", 1)[1])
     return s
+
+
+def outbound_server(servers, dns, sink_port, dkim_key, **extra):
+    return with_submission_port(servers.create(overrides=outbound_sections(dns, sink_port, dkim_key,
+                                                                           **extra)))
 
 
 def auth_plain(user, password):
@@ -294,6 +303,25 @@ def test_no_bounce_for_a_bounce_and_null_mx_fails_at_once(servers, dns, sink_por
     assert "never a bounce for a bounce" in s.log_text()
 
 
+def test_a_remote_senders_dsn_goes_through_the_queue_from_the_null_sender(servers, dns, sink_port,
+                                                                          dkim_key, sink):
+    sink.rcpt_reply = {"refuses@remote.test": "550 5.1.1 no such user"}
+    sink.start()
+    s = outbound_server(servers, dns, sink_port, dkim_key)
+    s.add_domain("example.test")
+    s.cli_ok("alias", "add", "fwd@example.test", "refuses@remote.test")
+    s.deliver_smtp(["fwd@example.test"], make_message("forwarded", to="fwd@example.test"),
+                   sender="stranger@remote.test")
+    assert sink.wait_for(1, DELIVER_TIMEOUT), s.log_tail()
+    m = sink.messages[0]
+    assert (m.mail_from, m.rcpts) == ("", ["stranger@remote.test"]), m[:2]
+    dsn = email.message_from_bytes(m.data, policy=email.policy.default)
+    assert dsn.get_content_type() == "multipart/report"
+    assert b"Final-Recipient: rfc822; refuses@remote.test" in m.data
+    wait_queue_empty(s)
+    assert 'msg="queue DSN sent"' in s.log_text()
+
+
 def test_an_alias_forwards_to_a_remote_address(servers, dns, sink_port, dkim_key, sink):
     sink.start()
     s = outbound_server(servers, dns, sink_port, dkim_key)
@@ -338,7 +366,7 @@ def test_queue_commands_and_admin_endpoints(servers, dns, sink_port, dkim_key):
                   "connect_timeout": "1s"},
         "queue": {"retry_min": "1h", "retry_max": "1h", "scan_interval": "200ms", "node_id": "node-q"},
     })
-    s.submission_port = int(s.sections["submission"]["listen"].rsplit(":", 1)[1])
+    with_submission_port(s)
     user, pw = s.new_user("q")
     assert submit(s, user, pw, ["a@remote.test"], message_to(user, "a@remote.test", "one")).code == 250
     assert submit(s, user, pw, ["b@remote.test"], message_to(user, "b@remote.test", "two")).code == 250
@@ -393,25 +421,6 @@ def test_a_smarthost_with_auth_takes_everything(servers, dns, sink_port, dkim_ke
         wait_queue_empty(s)
     finally:
         smart.stop()
-
-
-def test_a_dsn_to_a_remote_sender_goes_out_from_the_null_sender(servers, dns, sink_port, dkim_key, sink):
-    sink.rcpt_reply = {"refuses@remote.test": "550 5.1.1 unknown here"}
-    sink.start()
-    s = outbound_server(servers, dns, sink_port, dkim_key)
-    s.add_domain(s.DOMAIN)
-    s.cli_ok("alias", "add", "fwd2@example.test", "refuses@remote.test")
-    s.deliver_smtp(["fwd2@example.test"], make_message("forward me", to="fwd2@example.test"),
-                   sender="stranger@remote.test")
-    # The forward is refused; the DSN goes back to the remote sender, from <>.
-    deadline = time.monotonic() + DELIVER_TIMEOUT
-    while not [m for m in sink.messages if m.mail_from == ""]:
-        assert time.monotonic() < deadline, s.log_tail()
-        time.sleep(0.1)
-    dsn = [m for m in sink.messages if m.mail_from == ""][0]
-    assert dsn.rcpts == ["stranger@remote.test"]
-    assert b"multipart/report" in dsn.data and b"Final-Recipient: rfc822; refuses@remote.test" in dsn.data
-    wait_queue_empty(s)
 
 
 def test_mail_that_cannot_go_within_max_lifetime_expires_with_a_dsn(servers, dns, sink_port, dkim_key):

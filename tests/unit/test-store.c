@@ -2167,7 +2167,6 @@ static void check_queue_read(const struct store_queue_entry *e, const char *want
 static enum store_status queue_put1(struct store_queue_put *q, const char *owner,
 				    const char *const *rcpts, unsigned int n, int64_t next)
 {
-	memset(q, 0, sizeof(*q));
 	store_queue_put_init(q);
 	q->owner = owner;
 	q->sender = "sender@queue.test";
@@ -2282,6 +2281,20 @@ static void test_queue_basics(void)
 	}
 	store_queue_entry_deinit(&e);
 	buf_deinit(&b);
+
+	/* What the caller leaves alone is cleared: a put without a header
+	 * (as the queue runner's DSNs are) on a struct that held garbage. */
+	struct store_queue_put bare;
+	memset(&bare, 0xa5, sizeof(bare));
+	store_queue_put_init(&bare);
+	CHECK(bare.header == NULL && bare.header_len == 0 && bare.sender == NULL && bare.body_fd == -1);
+	bare.owner = "node-a";
+	bare.rcpts = rcpts;
+	bare.rcpt_count = 1;
+	bare.body = "Subject: bare\r\n\r\nno header\r\n";
+	bare.body_len = strlen(bare.body);
+	CHECK_ST(store_queue_put(store, &bare), STORE_OK);
+	CHECK_ST(store_queue_del(store, &bare.id), STORE_OK);
 
 	/* refused */
 	const char *bad_rcpt[] = { "a\n@remote.test" }, *empty[] = { "" };
