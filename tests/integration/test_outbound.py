@@ -150,6 +150,20 @@ def test_submission_wants_tls_then_auth(servers, dns, sink_port, dkim_key):
     c.quit()
 
 
+def test_submissions_port_is_tls_from_the_start(servers):
+    port = free_ports(1)[0]
+    s = servers.create(overrides={"submission": {"listen_tls": "127.0.0.1:%d" % port}})
+    user, pw = s.new_user("tls465")
+    c = Smtp(port, tls=True, ctx=client_tls_context())
+    r = c.ehlo()
+    assert "STARTTLS" not in r.lines
+    assert any(l.startswith("AUTH") for l in r.lines), r.lines
+    assert c.cmd("MAIL FROM:<%s>" % user).code == 530
+    assert c.cmd("AUTH PLAIN " + auth_plain(user, pw)).code == 235
+    assert c.cmd("MAIL FROM:<%s>" % user).code == 250
+    c.quit()
+
+
 def test_no_relay_without_auth_and_no_forged_sender(servers, dns, sink_port, dkim_key, sink):
     sink.start()
     s = outbound_server(servers, dns, sink_port, dkim_key)
