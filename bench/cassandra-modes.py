@@ -3,12 +3,15 @@
 run, and the download-and-delete test of a large mailbox.
 
     python3 bench/cassandra-modes.py [--build build] [--seconds 15]
-                                     [--sessions 8] [--big 100000]
+                                     [--sessions 8] [--big 100000] [--warmup 0]
 
 Starts a Cassandra node with tools/cassandra (or uses one already running
 with TERN_CASSANDRA_RUNNING=1 and TERN_CASSANDRA_CONTACT), then for each
 mode a tern server on a fresh keyspace, and measures:
-  - LMTP deliveries/s of 10 KiB messages from --sessions connections;
+  - LMTP deliveries/s of 10 KiB messages from --sessions connections
+    (after --warmup seconds of the same deliveries, not counted: a node
+    the script has just started spends its first half-minute compiling
+    its hot paths);
   - POP3 messages/s: sessions that log in, UIDL, RETR every message, QUIT;
 and, in messageid mode, a mailbox that receives --big messages, has them
 all downloaded and deleted by POP3 sessions of 500 messages each (as a
@@ -171,6 +174,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--big", type=int, default=100000)
+    ap.add_argument("--warmup", type=float, default=0)
     args = ap.parse_args()
     binary = os.path.join(args.build, "tern")
     contact = os.environ.get("TERN_CASSANDRA_CONTACT", "127.0.0.1")
@@ -189,6 +193,8 @@ def main():
             users = ["u%d@bench.test" % i for i in range(20)]
             for u in users:
                 tern.add_user(u)
+            if args.warmup > 0:
+                deliveries_per_second(tern, users, args.sessions, args.warmup)
             dps, p50, p99 = deliveries_per_second(tern, users, args.sessions, args.seconds)
             mps = pop3_per_second(tern, users, args.sessions, args.seconds)
             lwt = tern.stop()
