@@ -12,9 +12,12 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <unbound.h>
 
@@ -29,6 +32,19 @@
 
 struct relay_dns {
 	struct ub_ctx *ctx;
+	/* Every call into ctx once it resolves asynchronously: a callback
+	 * runs only inside ub_process(), so with this lock held no callback
+	 * is running, and a cancelled query's state can go. */
+	pthread_mutex_t lock;
+	int cancel_fd;
+	unsigned int timeout_ms;
+};
+
+/* One lookup in flight: the callback fills it in under dns->lock. */
+struct dns_pending {
+	bool done;
+	int err;
+	struct ub_result *res;
 };
 
 /* "host:port" or "[v6]:port" into unbound's "addr@port". */
@@ -58,7 +74,7 @@ static int fwd_address(const char *resolver, char *out, size_t outsize)
 }
 
 struct relay_dns *relay_dns_create(const char *resolver, const char *trust_anchor_file,
-				   const char **error_r)
+				   int cancel_fd, unsigned int timeout_ms, const char **error_r)
 {
 	struct relay_dns *dns = xcalloc(1, sizeof(*dns));
 	char fwd[128];
@@ -69,6 +85,15 @@ struct relay_dns *relay_dns_create(const char *resolver, const char *trust_ancho
 		free(dns);
 		*error_r = "cannot create the resolver context";
 		return NULL;
+	}
+	pthread_mutex_init(&dns->lock, NULL);
+	dns->cancel_fd = cancel_fd;
+	dns->timeout_ms = timeout_ms != 0 ? timeout_ms : 30000;
+	/* Asynchronous lookups in a thread of libunbound's (not a forked
+	 * process: tern is threaded). */
+	if (ub_ctx_async(dns->ctx, 1) != 0) {
+		*error_r = "resolver: cannot resolve in a thread";
+		goto fail;
 	}
 	/* Test resolvers, and a local validating resolver, live on loopback. */
 	if (ub_ctx_set_option(dns->ctx, "do-not-query-localhost:", "no") != 0) {
@@ -104,6 +129,7 @@ struct relay_dns *relay_dns_create(const char *resolver, const char *trust_ancho
 	return dns;
 fail:
 	ub_ctx_delete(dns->ctx);
+	pthread_mutex_destroy(&dns->lock);
 	free(dns);
 	return NULL;
 }
@@ -116,7 +142,71 @@ void relay_dns_destroy(struct relay_dns **_dns)
 		return;
 	*_dns = NULL;
 	ub_ctx_delete(dns->ctx);
+	pthread_mutex_destroy(&dns->lock);
 	free(dns);
+}
+
+static void lookup_done(void *arg, int err, struct ub_result *res)
+{
+	struct dns_pending *p = arg;
+	p->err = err;
+	p->res = res;
+	p->done = true;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ub_resolve() with a deadline and the cancel pipe. Another thread's
+ * ub_process() may deliver this thread's answer, so the wait is in slices
+ * that look at p.done; the query's state lives on this stack, which is
+ * safe because it is only touched under dns->lock and cancelled, under
+ * the lock, before this function returns without an answer. */
+static int resolve_bounded(struct relay_dns *dns, const char *name, int type,
+			   struct ub_result **res_r, bool *timed_out_r)
+{
+	struct dns_pending p = { false, 0, NULL };
+	int id = 0;
+	*timed_out_r = false;
+	pthread_mutex_lock(&dns->lock);
+	int ret = ub_resolve_async(dns->ctx, name, type, RR_CLASS_IN, &p, lookup_done, &id);
+	pthread_mutex_unlock(&dns->lock);
+	if (ret != 0)
+		return ret;
+	int64_t deadline = now_ms() + dns->timeout_ms;
+	for (;;) {
+		pthread_mutex_lock(&dns->lock);
+		if (!p.done && ub_poll(dns->ctx))
+			ret = ub_process(dns->ctx);
+		bool done = p.done;
+		pthread_mutex_unlock(&dns->lock);
+		if (done)
+			break;
+		int64_t left = deadline - now_ms();
+		bool stop = left <= 0;
+		if (!stop) {
+			struct pollfd fds[2] = { { ub_fd(dns->ctx), POLLIN, 0 }, { dns->cancel_fd, POLLIN, 0 } };
+			int n = poll(fds, dns->cancel_fd >= 0 ? 2 : 1, left < 50 ? (int)left : 50);
+			stop = n > 0 && dns->cancel_fd >= 0 && (fds[1].revents & POLLIN) != 0;
+		}
+		if (stop) {
+			pthread_mutex_lock(&dns->lock);
+			if (!p.done)
+				(void)ub_cancel(dns->ctx, id);
+			done = p.done;
+			pthread_mutex_unlock(&dns->lock);
+			if (done)
+				break;
+			*timed_out_r = true;
+			return UB_NOERROR;
+		}
+	}
+	*res_r = p.res;
+	return p.err;
 }
 
 static enum relay_dns_status dns_query(struct relay_dns *dns, const char *name, int type,
@@ -124,10 +214,16 @@ static enum relay_dns_status dns_query(struct relay_dns *dns, const char *name, 
 				       char *error)
 {
 	struct ub_result *res = NULL;
-	int ret = ub_resolve(dns->ctx, name, type, RR_CLASS_IN, &res);
+	bool timed_out;
+	int ret = resolve_bounded(dns, name, type, &res, &timed_out);
 
 	*result_r = NULL;
 	*secure_r = false;
+	if (timed_out) {
+		snprintf(error, RELAY_DNS_ERROR_MAX, "DNS lookup of %s: no answer within %u ms", name,
+			 dns->timeout_ms);
+		return RELAY_DNS_TEMPFAIL;
+	}
 	if (ret != 0) {
 		snprintf(error, RELAY_DNS_ERROR_MAX, "DNS lookup of %s failed: %s", name,
 			 ub_strerror(ret));

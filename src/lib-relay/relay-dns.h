@@ -3,8 +3,11 @@
 /*
  * relay-dns: the lookups of outbound delivery (MX, A/AAAA, TLSA) through
  * libunbound, which validates DNSSEC when it has a trust anchor. One
- * context per relay, shared by every thread (ub_resolve is thread-safe and
- * does its work in the calling thread, sharing the cache).
+ * context per relay, shared by every thread and its cache. A lookup is
+ * asynchronous underneath (libunbound's own resolver thread), so the
+ * calling thread waits with a deadline and on the relay's cancel pipe: no
+ * lookup outlasts the relay's timeout or relay_cancel(), whatever a
+ * resolver that never answers does.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -37,9 +40,11 @@ struct relay_dns_tlsa {
 struct relay_dns;
 
 /* resolver: "host:port" ("[v6]:port") or NULL for resolv.conf; trust
- * anchor file: NULL for the system's root key when present, "" for none. */
+ * anchor file: NULL for the system's root key when present, "" for none.
+ * cancel_fd: readable once lookups must stop (-1: none); timeout_ms: the
+ * longest a lookup waits (then TEMPFAIL). */
 struct relay_dns *relay_dns_create(const char *resolver, const char *trust_anchor_file,
-				   const char **error_r);
+				   int cancel_fd, unsigned int timeout_ms, const char **error_r);
 void relay_dns_destroy(struct relay_dns **dns);
 
 /* Each fills at most the array's max entries, sets *count_r and *secure_r

@@ -205,7 +205,8 @@ struct relay *relay_create(const struct relay_settings *set, const char **error_
 		*error_r = "relay: smarthost must be host:port";
 		goto fail;
 	}
-	relay->dns = relay_dns_create(set->resolver, set->trust_anchor_file, error_r);
+	relay->dns = relay_dns_create(set->resolver, set->trust_anchor_file, relay->cancel_pipe[0],
+				      relay->connect_timeout_ms, error_r);
 	if (relay->dns == NULL)
 		goto fail;
 

@@ -9,7 +9,7 @@
  *
  * A relay is made once from its settings and then used from any number of
  * threads at once; relay_deliver() blocks for at most about the timeouts it
- * was given per host tried (DNS lookups use the resolver's own timeouts).
+ * was given per host tried (a DNS lookup: at most connect_timeout_ms).
  * Nothing is called back but the message's read function, and only from
  * inside relay_deliver(), in the calling thread. The process must ignore
  * SIGPIPE (a TLS write to a peer that left would raise it).
@@ -51,8 +51,8 @@ struct relay *relay_create(const struct relay_settings *set, const char **error_
 void relay_destroy(struct relay **relay);
 /* Makes every relay_deliver() running now or later end soon: each wait on
  * a connection ends at once, no further host is tried, and the recipients
- * not yet done fail temporarily (4.3.2, "tern is stopping"). A DNS lookup
- * in progress still runs to its answer or the resolver's own timeout.
+ * not yet done fail temporarily (4.3.2, "tern is stopping"); a DNS lookup
+ * in progress ends too (4.4.3).
  * For shutdown: safe from any thread, at most once useful, never undone. */
 void relay_cancel(struct relay *relay);
 

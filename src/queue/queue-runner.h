@@ -49,8 +49,7 @@ void queue_runner_kick(struct queue_runner *q);
 /* Stops the scheduler, cancels the relay (relay_cancel(): the deliveries
  * in flight end at once, their unfinished recipients due again at the next
  * start, the attempt not counted), joins the threads and frees. Returns in
- * about the time of the store writes that record what was learnt, plus a
- * DNS lookup in progress (the resolver's timeout). */
+ * about the time of the store writes that record what was learnt. */
 void queue_runner_stop(struct queue_runner **q);
 
 /* The retry interval after `attempts` failed attempts (1, 2, ...):

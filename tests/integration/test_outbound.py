@@ -10,6 +10,7 @@ parser.
 import base64
 import email
 import email.policy
+import socket
 import subprocess
 import time
 
@@ -507,3 +508,25 @@ def test_a_dsn_to_a_forwarding_alias_reaches_its_local_and_remote_targets(server
         time.sleep(0.2)
     assert b"Final-Recipient: rfc822; gone@remote.test" in pop3_messages(s, user, pw)[0]
     wait_queue_empty(s)
+
+
+def test_sigterm_during_a_dns_lookup_that_never_ends_stops_at_once(servers, dns, sink_port, dkim_key):
+    """A resolver that never answers holds a lookup for the relay's connect
+    timeout (here a minute): SIGTERM cancels it, and the mail stays queued."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.71", 0))
+    try:
+        s = outbound_server(servers, dns, sink_port, dkim_key,
+                            relay={"resolver": "127.0.0.71:%d" % silent.getsockname()[1],
+                                   "connect_timeout": "1m"},
+                            queue={"retry_min": "1h", "retry_max": "1h"})
+        user, pw = s.new_user("dnsstop")
+        assert submit(s, user, pw, ["q@remote.test"], message_to(user, "q@remote.test", "dns stop")).code == 250
+        # The runner starts on the put; the query reaches the silent resolver.
+        silent.settimeout(DELIVER_TIMEOUT)
+        silent.recvfrom(4096)
+        s.stop()    # within ternserver's stop limit, or it fails
+        out = queue_list(s)
+        assert "q@remote.test pending" in out, out
+    finally:
+        silent.close()

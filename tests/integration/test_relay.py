@@ -8,6 +8,7 @@ probe's --port. Certificates: a test CA, a leaf it signed for the TLS hosts'
 names, and a self-signed one.
 """
 import datetime
+import socket
 import subprocess
 from pathlib import Path
 
@@ -219,6 +220,23 @@ def test_dns_down_is_temporary(env):
     r = probe(env, "a@sender.test", "example.test", "u@example.test", resolver=down)
     result, code, status, _ = r.one("u@example.test")
     assert (result, code, status) == ("tempfail", 0, "4.4.3")
+
+
+def test_a_resolver_that_never_answers_is_bounded_by_the_timeout(env):
+    """A resolver that takes the queries and never answers: the lookup
+    gives up after the relay's connect timeout (1 s here), not after
+    libunbound's own retries (about 17 s)."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.70", 0))
+    try:
+        r = probe(env, "a@sender.test", "example.test", "u@example.test",
+                  resolver="127.0.0.70:%d" % silent.getsockname()[1],
+                  args=("--connect-timeout", "1000"))
+        result, code, status, reply = r.one("u@example.test")
+        assert (result, code) == ("tempfail", 0), r.one("u@example.test")
+        assert "no answer within 1000 ms" in reply, reply
+    finally:
+        silent.close()
 
 
 def test_4xx_greeting_next_mx(env, sinks):
