@@ -50,7 +50,10 @@
 #define DEFAULT_MAX_MX 5
 /* The QUIT reply is a courtesy: never wait long for it. */
 #define QUIT_TIMEOUT_MS 2000
-#define DATA_CHUNK (64 * 1024)
+/* The message is read in pieces of the stores' own chunk size
+ * (STORE_QUEUE_READ_SIZE), at offsets that are multiples of it, so each
+ * piece costs one chunk read. */
+#define DATA_CHUNK (128 * 1024)
 #define COMMAND_MAX 1024
 
 struct relay {
