@@ -24,6 +24,7 @@
 #include <sys/random.h>
 
 #include "buf.h"
+#include "hash.h"
 #include "log.h"
 
 #define SET_BITS 12
@@ -87,11 +88,7 @@ static struct penalty_entry *set_of(struct auth_penalty *p, const struct net_add
 	 * (a flood from one network) badly for some keys: a key with many
 	 * trailing zero bits leaves sets unused. The finaliser of MurmurHash3
 	 * makes every top bit depend on every bit of h. */
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
+	h = hash_fmix64(h);
 	return p->entries[h >> (64 - SET_BITS)];
 }
 

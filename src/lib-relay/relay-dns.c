@@ -17,11 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <unbound.h>
 
 #include "buf.h"
+#include "clock.h"
 
 #define SYSTEM_ROOT_KEY "/usr/share/dns/root.key"
 #define RR_TYPE_A 1
@@ -154,13 +154,6 @@ static void lookup_done(void *arg, int err, struct ub_result *res)
 	p->done = true;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ub_resolve() with a deadline and the cancel pipe. Another thread's
  * ub_process() may deliver this thread's answer, so the wait is in slices
  * that look at p.done; the query's state lives on this stack, which is
@@ -177,7 +170,7 @@ static int resolve_bounded(struct relay_dns *dns, const char *name, int type,
 	pthread_mutex_unlock(&dns->lock);
 	if (ret != 0)
 		return ret;
-	int64_t deadline = now_ms() + dns->timeout_ms;
+	int64_t deadline = clock_monotonic_ms() + dns->timeout_ms;
 	for (;;) {
 		pthread_mutex_lock(&dns->lock);
 		if (!p.done && ub_poll(dns->ctx))
@@ -186,7 +179,7 @@ static int resolve_bounded(struct relay_dns *dns, const char *name, int type,
 		pthread_mutex_unlock(&dns->lock);
 		if (done)
 			break;
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - clock_monotonic_ms();
 		bool stop = left <= 0;
 		if (!stop) {
 			struct pollfd fds[2] = { { ub_fd(dns->ctx), POLLIN, 0 }, { dns->cancel_fd, POLLIN, 0 } };

@@ -42,6 +42,7 @@
 
 #include "clock.h"
 #include "dsn.h"
+#include "hash.h"
 #include "log.h"
 #include "mail-trace.h"
 #include "metrics.h"
@@ -161,16 +162,6 @@ uint64_t queue_retry_interval_ms(const struct queue_runner_settings *set, unsign
 	return ms < set->retry_max_ms ? ms : set->retry_max_ms;
 }
 
-static uint64_t fmix64(uint64_t k)
-{
-	k ^= k >> 33;
-	k *= 0xff51afd7ed558ccdULL;
-	k ^= k >> 33;
-	k *= 0xc4ceb9fe1a85ec53ULL;
-	k ^= k >> 33;
-	return k;
-}
-
 static uint64_t rendezvous_score(const char *a, const char *b)
 {
 	uint64_t h = 0xcbf29ce484222325ULL;   /* FNV-1a over "a\0b" */
@@ -179,7 +170,7 @@ static uint64_t rendezvous_score(const char *a, const char *b)
 	h = (h ^ 0) * 0x100000001b3ULL;
 	for (const char *p = b; *p != '\0'; p++)
 		h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
-	return fmix64(h);
+	return hash_fmix64(h);
 }
 
 int queue_takeover_winner(const char *dead_node, const char *const *live, unsigned int live_count)
