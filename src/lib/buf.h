@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct buf {
 	char *data;     /* NUL-terminated, never NULL after buf_init() */
@@ -36,6 +37,9 @@ int buf_reserve(struct buf *b, size_t extra);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_append_str(struct buf *b, const char *s);
 int buf_append_c(struct buf *b, char c);
+/* v in decimal, as printf's %llu writes it, without printf's cost (the
+ * POP3 listings write one number per message). */
+int buf_append_u64(struct buf *b, uint64_t v);
 int buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
