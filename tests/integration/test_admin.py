@@ -346,6 +346,11 @@ def test_aliases_created_read_deleted(api):
     st, h, b = api.request("PUT", "/aliases/" + low, {"targets": [u1]})
     assert st == 200 and b["created"] is False, (st, b)
     assert api.ok("GET", "/aliases/" + low)["targets"] == [u1]
+    # a target named twice (in any case) is one target, in the answer as stored
+    st, h, b = api.request("PUT", "/aliases/" + low, {"targets": [u2, u1, u2.upper(), u1]})
+    assert st == 200 and b["targets"] == [u2, u1], (st, b)
+    assert sorted(api.ok("GET", "/aliases/" + low)["targets"]) == sorted([u1, u2])
+    api.ok("PUT", "/aliases/" + low, {"targets": [u1]})
     api.ok("DELETE", "/aliases/" + low, want=204)
     assert low not in api.ok("GET", "/aliases")["aliases"]
     st, h, b = api.request("DELETE", "/aliases/" + low)
@@ -639,3 +644,4 @@ def test_connection_cap(servers):
     finally:
         for c in conns:
             c.close()
+
