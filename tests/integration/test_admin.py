@@ -5,6 +5,7 @@ metrics and the health check, against the real server on loopback.
 import http.client
 import json
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -15,7 +16,7 @@ import pytest
 
 from .helpers import TIMEOUT, make_message, wait_until
 from .test_cli import pop3_login_ok
-from .ternserver import BACKEND, free_ports
+from .ternserver import BACKEND, REPO, free_ports
 
 
 
@@ -645,3 +646,56 @@ def test_connection_cap(servers):
         for c in conns:
             c.close()
 
+
+# --------------------------------------------------------------------------
+# the documentation of the endpoints
+
+ROW_RE = re.compile(r"^\| `(GET|PUT|POST|DELETE) (/[^`?\[ ]*)(?:\?[^`]*|\[[^`]*\])?` \|(.*)$")
+
+
+def documented(path, section_start):
+    """{(method, path pattern)} of the endpoint table after section_start,
+    and the rows' remaining text."""
+    text = path.read_text()
+    text = text[text.index(section_start):]
+    rows = {}
+    for line in text.splitlines():
+        m = ROW_RE.match(line)
+        if m:
+            rows[(m.group(1), m.group(2))] = m.group(3)
+        elif rows and not line.startswith("|"):
+            break
+    assert rows, "no endpoint table in %s" % path
+    return rows
+
+
+def concrete(pattern):
+    return (pattern.replace("{domain}", "readme.test").replace("{address}", "x@readme.test")
+            .replace("{id}", "00000000-0000-1000-8000-000000000000"))
+
+
+def test_readme_documents_every_endpoint_with_curl(api):
+    """The README's endpoint table and docs/admin-api.md's name the same
+    endpoints; each README row has a curl example of its method and path;
+    and for every documented path the server takes exactly the documented
+    methods (its 405 lists them in Allow)."""
+    readme = documented(REPO / "README.md", "### The admin HTTP API")
+    full = documented(REPO / "docs" / "admin-api.md", "## Endpoints")
+    assert set(readme) == set(full)
+    for (method, pattern), rest in readme.items():
+        m = re.search(r"`(curl [^`]*)`", rest)
+        assert m, "no curl example for %s %s" % (method, pattern)
+        example = m.group(1)
+        want = re.search(r"-X (\w+)", example)
+        assert (want.group(1) if want else "GET") == method, example
+        url = re.search(r"\$H(/[^\s\"?]*)", example)
+        assert url, example
+        regex = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(pattern))
+        assert re.fullmatch(regex, url.group(1)), (pattern, example)
+    methods = {}
+    for method, pattern in readme:
+        methods.setdefault(pattern, set()).add(method)
+    for pattern, want in methods.items():
+        st, h, b = api.request("OPTIONS", concrete(pattern))
+        assert st == 405, (pattern, st, b)
+        assert set(h["allow"].split(", ")) == want, (pattern, h["allow"], want)
