@@ -211,6 +211,62 @@ def test_body_over_the_cap_is_refused(api):
     assert addr not in api.ok("GET", "/users")["users"]
 
 
+def raw_exchange(api, data):
+    """Sends data on a connection of its own; what came back until the
+    server closed it (or stopped sending)."""
+    s = socket.create_connection(("127.0.0.1", api.port), timeout=2)
+    out = b""
+    try:
+        s.sendall(data)
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+    return out
+
+
+def test_malformed_http_is_refused_and_changes_nothing(srv, api):
+    """What the HTTP layer refuses (not HTTP, headers over 8 KiB, a body
+    announced over 64 KiB, a malformed chunk, a NUL in the path, a client
+    gone mid-body) gets its status or a closed connection, never a change
+    or a crash; pipelined requests are answered in order."""
+    d = new_domain(api)
+    auth = b"Authorization: Bearer " + api.token.encode() + b"\r\n"
+    put = b"PUT /users/raw@" + d.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth
+    cases = [
+        (b"HELLO\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET /domains HTTP/1.1\r\nHost: x\r\n" + auth +
+         b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(9)) + b"\r\n", b"HTTP/1.1 400 "),
+        (put + b"Content-Length: 99999999999\r\n\r\n", b"HTTP/1.1 413 "),
+        (put + b"Content-Length: -5\r\n\r\n", b"HTTP/1.1 400 "),
+        (put + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", b"HTTP/1.1 413 "),
+        (b"GET /dom\x00ains HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n", b"HTTP/1.1 400 "),
+        (put + b"Content-Length: 100\r\n\r\n{\"password\"", b""),
+    ]
+    for data, want in cases:
+        out = raw_exchange(api, data)
+        assert out.startswith(want), (data[:60], out[:200])
+    # a correct chunked body is taken
+    body = json.dumps({"password": "chunked-secret"}).encode()
+    out = raw_exchange(api, b"PUT /users/chunked@" + d.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth +
+                       b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                       b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (5, body[:5], len(body) - 5, body[5:]))
+    assert out.startswith(b"HTTP/1.1 201 "), out[:200]
+    # three pipelined requests, three answers in order
+    get = b"GET /users?domain=" + d.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth
+    out = raw_exchange(api, get + b"\r\n" + b"GET /nope HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n" +
+                       get + b"Connection: close\r\n\r\n")
+    assert re.findall(rb"HTTP/1.1 (\d+) ", out) == [b"200", b"404", b"200"], out
+    assert api.ok("GET", "/users?domain=" + d)["users"] == ["chunked@" + d]
+    assert healthy(api.ok("GET", "/healthcheck"))
+    assert srv.proc.poll() is None
+
+
 # --------------------------------------------------------------------------
 # domains and users
 
