@@ -67,6 +67,16 @@ def test_install_layout(tmp_path):
     assert "\nExecStart=/usr/local/sbin/tern -c /etc/tern/tern.conf serve\n" in unit
     assert "\nType=notify\n" in unit
     assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in unit
+    # the hardening the service relies on, and the one writable path is
+    # the example configuration's data_dir
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict",
+                 "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID",
+                 "AmbientCapabilities=", "ReadWritePaths=/var/lib/tern"):
+        assert "\n%s\n" % line in unit, line
+    example = (REPO / "etc/tern.conf.example").read_text()
+    assert re.search(r"^#?data_dir = /var/lib/tern$", example, re.M)
+    assert re.search(r"^#?user = tern$", example, re.M)
+    assert not re.search(r"^(User|DynamicUser|PrivateUsers)=", unit, re.M)
 
     r = make("uninstall", "DESTDIR=%s" % dest)
     assert r.returncode == 0, r.stderr

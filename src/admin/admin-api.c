@@ -371,7 +371,7 @@ static void alias_get(struct admin_job *j)
 
 static const char *const alias_keys[] = { "targets", NULL };
 
-/* Replaces the body's targets with their normalised forms. */
+/* Replaces the body's targets with their normalised forms, each once. */
 static void alias_put_prepare(struct admin_job *j)
 {
 	if (!body_keys_ok(j, alias_keys))
@@ -406,7 +406,14 @@ static void alias_put_prepare(struct admin_job *j)
 		}
 		char out[MAIL_ADDRESS_MAX + 1];
 		mail_address_format(&addr, out, sizeof(out));
-		json_array_append_new(normalised, json_string(out));
+		/* The store folds duplicates: so does the answer. */
+		bool dup = false;
+		size_t k;
+		json_t *prev;
+		json_array_foreach(normalised, k, prev)
+			dup |= strcmp(json_string_value(prev), out) == 0;
+		if (!dup)
+			json_array_append_new(normalised, json_string(out));
 	}
 	json_object_set_new(j->body, "targets", normalised);
 }

@@ -1,14 +1,19 @@
 """`tern repair` on Cassandra: drift between listings and bodies is found,
 re-checked and fixed; interrupted deletions are completed, never undone;
-unreferenced bodies are swept, referenced ones never; and running it during
-POP3 sessions brings nothing back from the dead."""
+unreferenced bodies are swept, referenced ones never; running it during
+POP3 sessions brings nothing back from the dead; and run as an admin API
+task it reports its progress while it runs."""
 import subprocess
 import threading
+import time
 import uuid
 
 from integration.helpers import make_message
+from integration.test_admin import start_admin_server
 
 from integration import cqlquery
+
+from conftest import AdminPool
 
 # tern's namespace for mailbox ids (src/lib/uuid.c)
 MAILBOX_NS = uuid.UUID("3c6f1e52-8a41-4d0b-9e27-5ac4117de093")
@@ -173,3 +178,42 @@ def test_repair_resumes_from_a_token(cass_servers, cassandra_node):
     r = subprocess.run([s.binary, "-c", str(s.config_path), "repair", "--from", "x1"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "--from needs a token" in r.stderr
+
+
+def test_admin_repair_task_reports_progress_while_it_runs(cass_servers, cassandra_node):
+    """POST /tasks/repair runs the repair inside the server: paced to a few
+    rows a second, the task is seen running (in GET /tasks/{id} and in
+    GET /tasks) with counters that only grow and the share of the token
+    ring covered, then done with a report equal to its last progress."""
+    ks = keyspace("task")
+    s = start_admin_server(AdminPool(cass_servers, ks))
+    addr, pw = s.new_user("task")
+    for i in range(4):
+        s.deliver_smtp(addr, make_message("task-%d" % i, to=addr))
+    tid = s.admin.ok("POST", "/tasks/repair", {"dry_run": True, "per_second": 4, "min_age": 0},
+                     want=202)["id"]
+    seen, listed_running = [], False
+    deadline = time.monotonic() + 120
+    while True:
+        t = s.admin.ok("GET", "/tasks/" + tid)
+        seen.append(t)
+        if t["status"] == "running" and not listed_running:
+            listed = {x["id"]: x["status"] for x in s.admin.ok("GET", "/tasks")["tasks"]}
+            listed_running = listed.get(tid) in ("running", "done")
+        if t["status"] in ("done", "failed"):
+            break
+        assert time.monotonic() < deadline, seen[-1]
+        time.sleep(0.05)
+    assert t["status"] == "done", t
+    running = [x["progress"] for x in seen if x["status"] == "running"]
+    assert running, [x["status"] for x in seen]
+    assert listed_running
+    counters = ("refs_scanned", "listing_scanned", "bodies_scanned")
+    for before, after in zip(running, running[1:] + [t["progress"]]):
+        for k in counters + ("token_reached",):
+            assert after[k] >= before[k], (k, before, after)
+    assert any(p[k] < t["progress"][k] for p in running for k in counters), running
+    assert all(0 <= p["covered_percent"] <= 100 for p in running), running
+    assert t["progress"]["covered_percent"] > 99.99 and t["report"] == t["progress"], t
+    assert t["report"]["listing_scanned"] >= 4, t
+    assert len(uidls(s, addr, pw)) == 4

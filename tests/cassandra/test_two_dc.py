@@ -100,6 +100,31 @@ def test_dc1_serves_while_dc2_is_down_and_dc2_converges(two_dc, cass_servers):
     assert uidls(t1, addr, pw) == expected
 
 
+def test_healthcheck_503_while_the_local_datacenter_has_no_quorum(two_dc, cass_servers):
+    """The health check asks the local datacenter only: with dc2's one node
+    down, dc2's tern answers 503 with Cassandra's error while dc1's stays
+    healthy; once the node is back, dc2's answers 200 again."""
+    ks = "health_%s" % uuid.uuid4().hex[:10]
+    repl = "dc1:1, dc2:1"
+    t1 = start_admin_server(AdminPool(cass_servers, ks, contact=DC1, local_dc="dc1",
+                                       replication=repl))
+    t2 = start_admin_server(AdminPool(cass_servers, ks, contact=DC2, local_dc="dc2",
+                                       replication=repl))
+    status, _, health = t2.admin.request("GET", "/healthcheck")
+    assert status == 200 and health == {"store": "ok"}, health
+    two_dc.stop_node(2)
+    try:
+        status, _, health = t2.admin.request("GET", "/healthcheck")
+        assert status == 503, (status, health)
+        assert health["store"] == "failing" and health["detail"].startswith("cassandra: "), health
+        status, _, health = t1.admin.request("GET", "/healthcheck")
+        assert status == 200 and health["store"] == "ok", (status, health)
+    finally:
+        two_dc.start_node(2)
+    assert wait_for(lambda: t2.admin.request("GET", "/healthcheck")[0] == 200), \
+        "dc2's health check did not recover"
+
+
 def test_kill9_of_a_tern_node_loses_no_accepted_mail(two_dc, cass_servers):
     t1, t2 = pair(cass_servers, "kill")
     addr, pw = t1.new_user("kill")

@@ -5,6 +5,7 @@ metrics and the health check, against the real server on loopback.
 import http.client
 import json
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -15,7 +16,7 @@ import pytest
 
 from .helpers import TIMEOUT, make_message, wait_until
 from .test_cli import pop3_login_ok
-from .ternserver import BACKEND, free_ports
+from .ternserver import BACKEND, REPO, free_ports
 
 
 
@@ -210,6 +211,62 @@ def test_body_over_the_cap_is_refused(api):
     assert addr not in api.ok("GET", "/users")["users"]
 
 
+def raw_exchange(api, data):
+    """Sends data on a connection of its own; what came back until the
+    server closed it (or stopped sending)."""
+    s = socket.create_connection(("127.0.0.1", api.port), timeout=2)
+    out = b""
+    try:
+        s.sendall(data)
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+    return out
+
+
+def test_malformed_http_is_refused_and_changes_nothing(srv, api):
+    """What the HTTP layer refuses (not HTTP, headers over 8 KiB, a body
+    announced over 64 KiB, a malformed chunk, a NUL in the path, a client
+    gone mid-body) gets its status or a closed connection, never a change
+    or a crash; pipelined requests are answered in order."""
+    d = new_domain(api)
+    auth = b"Authorization: Bearer " + api.token.encode() + b"\r\n"
+    put = b"PUT /users/raw@" + d.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth
+    cases = [
+        (b"HELLO\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET /domains HTTP/1.1\r\nHost: x\r\n" + auth +
+         b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(9)) + b"\r\n", b"HTTP/1.1 400 "),
+        (put + b"Content-Length: 99999999999\r\n\r\n", b"HTTP/1.1 413 "),
+        (put + b"Content-Length: -5\r\n\r\n", b"HTTP/1.1 400 "),
+        (put + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", b"HTTP/1.1 413 "),
+        (b"GET /dom\x00ains HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n", b"HTTP/1.1 400 "),
+        (put + b"Content-Length: 100\r\n\r\n{\"password\"", b""),
+    ]
+    for data, want in cases:
+        out = raw_exchange(api, data)
+        assert out.startswith(want), (data[:60], out[:200])
+    # a correct chunked body is taken
+    body = json.dumps({"password": "chunked-secret"}).encode()
+    out = raw_exchange(api, b"PUT /users/chunked@" + d.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth +
+                       b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                       b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (5, body[:5], len(body) - 5, body[5:]))
+    assert out.startswith(b"HTTP/1.1 201 "), out[:200]
+    # three pipelined requests, three answers in order
+    get = b"GET /users?domain=" + d.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth
+    out = raw_exchange(api, get + b"\r\n" + b"GET /nope HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n" +
+                       get + b"Connection: close\r\n\r\n")
+    assert re.findall(rb"HTTP/1.1 (\d+) ", out) == [b"200", b"404", b"200"], out
+    assert api.ok("GET", "/users?domain=" + d)["users"] == ["chunked@" + d]
+    assert healthy(api.ok("GET", "/healthcheck"))
+    assert srv.proc.poll() is None
+
+
 # --------------------------------------------------------------------------
 # domains and users
 
@@ -346,6 +403,11 @@ def test_aliases_created_read_deleted(api):
     st, h, b = api.request("PUT", "/aliases/" + low, {"targets": [u1]})
     assert st == 200 and b["created"] is False, (st, b)
     assert api.ok("GET", "/aliases/" + low)["targets"] == [u1]
+    # a target named twice (in any case) is one target, in the answer as stored
+    st, h, b = api.request("PUT", "/aliases/" + low, {"targets": [u2, u1, u2.upper(), u1]})
+    assert st == 200 and b["targets"] == [u2, u1], (st, b)
+    assert sorted(api.ok("GET", "/aliases/" + low)["targets"]) == sorted([u1, u2])
+    api.ok("PUT", "/aliases/" + low, {"targets": [u1]})
     api.ok("DELETE", "/aliases/" + low, want=204)
     assert low not in api.ok("GET", "/aliases")["aliases"]
     st, h, b = api.request("DELETE", "/aliases/" + low)
@@ -639,3 +701,57 @@ def test_connection_cap(servers):
     finally:
         for c in conns:
             c.close()
+
+
+# --------------------------------------------------------------------------
+# the documentation of the endpoints
+
+ROW_RE = re.compile(r"^\| `(GET|PUT|POST|DELETE) (/[^`?\[ ]*)(?:\?[^`]*|\[[^`]*\])?` \|(.*)$")
+
+
+def documented(path, section_start):
+    """{(method, path pattern)} of the endpoint table after section_start,
+    and the rows' remaining text."""
+    text = path.read_text()
+    text = text[text.index(section_start):]
+    rows = {}
+    for line in text.splitlines():
+        m = ROW_RE.match(line)
+        if m:
+            rows[(m.group(1), m.group(2))] = m.group(3)
+        elif rows and not line.startswith("|"):
+            break
+    assert rows, "no endpoint table in %s" % path
+    return rows
+
+
+def concrete(pattern):
+    return (pattern.replace("{domain}", "readme.test").replace("{address}", "x@readme.test")
+            .replace("{id}", "00000000-0000-1000-8000-000000000000"))
+
+
+def test_readme_documents_every_endpoint_with_curl(api):
+    """The README's endpoint table and docs/admin-api.md's name the same
+    endpoints; each README row has a curl example of its method and path;
+    and for every documented path the server takes exactly the documented
+    methods (its 405 lists them in Allow)."""
+    readme = documented(REPO / "README.md", "### The admin HTTP API")
+    full = documented(REPO / "docs" / "admin-api.md", "## Endpoints")
+    assert set(readme) == set(full)
+    for (method, pattern), rest in readme.items():
+        m = re.search(r"`(curl [^`]*)`", rest)
+        assert m, "no curl example for %s %s" % (method, pattern)
+        example = m.group(1)
+        want = re.search(r"-X (\w+)", example)
+        assert (want.group(1) if want else "GET") == method, example
+        url = re.search(r"\$H(/[^\s\"?]*)", example)
+        assert url, example
+        regex = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(pattern))
+        assert re.fullmatch(regex, url.group(1)), (pattern, example)
+    methods = {}
+    for method, pattern in readme:
+        methods.setdefault(pattern, set()).add(method)
+    for pattern, want in methods.items():
+        st, h, b = api.request("OPTIONS", concrete(pattern))
+        assert st == 405, (pattern, st, b)
+        assert set(h["allow"].split(", ")) == want, (pattern, h["allow"], want)

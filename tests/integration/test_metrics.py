@@ -1,7 +1,7 @@
 """GET /metrics on the admin API: the exposition format is well formed, and
 a known workload (logins that succeed and fail, SMTP and LMTP deliveries,
-one RETR of a known size, an unknown command) moves the counters by exactly
-those amounts. On Cassandra (TERN_TEST_BACKEND=cassandra) the conditional
+refused ones too, one RETR of a known size, an unknown command) moves the
+counters by exactly those amounts. On Cassandra (TERN_TEST_BACKEND=cassandra) the conditional
 statement (LWT) and SERIAL counters exist and stay 0 in messageid mode, and
 move in uid mode."""
 import http.client
@@ -128,6 +128,22 @@ def scrape(srv):
     return parse(get_metrics(srv))[1]
 
 
+def settled_delta(srv, before):
+    """Once every session has ended (the open gauges are back where they
+    were in before): the scrape, and delta(name, **labels) since before."""
+    def settled():
+        now = scrape(srv)
+        return all(value(now, "tern_sessions_open", protocol=pr, tls="false")
+                   == value(before, "tern_sessions_open", protocol=pr, tls="false")
+                   for pr in ("pop3", "smtp", "lmtp")) and now
+    after = wait_until(settled)
+    assert after, "sessions still open"
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+    return after, delta
+
+
 def test_format_and_families(admin):
     families, samples = parse(get_metrics(admin))
     for name, mtype in [
@@ -142,7 +158,18 @@ def test_format_and_families(admin):
     assert value(samples, "tern_worker_threads") >= 1
     # the listeners' readiness probes were sessions already
     assert value(samples, "tern_sessions_total", protocol="pop3", tls="true") >= 1
-    if BACKEND != "cassandra":
+    if BACKEND == "cassandra":
+        # what the CQL client sends: by consistency, errors, retries, and
+        # the LWT and SERIAL counts, present from the start
+        for name in ("tern_cassandra_requests_total", "tern_cassandra_errors_total",
+                     "tern_cassandra_retries_total", "tern_cassandra_timeouts_total",
+                     "tern_cassandra_conditional_statements_total",
+                     "tern_cassandra_serial_requests_total"):
+            assert families.get(name, [None])[0] == "counter", name
+        for level in ("LOCAL_QUORUM", "LOCAL_ONE", "SERIAL", "LOCAL_SERIAL"):
+            assert ("tern_cassandra_requests_total",
+                    frozenset({("consistency", level)})) in samples, level
+    else:
         assert not any(n.startswith("tern_cassandra_") for n in families)
 
 
@@ -183,18 +210,7 @@ def test_workload_moves_counters_exactly(admin):
     # the wire form is the stored one, dot-stuffed, then ".\r\n"
     assert sent == size + sum(1 for ln in lines if ln.startswith(b".")) + 3
 
-    # every session has ended (the open gauge is back where it was)
-    def settled():
-        now = scrape(srv)
-        return all(value(now, "tern_sessions_open", protocol=pr, tls="false")
-                   == value(before, "tern_sessions_open", protocol=pr, tls="false")
-                   for pr in ("pop3", "smtp", "lmtp")) and now
-    after = wait_until(settled)
-    assert after, "sessions still open"
-
-    def delta(name, **labels):
-        return value(after, name, **labels) - value(before, name, **labels)
-
+    after, delta = settled_delta(srv, before)
     assert delta("tern_logins_total", protocol="pop3", result="ok") == 4
     assert delta("tern_logins_total", protocol="pop3", result="failed") == 2
     assert delta("tern_logins_total", protocol="pop3", result="tempfail") == 0
@@ -226,6 +242,49 @@ def test_workload_moves_counters_exactly(admin):
         assert value(after, "tern_cassandra_serial_requests_total") == 0
         assert value(after, "tern_cassandra_requests_total", consistency="SERIAL") == 0
         assert value(after, "tern_cassandra_requests_total", consistency="LOCAL_SERIAL") == 0
+
+
+def test_refused_deliveries_count_by_result(admin):
+    """Per recipient user: a message refused after the data with 5xx (a
+    bare CR) is permfail; over LMTP, a recipient whose quota the message
+    would exceed (452 4.2.2 after the data) is tempfail, the other ok. A
+    recipient refused at RCPT is no delivery."""
+    srv = admin
+    a, _ = srv.new_user("mfail-a")
+    b, _ = srv.new_user("mfail-b")
+    srv.cli_ok("quota", "set", a, "--messages", "1")
+    srv.deliver_smtp(a, make_message("fills the quota", to=a))
+    before = scrape(srv)
+
+    sm = srv.smtp()
+    sm.ehlo()
+    assert sm.cmd("MAIL FROM:<s@remote.test>").code == 250
+    r = sm.cmd("RCPT TO:<%s>" % a)
+    assert (r.code, r.enhanced) == (452, "4.2.2"), r
+    assert sm.cmd("RCPT TO:<%s>" % b).code == 250
+    r = sm.data(make_message("bare", "a bare\r CR\r\n"))
+    assert r.code == 550, r
+    sm.quit()
+
+    c, _ = srv.new_user("mfail-c")
+    srv.cli_ok("quota", "set", c, "--octets", "1000")
+    lm = srv.lmtp()
+    lm.ehlo(verb="LHLO")
+    assert lm.cmd("MAIL FROM:<s@remote.test>").code == 250
+    assert lm.cmd("RCPT TO:<%s>" % c).code == 250    # empty: under the limit at RCPT
+    assert lm.cmd("RCPT TO:<%s>" % b).code == 250
+    replies = [lm.data(make_message("over", ("x" * 70 + "\r\n") * 20)), lm.reply()]
+    assert (replies[0].code, replies[0].enhanced) == (452, "4.2.2"), replies
+    assert replies[1].code == 250, replies
+    lm.quit()
+
+    _, delta = settled_delta(srv, before)
+    assert delta("tern_deliveries_total", protocol="smtp", result="permfail") == 1
+    assert delta("tern_deliveries_total", protocol="smtp", result="tempfail") == 0
+    assert delta("tern_deliveries_total", protocol="smtp", result="ok") == 0
+    assert delta("tern_deliveries_total", protocol="lmtp", result="tempfail") == 1
+    assert delta("tern_deliveries_total", protocol="lmtp", result="ok") == 1
+    assert delta("tern_deliveries_total", protocol="lmtp", result="permfail") == 0
 
 
 @pytest.mark.skipif(BACKEND != "cassandra", reason="Cassandra's LWT counter")

@@ -27,7 +27,7 @@ import pytest
 
 from .helpers import TIMEOUT, make_message, wait_until
 from .ternserver import (CLI_TIMEOUT, EX_CONFIG, TernServer, _RUNNING, check_sanitizer_output,
-                         free_ports, require_tool)
+                         free_ports, require_tool, sqlite_only)
 
 USER = "nobody"
 
@@ -274,19 +274,26 @@ def test_root_without_user_on_a_public_address_warns(tern_bin, svc_dir):
         stop(s2)
 
 
-def test_admin_api_after_the_drop(tern_bin, svc_dir):
-    # the admin API reads its token and binds as the user: a token file
-    # the user owns (0600) works; one root owns is refused at start-up
-    import urllib.request
+def make_admin_server(tern_bin, svc_dir, token_text):
+    """A server to run as the user with the admin API on a free port, its
+    token file the user's (0600): (server, port, token file)."""
     port, = free_ports(1)
     token = svc_dir / "admin.token"
-    token.write_text("s3cret-admin-token\n")
+    token.write_text(token_text + "\n")
     token.chmod(0o600)
     uid, gid, _ = target()
     os.chown(token, uid, gid)
     s = make_server(tern_bin, svc_dir)
     s.sections["admin"] = {"listen": "127.0.0.1:%d" % port, "token_file": str(token)}
     s.write_config()
+    return s, port, token
+
+
+def test_admin_api_after_the_drop(tern_bin, svc_dir):
+    # the admin API reads its token and binds as the user: a token file
+    # the user owns (0600) works; one root owns is refused at start-up
+    import urllib.request
+    s, port, token = make_admin_server(tern_bin, svc_dir, "s3cret-admin-token")
     r = check_config(tern_bin, s.config_path)
     assert r.returncode == 0, r.stderr
     s.start()
@@ -305,6 +312,45 @@ def test_admin_api_after_the_drop(tern_bin, svc_dir):
         % (s.config_path, token, token)], r.stderr
     rc, err = run_serve(s)
     assert rc == EX_CONFIG and "token_file" in err, err
+
+
+@sqlite_only
+def test_healthcheck_503_when_sqlite_is_not_writable(tern_bin, svc_dir):
+    """Run as the user (root could write anyway), the server reports a
+    database file, then a data_dir, it may no longer write to: 503 naming
+    the path, and 200 again once the mode is back."""
+    import json
+    import urllib.error
+    import urllib.request
+    s, port, _ = make_admin_server(tern_bin, svc_dir, "health-admin-token-0123456789")
+
+    def health():
+        req = urllib.request.Request("http://127.0.0.1:%d/healthcheck" % port,
+                                     headers={"Authorization": "Bearer health-admin-token-0123456789"})
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    s.start()
+    try:
+        assert_runs_as_target(s.proc.pid)
+        assert health() == (200, {"store": "ok"})
+        db = s.data_dir / "tern.db"
+        for path, mode in ((db, 0o400), (s.data_dir, 0o500)):
+            before = stat.S_IMODE(path.stat().st_mode)
+            path.chmod(mode)
+            try:
+                status, body = health()
+                assert status == 503, (path, status, body)
+                assert body["store"] == "failing", body
+                assert "not writable" in body["detail"] and str(db) in body["detail"], body
+            finally:
+                path.chmod(before)
+            assert health() == (200, {"store": "ok"})
+    finally:
+        stop(s)
 
 
 # --------------------------------------------------------------------------
