@@ -1,13 +1,16 @@
 """tern import / tern export against the real thing: a Maildir that
 Dovecot (dovecot-pop3d) has indexed itself, a Courier-style Maildir with its
-courierpop3dsizelist, an mbox with X-UIDL headers. The same mailbox
-imported into tern must give the same UIDL and LIST answers (and the same
-messages) as the server it leaves; an export served by Dovecot must give the
-UIDLs tern showed. Also: a rerun imports nothing, a UIDL that breaks RFC 1939
-stops the import before anything is written, --batch goes on past a broken
-mailbox. Runs on the configured backend (TERN_TEST_BACKEND)."""
+courierpop3dsizelist, an mbox with X-UIDL headers that Dovecot serves too.
+The same mailbox imported into tern must give the same UIDL and LIST answers
+(and the same messages) as the server it leaves; an export served by Dovecot
+must give the UIDLs tern showed. Also: message ids from the original
+delivery time (Maildir name, From_ line, Date:), a rerun imports nothing, a
+UIDL that breaks RFC 1939 stops the import before anything is written,
+--batch goes on past a broken mailbox. Runs on the configured backend
+(TERN_TEST_BACKEND)."""
 import os
 import re
+import shutil
 
 import pytest
 
@@ -26,6 +29,19 @@ def dovecot():
         d.stop()   # its directory (and log) stays for a look
     else:
         d.cleanup()
+
+
+@pytest.fixture(scope="module")
+def dovecot_mbox():
+    """Dovecot serving each user's INBOX from the mbox file ~/inbox, with
+    the X-UIDL headers as UIDLs (pop3_reuse_xuidl), as a site that moved
+    from qpopper to Dovecot has it."""
+    d = Dovecot(name="tern-test-mbox", mail_location="mbox:~/mail:INBOX=~/inbox",
+                settings="pop3_reuse_xuidl = yes\nmbox_read_locks = fcntl\n"
+                         "mbox_write_locks = fcntl\n")
+    d.start()
+    yield d
+    d.cleanup()
 
 
 def message(n, body_lines=3, extra_headers="", date=None):
@@ -207,34 +223,85 @@ def test_courier_maildir(server):
 # mbox with X-UIDL
 
 def mbox_text(msgs):
-    """mboxrd: each message after a From_ line, "From " lines quoted, a
-    blank line between messages."""
+    """mboxo, as MDAs write it: each message after a From_ line, body lines
+    "From " quoted as ">From ", a blank line between messages."""
     out = []
     for i, (uidl, text) in enumerate(msgs):
-        quoted = re.sub(r"(?m)^(>*From )", r">\1", text)
+        quoted = re.sub(r"(?m)^From ", ">From ", text)
         hdr = "X-UIDL: %s\n" % uidl if uidl is not None else ""
         out.append("From sender@remote.test Tue Nov 14 22:%02d:00 2023\n%s%s\n" % (i, hdr, quoted))
     return "".join(out)
 
 
-def test_mbox_x_uidl(server):
-    bodies = [message(1),
-              "Subject: quoted\n\nFrom the start\n>From quoted once\nplain\n",
-              message(3, 40)]
-    uidls = ["a1b2c3d4e5f6", "qpopper-000002", "3f2e1d0c"]
-    path = server.dir / "spool.mbox"
-    path.write_text(mbox_text(list(zip(uidls, bodies))))
+# UW's c-client (pine, ipop3d) keeps a folder's state in a first message
+# that neither it nor Dovecot ever shows.
+UW_PSEUDO = ("From MAILER-DAEMON Tue Nov 14 21:00:00 2023\n"
+             "Date: Tue, 14 Nov 2023 21:00:00 +0000\n"
+             "From: Mail System Internal Data <MAILER-DAEMON@mx.test>\n"
+             "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
+             "X-IMAP: 1699995600 0000000003\nStatus: RO\n\n"
+             "This text is part of the internal format of your mail folder, and is not\n"
+             "a real message.\n\n")
+
+
+def test_mbox_x_uidl_same_as_dovecot(server, dovecot_mbox):
+    """A spool as qpopper, mutt or c-client leave it (X-UIDL, Status: and
+    the other fields an mbox server keeps its state in, a quoted From
+    line, c-client's internal message first), served by Dovecot and
+    imported into tern: the same UIDL and LIST answers, the same messages.
+    Serving it makes Dovecot rewrite its state fields in the file; that
+    copy imported after the first one imports nothing twice."""
+    bodies = [message(1, extra_headers="Status: RO\nX-Status: A\n"),
+              "Subject: quoted\nContent-Length: 52\n\nFrom the start\n>From quoted once\nplain\n",
+              message(3, 40, "X-Keywords: $Label1\n  $Label2\nX-UID: 17\n"),
+              message(4, 2)]
+    uidls = ["a1b2c3d4e5f6", "qpopper-000002", "3f2e1d0c", "UID4-1699995600"]
+    text = UW_PSEUDO + mbox_text(list(zip(uidls, bodies)))
+    pristine = server.dir / "spool.mbox"
+    pristine.write_text(text)
+    home = dovecot_mbox.maildir("spool1")
+    os.makedirs(os.path.join(home, "mail"))
+    inbox = os.path.join(home, "inbox")
+    with open(inbox, "w") as f:
+        f.write(text)
+    dovecot_mbox.own(home)
+    before = pop3_view(dovecot_mbox.pop3("spool1"))
+    assert [u for _, u in before[2]] == uidls, before[2]
+    assert b">From the start" in before[3][1]           # Dovecot does not unquote
+    assert not any(b"Status:" in m or b"X-UID:" in m for m in before[3])
+    rewritten = server.dir / "spool-after-dovecot.mbox"
+    shutil.copyfile(inbox, rewritten)
+    after = rewritten.read_text()                       # Dovecot's own state, now in the file
+    assert after != text and after.count("X-UID: ") == 4 and after.count("Status: RO") == 5
+
     user, pw = server.new_user("mbox")
-    s = summary(server.cli_ok("import", user, "mbox", path))
-    assert (s["uidl"], s["imported"], s["total"]) == ("x-uidl", 3, 3)
-    st, lst, uidl, msgs = tern_view(server, user, pw)
-    assert uidl == list(enumerate(uidls, 1))
-    want = [crlf("X-UIDL: %s\n%s" % (u, b)) for u, b in zip(uidls, bodies)]
-    assert msgs == want            # unquoted once, CRLF, separator blank line dropped
-    assert lst == [(i + 1, len(w)) for i, w in enumerate(want)]
-    # The ids keep the From_ lines' times, in file order.
-    s = summary(server.cli_ok("import", user, "mbox", path))
-    assert (s["imported"], s["skipped"]) == (0, 3)
+    s = summary(server.cli_ok("import", user, "mbox", pristine))
+    assert (s["uidl"], s["imported"], s["total"]) == ("x-uidl", 4, 4)
+    assert s["octets"] == before[0][1]
+    assert tern_view(server, user, pw) == before         # STAT, LIST, UIDL, RETR
+    s = summary(server.cli_ok("import", user, "mbox", pristine))
+    assert (s["imported"], s["skipped"]) == (0, 4)
+    s = summary(server.cli_ok("import", user, "mbox", rewritten))
+    assert (s["imported"], s["skipped"]) == (0, 4)
+    # the file as Dovecot left it, into another mailbox: the same again
+    user2, pw2 = server.new_user("mbox")
+    server.cli_ok("import", user2, "mbox", rewritten)
+    assert tern_view(server, user2, pw2) == before
+
+
+def test_mbox_ids_from_the_from_line_else_date(server):
+    """--uidl none shows the ids: each keeps its From_ line's time, or its
+    Date: when the From_ line has none, in file order."""
+    path = server.dir / "times.mbox"
+    path.write_text("From a@remote.test Tue Nov 14 22:13:20 2023\nX-UIDL: ignored\n" + message(1) +
+                    "\nFrom b@remote.test\n" + message(2, date="Wed, 15 Nov 2023 10:00:00 +0100") +
+                    "\nFrom c@remote.test Thu Nov 16 00:00:00 2023\n" + message(3))
+    user, pw = server.new_user("mboxt")
+    s = summary(server.cli_ok("import", user, "mbox", path, "--uidl", "none"))
+    assert (s["uidl"], s["imported"]) == ("none", 3)
+    _, _, uidl, msgs = tern_view(server, user, pw)
+    assert [timeuuid_unix_time(u) for _, u in uidl] == [1700000000, 1700038800, 1700092800]
+    assert b"X-UIDL: ignored" in msgs[0]
 
 
 def test_maildir_without_legacy_uidls_keeps_time_and_order(server):
