@@ -125,8 +125,14 @@ static int read_file(const char *path, size_t cap, struct buf *out, int64_t *mti
 	if (fd < 0)
 		return -1;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (cap > 0 && (size_t)st.st_size > cap)) {
-		int e = errno != 0 && !S_ISREG(st.st_mode) ? EINVAL : EFBIG;
+	int e = 0;
+	if (fstat(fd, &st) < 0)
+		e = errno;
+	else if (!S_ISREG(st.st_mode))
+		e = EINVAL;
+	else if (cap > 0 && (size_t)st.st_size > cap)
+		e = EFBIG;
+	if (e != 0) {
 		close(fd);
 		errno = e;
 		return -1;
@@ -144,7 +150,7 @@ static int read_file(const char *path, size_t cap, struct buf *out, int64_t *mti
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			int e = errno;
+			e = errno;
 			close(fd);
 			errno = e;
 			return -1;
