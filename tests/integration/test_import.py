@@ -3,19 +3,22 @@ Dovecot (dovecot-pop3d) has indexed itself, a Courier-style Maildir with its
 courierpop3dsizelist, an mbox with X-UIDL headers that Dovecot serves too.
 The same mailbox imported into tern must give the same UIDL and LIST answers
 (and the same messages) as the server it leaves; an export served by Dovecot
-must give the UIDLs tern showed. Also: message ids from the original
-delivery time (Maildir name, From_ line, Date:), a rerun imports nothing, a
-UIDL that breaks RFC 1939 stops the import before anything is written,
---batch goes on past a broken mailbox. Runs on the configured backend
-(TERN_TEST_BACKEND)."""
+must give the UIDLs tern showed. Also: the --uidl modes, message ids from the
+original delivery time (Maildir name, From_ line, Date:), a rerun imports
+nothing, progress on a terminal, a UIDL that breaks RFC 1939 stops the import
+before anything is written, --batch goes on past a broken mailbox. Runs on
+the configured backend (TERN_TEST_BACKEND)."""
 import os
+import pty
 import re
 import shutil
+import subprocess
 
 import pytest
 
 from .dovecotserver import Dovecot
 from .helpers import timeuuid_unix_time
+from .ternserver import CLI_TIMEOUT
 
 EX_DATAERR = 65
 
@@ -311,7 +314,12 @@ def test_maildir_without_legacy_uidls_keeps_time_and_order(server):
              ("new", "1650000300.M9P1.mx", message(3))]
     write_maildir(md, files)
     user, pw = server.new_user("plain")
-    s = summary(server.cli_ok("import", user, "maildir", md))
+    r = server.cli_ok("import", user, "maildir", md)
+    # not on a terminal: no progress line (stderr has only the store's log
+    # lines, e.g. Cassandra's durability warning), one summary line
+    assert "\x1b[K" not in r.stderr and " messages, " not in r.stderr, r.stderr
+    assert len(r.stdout.splitlines()) == 1, r.stdout
+    s = summary(r)
     assert (s["uidl"], s["imported"]) == ("none", 3)
     _, lst, uidl, msgs = tern_view(server, user, pw)
     assert msgs == [crlf(t) for _, _, t in files]
@@ -319,6 +327,87 @@ def test_maildir_without_legacy_uidls_keeps_time_and_order(server):
     assert int(times[0]) == 1650000000 and int(times[1]) == 1650000000
     assert int(times[2]) == 1650000300
     assert times == sorted(times) and len(set(u for _, u in uidl)) == 3
+
+
+def test_maildir_ids_from_date_when_the_name_has_no_time(server):
+    """File names that are no Maildir timestamps (a folder made by hand or
+    by a converter): each id takes the message's Date:, in name order."""
+    md = str(server.dir / "undated")
+    files = [("cur", "msg-a:2,S", message(1, date="Mon, 13 Nov 2023 09:00:00 +0000")),
+             ("cur", "msg-b", message(2, date="Tue, 14 Nov 2023 23:13:20 +0100")),
+             ("new", "msg-c", message(3, date="14 Nov 2023 22:13:21 -0000"))]
+    write_maildir(md, files)
+    user, pw = server.new_user("undated")
+    server.cli_ok("import", user, "maildir", md)
+    _, _, uidl, msgs = tern_view(server, user, pw)
+    assert msgs == [crlf(t) for _, _, t in files]
+    assert [timeuuid_unix_time(u) for _, u in uidl] == [1699866000, 1700000000, 1700000001]
+
+
+def test_uidl_modes(server):
+    """One Maildir with all three kinds of legacy UIDL: auto takes its
+    dovecot-uidlist first; --uidl says which one is kept."""
+    md = server.dir / "modes"
+    names = ["1700000000.M1P1.mx", "1700000001.M1P1.mx"]
+    files = [("cur", names[0] + ":2,S", message(1, extra_headers="X-UIDL: hdr-1\n")),
+             ("cur", names[1] + ":2,S", message(2, extra_headers="X-UIDL: hdr-2\n"))]
+    write_maildir(str(md), files)
+    (md / "dovecot-uidlist").write_text("3 V1700000000 N3\n1 :%s:2,S\n2 :%s:2,S\n" % tuple(names))
+    sizes = [len(crlf(t)) for _, _, t in files]
+    (md / "courierpop3dsizelist").write_text("/3 3 42\n%s:2,S %d 1:42:0\n%s:2,S %d 2:42:0\n"
+                                             % (names[0], sizes[0], names[1], sizes[1]))
+    dovecot_uidls = ["000000016553f100", "000000026553f100"]   # %08Xu%08Xv, V = 0x6553f100
+    want = {"auto": ("dovecot", dovecot_uidls), "dovecot": ("dovecot", dovecot_uidls),
+            "courier": ("courier", ["UID1-42", "UID2-42"]),
+            "x-uidl": ("x-uidl", ["hdr-1", "hdr-2"]), "none": ("none", None)}
+    for mode, (shown, uidls) in want.items():
+        user, pw = server.new_user("mode")
+        args = [] if mode == "auto" else ["--uidl", mode]
+        s = summary(server.cli_ok("import", user, "maildir", md, *args))
+        assert (s["uidl"], s["imported"]) == (shown, 2), (mode, s)
+        _, lst, got, _ = tern_view(server, user, pw)
+        assert lst == [(1, sizes[0]), (2, sizes[1])], mode
+        if uidls is None:       # the new ids, from the file names' times
+            assert [timeuuid_unix_time(u) for _, u in got] == [1700000000.000001, 1700000001.000001]
+        else:
+            assert [u for _, u in got] == uidls, mode
+    # a mode whose file the folder does not have
+    os.unlink(md / "courierpop3dsizelist")
+    user, _ = server.new_user("mode")
+    r = server.cli("import", user, "maildir", md, "--uidl", "courier")
+    assert r.returncode == EX_DATAERR and "courierpop3dsizelist" in r.stderr, r.stderr
+
+
+def test_progress_on_a_terminal(server):
+    """On a terminal: a progress line on stderr, redrawn in place, with the
+    messages and MiB done, the rates and the time left; the summary line
+    still goes to stdout."""
+    md = str(server.dir / "progress")
+    write_maildir(md, [("cur", "17000%05d.M1P1.mx:2,S" % i, message(i, 20)) for i in range(40)])
+    user, _ = server.new_user("progress")
+    master, slave = pty.openpty()
+    p = subprocess.Popen([server.binary, "-c", str(server.config_path), "import", user, "maildir", md],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                         env=server.env())
+    os.close(slave)
+    tty = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:         # EIO: the other end is closed
+            break
+        if not chunk:
+            break
+        tty += chunk
+    os.close(master)
+    out = p.communicate(timeout=CLI_TIMEOUT)[0].decode()
+    assert p.returncode == 0, (out, tty)
+    tty = tty.decode()
+    assert re.search(r"\r\x1b\[K%s: 40/40 messages, \d+\.\d/\d+\.\d MiB, \d+ msg/s, \d+\.\d MiB/s, "
+                     r"\d+:\d\d left" % re.escape(user), tty), repr(tty)
+    assert tty.endswith("\r\x1b[K"), repr(tty[-40:])       # the line is cleared at the end
+    assert summary(subprocess.CompletedProcess([], 0, out, ""))["imported"] == 40
+    assert len(out.splitlines()) == 1
 
 
 # --------------------------------------------------------------------------
