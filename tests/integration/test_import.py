@@ -143,6 +143,24 @@ def test_dovecot_maildir_import_and_export(server, dovecot):
     assert r.returncode != 0 and "new directory" in r.stderr
 
 
+def test_export_of_tern_mail_served_by_dovecot(server, dovecot):
+    """Mail that came to tern itself (its UIDLs are its message ids),
+    exported and served by Dovecot: the same UIDLs, sizes and messages,
+    dot-stuffed lines and a last line without its end included."""
+    user, pw = server.new_user("leave")
+    for body in (b"Subject: one\r\n\r\nhello\r\n",
+                 b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n",
+                 b"Subject: 8bit\r\n\r\ncaf\xc3\xa9\r\nno line end"):
+        r = server.deliver_cli(user, body)
+        assert r.returncode == 0, r.stderr
+    before = tern_view(server, user, pw)
+    assert all(len(u) == 36 for _, u in before[2])
+    out = os.path.join(dovecot.dir, "mail", "leave1")
+    server.cli_ok("export", user, "maildir", out)
+    dovecot.own(out)
+    assert pop3_view(dovecot.pop3("leave1")) == before
+
+
 def test_dovecot_saved_pop3_uidl_wins(server, dovecot):
     """A P<uidl> field in dovecot-uidlist (a UIDL kept from an earlier
     migration) is what Dovecot shows, and what the import keeps."""
