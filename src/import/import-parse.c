@@ -4,11 +4,11 @@
  * is bounded by its length (no reliance on NUL termination), every output
  * by its size; malformed input is an error return, never a crash.
  *
- * mbox flavour: mboxrd. A body line "From " was written as ">From ", and a
- * line ">From " as ">>From ", so reading removes exactly one '>' from any
- * line matching ^>+From . For an mboxo file (only "From " was quoted) this
- * differs only on lines that were ">From " in the original message, which
- * mboxo cannot tell apart anyway.
+ * mbox messages are taken as the POP3 servers that read mbox files
+ * (Dovecot, UW's ipop3d) show them, so that sizes and contents stay what
+ * the clients saw: a quoted ">From " line keeps its '>' (they do not
+ * unquote), and the header fields those servers keep their state in
+ * (Status:, X-UID:, Content-Length:, ...) are left out, as they hide them.
  */
 #include "import-parse.h"
 
@@ -370,24 +370,47 @@ bool import_mbox_from_time(const char *line, size_t len, int64_t *sec_r)
 	return false;
 }
 
-int import_to_crlf(const char *data, size_t len, bool mbox_unquote, struct buf *out)
+/* The header fields an mbox server keeps its own state in (flags, UIDs,
+ * the message's length): Dovecot and UW's c-client hide them from
+ * clients, so an mbox message is what they showed without them. */
+static const char *const mbox_state_fields[] = {
+	"Content-Length", "Status", "X-IMAP", "X-IMAPbase", "X-Keywords", "X-Status", "X-UID",
+};
+
+static bool is_mbox_state_field(const char *line, size_t len)
+{
+	for (size_t f = 0; f < sizeof(mbox_state_fields) / sizeof(mbox_state_fields[0]); f++) {
+		size_t n = strlen(mbox_state_fields[f]), i = n;
+		if (len <= n || strncasecmp(line, mbox_state_fields[f], n) != 0)
+			continue;
+		while (i < len && (line[i] == ' ' || line[i] == '\t'))
+			i++;
+		if (i < len && line[i] == ':')
+			return true;
+	}
+	return false;
+}
+
+int import_to_crlf(const char *data, size_t len, bool mbox, struct buf *out)
 {
 	size_t p = 0;
+	bool in_header = mbox, dropping = false;
 	while (p < len) {
 		size_t e = line_end(data, len, p);
 		size_t content_end = e > p && data[e - 1] == '\r' ? e - 1 : e;
-		size_t s = p;
-		if (mbox_unquote && data[s] == '>') {
-			size_t k = s;
-			while (k < content_end && data[k] == '>')
-				k++;
-			if (content_end - k >= 5 && memcmp(data + k, "From ", 5) == 0)
-				s++;
+		if (in_header) {
+			if (content_end == p)
+				in_header = dropping = false;
+			else if (data[p] != ' ' && data[p] != '\t')
+				dropping = is_mbox_state_field(data + p, content_end - p);
+			/* a folded line belongs to the field before it */
 		}
-		if (buf_append(out, data + s, e < len ? content_end - s : e - s) < 0)
-			return -1;
-		if (e < len && buf_append(out, "\r\n", 2) < 0)
-			return -1;
+		if (!dropping) {
+			if (buf_append(out, data + p, e < len ? content_end - p : e - p) < 0)
+				return -1;
+			if (e < len && buf_append(out, "\r\n", 2) < 0)
+				return -1;
+		}
 		p = e < len ? e + 1 : len;
 	}
 	return 0;

@@ -12,8 +12,9 @@
  *   UIDVALIDITY", then "FILENAME SIZE UID:UIDVALIDITY[:UTF8]" lines;
  * - Maildir file names: the base name (before ":2,"), the delivery time
  *   of the leading "SECONDS[.M<usec>...]";
- * - mbox: From_ separated messages, with mboxrd unquoting (">From " and
- *   ">>From " lose one '>'), and the From_ line's date;
+ * - mbox: From_ separated messages (a quoted ">From " line is kept as it
+ *   is), the From_ line's date, and the header fields an mbox server keeps
+ *   its state in, which it hides from clients;
  * - a message's header fields (X-UIDL:, Date:) and the CRLF form of its
  *   octets (what POP3 sizes count).
  */
@@ -96,9 +97,12 @@ bool import_mbox_next(const char *file, size_t file_len, size_t *pos, struct imp
 bool import_mbox_from_time(const char *line, size_t len, int64_t *sec_r);
 
 /* Appends the CRLF form of data to out: a bare LF becomes CRLF (a CRLF
- * stays), and with mbox_unquote a line ">From ", ">>From ", ... loses its
- * first '>' (mboxrd). Returns -1 when out's cap is reached. */
-int import_to_crlf(const char *data, size_t len, bool mbox_unquote, struct buf *out);
+ * stays). With mbox, the header fields that Dovecot and UW's c-client
+ * keep their mbox state in and hide from clients (Content-Length, Status,
+ * X-IMAP, X-IMAPbase, X-Keywords, X-Status, X-UID), folded lines
+ * included, are left out; nothing else changes (">From " lines keep their
+ * '>', as those servers show them). Returns -1 when out's cap is reached. */
+int import_to_crlf(const char *data, size_t len, bool mbox, struct buf *out);
 
 /* The value of the first header field called name (case-insensitive) in
  * the header of msg (up to the first empty line), with surrounding blanks

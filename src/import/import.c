@@ -17,8 +17,10 @@
  * message's + 1 tick; clock sequence and node from a name-based hash of
  * (mailbox address, identity), the node with the multicast bit set as
  * tern's own TimeUUIDs have. Identity: the Maildir base file name, or for
- * mbox "mbox:" and a hash of the message's octets and its ordinal among
- * identical messages (so removing other messages does not change it).
+ * mbox "mbox:", a hash of the message as POP3 shows it (CRLF, without the
+ * mbox state fields) and its ordinal among identical messages (so removing
+ * other messages, or the old server rewriting its Status: fields, does not
+ * change it).
  */
 #include "import.h"
 
@@ -123,8 +125,14 @@ static int read_file(const char *path, size_t cap, struct buf *out, int64_t *mti
 	if (fd < 0)
 		return -1;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (cap > 0 && (size_t)st.st_size > cap)) {
-		int e = errno != 0 && !S_ISREG(st.st_mode) ? EINVAL : EFBIG;
+	int e = 0;
+	if (fstat(fd, &st) < 0)
+		e = errno;
+	else if (!S_ISREG(st.st_mode))
+		e = EINVAL;
+	else if (cap > 0 && (size_t)st.st_size > cap)
+		e = EFBIG;
+	if (e != 0) {
 		close(fd);
 		errno = e;
 		return -1;
@@ -142,7 +150,7 @@ static int read_file(const char *path, size_t cap, struct buf *out, int64_t *mti
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			int e = errno;
+			e = errno;
 			close(fd);
 			errno = e;
 			return -1;
@@ -486,14 +494,27 @@ static int scan_mbox(struct import_ctx *c, char **error_r)
 	buf_deinit(&f);
 	size_t pos = 0;
 	struct import_mbox_msg mm;
+	bool first = true;
 	while (import_mbox_next(c->mbox, c->mbox_len, &pos, &mm)) {
+		/* UW's c-client keeps a folder's state in a first message with
+		 * an X-IMAP: field ("DON'T DELETE THIS MESSAGE -- FOLDER
+		 * INTERNAL DATA"), which it and Dovecot never show: not mail. */
+		char xi[16];
+		bool pseudo = first && import_header_get(mm.data, mm.len, "X-IMAP", xi, sizeof(xi));
+		first = false;
+		if (pseudo)
+			continue;
 		struct import_msg *m = add_msg(c);
 		m->mbox_off = (size_t)(mm.data - c->mbox);
 		m->mbox_len = mm.len;
 		if (!import_mbox_from_time(mm.from_line, mm.from_len, &m->sec))
 			m->sec = -1;
+		/* hashed as POP3 shows it, so that the old server's rewriting
+		 * of its state fields (Status:, X-UID:) changes no identity */
+		buf_reset(&c->scratch);
+		import_to_crlf(mm.data, mm.len, true, &c->scratch);
 		struct uuid h;
-		uuid_v5(mm.data, mm.len, &h);
+		uuid_v5(c->scratch.data, c->scratch.len, &h);
 		char hex[UUID_STR_LEN + 1];
 		uuid_format(&h, hex);
 		m->identity = xstrdup(hex);
@@ -518,7 +539,7 @@ static int scan_mbox(struct import_ctx *c, char **error_r)
 		c->msgs[i].identity = xstrdup(id.data);
 	}
 	buf_deinit(&id);
-	if (c->count == 0 && c->mbox_len > 0) {
+	if (first && c->mbox_len > 0) {
 		*error_r = errorf("%s: not an mbox (no \"From \" line starts a message)", c->path);
 		return -1;
 	}

@@ -4,9 +4,10 @@ counters and by system.paxos), CAS-allocated UIDs in uid mode, bodies
 stored once and chunked, and what expunge leaves behind."""
 import re
 import threading
+import time
 import uuid
 
-from integration.helpers import make_message
+from integration.helpers import make_message, wait_until
 
 from integration import cqlquery
 
@@ -61,6 +62,42 @@ def test_messageid_mode_sends_no_lwt(cass_servers, cassandra_node):
     ks = keyspace("lwt")
     s = cass_servers(ks)
     workload(s)
+    s.stop()
+    assert lwt_counts(s) == (0, 0)
+    assert cqlquery.paxos_rows(cassandra_node, ks) == 0
+
+
+def test_pop3_extensions_and_import_send_no_lwt(cass_servers, cassandra_node, tmp_path):
+    """EXPIRE (the retrieval records, the deletion at QUIT, the sweep),
+    LOGIN-DELAY (the login times) and `tern import` with legacy UIDLs are
+    plain writes too: still no conditional statement, no SERIAL read."""
+    ks = keyspace("ext")
+    s = cass_servers(ks, overrides={"pop3": {"expire_days": "0", "login_delay": "1",
+                                             "expire_sweep_interval": "1s"}})
+
+    def login(user, pw):
+        time.sleep(1.1)         # past the login delay of the last login
+        return s.login(user, pw)
+
+    a, apw = s.new_user("ext-a")
+    mbox = tmp_path / "spool.mbox"
+    mbox.write_text("".join("From x@remote.test Tue Nov 14 22:%02d:00 2023\nX-UIDL: legacy-%d\n"
+                            "Subject: %d\n\nbody %d\n\n" % (i, i, i, i) for i in range(3)))
+    s.cli_ok("import", a, "mbox", mbox)
+    s.deliver_smtp(a, make_message("new mail", to=a))
+    p = login(a, apw)
+    assert [u for _, u in p.uidl()][:3] == ["legacy-0", "legacy-1", "legacy-2"]
+    p.retr(1)
+    p.retr(4)
+    assert p.cmd("DELE 2").startswith("+OK")
+    p.quit()                    # 1 and 4 expire at QUIT, 2 is deleted
+    p = login(a, apw)
+    assert [u for _, u in p.uidl()] == ["legacy-2"]
+    p.retr(1)
+    p.abort()                   # no QUIT: the sweep takes it
+    time.sleep(1.1)
+    # each look is a login: a delay apart
+    assert wait_until(lambda: s.count(a, apw) == 0, timeout=20, interval=1.2)
     s.stop()
     assert lwt_counts(s) == (0, 0)
     assert cqlquery.paxos_rows(cassandra_node, ks) == 0

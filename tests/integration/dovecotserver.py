@@ -34,7 +34,7 @@ def dovecot_binary():
 class Dovecot:
     PASSWORD = "dovecot-secret"
 
-    def __init__(self, name="tern-test"):
+    def __init__(self, name="tern-test", mail_location="maildir:~", settings=""):
         self.binary = dovecot_binary()
         self.dir = tempfile.mkdtemp(prefix="tern-dovecot-")
         os.chmod(self.dir, 0o755)
@@ -64,7 +64,8 @@ auth_mechanisms = plain
 default_login_user = {login}
 default_internal_user = {internal}
 first_valid_uid = {uid}
-mail_location = maildir:~
+mail_location = {mail_location}
+{settings}
 passdb {{
   driver = static
   args = password={password}
@@ -92,7 +93,7 @@ service imap-login {{
 }}
 """.format(d=self.dir, name=name, port=self.port, log=self.log, login=self.login_user,
            internal=self.internal_user, uid=self.mail_uid, gid=self.mail_gid,
-           password=self.PASSWORD))
+           password=self.PASSWORD, mail_location=mail_location, settings=settings))
         self.running = False
 
     def maildir(self, name):

@@ -368,6 +368,26 @@ def test_bad_token_earns_the_penalty(servers, keys, tmp_path):
         assert r.startswith("+OK") and t < 1.3, (t, r)
 
 
+def test_login_delay_applies_to_tokens(servers, keys, tmp_path):
+    # [pop3] login_delay: a good token soon after the last login is refused
+    # with the RFC 2449 code, like a password; a refused token still gets
+    # the JSON error, and learns nothing of the delay.
+    jwks = tmp_path / "jwks.json"
+    write_jwks(jwks, keys["rsa"], keys["ec"])
+    ov = oauth_overrides(jwks)
+    ov["pop3"] = {"login_delay": "300"}
+    s = servers.create(overrides=ov)
+    addr, _ = s.new_user("tokdelay")
+    with s.pop3() as p:
+        assert p.cmd("AUTH XOAUTH2 " + xoauth2(keys["rsa"].token(addr), addr)).startswith("+OK")
+        p.quit()
+    with s.pop3() as p:
+        r = p.cmd("AUTH OAUTHBEARER " + oauthbearer(keys["ec"].token(addr)))
+        assert r.startswith("-ERR [LOGIN-DELAY]"), r
+        pop3_refused(p, "OAUTHBEARER",
+                     p.cmd("AUTH OAUTHBEARER " + oauthbearer(keys["ec"].token(addr, lifetime=-3600))))
+
+
 # --------------------------------------------------------------------------
 # key rotation and bad key files
 

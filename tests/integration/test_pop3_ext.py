@@ -129,12 +129,15 @@ def test_expire_days_setting_is_checked(servers):
 # --------------------------------------------------------------------------
 # EXPIRE 0: deleted at QUIT once retrieved
 
-def test_expire_0_deletes_retrieved_messages_at_quit(servers):
-    s = servers.create(overrides={"pop3": {"expire_days": "0"}})
+def test_expire_0_deletes_retrieved_messages_at_quit(servers, tmp_path):
+    audit = tmp_path / "audit.log"
+    s = servers.create(overrides={"pop3": {"expire_days": "0"},
+                                  "server": {"audit_log": str(audit)}})
     user, pw, msgs = s.mailbox(4, "e0")
     p = s.login(user, pw)
     assert "EXPIRE 0" in capa(p)
     uidls = dict(p.uidl())
+    sizes = dict(p.list())
     assert p.retr(1).endswith(msgs[0])
     status, _ = p.multi("TOP 2 0")  # TOP is no retrieval
     assert status.startswith("+OK")
@@ -144,6 +147,12 @@ def test_expire_0_deletes_retrieved_messages_at_quit(servers):
     left = [u for _, u in p.uidl()]
     assert left == [uidls[2], uidls[4]]
     p.quit()
+    # audited: the expiry at QUIT as such, with the client; the DELE as a dele
+    exp = events(str(audit), "expire", user)
+    assert [(e["id"], int(e["size"]), e["reason"], e["client"]) for e in exp] == [
+        (uidls[1], sizes[1], "quit", "127.0.0.1")]
+    assert exp[0]["session"] == events(str(audit), "login", user)[0]["session"]
+    assert [d["id"] for d in events(str(audit), "dele", user)] == [uidls[3]]
 
 
 def test_expire_0_dropped_session_deletes_nothing(servers):
