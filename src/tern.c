@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "delivery.h"
 #include "import.h"
 #include "log.h"
@@ -691,8 +692,8 @@ static int parse_uint_arg(const char *opt, const char *v, unsigned int *out)
  * in place; otherwise a line every 10 s. The token reached is what
  * --from takes to resume. */
 struct repair_progress {
-	struct timespec start, last;
-	int64_t from;
+	const struct store_repair_options *opts;
+	uint64_t start_ms, last_ms;
 	bool tty;
 };
 
@@ -708,20 +709,16 @@ static void repair_progress(void *ctx, const struct store_repair_report *r)
 	struct repair_progress *p = ctx;
 	int64_t reached = __atomic_load_n(&r->token_reached, __ATOMIC_RELAXED);
 	bool done = reached == INT64_MAX;
-	if (!p->tty && !done && seconds_since(&p->last) < 10.0)
+	uint64_t now = clock_monotonic_ms();
+	if (!p->tty && !done && now - p->last_ms < 10000)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &p->last);
-	double span = (double)INT64_MAX - (double)p->from;
-	double frac = span > 0 ? ((double)reached - (double)p->from) / span : 1.0;
-	uint64_t rows = __atomic_load_n(&r->refs_scanned, __ATOMIC_RELAXED) +
-			__atomic_load_n(&r->listing_scanned, __ATOMIC_RELAXED) +
-			__atomic_load_n(&r->bodies_scanned, __ATOMIC_RELAXED);
-	double elapsed = seconds_since(&p->start);
-	double left = frac > 0 ? elapsed * (1 - frac) / frac : 0;
+	p->last_ms = now;
+	struct store_repair_progress pr;
+	store_repair_progress(p->opts, r, (double)(now - p->start_ms) / 1000, &pr);
 	fprintf(stderr, "%stoken reached %lld (%.1f%% of the range), %llu rows scanned, %.0f rows/s,"
-		" %.0f s left%s", p->tty ? "\r" : "", (long long)reached, frac * 100,
-		(unsigned long long)rows, elapsed > 0 ? (double)rows / elapsed : 0.0, left,
-		p->tty && !done ? "" : "\n");
+		" %.0f s left%s", p->tty ? "\r" : "", (long long)reached, pr.covered * 100,
+		(unsigned long long)pr.rows, pr.rows_per_second,
+		pr.seconds_left > 0 ? pr.seconds_left : 0.0, p->tty && !done ? "" : "\n");
 }
 
 static int parse_token_arg(const char *v, int64_t *out)
@@ -764,10 +761,9 @@ static int cmd_repair(struct store *store, int argc, char **argv)
 			return EX_USAGE;
 		}
 	}
-	struct repair_progress progress = { .from = opts.has_from ? opts.from_token : INT64_MIN,
+	struct repair_progress progress = { .opts = &opts, .start_ms = clock_monotonic_ms(),
 					    .tty = isatty(STDERR_FILENO) };
-	clock_gettime(CLOCK_MONOTONIC, &progress.start);
-	progress.last = progress.start;
+	progress.last_ms = progress.start_ms;
 	opts.progress = repair_progress;
 	opts.progress_ctx = &progress;
 	struct store_repair_report r;

@@ -627,7 +627,7 @@ static void expire_put(struct admin_job *j)
 
 /* --- tasks --- */
 
-static const char *const repair_keys[] = { "dry_run", "per_second", "min_age", NULL };
+static const char *const repair_keys[] = { "dry_run", "per_second", "min_age", "from", NULL };
 
 /* A whole number in 0..1e9 (what the command line accepts). */
 static bool uint_option(struct admin_job *j, const char *key, unsigned int *out)
@@ -660,6 +660,16 @@ static void repair_post(struct admin_job *j)
 		if (!uint_option(j, "per_second", &opts.per_second) ||
 		    !uint_option(j, "min_age", &opts.min_age_secs))
 			return;
+		/* A token to resume after (a token_reached), as --from. */
+		json_t *from = json_object_get(j->body, "from");
+		if (from != NULL && !json_is_integer(from)) {
+			admin_reply_error(j, HTTP_BADREQUEST, "from: a token (a signed 64-bit number)");
+			return;
+		}
+		if (from != NULL) {
+			opts.has_from = true;
+			opts.from_token = (int64_t)json_integer_value(from);
+		}
 	}
 	char id[ADMIN_TASK_ID_LEN + 1];
 	if (admin_tasks_submit(j->tasks, &opts, id) < 0) {

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "log.h"
 
 enum task_status { TASK_WAITING, TASK_RUNNING, TASK_DONE, TASK_FAILED };
@@ -33,6 +34,7 @@ struct task {
 	struct store_repair_report report;
 	enum store_status result;
 	time_t submitted, started, finished;
+	uint64_t started_ms, finished_ms; /* monotonic, for the rate */
 	struct task *next;            /* older to newer */
 };
 
@@ -86,6 +88,7 @@ static void *repair_thread(void *arg)
 			break;
 		k->status = TASK_RUNNING;
 		k->started = time(NULL);
+		k->started_ms = clock_monotonic_ms();
 		pthread_mutex_unlock(&t->lock);
 		log_info("repair task started id=%s dry_run=%s per_second=%u min_age=%u",
 			 k->id, k->opts.dry_run ? "yes" : "no", k->opts.per_second,
@@ -95,6 +98,7 @@ static void *repair_thread(void *arg)
 		k->result = st;
 		k->status = st == STORE_OK ? TASK_DONE : TASK_FAILED;
 		k->finished = time(NULL);
+		k->finished_ms = clock_monotonic_ms();
 		if (st == STORE_OK)
 			log_info("repair task done id=%s", k->id);
 		else
@@ -204,8 +208,9 @@ static json_t *json_time(time_t when)
 }
 
 #define LOAD(field) json_integer((json_int_t)__atomic_load_n(&r->field, __ATOMIC_RELAXED))
-static json_t *json_report(const struct store_repair_report *r)
+static json_t *json_report(const struct task *k)
 {
+	const struct store_repair_report *r = &k->report;
 	json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 			      "refs_scanned", LOAD(refs_scanned),
 			      "listing_scanned", LOAD(listing_scanned),
@@ -216,11 +221,19 @@ static json_t *json_report(const struct store_repair_report *r)
 			      "swept", LOAD(swept),
 			      "skipped", LOAD(skipped));
 	if (__atomic_load_n(&r->by_token, __ATOMIC_RELAXED)) {
-		/* A repair by token range (Cassandra): how far it got, to resume. */
-		int64_t reached = __atomic_load_n(&r->token_reached, __ATOMIC_RELAXED);
-		double covered = ((double)reached - (double)INT64_MIN) / 18446744073709551616.0;
-		json_object_set_new(o, "token_reached", json_integer((json_int_t)reached));
-		json_object_set_new(o, "covered_percent", json_real(covered * 100));
+		/* A repair by token range (Cassandra): what `tern repair` shows
+		 * on a terminal, and the token to resume after. */
+		uint64_t end_ms = k->finished_ms != 0 ? k->finished_ms : clock_monotonic_ms();
+		struct store_repair_progress p;
+		store_repair_progress(&k->opts, r, (double)(end_ms - k->started_ms) / 1000, &p);
+		json_object_set_new(o, "token_reached",
+				    json_integer((json_int_t)__atomic_load_n(&r->token_reached,
+									     __ATOMIC_RELAXED)));
+		json_object_set_new(o, "covered_percent", json_real(p.covered * 100));
+		json_object_set_new(o, "rows_scanned", json_integer((json_int_t)p.rows));
+		json_object_set_new(o, "rows_per_second", json_real(p.rows_per_second));
+		json_object_set_new(o, "seconds_left", p.seconds_left >= 0 ?
+				    json_real(p.seconds_left) : json_null());
 	}
 	return o;
 }
@@ -237,9 +250,12 @@ static json_t *json_task(const struct task *k)
 			      "options", "dry_run", k->opts.dry_run,
 			      "per_second", (json_int_t)k->opts.per_second,
 			      "min_age", (json_int_t)k->opts.min_age_secs);
-	json_object_set_new(o, "progress", json_report(&k->report));
+	if (k->opts.has_from)
+		json_object_set_new(json_object_get(o, "options"), "from",
+				    json_integer((json_int_t)k->opts.from_token));
+	json_object_set_new(o, "progress", json_report(k));
 	if (k->status == TASK_DONE)
-		json_object_set_new(o, "report", json_report(&k->report));
+		json_object_set_new(o, "report", json_report(k));
 	if (k->status == TASK_FAILED)
 		json_object_set_new(o, "error", json_string(store_status_name(k->result)));
 	return o;

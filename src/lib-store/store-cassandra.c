@@ -15,7 +15,8 @@
  *   start more than REMINT_BOUND_US after that id was minted: then it is
  *   minted again, before anything is listed under it. body_refs records
  *   the listing id, the listing row the body id.
- * - Deliveries are refused (TEMPFAIL) while this node's clock is more than
+ * - Deliveries are refused (TEMPFAIL), and a QUIT deletes row by row
+ *   instead of by range, while this node's clock is more than
  *   MAX_CLOCK_SKEW_US away from a local Cassandra node's. With the two
  *   bounds, a listing row is acknowledged before any session that logs in
  *   later than RANGE_DELETE_MARGIN_US after its id can read the listing
@@ -89,8 +90,10 @@ struct cass_store {
 	int64_t clock_skew_us;      /* the largest measured, -1: none answered */
 	int64_t clock_checked_us;
 	/* Relaxed atomics: listing ids minted again because the listing write
-	 * started too late after minting, deliveries refused for the clock. */
-	uint64_t remints, clock_refusals;
+	 * started too late after minting, deliveries refused for the clock,
+	 * prefixes removed with one range tombstone, and prefixes deleted row
+	 * by row instead because the clock was not known to agree. */
+	uint64_t remints, clock_refusals, range_deletes, range_deletes_declined;
 };
 
 /* A statement text with "{ks}" replaced by the keyspace, into out (512
@@ -780,9 +783,12 @@ static void cass_close(struct store *store)
 		 (unsigned long long)stats.conditional_statements,
 		 (unsigned long long)stats.serial_reads);
 	log_info("cassandra: %llu listing ids minted again (late listing write),"
-		 " %llu deliveries refused for clock skew",
+		 " %llu deliveries refused for clock skew, %llu range deletes,"
+		 " %llu declined for clock skew",
 		 (unsigned long long)__atomic_load_n(&c->remints, __ATOMIC_RELAXED),
-		 (unsigned long long)__atomic_load_n(&c->clock_refusals, __ATOMIC_RELAXED));
+		 (unsigned long long)__atomic_load_n(&c->clock_refusals, __ATOMIC_RELAXED),
+		 (unsigned long long)__atomic_load_n(&c->range_deletes, __ATOMIC_RELAXED),
+		 (unsigned long long)__atomic_load_n(&c->range_deletes_declined, __ATOMIC_RELAXED));
 	cql_session_destroy(&c->session);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -845,6 +851,15 @@ static void cass_durability_metrics(struct cass_store *c, struct buf *out)
 			      "Deliveries answered 451 because of the clock skew.");
 	metrics_render_sample(out, "tern_cassandra_clock_refusals_total", NULL, NULL,
 			      __atomic_load_n(&c->clock_refusals, __ATOMIC_RELAXED));
+	metrics_render_header(out, "tern_cassandra_range_deletes_total", METRICS_COUNTER,
+			      "Downloaded listing prefixes removed with one range tombstone.");
+	metrics_render_sample(out, "tern_cassandra_range_deletes_total", NULL, NULL,
+			      __atomic_load_n(&c->range_deletes, __ATOMIC_RELAXED));
+	metrics_render_header(out, "tern_cassandra_range_deletes_declined_total", METRICS_COUNTER,
+			      "Prefixes deleted row by row instead, because this node's clock"
+			      " was not known to agree with Cassandra's.");
+	metrics_render_sample(out, "tern_cassandra_range_deletes_declined_total", NULL, NULL,
+			      __atomic_load_n(&c->range_deletes_declined, __ATOMIC_RELAXED));
 }
 
 static void cass_metrics_render(struct store *store, struct buf *out)
@@ -1812,6 +1827,14 @@ static enum store_status cass_expunge(struct store_maildrop *md, const unsigned 
 	while (prefix < md->count && del[prefix] &&
 	       timeuuid_unix_usec(&md->entries[prefix].id) < bound_us)
 		prefix++;
+	/* The margin is measured on this node's clock (login_us): it holds
+	 * only while that clock agrees with Cassandra's as clock_ok() checks.
+	 * A node whose clock is ahead would reach rows still being written,
+	 * so it deletes row by row instead, which hides nothing. */
+	if (prefix >= 2 && !clock_ok(c)) {
+		__atomic_fetch_add(&c->range_deletes_declined, 1, __ATOMIC_RELAXED);
+		prefix = 0;
+	}
 
 	enum store_status st = STORE_OK;
 	for (unsigned int i = 0; i < md->count && st == STORE_OK; i++)
@@ -1825,6 +1848,7 @@ static enum store_status cass_expunge(struct store_maildrop *md, const unsigned 
 		cql_values_add_uuid(v, md->entries[prefix - 1].id.b);
 		st = run(c, Q(c, q, "DELETE FROM {ks}.listing WHERE mailbox_id = ? AND message_id <= ?"),
 			 v, c->write_cl, NULL);
+		__atomic_fetch_add(&c->range_deletes, 1, __ATOMIC_RELAXED);
 	} else {
 		prefix = 0;
 	}

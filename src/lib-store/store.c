@@ -1165,6 +1165,25 @@ enum store_status store_repair(struct store *store, const struct store_repair_op
 	return store->v->repair(store, opts, report);
 }
 
+void store_repair_progress(const struct store_repair_options *opts,
+			   const struct store_repair_report *r, double elapsed_s,
+			   struct store_repair_progress *out)
+{
+	double from = opts->has_from ? (double)opts->from_token : (double)INT64_MIN;
+	double reached = (double)__atomic_load_n(&r->token_reached, __ATOMIC_RELAXED);
+	double span = (double)INT64_MAX - from;
+	out->covered = span > 0 ? (reached - from) / span : 1.0;
+	if (out->covered < 0)
+		out->covered = 0;
+	if (out->covered > 1)
+		out->covered = 1;
+	out->rows = __atomic_load_n(&r->refs_scanned, __ATOMIC_RELAXED) +
+		    __atomic_load_n(&r->listing_scanned, __ATOMIC_RELAXED) +
+		    __atomic_load_n(&r->bodies_scanned, __ATOMIC_RELAXED);
+	out->rows_per_second = elapsed_s > 0 ? (double)out->rows / elapsed_s : 0.0;
+	out->seconds_left = out->covered > 0 ? elapsed_s * (1 - out->covered) / out->covered : -1;
+}
+
 void store_uidl_from_uid(uint32_t uid, uint32_t uidvalidity, char out[72])
 {
 	snprintf(out, 72, "%08X%08X", uid, uidvalidity);

@@ -466,6 +466,23 @@ struct store_repair_report {
 enum store_status store_repair(struct store *store, const struct store_repair_options *opts,
 			       struct store_repair_report *report);
 
+/* What a repair by token range shows of its progress, on a terminal and in
+ * the admin API alike: the share of the range it scans (from from_token,
+ * or the start of the ring, to the end) covered so far, the rows scanned
+ * (references, listing rows and bodies), their rate, and the time left at
+ * the rate the range has been covered so far (-1 until any of it is).
+ * elapsed_s: seconds since the repair started. */
+struct store_repair_progress {
+	double covered;         /* 0..1 */
+	uint64_t rows;
+	double rows_per_second;
+	double seconds_left;
+};
+
+void store_repair_progress(const struct store_repair_options *opts,
+			   const struct store_repair_report *report, double elapsed_s,
+			   struct store_repair_progress *out);
+
 /* --- the outbound queue ---
  *
  * Messages accepted for remote recipients wait here until the queue runner

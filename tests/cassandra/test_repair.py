@@ -1,8 +1,11 @@
 """`tern repair` on Cassandra: drift between listings and bodies is found,
 re-checked and fixed; interrupted deletions are completed, never undone;
 unreferenced bodies are swept, referenced ones never; running it during
-POP3 sessions brings nothing back from the dead; and run as an admin API
-task it reports its progress while it runs."""
+POP3 sessions brings nothing back from the dead; run as an admin API
+task it reports its progress while it runs, and on a terminal it shows it."""
+import os
+import pty
+import re
 import subprocess
 import threading
 import time
@@ -217,3 +220,57 @@ def test_admin_repair_task_reports_progress_while_it_runs(cass_servers, cassandr
     assert t["progress"]["covered_percent"] > 99.99 and t["report"] == t["progress"], t
     assert t["report"]["listing_scanned"] >= 4, t
     assert len(uidls(s, addr, pw)) == 4
+
+
+def repair_on_a_terminal(s, *args):
+    """Runs `tern repair` with its stderr on a pseudo-terminal; returns
+    (stdout, what the terminal received)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([s.binary, "-c", str(s.config_path), "repair", "--min-age", "0"]
+                                + list(args), stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        slave = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        out = proc.stdout.read().decode()
+        assert proc.wait(timeout=120) == 0, seen
+        return out, seen.decode()
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+
+
+PROGRESS = re.compile(r"\rtoken reached (-?\d+) \((\d+\.\d)% of the range\), (\d+) rows scanned,"
+                      r" (\d+) rows/s, (\d+) s left")
+
+
+def test_repair_shows_its_progress_on_a_terminal(cass_servers, cassandra_node):
+    """On a terminal the repair rewrites one line after each of the 256
+    token ranges: the token reached, the share of the range covered, the
+    rows scanned, the rate and the time left; from a token, only the
+    ranges after it."""
+    ks, s, addr, pw = setup(cass_servers, "tty")
+    out, seen = repair_on_a_terminal(s)
+    steps = PROGRESS.findall(seen)
+    assert len(steps) == 256, seen[-500:]
+    tokens = [int(t) for t, _, _, _, _ in steps]
+    assert tokens == sorted(tokens) and tokens[-1] == 2 ** 63 - 1, tokens[-3:]
+    assert [float(p) for _, p, _, _, _ in steps][-1] == 100.0
+    assert steps[127][1] == "50.0", steps[127]
+    rows = [int(r) for _, _, r, _, _ in steps]
+    assert rows == sorted(rows) and rows[-1] == 9, rows[-1]  # 3 references, listing rows, bodies
+    assert steps[-1][4] == "0"
+    assert seen.endswith("\n") and "token reached: 9223372036854775807 (the whole ring)" in out
+    # from the middle of the ring: half the ranges
+    out, seen = repair_on_a_terminal(s, "--from", "0")
+    steps = PROGRESS.findall(seen)
+    assert len(steps) == 128 and steps[63][1] == "50.0", seen[-500:]

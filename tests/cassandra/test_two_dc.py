@@ -47,6 +47,20 @@ def wait_for(pred, timeout=CONVERGE):
         time.sleep(0.5)
 
 
+def subjects(s, addr, pw):
+    """The Subject of every message listed in the mailbox, in order."""
+    p = s.login(addr, pw)
+    try:
+        got = []
+        for i in range(1, p.stat()[0] + 1):
+            status, lines = p.multi("TOP %d 0" % i)
+            assert status.startswith("+OK"), status
+            got += [line[9:].decode() for line in lines if line.startswith(b"Subject: ")]
+        return got
+    finally:
+        p.quit()
+
+
 def test_mail_crosses_datacenters_with_the_same_uidls(two_dc, cass_servers):
     t1, t2 = pair(cass_servers, "cross")
     addr, pw = t1.new_user("cross")
@@ -154,26 +168,11 @@ def test_kill9_of_a_tern_node_loses_no_accepted_mail(two_dc, cass_servers):
         t.join()
     assert accepted, "nothing was delivered before the kill"
 
-    def subjects():
-        p = t2.login(addr, pw)
-        try:
-            got = []
-            for i in range(1, p.stat()[0] + 1):
-                status, lines = p.multi("TOP %d 0" % i)
-                assert status.startswith("+OK"), status
-                for line in lines:
-                    if line.startswith(b"Subject: "):
-                        got.append(line[9:].decode())
-            return got
-        finally:
-            p.quit()
-
     def all_there():
-        got = subjects()
-        return set(accepted) <= set(got)
+        return set(accepted) <= set(subjects(t2, addr, pw))
 
     assert wait_for(all_there), "messages that got 250 are missing in dc2"
-    got = subjects()
+    got = subjects(t2, addr, pw)
     assert len(got) == len(set(got)), "a message shows twice"
 
 
@@ -359,7 +358,29 @@ def test_a_node_whose_clock_is_off_refuses_mail_with_451(two_dc, cass_servers, t
         s.quit()
     good.deliver_smtp(addr, make_message("on-time", to=addr))
     assert len(uidls(good, addr, pw)) == 1
+    # Its download-and-delete: the range-delete margin is measured on its
+    # clock, so it deletes row by row, never by range; the good node,
+    # deleting the same kind of old messages, uses one range tombstone.
+    for s, tag in ((ahead, "a"), (good, "g")):
+        user, upw = good.new_user("old" + tag)
+        md = tmp_path / ("md-" + tag)
+        for sub in ("cur", "new", "tmp"):
+            (md / sub).mkdir(parents=True)
+        for i in range(3):  # names give 2001 as their delivery time
+            (md / "cur" / ("100000000%d.M%dP1.old:2,S" % (i, i))).write_bytes(
+                make_message("old-%s-%d" % (tag, i), to=user))
+        r = good.cli("import", user, "maildir", str(md))
+        assert r.returncode == 0, r.stderr
+        p = s.login(user, upw)
+        assert p.stat()[0] == 3
+        for n in (1, 2):
+            assert p.cmd("DELE %d" % n).startswith("+OK")
+        p.quit()
+        assert [subj for subj in subjects(good, user, upw)] == ["old-%s-2" % tag]
     ahead.stop()
     assert "listing ids minted again (late listing write), 0 deliveries refused" not in \
         ahead.log_text()
-    assert " deliveries refused for clock skew" in ahead.log_text()
+    assert " deliveries refused for clock skew, 0 range deletes, 1 declined for clock skew" in \
+        ahead.log_text(), ahead.log_tail()
+    good.stop()
+    assert ", 1 range deletes, 0 declined for clock skew" in good.log_text(), good.log_tail()

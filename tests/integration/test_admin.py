@@ -518,10 +518,23 @@ def test_repair_task_followed_to_done(srv, api):
         assert isinstance(t[k], str) and t[k].endswith("Z") and "T" in t[k], t
     keys = {"refs_scanned", "listing_scanned", "bodies_scanned", "relisted",
             "deletes_finished", "unlisted", "swept", "skipped"}
-    if BACKEND == "cassandra":   # the scan walks the token ring
-        keys |= {"token_reached", "covered_percent"}
+    if BACKEND == "cassandra":   # the scan walks the token ring, as `tern repair` shows it
+        keys |= {"token_reached", "covered_percent", "rows_scanned", "rows_per_second",
+                 "seconds_left"}
     assert set(t["report"]) == keys and set(t["progress"]) == keys
     assert t["report"]["listing_scanned"] >= 1, t
+    if BACKEND == "cassandra":
+        r = t["report"]
+        assert r["token_reached"] == 2 ** 63 - 1 and r["covered_percent"] == 100.0, r
+        assert r["rows_scanned"] == r["refs_scanned"] + r["listing_scanned"] + r["bodies_scanned"]
+        assert r["rows_per_second"] > 0 and r["seconds_left"] == 0, r
+        # resumed after a token: the options say from where, the range is
+        # the rest of the ring
+        st, _, b = api.request("POST", "/tasks/repair", {"dry_run": True, "from": 0})
+        assert st == 202, b
+        t2, _ = follow_task(api, b["id"])
+        assert t2["status"] == "done" and t2["options"]["from"] == 0, t2
+        assert t2["report"]["covered_percent"] == 100.0, t2
     assert t["options"] == {"dry_run": True, "per_second": 0, "min_age": 0}
     assert "error" not in t
     # the message is untouched
@@ -538,7 +551,8 @@ def test_repair_task_followed_to_done(srv, api):
 def test_repair_task_bad_options_and_unknown_task(api):
     before = len(api.ok("GET", "/tasks")["tasks"])
     for body in ({"dry_run": "yes"}, {"per_second": -1}, {"per_second": 1.5},
-                 {"min_age": "10"}, {"min_age": 10 ** 12}, {"sweep": False}, "[1]", "{"):
+                 {"min_age": "10"}, {"min_age": 10 ** 12}, {"sweep": False}, {"from": "1"},
+                 {"from": 1.5}, "[1]", "{"):
         st, h, b = api.request("POST", "/tasks/repair", body)
         assert_error(st, h, b, 400)
     assert len(api.ok("GET", "/tasks")["tasks"]) == before
