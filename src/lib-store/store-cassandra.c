@@ -1581,11 +1581,23 @@ static bool listing_row(void *ctx, struct cql_result *res)
 	return true;
 }
 
+static enum store_status read_bigint(struct cass_store *c, const char *tmpl, const char *address,
+				     int64_t *v_r);
+
+/* The user's own EXPIRE policy (null: none); NOTFOUND without the user. */
+static enum store_status read_expire(struct cass_store *c, const char *address, int *days_r)
+{
+	int64_t v = STORE_EXPIRE_DEFAULT;
+	enum store_status st = read_bigint(c, "SELECT address, expire_days FROM {ks}.users WHERE address = ?",
+					   address, &v);
+	*days_r = v >= STORE_EXPIRE_NEVER && v <= STORE_EXPIRE_DAYS_MAX ? (int)v : STORE_EXPIRE_DEFAULT;
+	return st;
+}
+
 static enum store_status cass_maildrop_read(struct store *store, struct store_maildrop *md)
 {
 	struct cass_store *c = (struct cass_store *)store;
-	enum store_status st = read_text(c, "SELECT address FROM {ks}.users WHERE address = ?",
-					 md->address, NULL, true);
+	enum store_status st = read_expire(c, md->address, &md->expire_days);
 	if (st != STORE_OK)
 		return st;
 	struct cql_values *v = cql_values_create();
@@ -2354,12 +2366,7 @@ static enum store_status read_bigint(struct cass_store *c, const char *tmpl, con
 
 static enum store_status cass_expire_get(struct store *store, const char *address, int *days_r)
 {
-	int64_t v = STORE_EXPIRE_DEFAULT;
-	enum store_status st = read_bigint((struct cass_store *)store,
-					   "SELECT address, expire_days FROM {ks}.users WHERE address = ?",
-					   address, &v);
-	*days_r = v >= STORE_EXPIRE_NEVER && v <= STORE_EXPIRE_DAYS_MAX ? (int)v : STORE_EXPIRE_DEFAULT;
-	return st;
+	return read_expire((struct cass_store *)store, address, days_r);
 }
 
 /* Administrative, like the quota: the user must exist; the default is

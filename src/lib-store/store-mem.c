@@ -409,8 +409,10 @@ static enum store_status mem_deliver(struct store *store, struct store_delivery 
 
 static enum store_status maildrop_read_locked(struct mem_store *m, struct store_maildrop *md)
 {
-	if (find_user(m, md->address) == NULL)
+	const struct mem_user *u = find_user(m, md->address);
+	if (u == NULL)
 		return STORE_NOTFOUND;
+	md->expire_days = u->expire_own ? u->expire_days : STORE_EXPIRE_DEFAULT;
 	for (unsigned int i = 0; i < m->nrows; i++) {
 		struct mem_row *r = &m->rows[i];
 		if (memcmp(&r->mailbox, &md->mailbox_id, 16) != 0)

@@ -1090,15 +1090,21 @@ static enum store_status sqlite_deliver(struct store *store, struct store_delive
 	return req.result;
 }
 
+static enum store_status user_int(struct sqlite_store *s, const char *sql, const char *address,
+				  int64_t *v_r);
+
 static enum store_status sqlite_maildrop_read(struct store *store, struct store_maildrop *md)
 {
 	struct sqlite_store *s = (struct sqlite_store *)store;
 	sqlite3 *db = get_db(s);
 	if (db == NULL)
 		return STORE_TEMPFAIL;
-	if (simple_read(s, "SELECT address FROM users WHERE address = ?", md->address, NULL,
-			true) == STORE_NOTFOUND)
-		return STORE_NOTFOUND;
+	int64_t expire = STORE_EXPIRE_DEFAULT;
+	enum store_status ust = user_int(s, "SELECT expire_days FROM users WHERE address = ?",
+					 md->address, &expire);
+	if (ust != STORE_OK)
+		return ust;
+	md->expire_days = (int)expire;
 	sqlite3_stmt *st = prep_cached(db, "SELECT sort_key, size, uidl FROM listing"
 				    " WHERE mailbox_id = ? ORDER BY sort_key");
 	if (st == NULL)

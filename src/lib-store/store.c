@@ -1022,6 +1022,7 @@ enum store_status store_maildrop_open(struct store *store, const char *address,
 	md->address = xstrdup(address);
 	uuid_v5(address, strlen(address), &md->mailbox_id);
 	md->login_us = clock_wall_us();
+	md->expire_days = STORE_EXPIRE_DEFAULT;
 	enum store_status st = store->v->maildrop_read(store, md);
 	if (st != STORE_OK) {
 		store_maildrop_free(&md);

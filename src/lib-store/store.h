@@ -371,6 +371,10 @@ struct store_maildrop {
 	char *address;
 	struct uuid mailbox_id;
 	int64_t login_us;     /* when the listing was read (µs since the epoch) */
+	/* The user's own EXPIRE policy, read with the user's row the listing
+	 * read checks anyway (store_user_expire_get's value, no request more):
+	 * STORE_EXPIRE_DEFAULT when the user has none. */
+	int expire_days;
 	unsigned int count;
 	uint64_t total_size;
 	struct store_listing_entry *entries;  /* ordered by id */

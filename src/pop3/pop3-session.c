@@ -164,14 +164,13 @@ static enum store_status login_work(struct session *s, const char *user)
 			return STORE_OK;
 		}
 	}
-	int own = STORE_EXPIRE_DEFAULT;
-	enum store_status st = store_user_expire_get(store, user, &own);
+	/* The user's own EXPIRE policy comes with the listing's read. */
+	enum store_status st = store_maildrop_open(store, user, &p->md);
 	if (st != STORE_OK)
 		return st;
-	p->expire_own = own != STORE_EXPIRE_DEFAULT;
-	p->expire_days = pop3_expire_effective(own, set->pop3_expire_days);
-	st = store_maildrop_open(store, user, &p->md);
-	if (st == STORE_OK && delay > 0)
+	p->expire_own = p->md->expire_days != STORE_EXPIRE_DEFAULT;
+	p->expire_days = pop3_expire_effective(p->md->expire_days, set->pop3_expire_days);
+	if (delay > 0)
 		st = store_login_put(store, user, now);
 	return st;
 }
