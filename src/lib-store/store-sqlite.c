@@ -411,9 +411,6 @@ static sqlite3 *get_db(struct sqlite_store *s)
 		log_error("sqlite: cannot open %s: %s", s->path, error);
 		return NULL;
 	}
-	/* The workers' connections read listings and indexes: from a mapping
-	 * of the file rather than a pread copy of every page. */
-	exec_sql(db, "PRAGMA mmap_size=2147418112");
 	c = xcalloc(1, sizeof(*c));
 	c->db = db;
 	pthread_mutex_lock(&s->lock);
