@@ -206,7 +206,7 @@ static json_t *json_time(time_t when)
 #define LOAD(field) json_integer((json_int_t)__atomic_load_n(&r->field, __ATOMIC_RELAXED))
 static json_t *json_report(const struct store_repair_report *r)
 {
-	json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+	json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 			      "refs_scanned", LOAD(refs_scanned),
 			      "listing_scanned", LOAD(listing_scanned),
 			      "bodies_scanned", LOAD(bodies_scanned),
@@ -214,7 +214,8 @@ static json_t *json_report(const struct store_repair_report *r)
 			      "deletes_finished", LOAD(deletes_finished),
 			      "unlisted", LOAD(unlisted),
 			      "swept", LOAD(swept),
-			      "skipped", LOAD(skipped));
+			      "skipped", LOAD(skipped),
+			      "orphaned", LOAD(orphaned));
 	if (__atomic_load_n(&r->by_token, __ATOMIC_RELAXED)) {
 		/* A repair by token range (Cassandra): how far it got, to resume. */
 		int64_t reached = __atomic_load_n(&r->token_reached, __ATOMIC_RELAXED);
