@@ -655,7 +655,7 @@ static int cmd_deliver(const struct tern_settings *set, struct store *store, int
 					  .queue_owner = set->queue_node_id };
 	struct delivery *d = delivery_create(&dset, sender);
 	for (unsigned int i = 0; i < r->count; i++)
-		delivery_add_rcpt(d, r->users[i]);
+		delivery_add_rcpt_seen(d, r->users[i], &r->seen[i]);
 	for (unsigned int i = 0; i < r->remote_count; i++)
 		delivery_add_remote(d, r->remote[i]);
 	free(r);
@@ -771,12 +771,13 @@ static int cmd_repair(struct store *store, int argc, char **argv)
 	printf("scanned: %llu references, %llu listing rows, %llu bodies\n"
 	       "%s: %llu re-listed, %llu interrupted deletions finished, %llu unlisted (body lost), "
 	       "%llu unreferenced bodies swept\n"
-	       "skipped (could not confirm): %llu\n",
+	       "skipped (could not confirm): %llu\n"
+	       "listed in a mailbox no user has (left alone): %llu\n",
 	       (unsigned long long)r.refs_scanned, (unsigned long long)r.listing_scanned,
 	       (unsigned long long)r.bodies_scanned, opts.dry_run ? "would fix" : "fixed",
 	       (unsigned long long)r.relisted, (unsigned long long)r.deletes_finished,
 	       (unsigned long long)r.unlisted, (unsigned long long)r.swept,
-	       (unsigned long long)r.skipped);
+	       (unsigned long long)r.skipped, (unsigned long long)r.orphaned);
 	if (r.by_token)
 		printf("token reached: %lld%s\n", (long long)r.token_reached,
 		       r.token_reached == INT64_MAX ? " (the whole ring)" : "");

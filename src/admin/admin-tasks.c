@@ -211,7 +211,7 @@ static json_t *json_time(time_t when)
 static json_t *json_report(const struct task *k)
 {
 	const struct store_repair_report *r = &k->report;
-	json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+	json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 			      "refs_scanned", LOAD(refs_scanned),
 			      "listing_scanned", LOAD(listing_scanned),
 			      "bodies_scanned", LOAD(bodies_scanned),
@@ -219,7 +219,8 @@ static json_t *json_report(const struct task *k)
 			      "deletes_finished", LOAD(deletes_finished),
 			      "unlisted", LOAD(unlisted),
 			      "swept", LOAD(swept),
-			      "skipped", LOAD(skipped));
+			      "skipped", LOAD(skipped),
+			      "orphaned", LOAD(orphaned));
 	if (__atomic_load_n(&r->by_token, __ATOMIC_RELAXED)) {
 		/* A repair by token range (Cassandra): what `tern repair` shows
 		 * on a terminal, and the token to resume after. */

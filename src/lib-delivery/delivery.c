@@ -182,6 +182,12 @@ bool delivery_signed(const struct delivery *d)
 
 unsigned int delivery_add_rcpt(struct delivery *d, const char *address)
 {
+	return delivery_add_rcpt_seen(d, address, NULL);
+}
+
+unsigned int delivery_add_rcpt_seen(struct delivery *d, const char *address,
+				    const struct store_user_seen *seen)
+{
 	d->rcpts = xrealloc(d->rcpts, (d->rcpt_count + 1) * sizeof(*d->rcpts));
 	struct delivery_rcpt *r = &d->rcpts[d->rcpt_count];
 	r->address = xstrdup(address);
@@ -210,6 +216,8 @@ unsigned int delivery_add_rcpt(struct delivery *d, const char *address)
 		sr->address = r->address;
 		sr->prefix = d->prefixes[d->unique];
 		sr->status = STORE_TEMPFAIL;
+		if (seen != NULL)
+			sr->seen = *seen;
 		d->unique++;
 	}
 	return d->rcpt_count++;

@@ -80,6 +80,12 @@ void delivery_destroy(struct delivery **d);
  * an earlier one is stored once and shares that one's result. The caller
  * caps how many (e.g. [smtp] max_recipients). */
 unsigned int delivery_add_rcpt(struct delivery *d, const char *address);
+/* The same for a recipient store_resolve() has just read: seen (its
+ * resolved.seen[i], copied) goes to the store with it, which may then
+ * skip its own read of the user (store_rcpt.seen). A duplicate keeps the
+ * first one's. */
+unsigned int delivery_add_rcpt_seen(struct delivery *d, const char *address,
+				    const struct store_user_seen *seen);
 
 /* Adds a recipient outside the local domains (a normalised address; a
  * repeat is kept once): the message goes to the outbound queue for it, as

@@ -40,9 +40,9 @@
  *   outbound queue" below).
  *
  * Quotas need no counter and no LWT: a recipient's own limits are two
- * columns of the users row the delivery reads anyway, and only when a limit
- * applies is the mailbox's usage read, as count(size) and sum(size) over
- * its listing partition at the read consistency. That is exact to within
+ * columns of the users row that RCPT (or the delivery) reads anyway, and
+ * only when a limit applies is the mailbox's usage read, as count(size)
+ * and sum(size) over its listing partition at the read consistency. That is exact to within
  * the deliveries in flight (two nodes that each see room can both write)
  * and replication (a listing row not yet in the local datacenter).
  *
@@ -73,6 +73,13 @@
 #define LISTING_PAGE 5000
 #define RANGE_DELETE_MARGIN_US (60LL * 1000000)
 #define UID_CAS_ATTEMPTS 20
+/* A domain found in `domains` is taken as local, without reading it again,
+ * for this long (every RCPT asks): a domain deleted on another node can
+ * still be taken for a local one for that long (its users and aliases are
+ * gone by then: domain del refuses otherwise). A domain not found is
+ * asked again every time, so one just added is local at once. */
+#define DOMAIN_CACHE_US (5LL * 1000000)
+#define DOMAIN_CACHE_SIZE 16
 
 struct cass_store {
 	struct store store;
@@ -94,6 +101,12 @@ struct cass_store {
 	 * prefixes removed with one range tombstone, and prefixes deleted row
 	 * by row instead because the clock was not known to agree. */
 	uint64_t remints, clock_refusals, range_deletes, range_deletes_declined;
+	/* Local domains found lately (DOMAIN_CACHE_US), under domain_lock. */
+	pthread_mutex_t domain_lock;
+	struct {
+		char name[256];
+		int64_t until_us;
+	} domains_seen[DOMAIN_CACHE_SIZE];
 };
 
 /* A statement text with "{ks}" replaced by the keyspace, into out (512
@@ -672,6 +685,7 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 	c->require_durable = option(set, "require_durable") != NULL &&
 			     strcmp(option(set, "require_durable"), "yes") == 0;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->domain_lock, NULL);
 	if (!valid_identifier(ks)) {
 		*error_r = "[cassandra] keyspace must be lower-case letters, digits and _";
 		free(c);
@@ -762,6 +776,7 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 		*error_r = errbuf;
 		cql_session_destroy(&c->session);
 		pthread_mutex_destroy(&c->lock);
+		pthread_mutex_destroy(&c->domain_lock);
 		free(c);
 		return NULL;
 	} else {
@@ -791,6 +806,7 @@ static void cass_close(struct store *store)
 		 (unsigned long long)__atomic_load_n(&c->range_deletes_declined, __ATOMIC_RELAXED));
 	cql_session_destroy(&c->session);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->domain_lock);
 	free(c);
 }
 
@@ -999,6 +1015,44 @@ static enum store_status read_text(struct cass_store *c, const char *tmpl, const
 	return st;
 }
 
+/* The slot of domain in the cache, or -1. Under domain_lock. */
+static int domain_slot(const struct cass_store *c, const char *domain)
+{
+	for (int i = 0; i < DOMAIN_CACHE_SIZE; i++)
+		if (strcmp(c->domains_seen[i].name, domain) == 0)
+			return i;
+	return -1;
+}
+
+static bool domain_cached(struct cass_store *c, const char *domain, int64_t now_us)
+{
+	pthread_mutex_lock(&c->domain_lock);
+	int i = domain_slot(c, domain);
+	bool fresh = i >= 0 && c->domains_seen[i].until_us > now_us;
+	pthread_mutex_unlock(&c->domain_lock);
+	return fresh;
+}
+
+/* Remembers domain as local until until_us (0: forgets it), in its own
+ * slot or the one that expires first. */
+static void domain_remember(struct cass_store *c, const char *domain, int64_t until_us)
+{
+	if (strlen(domain) >= sizeof(c->domains_seen[0].name))
+		return;
+	pthread_mutex_lock(&c->domain_lock);
+	int i = domain_slot(c, domain);
+	if (i < 0 && until_us != 0) {
+		i = 0;
+		for (int k = 1; k < DOMAIN_CACHE_SIZE; k++)
+			if (c->domains_seen[k].until_us < c->domains_seen[i].until_us)
+				i = k;
+		str_copy(c->domains_seen[i].name, domain, sizeof(c->domains_seen[i].name));
+	}
+	if (i >= 0)
+		c->domains_seen[i].until_us = until_us;
+	pthread_mutex_unlock(&c->domain_lock);
+}
+
 static enum store_status cass_domain_add(struct store *store, const char *domain)
 {
 	struct cass_store *c = (struct cass_store *)store;
@@ -1024,13 +1078,21 @@ static enum store_status cass_domain_del(struct store *store, const char *domain
 		return STORE_EXISTS;
 	if (st != STORE_NOTFOUND)
 		return st;
+	domain_remember(c, domain, 0);
 	return write1(c, "DELETE FROM {ks}.domains WHERE name = ?", domain, NULL);
 }
 
 static enum store_status cass_domain_exists(struct store *store, const char *domain)
 {
-	return read_text((struct cass_store *)store, "SELECT name FROM {ks}.domains WHERE name = ?",
-			 domain, NULL, true);
+	struct cass_store *c = (struct cass_store *)store;
+	int64_t now = clock_wall_us();
+	if (domain_cached(c, domain, now))
+		return STORE_OK;
+	enum store_status st = read_text(c, "SELECT name FROM {ks}.domains WHERE name = ?",
+					 domain, NULL, true);
+	if (st == STORE_OK)
+		domain_remember(c, domain, now + DOMAIN_CACHE_US);
+	return st;
 }
 
 static enum store_status cass_domain_list(struct store *store, struct buf *out)
@@ -1477,12 +1539,28 @@ static enum store_status listing_usage(struct cass_store *c, const struct uuid *
 
 /* A recipient's verdict before anything is written: NOTFOUND, OVERQUOTA,
  * or INVALID ("to be written"). A retry whose first attempt reached this
- * mailbox is not refused: the copy it finds is already counted. */
+ * mailbox is not refused: the copy it finds is already counted.
+ *
+ * The users row is read here unless the caller's resolution read it at
+ * most STORE_SEEN_FRESH_US ago (r->seen: an LMTP or SMTP RCPT just
+ * before the data): then that read stands for this one, one request
+ * fewer per recipient. A user deleted in between (tern user del on
+ * another node, within those seconds) can still get the message: it is
+ * written under the deleted user's mailbox id, where nobody can log in to
+ * read it, and it was answered 250 as it would have been had the delete
+ * come a moment later: no 250 is ever lost. The same was already true of
+ * a delete landing between this read and the listing write; the window is
+ * only longer (at most STORE_SEEN_FRESH_US more). Such rows stay until a
+ * user of that address is created again, who then sees them; repair does
+ * not look for them (docs/cassandra-store.md, "A user deleted during a
+ * delivery"). */
 static enum store_status rcpt_verdict(struct cass_store *c, struct store_delivery *d,
 				      struct store_rcpt *r, enum store_status *verdict_r)
 {
-	struct store_quota own;
-	enum store_status st = read_own_quota(c, r->address, &own);
+	struct store_quota own = r->seen.own;
+	enum store_status st = STORE_OK;
+	if (r->seen.read_us == 0 || clock_wall_us() - r->seen.read_us > STORE_SEEN_FRESH_US)
+		st = read_own_quota(c, r->address, &own);
 	*verdict_r = st == STORE_NOTFOUND ? STORE_NOTFOUND : STORE_INVALID;
 	if (st != STORE_OK)
 		return st == STORE_NOTFOUND ? STORE_OK : st;
@@ -1944,6 +2022,11 @@ struct repair_ctx {
 	struct store_repair_report *report;
 	struct pacer pacer;
 	int64_t cutoff_us;  /* messages minted after this are in flight */
+	/* The users' mailbox ids as read when the repair started, sorted
+	 * (check only): a listing row of none of them is orphaned. */
+	struct uuid *mailboxes;
+	size_t mailbox_count, mailbox_alloc;
+	struct uuid last_orphan;  /* the mailbox last logged as orphaned */
 };
 
 typedef enum store_status scan_row_fn(struct repair_ctx *rc, struct cql_result *row);
@@ -2127,6 +2210,58 @@ static enum store_status repair_ref(struct repair_ctx *rc, struct cql_result *ro
 	return st;
 }
 
+static int uuid_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct uuid));
+}
+
+static bool user_mailbox_row(void *ctx, struct cql_result *res)
+{
+	struct repair_ctx *rc = ctx;
+	struct cql_slice a;
+	if (cql_result_get_text(res, 0, &a) != 1)
+		return true;
+	if (rc->mailbox_count == rc->mailbox_alloc) {
+		rc->mailbox_alloc = rc->mailbox_alloc ? rc->mailbox_alloc * 2 : 1024;
+		rc->mailboxes = xrealloc(rc->mailboxes, rc->mailbox_alloc * sizeof(*rc->mailboxes));
+	}
+	uuid_v5((const char *)a.data, a.len, &rc->mailboxes[rc->mailbox_count++]);
+	return true;
+}
+
+/* Reads every user's mailbox id (16 octets a user, in memory for the
+ * repair's duration). */
+static enum store_status read_user_mailboxes(struct repair_ctx *rc)
+{
+	uint64_t rows;
+	enum store_status st = for_each_row(rc->c, "SELECT address FROM {ks}.users", NULL,
+					    rc->c->read_cl, 60000, user_mailbox_row, rc, &rows);
+	if (st == STORE_OK && rc->mailbox_count > 0)
+		qsort(rc->mailboxes, rc->mailbox_count, sizeof(*rc->mailboxes), uuid_cmp);
+	return st;
+}
+
+/* A listing row older than the cutoff in a mailbox no user had when the
+ * repair started: a delivery that raced the deletion of its user (see
+ * rcpt_verdict). Counted and logged once per mailbox; nothing is deleted,
+ * since the address cannot be told from the mailbox id to re-check it (a
+ * user added while the repair runs, into whose mailbox `tern import`
+ * writes messages of older dates, is counted too). */
+static void check_orphan(struct repair_ctx *rc, const struct uuid *mbox)
+{
+	if (rc->mailbox_count > 0 &&
+	    bsearch(mbox, rc->mailboxes, rc->mailbox_count, sizeof(*rc->mailboxes), uuid_cmp))
+		return;
+	REPORT_ADD(rc->report->orphaned);
+	if (memcmp(&rc->last_orphan, mbox, sizeof(*mbox)) == 0)
+		return;
+	rc->last_orphan = *mbox;
+	char text[UUID_STR_LEN + 1];
+	uuid_format(mbox, text);
+	log_warn("cassandra: repair: mailbox %s is listed but no user has it (a delivery raced"
+		 " the user's deletion); left alone", text);
+}
+
 /* listing row: a listed message whose body is gone cannot be served. */
 static enum store_status repair_listing(struct repair_ctx *rc, struct cql_result *row)
 {
@@ -2141,6 +2276,7 @@ static enum store_status repair_listing(struct repair_ctx *rc, struct cql_result
 		body_id = id;
 	if (timeuuid_unix_usec(&id) > rc->cutoff_us)
 		return STORE_OK;
+	check_orphan(rc, &mbox);
 	for (int k = 0; k < chunks; k++) {
 		if (row_exists(c, CHUNK_ROW, body_id.b, NULL, k, c->read_cl) != 0)
 			continue;
@@ -2223,7 +2359,8 @@ static enum store_status cass_repair(struct store *store, const struct store_rep
 	rc.pacer.per_second = opts->per_second;
 	rc.cutoff_us = clock_wall_us() - (int64_t)opts->min_age_secs * 1000000;
 	__atomic_store_n(&report->by_token, true, __ATOMIC_RELAXED);
-	enum store_status st = STORE_OK;
+	/* After the cutoff: a user added from here on has no message older. */
+	enum store_status st = opts->check ? read_user_mailboxes(&rc) : STORE_OK;
 	int64_t lo = opts->has_from ? opts->from_token : INT64_MIN;
 	while (st == STORE_OK && lo < INT64_MAX) {
 		int64_t hi = next_boundary(lo);
@@ -2249,6 +2386,7 @@ static enum store_status cass_repair(struct store *store, const struct store_rep
 			opts->progress(opts->progress_ctx, report);
 		lo = hi;
 	}
+	free(rc.mailboxes);
 	return st;
 }
 
@@ -2502,6 +2640,15 @@ static enum store_status cass_retrieved_del(struct store *store, const struct uu
 		cql_values_free(&v);
 	}
 	return st;
+}
+
+/* A user the caller has just read: the listing alone. */
+static enum store_status cass_listing_usage(struct store *store, const char *address,
+					    uint64_t *messages_r, uint64_t *octets_r)
+{
+	struct uuid mbox;
+	uuid_v5(address, strlen(address), &mbox);
+	return listing_usage((struct cass_store *)store, &mbox, messages_r, octets_r);
 }
 
 static enum store_status cass_mailbox_usage(struct store *store, const char *address,
@@ -3160,6 +3307,7 @@ const struct store_vfuncs store_cassandra_vfuncs = {
 	.retrieved_list = cass_retrieved_list,
 	.retrieved_del = cass_retrieved_del,
 	.mailbox_usage = cass_mailbox_usage,
+	.listing_usage = cass_listing_usage,
 	.health = cass_health,
 	.durability = cass_durability,
 	.deliver = cass_deliver,

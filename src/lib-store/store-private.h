@@ -63,6 +63,11 @@ struct store_vfuncs {
 	/* Computed from the listing, never from a counter; NOTFOUND without the user. */
 	enum store_status (*mailbox_usage)(struct store *, const char *address,
 					   uint64_t *messages_r, uint64_t *octets_r);
+	/* Optional (NULL: mailbox_usage): the same for a user the caller has
+	 * just read, so without reading the user again (an empty mailbox
+	 * when there is none). */
+	enum store_status (*listing_usage)(struct store *, const char *address,
+					   uint64_t *messages_r, uint64_t *octets_r);
 	/* OK, or a temporary status with "backend: what fails" appended to detail. */
 	enum store_status (*health)(struct store *, struct buf *detail);
 	/* Optional (NULL: unknown): store_durability_check's answer. */

@@ -1415,12 +1415,17 @@ static enum store_status sqlite_repair(struct store *store,
 		" (SELECT 1 FROM bodies WHERE bodies.id = listing.body)",
 		"SELECT count(*) FROM bodies WHERE NOT EXISTS"
 		" (SELECT 1 FROM listing WHERE listing.body = bodies.id)",
+		/* None but in a damaged file: a delivery checks its user in
+		 * the write transaction, and deleting a user empties the
+		 * mailbox in the same transaction. */
+		"SELECT count(*) FROM listing WHERE NOT EXISTS"
+		" (SELECT 1 FROM users WHERE users.mailbox_id = listing.mailbox_id)",
 	};
 	uint64_t *fields[] = { &report->listing_scanned, &report->bodies_scanned,
-			       &report->unlisted, &report->swept };
-	const bool wanted[] = { opts->check, true, opts->check, opts->sweep };
+			       &report->unlisted, &report->swept, &report->orphaned };
+	const bool wanted[] = { opts->check, true, opts->check, opts->sweep, opts->check };
 	enum store_status ret = STORE_OK;
-	for (size_t i = 0; i < 4 && ret == STORE_OK; i++) {
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]) && ret == STORE_OK; i++) {
 		if (!wanted[i])
 			continue;
 		sqlite3_stmt *st = prep(db, counts[i]);

@@ -21,6 +21,9 @@
  *   store a loop between them at the same moment: it refuses, never loops.
  * - A quota is never a counter: usage is computed from the listing by the
  *   backend, and read only when some limit applies to the user.
+ * - Resolving an address reads each user once, and that one read also
+ *   yields the user's own limits (store_resolved.seen): the RCPT's quota
+ *   check (store_quota_check_seen) reads nothing more without a limit.
  * - The outbound queue's arguments are checked here and its recipients
  *   encoded here, once for every backend: what reaches a backend is valid
  *   (node ids, addresses without control characters, at most
@@ -194,6 +197,9 @@ TIMED(QUOTA_SET, quota_set, s->backend_v,
 TIMED(MAILBOX_USAGE, mailbox_usage, s->backend_v,
       (struct store *s, const char *a, uint64_t *messages, uint64_t *octets),
       (s, a, messages, octets))
+TIMED(MAILBOX_USAGE, listing_usage, s->backend_v,
+      (struct store *s, const char *a, uint64_t *messages, uint64_t *octets),
+      (s, a, messages, octets))
 TIMED(HEALTH, health, s->backend_v, (struct store *s, struct buf *detail), (s, detail))
 
 TIMED(QUEUE_PUT, queue_put, s->backend_v,
@@ -257,6 +263,7 @@ static void timed_init(void)
 		WRAP(quota_get);
 		WRAP(quota_set);
 		WRAP(mailbox_usage);
+		WRAP(listing_usage);
 		WRAP(health);
 		WRAP(queue_put);
 		WRAP(queue_scan);
@@ -532,9 +539,11 @@ struct expansion {
 };
 
 /* Adds address to list (users or remote), folding duplicates; the two
- * lists together hold at most STORE_ALIAS_TARGETS_MAX. */
+ * lists together hold at most STORE_ALIAS_TARGETS_MAX. seen: what was read
+ * of a user (users list only). */
 static void resolved_add(struct expansion *e, char (*list)[STORE_ADDRESS_MAX + 1],
-			 unsigned int *count, const char *address)
+			 unsigned int *count, const char *address,
+			 const struct store_user_seen *seen)
 {
 	struct store_resolved *r = e->r;
 	for (unsigned int i = 0; i < *count; i++)
@@ -544,6 +553,8 @@ static void resolved_add(struct expansion *e, char (*list)[STORE_ADDRESS_MAX + 1
 		e->overflow = true;
 		return;
 	}
+	if (seen != NULL)
+		r->seen[*count] = *seen;
 	str_copy(list[(*count)++], address, sizeof(list[0]));
 }
 
@@ -598,15 +609,16 @@ static enum store_status expand(struct expansion *e, const char *address, bool *
 		*found_r = true;
 		return expand_targets(e, address, e->defined);
 	}
+	/* One read of the user: whether it exists, and its own limits. */
+	struct store_user_seen seen = { .read_us = clock_wall_us() };
+	seen.own.messages = seen.own.octets = STORE_NO_LIMIT;
+	enum store_status st = e->store->v->quota_get(e->store, address, &seen.own);
 	struct buf b;
 	buf_init(&b, 0);
-	enum store_status st = e->store->v->user_get(e->store, address, &b);
-	buf_wipe(&b);
 	if (st == STORE_OK) {
 		*found_r = true;
-		resolved_add(e, e->r->users, &e->r->count, address);
+		resolved_add(e, e->r->users, &e->r->count, address, &seen);
 	} else if (st == STORE_NOTFOUND) {
-		buf_reset(&b);
 		st = e->store->v->alias_get(e->store, address, &b);
 		if (st == STORE_OK) {
 			*found_r = true;
@@ -619,7 +631,7 @@ static enum store_status expand(struct expansion *e, const char *address, bool *
 			st = domain_is_local(e->store, address);
 			if (st == STORE_NOTFOUND) {
 				*found_r = true;
-				resolved_add(e, e->r->remote, &e->r->remote_count, address);
+				resolved_add(e, e->r->remote, &e->r->remote_count, address, NULL);
 				st = STORE_OK;
 			}
 		} else if (st == STORE_NOTFOUND) {
@@ -916,18 +928,38 @@ enum store_status store_mailbox_usage(struct store *store, const char *address,
 	return store->v->mailbox_usage(store, address, messages_r, octets_r);
 }
 
+/* Whether one more message still fits under limits at RCPT, where its
+ * size is unknown (at least one octet must). The usage is read only when
+ * some limit applies; the caller has just read the user, so the backend
+ * need not check it again (listing_usage). */
+static enum store_status rcpt_fits(struct store *store, const char *address,
+				   const struct store_quota *limits)
+{
+	if (store_quota_is_none(limits))
+		return STORE_OK;
+	uint64_t messages = 0, octets = 0;
+	enum store_status st = store->v->listing_usage != NULL
+		? store->v->listing_usage(store, address, &messages, &octets)
+		: store_mailbox_usage(store, address, &messages, &octets);
+	if (st != STORE_OK)
+		return st;
+	return store_quota_fits(limits, messages, octets, 1) ? STORE_OK : STORE_OVERQUOTA;
+}
+
 enum store_status store_quota_check(struct store *store, const char *address)
 {
 	struct store_quota limits;
 	enum store_status st = store_quota_effective(store, address, &limits);
-	if (st != STORE_OK || store_quota_is_none(&limits))
-		return st;
-	uint64_t messages, octets;
-	st = store_mailbox_usage(store, address, &messages, &octets);
-	if (st != STORE_OK)
-		return st;
-	/* At RCPT the size is unknown: at least one octet must still fit. */
-	return store_quota_fits(&limits, messages, octets, 1) ? STORE_OK : STORE_OVERQUOTA;
+	return st != STORE_OK ? st : rcpt_fits(store, address, &limits);
+}
+
+enum store_status store_quota_check_seen(struct store *store, const char *address,
+					 const struct store_user_seen *seen)
+{
+	if (seen->read_us == 0)
+		return store_quota_check(store, address);
+	struct store_quota limits = store_quota_apply(store, &seen->own);
+	return rcpt_fits(store, address, &limits);
 }
 
 enum store_status store_health(struct store *store, struct buf *detail)
@@ -1157,7 +1189,7 @@ enum store_status store_repair(struct store *store, const struct store_repair_op
 	uint64_t *fields[] = { &report->refs_scanned, &report->listing_scanned,
 			       &report->bodies_scanned, &report->relisted,
 			       &report->deletes_finished, &report->unlisted, &report->swept,
-			       &report->skipped };
+			       &report->skipped, &report->orphaned };
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 		__atomic_store_n(fields[i], 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&report->by_token, false, __ATOMIC_RELAXED);

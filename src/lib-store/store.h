@@ -198,9 +198,21 @@ enum store_status store_alias_list(struct store *store, struct buf *out);
  * when the stored aliases loop, nest deeper than STORE_ALIAS_DEPTH or reach
  * more than STORE_ALIAS_TARGETS_MAX users. */
 #define STORE_ADDRESS_MAX 320   /* local part (64) + "@" + domain (255) */
+/* What the resolution read of a user, in the same read that found them:
+ * the user's own quota limits, and when that read began. A delivery may be
+ * handed it (store_rcpt.seen) so that a backend whose every read is a
+ * network request need not read the user again (see store_rcpt). */
+struct store_user_seen {
+	int64_t read_us;          /* µs since the epoch; 0: nothing was read */
+	struct store_quota own;   /* STORE_NO_LIMIT where the user has no own limit */
+};
+/* How old a store_user_seen may be for a delivery to take it instead of
+ * reading the user again. */
+#define STORE_SEEN_FRESH_US (5LL * 1000000)
 struct store_resolved {
 	unsigned int count;
 	char users[STORE_ALIAS_TARGETS_MAX][STORE_ADDRESS_MAX + 1];
+	struct store_user_seen seen[STORE_ALIAS_TARGETS_MAX];  /* users[i]'s */
 	unsigned int remote_count;
 	char remote[STORE_ALIAS_TARGETS_MAX][STORE_ADDRESS_MAX + 1];
 };
@@ -224,6 +236,12 @@ enum store_status store_mailbox_usage(struct store *store, const char *address,
 /* STORE_OK when the user is under both limits (at RCPT: one more message
  * of unknown size still fits), STORE_OVERQUOTA when at or over one. */
 enum store_status store_quota_check(struct store *store, const char *address);
+/* The same for a user store_resolve() has just read (seen: its
+ * resolved.seen[i]): the user is not read again, and the mailbox's usage
+ * is read only when a limit applies (the user's own or the [quota]
+ * default); without one, no read at all. */
+enum store_status store_quota_check_seen(struct store *store, const char *address,
+					 const struct store_user_seen *seen);
 
 /* POP3 extensions (RFC 2449): the user's own EXPIRE policy, the last
  * login for LOGIN-DELAY, and when messages were first retrieved. All plain
@@ -297,6 +315,16 @@ struct store_rcpt {
 	const char *prefix;      /* per-recipient header lines, may be "" */
 	enum store_status status;
 	char uidl[STORE_UIDL_MAX + 2];
+	/* What the caller's store_resolve() read of this user (zeroed: none).
+	 * The Cassandra store takes it, when at most STORE_SEEN_FRESH_US old,
+	 * instead of its own read of the users row: the user's existence and
+	 * own limits are then as they were at most that long ago (a user
+	 * deleted meanwhile can still receive the message: see
+	 * docs/cassandra-store.md, "A user deleted during a delivery"). The
+	 * mailbox's usage is read at delivery all the same when a limit
+	 * applies. SQLite and mem ignore it: they check the user in the write
+	 * itself. */
+	struct store_user_seen seen;
 };
 
 struct store_delivery {
@@ -460,6 +488,10 @@ struct store_repair_report {
 	uint64_t unlisted;         /* listed but its body is gone: removed from the listing */
 	uint64_t swept;            /* bodies no mailbox references: deleted */
 	uint64_t skipped;          /* suspects that could not be confirmed (e.g. a replica down) */
+	/* Listing rows of a mailbox that no user has (Cassandra: a delivery
+	 * that raced the user's deletion, see store_rcpt.seen): counted and
+	 * logged, left alone. A user of that address added later gets them. */
+	uint64_t orphaned;
 	/* By token range (by_token set): every partition whose token is at
 	 * most token_reached has been examined (from from_token on). Resume
 	 * with from_token = token_reached; INT64_MAX means the end. */

@@ -82,6 +82,7 @@ struct smtp_remote {
 struct smtp_user {
 	char address[MAIL_ADDRESS_MAX + 1];
 	unsigned int index;   /* in the delivery, from DATA on */
+	struct store_user_seen seen;  /* what RCPT read of the user */
 };
 
 struct smtp_session {
@@ -368,8 +369,10 @@ static void rcpt_work(struct session *s)
 	} else if (m->job_status == STORE_OK) {
 		m->job_status = store_resolve(store, m->job_rcpt, r);
 	}
+	/* The resolution's one read of each user also gave its limits (and
+	 * the delivery takes it too, while it is fresh: store_rcpt.seen). */
 	for (unsigned int i = 0; m->job_status == STORE_OK && i < r->count; i++)
-		m->job_status = store_quota_check(store, r->users[i]);
+		m->job_status = store_quota_check_seen(store, r->users[i], &r->seen[i]);
 }
 
 static void rcpt_done(struct session *s)
@@ -403,9 +406,11 @@ static void rcpt_done(struct session *s)
 		rc->first = m->user_count;
 		rc->count = r->count;
 		m->users = xrealloc(m->users, (m->user_count + r->count) * sizeof(*m->users));
-		for (unsigned int i = 0; i < r->count; i++)
+		for (unsigned int i = 0; i < r->count; i++) {
+			m->users[m->user_count].seen = r->seen[i];
 			str_copy(m->users[m->user_count++].address, r->users[i],
 				 sizeof(m->users[0].address));
+		}
 		rc->first_remote = m->remote_count;
 		rc->remote_count = r->remote_count;
 		m->remotes = xrealloc(m->remotes, (m->remote_count + r->remote_count) * sizeof(*m->remotes));
@@ -462,7 +467,8 @@ static void cmd_data(struct smtp_session *m, struct smtp_command *cmd)
 	delivery_destroy(&m->delivery);
 	m->delivery = delivery_create(&dset, m->mail_from);
 	for (unsigned int i = 0; i < m->user_count; i++)
-		m->users[i].index = delivery_add_rcpt(m->delivery, m->users[i].address);
+		m->users[i].index = delivery_add_rcpt_seen(m->delivery, m->users[i].address,
+							   &m->users[i].seen);
 	for (unsigned int i = 0; i < m->remote_count; i++)
 		delivery_add_remote(m->delivery, m->remotes[i].address);
 	buf_reset(&m->data);

@@ -517,7 +517,7 @@ def test_repair_task_followed_to_done(srv, api):
     for k in ("submitted", "started", "finished"):
         assert isinstance(t[k], str) and t[k].endswith("Z") and "T" in t[k], t
     keys = {"refs_scanned", "listing_scanned", "bodies_scanned", "relisted",
-            "deletes_finished", "unlisted", "swept", "skipped"}
+            "deletes_finished", "unlisted", "swept", "skipped", "orphaned"}
     if BACKEND == "cassandra":   # the scan walks the token ring, as `tern repair` shows it
         keys |= {"token_reached", "covered_percent", "rows_scanned", "rows_per_second",
                  "seconds_left"}

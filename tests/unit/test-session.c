@@ -1849,7 +1849,8 @@ static long long count_of(const char *series)
 #define SMTP_RCPT "tern_commands_total{protocol=\"smtp\",verb=\"RCPT\"}"
 #define LMTP_OK "tern_deliveries_total{protocol=\"lmtp\",result=\"ok\"}"
 #define DELIVER_CALLS "tern_store_operation_seconds_count{operation=\"deliver\"}"
-#define USER_GET_NOTFOUND "tern_store_errors_total{operation=\"user_get\",status=\"notfound\"}"
+/* RCPT reads a user once, for its existence and its own limits together. */
+#define RCPT_USER_NOTFOUND "tern_store_errors_total{operation=\"quota_get\",status=\"notfound\"}"
 
 static void test_metrics(void)
 {
@@ -1862,7 +1863,7 @@ static void test_metrics(void)
 	long long smtp_ok = count_of(SMTP_OK), permfail = count_of(SMTP_PERMFAIL);
 	long long received = count_of(SMTP_RECEIVED), rcpt = count_of(SMTP_RCPT);
 	long long lmtp_ok = count_of(LMTP_OK), deliver_calls = count_of(DELIVER_CALLS);
-	long long notfound = count_of(USER_GET_NOTFOUND);
+	long long notfound = count_of(RCPT_USER_NOTFOUND);
 
 	/* POP3: a failed login, a good one, RETR 1, an unknown verb (which
 	 * must not become a label value), a lower-case verb. */
@@ -1932,7 +1933,7 @@ static void test_metrics(void)
 	CHECK_INT(metric(SMTP_RCPT), rcpt + 4);
 	CHECK_INT(metric(SMTP_RECEIVED), received + (long long)strlen(data) + 12);
 	CHECK_INT(metric(DELIVER_CALLS), deliver_calls + 1);
-	CHECK_INT(metric(USER_GET_NOTFOUND), notfound + 1);
+	CHECK_INT(metric(RCPT_USER_NOTFOUND), notfound + 1);
 
 	/* LMTP: one delivery to alice. */
 	c = client_open(&lmtp_protocol, "127.0.0.1");
