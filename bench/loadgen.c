@@ -322,17 +322,24 @@ static ssize_t feed_multi(struct conn *c, const char *p, size_t len)
 	while (i < len) {
 		char ch = p[i];
 		switch (c->ml) {
-		case ML_MID:
-			if (!c->want_lines) {
-				/* Fast path: skip to the next CR. */
-				const char *cr = memchr(p + i, '\r', len - i);
-				size_t run = cr ? (size_t)(cr - (p + i)) : len - i;
-				c->ml_octets += run;
-				i += run;
-				if (cr == NULL)
-					continue;
-				ch = p[i];
+		case ML_MID: {
+			/* Fast path: the run up to the next CR at once (copied
+			 * into the line, as far as it holds, when lines are
+			 * wanted). */
+			const char *cr = memchr(p + i, '\r', len - i);
+			size_t run = cr ? (size_t)(cr - (p + i)) : len - i;
+			if (c->want_lines) {
+				size_t room = LINE_CAP - 1 - c->line_len;
+				size_t take = run < room ? run : room;
+				memcpy(c->line + c->line_len, p + i, take);
+				c->line_len += take;
 			}
+			c->ml_octets += run;
+			i += run;
+			if (cr == NULL)
+				continue;
+			ch = p[i];
+		}
 			c->ml_octets++;
 			if (ch == '\r')
 				c->ml = ML_MID_CR;
@@ -859,13 +866,39 @@ static int proto_line(struct conn *c, const char *line, size_t len)
 	return proto_line_pop3(c, line);
 }
 
+/* A decimal number at *p (at least one digit), *p moved past it; without
+ * sscanf, which on a 100,000-line UIDL made the load generator the slower
+ * side of the measurement. */
+static bool parse_number(const char **p, unsigned long long *v_r)
+{
+	const char *s = *p;
+	unsigned long long v = 0;
+	while (*s >= '0' && *s <= '9' && s - *p < 19)
+		v = v * 10 + (unsigned long long)(*s++ - '0');
+	if (s == *p)
+		return false;
+	*p = s;
+	*v_r = v;
+	return true;
+}
+
+/* RFC 1939: 1 to 70 characters from 0x21 to 0x7E, and nothing after. */
+static bool uidl_valid(const char *u)
+{
+	size_t n = 0;
+	for (; u[n] != '\0'; n++)
+		if ((unsigned char)u[n] < 0x21 || (unsigned char)u[n] > 0x7e || n == 70)
+			return false;
+	return n > 0;
+}
+
 static int proto_ml_line(struct conn *c, const char *line, size_t len)
 {
 	(void)len;
 	unsigned long long n = 0, v = 0;
-	char uid[80];
 	if (c->phase == P_UIDL_DATA) {
-		if (sscanf(line, "%llu %70s", &n, uid) != 2 || n != c->n_uidl + 1) {
+		if (!parse_number(&line, &n) || *line++ != ' ' || !uidl_valid(line) ||
+		    n != c->n_uidl + 1) {
 			fail(c, ERR_PROTO, "bad UIDL line %" PRIu64 ": %.80s", c->n_uidl + 1, line);
 			return -1;
 		}
@@ -873,7 +906,8 @@ static int proto_ml_line(struct conn *c, const char *line, size_t len)
 		return 0;
 	}
 	if (c->phase == P_LIST_DATA) {
-		if (sscanf(line, "%llu %llu", &n, &v) != 2 || n != c->n_list + 1) {
+		if (!parse_number(&line, &n) || *line++ != ' ' || !parse_number(&line, &v) ||
+		    *line != '\0' || n != c->n_list + 1) {
 			fail(c, ERR_PROTO, "bad LIST line: %.80s", line);
 			return -1;
 		}
