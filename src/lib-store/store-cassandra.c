@@ -18,10 +18,15 @@
  * - Deliveries are refused (TEMPFAIL), and a QUIT deletes row by row
  *   instead of by range, while this node's clock is more than
  *   MAX_CLOCK_SKEW_US away from a local Cassandra node's. With the two
- *   bounds, a listing row is acknowledged before any session that logs in
- *   later than RANGE_DELETE_MARGIN_US after its id can read the listing
- *   (docs/cassandra-store.md gives the arithmetic): a range delete covers
- *   only rows its session was shown (invariant 12).
+ *   bounds, a listing row written in this datacenter is acknowledged
+ *   before any session that logs in later than RANGE_DELETE_MARGIN_US
+ *   after its id can read the listing (docs/cassandra-store.md gives the
+ *   arithmetic). No bound holds for a row written in another datacenter
+ *   (a partition can hold it back for hours), so a keyspace replicated in
+ *   more than one datacenter, or whose replication could not be read, is
+ *   never range-deleted: every deleted row gets its own tombstone. Either
+ *   way a range delete covers only rows its session was shown
+ *   (invariant 12).
  * - store_open says once whether an acknowledged write survives one node
  *   crash (commitlog_sync, replicas, write consistency), and refuses to open
  *   with [cassandra] require_durable = yes when it does not.
@@ -54,7 +59,10 @@
  * trip tombstone_failure_threshold). The range never reaches ids minted in
  * the last RANGE_DELETE_MARGIN before the session logged in, so a delivery
  * still writing its listing row cannot be covered by it; messages younger
- * than that are deleted row by row.
+ * than that are deleted row by row (in single-partition unlogged batches:
+ * one request, applied atomically, per ROW_DELETE_BATCH rows). Only in a
+ * keyspace replicated in one datacenter: across datacenters every deleted
+ * row is deleted that way.
  */
 #include "store-private.h"
 
@@ -72,6 +80,7 @@
 #define CHUNK_SIZE (1024 * 1024)
 #define LISTING_PAGE 5000
 #define RANGE_DELETE_MARGIN_US (60LL * 1000000)
+#define ROW_DELETE_BATCH 100
 #define UID_CAS_ATTEMPTS 20
 /* A domain found in `domains` is taken as local, without reading it again,
  * for this long (every RCPT asks): a domain deleted on another node can
@@ -93,14 +102,22 @@ struct cass_store {
 	int durable;                /* 1 yes, 0 no */
 	char durable_line[1024];    /* "yes: ..." / "no: ..." */
 	int64_t durable_checked_us;
+	bool durable_checking;
+	/* Whether a downloaded prefix may go with one range tombstone: only
+	 * when the keyspace's replication was read and names one datacenter
+	 * (-1 before the first check). */
+	int range_by_replication;
+	int replication_dcs;        /* datacenters with replicas, -1 unknown */
 	bool clock_ok, clock_checking, clock_warned;
 	int64_t clock_skew_us;      /* the largest measured, -1: none answered */
 	int64_t clock_checked_us;
 	/* Relaxed atomics: listing ids minted again because the listing write
 	 * started too late after minting, deliveries refused for the clock,
 	 * prefixes removed with one range tombstone, and prefixes deleted row
-	 * by row instead because the clock was not known to agree. */
+	 * by row instead because the clock was not known to agree, or because
+	 * the keyspace spans datacenters. */
 	uint64_t remints, clock_refusals, range_deletes, range_deletes_declined;
+	uint64_t range_deletes_declined_dcs;
 	/* Local domains found lately (DOMAIN_CACHE_US), under domain_lock. */
 	pthread_mutex_t domain_lock;
 	struct {
@@ -409,9 +426,10 @@ static int node_setting(struct cass_store *c, const char *host, const char *name
 }
 
 /* The replicas per datacenter of the keyspace: local_r (of local_dc),
- * total_r, and per-DC quorums summed (each_quorum_r). -1 when unreadable. */
+ * total_r, per-DC quorums summed (each_quorum_r) and the datacenters that
+ * hold replicas (dcs_r). -1 when unreadable. */
 static int keyspace_replicas(struct cass_store *c, const char *local_dc, int *local_r,
-			     int *total_r, int *each_quorum_r)
+			     int *total_r, int *each_quorum_r, int *dcs_r)
 {
 	struct cql_values *v = cql_values_create();
 	cql_values_add_text(v, c->keyspace);
@@ -427,17 +445,24 @@ static int keyspace_replicas(struct cass_store *c, const char *local_dc, int *lo
 	cql_values_free(&v);
 	if (rc < 0)
 		return -1;
-	*local_r = *total_r = *each_quorum_r = 0;
+	*local_r = *total_r = *each_quorum_r = *dcs_r = 0;
+	bool nts = false;
 	struct cql_collection coll;
 	if (cql_result_next_row(res) && cql_result_get_collection(res, 0, &coll) == 1) {
 		struct cql_slice k, val;
 		while (cql_collection_next(&coll, &k) == 1 && cql_collection_next(&coll, &val) == 1) {
-			char key[64], num[16];
+			char key[64], num[64];
 			snprintf(key, sizeof(key), "%.*s", (int)k.len, (const char *)k.data);
 			snprintf(num, sizeof(num), "%.*s", (int)val.len, (const char *)val.data);
-			if (strcmp(key, "class") == 0)
+			if (strcmp(key, "class") == 0) {
+				/* SimpleStrategy places replicas whatever their
+				 * datacenter: how many it spans is unknown. */
+				nts = strstr(num, "NetworkTopologyStrategy") != NULL;
 				continue;
+			}
 			int rf = atoi(num);
+			if (rf > 0)
+				(*dcs_r)++;
 			*total_r += rf;
 			*each_quorum_r += rf / 2 + 1;
 			if (local_dc != NULL && strcmp(key, local_dc) == 0)
@@ -445,6 +470,8 @@ static int keyspace_replicas(struct cass_store *c, const char *local_dc, int *lo
 		}
 	}
 	cql_result_free(&res);
+	if (!nts)
+		*dcs_r = -1;
 	return 0;
 }
 
@@ -478,7 +505,32 @@ static void local_dc_name(struct cass_store *c, char *out, size_t size)
 	}
 }
 
-/* Runs the check; sets c->durable and c->durable_line ("yes: ..." / "no: ..."). */
+/* replication_dcs when the replication could not be read at all. */
+#define REPLICATION_UNREAD (-2)
+
+/* How QUIT deletes in a keyspace whose replication spans dcs datacenters
+ * (-1: a strategy that does not say, REPLICATION_UNREAD), one line. */
+static void delete_mode_line(const struct cass_store *c, int dcs, char *out, size_t size)
+{
+	if (dcs == 1)
+		snprintf(out, size, "by range (keyspace %s is replicated in one datacenter):"
+			 " a download-and-delete removes its prefix with one range tombstone",
+			 c->keyspace);
+	else if (dcs > 1)
+		snprintf(out, size, "row by row (keyspace %s is replicated in %d datacenters):"
+			 " every deleted message leaves a tombstone in the listing, as a range"
+			 " delete could hide mail that another datacenter wrote during a partition",
+			 c->keyspace, dcs);
+	else if (dcs == REPLICATION_UNREAD)
+		snprintf(out, size, "row by row (the replication of keyspace %s could not be read)",
+			 c->keyspace);
+	else
+		snprintf(out, size, "row by row (keyspace %s does not use NetworkTopologyStrategy:"
+			 " the datacenters it spans are unknown)", c->keyspace);
+}
+
+/* Runs the check; sets c->durable and c->durable_line ("yes: ..." / "no: ..."),
+ * and the delete mode the keyspace's replication allows. */
 static void durability_refresh(struct cass_store *c)
 {
 	char hosts[MAX_LOCAL_NODES][64];
@@ -508,8 +560,10 @@ static void durability_refresh(struct cass_store *c)
 	}
 	char dc[64];
 	local_dc_name(c, dc, sizeof(dc));
-	int local_rf = 0, total_rf = 0, each_quorum = 0;
-	bool rf_known = keyspace_replicas(c, dc, &local_rf, &total_rf, &each_quorum) == 0;
+	int local_rf = 0, total_rf = 0, each_quorum = 0, dcs = REPLICATION_UNREAD;
+	bool rf_known = keyspace_replicas(c, dc, &local_rf, &total_rf, &each_quorum, &dcs) == 0;
+	if (!rf_known)
+		dcs = REPLICATION_UNREAD;
 	int acks = rf_known ? write_acks(c->write_cl, local_rf, total_rf, each_quorum) : 0;
 	const char *cl = cql_consistency_name(c->write_cl);
 
@@ -546,21 +600,42 @@ static void durability_refresh(struct cass_store *c)
 	c->durable = durable;
 	snprintf(c->durable_line, sizeof(c->durable_line), "%s", line.data);
 	c->durable_checked_us = clock_wall_us();
+	bool first = c->range_by_replication < 0;
+	int was_dcs = c->replication_dcs;
+	/* A replication read that fails later keeps the mode last read: the
+	 * replication changes only by an operator's hand. */
+	if (dcs != REPLICATION_UNREAD || first)
+		c->replication_dcs = dcs;
+	c->range_by_replication = c->replication_dcs == 1;
+	dcs = c->replication_dcs;
 	pthread_mutex_unlock(&c->lock);
+	if (!first && was_dcs != dcs) {
+		char deletes[512];
+		delete_mode_line(c, dcs, deletes, sizeof(deletes));
+		log_info("cassandra: deletes: %s", deletes);
+	}
 	buf_deinit(&line);
 	buf_deinit(&unsynced);
 	buf_deinit(&synced);
 }
 
 /* The cached result, refreshed when older than DURABLE_RECHECK_US (the
- * settings and the replication change only by an operator's hand). */
+ * settings and the replication change only by an operator's hand; one
+ * caller at a time refreshes, the others use the last result). */
 static int durability(struct cass_store *c, struct buf *line)
 {
 	pthread_mutex_lock(&c->lock);
-	bool stale = clock_wall_us() - c->durable_checked_us > DURABLE_RECHECK_US;
-	pthread_mutex_unlock(&c->lock);
+	bool stale = clock_wall_us() - c->durable_checked_us > DURABLE_RECHECK_US &&
+		     !c->durable_checking;
 	if (stale)
+		c->durable_checking = true;
+	pthread_mutex_unlock(&c->lock);
+	if (stale) {
 		durability_refresh(c);
+		pthread_mutex_lock(&c->lock);
+		c->durable_checking = false;
+		pthread_mutex_unlock(&c->lock);
+	}
 	pthread_mutex_lock(&c->lock);
 	int d = c->durable;
 	if (line != NULL)
@@ -572,6 +647,17 @@ static int durability(struct cass_store *c, struct buf *line)
 static int cass_durability(struct store *store, struct buf *line)
 {
 	return durability((struct cass_store *)store, line);
+}
+
+/* Whether the keyspace's replication allows range deletes (one
+ * datacenter), as last checked (refreshed like durability()). */
+static bool replication_allows_range(struct cass_store *c)
+{
+	durability(c, NULL);
+	pthread_mutex_lock(&c->lock);
+	bool ok = c->range_by_replication == 1;
+	pthread_mutex_unlock(&c->lock);
+	return ok;
 }
 
 /*
@@ -684,6 +770,8 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 	c->read_cl = c->write_cl = CQL_LOCAL_QUORUM;
 	c->require_durable = option(set, "require_durable") != NULL &&
 			     strcmp(option(set, "require_durable"), "yes") == 0;
+	c->range_by_replication = -1;
+	c->replication_dcs = REPLICATION_UNREAD;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->domain_lock, NULL);
 	if (!valid_identifier(ks)) {
@@ -782,6 +870,9 @@ static struct store *cass_open(const struct store_settings *set, const char **er
 	} else {
 		log_warn("cassandra: durable: %s", c->durable_line);
 	}
+	char deletes[512];
+	delete_mode_line(c, c->replication_dcs, deletes, sizeof(deletes));
+	log_info("cassandra: deletes: %s", deletes);
 	clock_refresh(c);
 	return &c->store;
 }
@@ -799,11 +890,13 @@ static void cass_close(struct store *store)
 		 (unsigned long long)stats.serial_reads);
 	log_info("cassandra: %llu listing ids minted again (late listing write),"
 		 " %llu deliveries refused for clock skew, %llu range deletes,"
-		 " %llu declined for clock skew",
+		 " %llu declined for clock skew, %llu declined for replication across datacenters",
 		 (unsigned long long)__atomic_load_n(&c->remints, __ATOMIC_RELAXED),
 		 (unsigned long long)__atomic_load_n(&c->clock_refusals, __ATOMIC_RELAXED),
 		 (unsigned long long)__atomic_load_n(&c->range_deletes, __ATOMIC_RELAXED),
-		 (unsigned long long)__atomic_load_n(&c->range_deletes_declined, __ATOMIC_RELAXED));
+		 (unsigned long long)__atomic_load_n(&c->range_deletes_declined, __ATOMIC_RELAXED),
+		 (unsigned long long)__atomic_load_n(&c->range_deletes_declined_dcs,
+						     __ATOMIC_RELAXED));
 	cql_session_destroy(&c->session);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->domain_lock);
@@ -845,6 +938,7 @@ static void cass_durability_metrics(struct cass_store *c, struct buf *out)
 	int durable = c->durable;
 	int64_t skew = c->clock_skew_us;
 	bool clock_good = c->clock_ok;
+	bool range_enabled = c->range_by_replication == 1;
 	pthread_mutex_unlock(&c->lock);
 	metrics_render_header(out, "tern_cassandra_durable", METRICS_GAUGE,
 			      "Whether an acknowledged write survives one node crash"
@@ -872,10 +966,21 @@ static void cass_durability_metrics(struct cass_store *c, struct buf *out)
 	metrics_render_sample(out, "tern_cassandra_range_deletes_total", NULL, NULL,
 			      __atomic_load_n(&c->range_deletes, __ATOMIC_RELAXED));
 	metrics_render_header(out, "tern_cassandra_range_deletes_declined_total", METRICS_COUNTER,
-			      "Prefixes deleted row by row instead, because this node's clock"
-			      " was not known to agree with Cassandra's.");
-	metrics_render_sample(out, "tern_cassandra_range_deletes_declined_total", NULL, NULL,
+			      "Prefixes deleted row by row instead: reason clock, this node's"
+			      " clock was not known to agree with Cassandra's; reason"
+			      " datacenters, the keyspace is replicated in several (or the"
+			      " replication is unknown).");
+	metrics_render_sample(out, "tern_cassandra_range_deletes_declined_total", "reason", "clock",
 			      __atomic_load_n(&c->range_deletes_declined, __ATOMIC_RELAXED));
+	metrics_render_sample(out, "tern_cassandra_range_deletes_declined_total", "reason",
+			      "datacenters",
+			      __atomic_load_n(&c->range_deletes_declined_dcs, __ATOMIC_RELAXED));
+	metrics_render_header(out, "tern_cassandra_range_deletes_enabled", METRICS_GAUGE,
+			      "1 when a downloaded prefix may be removed with one range tombstone"
+			      " (the keyspace is replicated in one datacenter), 0 when every"
+			      " deleted message is deleted row by row.");
+	metrics_render_sample(out, "tern_cassandra_range_deletes_enabled", NULL, NULL,
+			      range_enabled);
 }
 
 static void cass_metrics_render(struct store *store, struct buf *out)
@@ -1902,6 +2007,48 @@ static enum store_status mark_deleted(struct cass_store *c, const struct uuid *m
 	return st;
 }
 
+/* Deletes the listing rows of md marked in del, from index from on, one
+ * row tombstone each, ROW_DELETE_BATCH rows per request: an unlogged batch
+ * within the mailbox's one partition is applied as one mutation (atomic,
+ * no batchlog), so it costs one round trip and is as safe to retry as a
+ * single delete. */
+static enum store_status delete_listing_rows(struct cass_store *c, const struct store_maildrop *md,
+					     const bool *del, unsigned int from)
+{
+	char q[512];
+	struct cql_error err;
+	struct cql_prepared *stmt = cql_prepare(
+		c->session, Q(c, q, "DELETE FROM {ks}.listing WHERE mailbox_id = ? AND message_id = ?"),
+		&err);
+	if (stmt == NULL)
+		return status_from_error(&err, q);
+	struct cql_query_opts opts;
+	cql_query_opts_init(&opts);
+	opts.consistency = c->write_cl;
+	opts.idempotent = true;
+	struct cql_values *v = cql_values_create();
+	enum store_status st = STORE_OK;
+	unsigned int i = from;
+	while (st == STORE_OK && i < md->count) {
+		struct cql_batch *batch = cql_batch_create(CQL_BATCH_UNLOGGED);
+		unsigned int rows = 0;
+		for (; i < md->count && rows < ROW_DELETE_BATCH; i++) {
+			if (!del[i])
+				continue;
+			cql_values_clear(v);
+			cql_values_add_uuid(v, md->mailbox_id.b);
+			cql_values_add_uuid(v, md->entries[i].id.b);
+			cql_batch_add_prepared(batch, stmt, v);
+			rows++;
+		}
+		if (rows > 0 && cql_batch_execute(c->session, batch, &opts, &err) < 0)
+			st = status_from_error(&err, "delete listing rows");
+		cql_batch_free(&batch);
+	}
+	cql_values_free(&v);
+	return st;
+}
+
 static enum store_status cass_expunge(struct store_maildrop *md, const unsigned int *indexes,
 				      unsigned int n)
 {
@@ -1917,10 +2064,18 @@ static enum store_status cass_expunge(struct store_maildrop *md, const unsigned 
 	while (prefix < md->count && del[prefix] &&
 	       timeuuid_unix_usec(&md->entries[prefix].id) < bound_us)
 		prefix++;
+	/* The margin bounds only the writes of this datacenter: a row written
+	 * in another one during a partition can arrive hours after its id,
+	 * under a range that was cut without it. So a keyspace replicated in
+	 * several datacenters deletes row by row, which hides nothing. */
+	if (prefix >= 2 && !replication_allows_range(c)) {
+		__atomic_fetch_add(&c->range_deletes_declined_dcs, 1, __ATOMIC_RELAXED);
+		prefix = 0;
+	}
 	/* The margin is measured on this node's clock (login_us): it holds
 	 * only while that clock agrees with Cassandra's as clock_ok() checks.
 	 * A node whose clock is ahead would reach rows still being written,
-	 * so it deletes row by row instead, which hides nothing. */
+	 * so it deletes row by row instead. */
 	if (prefix >= 2 && !clock_ok(c)) {
 		__atomic_fetch_add(&c->range_deletes_declined, 1, __ATOMIC_RELAXED);
 		prefix = 0;
@@ -1942,15 +2097,8 @@ static enum store_status cass_expunge(struct store_maildrop *md, const unsigned 
 	} else {
 		prefix = 0;
 	}
-	for (unsigned int i = prefix; i < md->count && st == STORE_OK; i++) {
-		if (!del[i])
-			continue;
-		cql_values_clear(v);
-		cql_values_add_uuid(v, md->mailbox_id.b);
-		cql_values_add_uuid(v, md->entries[i].id.b);
-		st = run(c, Q(c, q, "DELETE FROM {ks}.listing WHERE mailbox_id = ? AND message_id = ?"),
-			 v, c->write_cl, NULL);
-	}
+	if (st == STORE_OK)
+		st = delete_listing_rows(c, md, del, prefix);
 	/* The listing no longer shows them: now release the bodies. */
 	for (unsigned int i = 0; i < md->count && st == STORE_OK; i++)
 		if (del[i])

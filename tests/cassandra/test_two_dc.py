@@ -139,26 +139,29 @@ def test_healthcheck_503_while_the_local_datacenter_has_no_quorum(two_dc, cass_s
         "dc2's health check did not recover"
 
 
+def deliver_until(stop, s, addr, prefix, accepted):
+    """Delivers messages "PREFIX-0", ... to addr through s until stop is
+    set or one gets no 250 (a node died under it: no promise); appends the
+    subject of each that got 250 to accepted."""
+    i = 0
+    while not stop.is_set():
+        subject = "%s-%d" % (prefix, i)
+        try:
+            s.deliver_smtp(addr, make_message(subject, to=addr))
+        except Exception:
+            return
+        accepted.append(subject)
+        i += 1
+
+
 def test_kill9_of_a_tern_node_loses_no_accepted_mail(two_dc, cass_servers):
     t1, t2 = pair(cass_servers, "kill")
     addr, pw = t1.new_user("kill")
     t2.users[addr] = pw
-    accepted, lock = [], threading.Lock()
+    accepted = []
     stop = threading.Event()
-
-    def sender(k):
-        i = 0
-        while not stop.is_set():
-            subject = "k%d-%d" % (k, i)
-            try:
-                t1.deliver_smtp(addr, make_message(subject, to=addr))
-            except Exception:
-                return  # the node died under this delivery: no 250, no promise
-            with lock:
-                accepted.append(subject)
-            i += 1
-
-    threads = [threading.Thread(target=sender, args=(k,)) for k in range(4)]
+    threads = [threading.Thread(target=deliver_until, args=(stop, t1, addr, "k%d" % k, accepted))
+               for k in range(4)]
     for t in threads:
         t.start()
     time.sleep(3)
@@ -200,6 +203,9 @@ def test_start_up_says_whether_an_acknowledged_write_survives_a_node_crash(two_d
     assert "durable: no" in health.get("detail", ""), health
     status, _, metrics = t1.admin.request("GET", "/metrics")
     assert status == 200 and "\ntern_cassandra_durable 0\n" in metrics, metrics
+    # ... and, the keyspace spanning two datacenters, no range deletes
+    assert "\ntern_cassandra_range_deletes_enabled 0\n" in metrics, metrics
+    assert '\ntern_cassandra_range_deletes_declined_total{reason="datacenters"} 0\n' in metrics
     assert "\ntern_cassandra_clock_ok 1\n" in metrics and "\ntern_cassandra_clock_skew_seconds -" not in metrics, metrics
     # Mail still flows: the check informs, it does not refuse.
     addr, pw = t1.new_user("dur")
@@ -244,6 +250,19 @@ def lwt_counts(s):
             for line in s.log_text().splitlines() if " conditional statements (LWT)" in line]
 
 
+def mailbox_in_both(cass_servers, tag, n):
+    """A pair of tern nodes and a user with n messages (pre-0, ...)
+    delivered in dc1 and seen in dc2: (t1, t2, addr, pw, their UIDLs)."""
+    t1, t2 = pair(cass_servers, tag)
+    addr, pw = t1.new_user(tag)
+    t2.users[addr] = pw
+    for i in range(n):
+        t1.deliver_smtp(addr, make_message("pre-%d" % i, to=addr))
+    pre = uidls(t1, addr, pw)
+    assert wait_for(lambda: uidls(t2, addr, pw) == pre), "dc2 never saw dc1's mail"
+    return t1, t2, addr, pw, pre
+
+
 def test_a_partition_loses_nothing_and_brings_nothing_back(two_dc, cass_servers):
     """The two datacenters cut apart (every byte between them dropped):
     each side delivers and deletes on its own; once healed, both converge
@@ -251,13 +270,7 @@ def test_a_partition_loses_nothing_and_brings_nothing_back(two_dc, cass_servers)
     250 and none that was deleted on either side, and a repair run in dc2
     right after the heal brings nothing back. No lightweight transaction
     is sent at any point."""
-    t1, t2 = pair(cass_servers, "cut")
-    addr, pw = t1.new_user("cut")
-    t2.users[addr] = pw
-    for i in range(4):
-        t1.deliver_smtp(addr, make_message("pre-%d" % i, to=addr))
-    pre = uidls(t1, addr, pw)
-    assert wait_for(lambda: uidls(t2, addr, pw) == pre), "dc2 never saw dc1's mail"
+    t1, t2, addr, pw, pre = mailbox_in_both(cass_servers, "cut", 4)
 
     two_dc.cut()
     try:
@@ -316,6 +329,62 @@ def test_a_partition_loses_nothing_and_brings_nothing_back(two_dc, cass_servers)
     assert counts and all(n == 0 for n in counts), counts
 
 
+RANGE_DELETE_MARGIN = 60  # seconds: the store's margin before a login
+
+
+def test_a_delete_never_hides_mail_the_other_datacenter_took_during_a_cut(two_dc, cass_servers):
+    """During a cut dc2 accepts a message, then dc1 accepts two; more than
+    the range-delete margin later, dc1's user downloads and deletes all but
+    the last. dc2's message is older than dc1's login minus the margin and
+    older than the last message deleted, yet dc1 never saw it: a range
+    delete of the deleted prefix would cover it once the cut heals (it was
+    then listed nowhere). The keyspace spans two datacenters, so tern
+    deletes row by row, and the message is listed on both sides."""
+    t1, t2, addr, pw, pre = mailbox_in_both(cass_servers, "shadow", 2)
+
+    two_dc.cut()
+    try:
+        t2.deliver_smtp(addr, make_message("dc2-during", to=addr))
+        hidden = uidls(t2, addr, pw)[-1]
+        for i in range(2):
+            t1.deliver_smtp(addr, make_message("dc1-%d" % i, to=addr))
+        # Past the margin, dc1's login sees pre-0, pre-1, dc1-0 as old
+        # enough for a range delete, and dc2-during (older than dc1-0) not
+        # at all.
+        time.sleep(RANGE_DELETE_MARGIN + 2)
+        p = t1.login(addr, pw)
+        ids1 = [u for _, u in p.uidl()]
+        assert len(ids1) == 4 and ids1[:2] == pre and hidden not in ids1, ids1
+        assert uuid_time(hidden) < uuid_time(ids1[2])  # under a range up to dc1-0
+        for n in (1, 2, 3):
+            assert p.cmd("DELE %d" % n).startswith("+OK")
+        p.quit()
+        assert uidls(t1, addr, pw) == ids1[3:]
+    finally:
+        two_dc.heal()
+    expected = [hidden, ids1[3]]  # in id order
+
+    def both():
+        return uidls(t1, addr, pw) == uidls(t2, addr, pw) == expected
+
+    assert wait_for(both), "after the heal: dc1 %r, dc2 %r, expected %r (dc2-during is %s)" % (
+        uidls(t1, addr, pw), uidls(t2, addr, pw), expected, hidden)
+    assert sorted(subjects(t1, addr, pw)) == ["dc1-1", "dc2-during"]
+    for s in (t1, t2):
+        line = [x for x in s.log_text().splitlines() if "cassandra: deletes: " in x]
+        assert len(line) == 1 and "deletes: row by row (keyspace dc_shadow_" in line[0] and \
+            "is replicated in 2 datacenters)" in line[0], s.log_tail()
+    t1.stop()
+    t2.stop()
+    assert ", 0 range deletes, 0 declined for clock skew, 1 declined for replication across" \
+        " datacenters" in t1.log_text(), t1.log_tail()
+
+
+def uuid_time(u):
+    """A TimeUUID UIDL's 60-bit timestamp, to order ids as Cassandra does."""
+    return uuid.UUID(u).time
+
+
 def test_a_node_whose_clock_is_off_refuses_mail_with_451(two_dc, cass_servers, tmp_path):
     """A tern node whose clock is 30 s ahead of the Cassandra nodes'
     (libfaketime shifts it) would mint listing ids that range deletes
@@ -328,13 +397,16 @@ def test_a_node_whose_clock_is_off_refuses_mail_with_451(two_dc, cass_servers, t
     libs = glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
     assert libs, "libfaketimeMT.so.1 not found (the faketime package installs it)"
     ks = "skew_%s" % uuid.uuid4().hex[:10]
-    good = cass_servers(ks, contact=DC1, local_dc="dc1", replication="dc1:1, dc2:1")
+    # One datacenter: only there may a QUIT delete by range at all.
+    good = cass_servers(ks, contact=DC1, local_dc="dc1", replication="dc1:1")
+    assert "cassandra: deletes: by range (keyspace %s is replicated in one datacenter)" % ks \
+        in good.log_text(), good.log_tail()
     addr, pw = good.new_user("skew")
     wrapper = tmp_path / "tern-ahead"
     wrapper.write_text("#!/bin/sh\nLD_PRELOAD=%s FAKETIME=+30s"
                        " exec %s \"$@\"\n" % (libs[0], good.binary))
     wrapper.chmod(0o755)
-    ahead = cass_servers(ks, contact=DC1, local_dc="dc1", replication="dc1:1, dc2:1",
+    ahead = cass_servers(ks, contact=DC1, local_dc="dc1", replication="dc1:1",
                          start=False)
     ahead.binary = str(wrapper)
     # faketime is preloaded, ahead of a sanitizer's runtime.
@@ -380,7 +452,8 @@ def test_a_node_whose_clock_is_off_refuses_mail_with_451(two_dc, cass_servers, t
     ahead.stop()
     assert "listing ids minted again (late listing write), 0 deliveries refused" not in \
         ahead.log_text()
-    assert " deliveries refused for clock skew, 0 range deletes, 1 declined for clock skew" in \
-        ahead.log_text(), ahead.log_tail()
+    assert " deliveries refused for clock skew, 0 range deletes, 1 declined for clock skew," \
+        " 0 declined for replication across datacenters" in ahead.log_text(), ahead.log_tail()
     good.stop()
-    assert ", 1 range deletes, 0 declined for clock skew" in good.log_text(), good.log_tail()
+    assert ", 1 range deletes, 0 declined for clock skew, 0 declined for replication" \
+        in good.log_text(), good.log_tail()

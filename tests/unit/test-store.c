@@ -1178,6 +1178,54 @@ static void test_expunge_sessions(void)
 	buf_deinit(&out);
 }
 
+/* Many messages expunged at once: a prefix of old ones (imported: their
+ * ids name a time two hours ago), then four of every five of the rest.
+ * On Cassandra the prefix can go by range and the others go row by row,
+ * ROW_DELETE_BATCH rows a request: this crosses a batch boundary. */
+static void test_expunge_many(void)
+{
+	enum { OLD = 5, YOUNG = 225, N = OLD + YOUNG };
+	const char *a = "many@expunge.test";
+	add_user(a);
+	uint64_t two_hours_ago = now_ticks() - 2ULL * 3600 * 10000000;
+	for (int i = 0; i < N; i++) {
+		char body[64];
+		int len = snprintf(body, sizeof(body), "Subject: %d\r\n\r\nmessage %d\r\n", i, i);
+		struct store_rcpt r = { .address = a, .prefix = "" };
+		struct store_delivery d = { .body = body, .body_len = (size_t)len, .rcpts = &r,
+					    .rcpt_count = 1 };
+		store_delivery_init(&d);
+		if (i < OLD) {
+			craft_id(two_hours_ago + (uint64_t)i, 0x33, &d.message_id);
+			d.historical_id = true;
+		}
+		enum store_status st = store_deliver(store, &d);
+		CHECK_ST(st == STORE_OK ? r.status : st, STORE_OK);
+	}
+	struct store_maildrop *md = open_md(a);
+	CHECK_INT(md->count, N);
+	static unsigned int idx[N];
+	static char kept[N][UUID_STR_LEN + 1];
+	unsigned int n = 0, k = 0;
+	for (unsigned int i = 0; i < md->count && i < N; i++) {
+		if (i >= OLD && i % 5 == 3)
+			str_copy(kept[k++], md->entries[i].uidl, UUID_STR_LEN + 1);
+		else
+			idx[n++] = i;
+	}
+	CHECK_ST(store_maildrop_expunge(md, idx, n), STORE_OK);
+	store_maildrop_free(&md);
+	md = open_md(a);
+	CHECK_INT(md->count, k);
+	for (unsigned int i = 0; i < md->count && i < k; i++)
+		CHECK_STR(md->entries[i].uidl, kept[i]);
+	for (unsigned int i = 0; i < md->count && i < N; i++)
+		idx[i] = i;
+	CHECK_ST(store_maildrop_expunge(md, idx, md->count), STORE_OK);
+	store_maildrop_free(&md);
+	CHECK_INT(count_of(a), 0);
+}
+
 /* ---- concurrent deliveries ---- */
 
 enum { CONC_THREADS = 4, CONC_PER_THREAD = 25 };
@@ -3212,6 +3260,7 @@ static void run_suite(void)
 	test_big_message();
 	test_header_and_file_body();
 	test_expunge_sessions();
+	test_expunge_many();
 	test_concurrent();
 	test_cursor_basics();
 	test_cursor_expunge();
