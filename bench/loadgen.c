@@ -338,15 +338,11 @@ static ssize_t feed_multi(struct conn *c, const char *p, size_t len)
 			i += run;
 			if (cr == NULL)
 				continue;
-			ch = p[i];
-		}
-			c->ml_octets++;
-			if (ch == '\r')
-				c->ml = ML_MID_CR;
-			else if (c->want_lines && c->line_len < LINE_CAP - 1)
-				c->line[c->line_len++] = ch;
+			c->ml_octets++; /* the CR */
+			c->ml = ML_MID_CR;
 			i++;
 			break;
+		}
 		case ML_MID_CR:
 			c->ml_octets++;
 			i++;
