@@ -12,6 +12,8 @@
 #   cassandra.sh stop DIR              stop every node started under DIR
 #   cassandra.sh stop-node DIR N       stop node N only (kill: SIGKILL at once)
 #   cassandra.sh start-node DIR N      start node N again on its existing data
+#   cassandra.sh nodetool DIR N ARGS   nodetool against node N (JMX on 127.0.0.1,
+#                                      port 7300+N, local connections only)
 #   cassandra.sh status DIR            print each node's pid and state
 #
 # Invariants: DIR is wiped before a fresh start; a node is stopped only through
@@ -22,7 +24,8 @@
 # Environment: TERN_CASSANDRA_LIB (jar directory, default <repo>/build/cassandra/lib),
 # TERN_CASSANDRA_HEAP (default 512m), TERN_CASSANDRA_START_TIMEOUT (s, default 180),
 # TERN_CASSANDRA_COMMITLOG_SYNC (periodic (default, Cassandra's own: every 10 s),
-# batch or group: start-single's node and start-two-dc's node1). start-two-dc's
+# batch or group: start-single's node and start-two-dc's node1, whose periodic
+# log is compressed). start-two-dc's
 # node2 (dc2) always runs commitlog_sync: group, so one cluster shows both.
 set -eu
 
@@ -65,12 +68,19 @@ cmd_fetch() {
 }
 
 # The commitlog_sync lines of cassandra.yaml for MODE: periodic (fsync every
-# 10 s: a kill -9 or power loss forgets up to 10 s of acknowledged writes),
-# batch or group (fsync before the acknowledgement; group every 10 ms). With
-# batch and group, commitlog_sync_period must be absent.
+# 10 s: a power loss forgets up to 10 s of acknowledged writes, a kill -9 up
+# to the 100 ms between the log's sync markers), periodic-lz4 (the same with
+# a compressed log, whose markers are written only at each sync: a kill -9
+# forgets up to 10 s too), batch or group (fsync before the
+# acknowledgement; group every 10 ms). With batch and group,
+# commitlog_sync_period must be absent.
 commitlog_lines() {
 	case "$1" in
 	periodic) printf 'commitlog_sync: periodic\ncommitlog_sync_period: 10000ms\n' ;;
+	periodic-lz4)
+		commitlog_lines periodic
+		printf 'commitlog_compression:\n  - class_name: LZ4Compressor\n'
+		;;
 	batch) printf 'commitlog_sync: batch\n' ;;
 	group) printf 'commitlog_sync: group\ncommitlog_sync_group_window: 10ms\n' ;;
 	*) die "commitlog_sync must be periodic, batch or group, not '$1'" ;;
@@ -184,6 +194,33 @@ stop_relay() {
 	rm -f "$pidf"
 }
 
+# What Cassandra needs of the JDK 17 module system (its own jvm17 options).
+JAVA_MODULES="--add-exports java.base/jdk.internal.misc=ALL-UNNAMED \
+	--add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED \
+	--add-exports java.management/com.sun.jmx.remote.security=ALL-UNNAMED \
+	--add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED \
+	--add-exports java.rmi/sun.rmi.server=ALL-UNNAMED \
+	--add-exports java.sql/java.sql=ALL-UNNAMED \
+	--add-exports java.base/java.lang.ref=ALL-UNNAMED \
+	--add-exports jdk.unsupported/sun.misc=ALL-UNNAMED \
+	--add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED \
+	--add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED \
+	--add-opens java.base/java.lang.module=ALL-UNNAMED \
+	--add-opens java.base/jdk.internal.loader=ALL-UNNAMED \
+	--add-opens java.base/jdk.internal.ref=ALL-UNNAMED \
+	--add-opens java.base/jdk.internal.reflect=ALL-UNNAMED \
+	--add-opens java.base/jdk.internal.math=ALL-UNNAMED \
+	--add-opens java.base/jdk.internal.module=ALL-UNNAMED \
+	--add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED \
+	--add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED \
+	--add-opens java.base/sun.nio.ch=ALL-UNNAMED \
+	--add-opens java.base/java.io=ALL-UNNAMED \
+	--add-opens java.base/java.lang.reflect=ALL-UNNAMED \
+	--add-opens java.base/java.lang=ALL-UNNAMED \
+	--add-opens java.base/java.util=ALL-UNNAMED \
+	--add-opens java.base/java.nio=ALL-UNNAMED \
+	--add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED"
+
 launch_node() {
 	node=$1/node$2
 	addr=$(cat "$node/address")
@@ -199,31 +236,7 @@ launch_node() {
 			-Dio.netty.tryReflectionSetAccessible=true \
 			-Dio.netty.allocator.useCacheForAllThreads=true -Dio.netty.allocator.maxOrder=11 \
 			-Dchronicle.analytics.disable=true -Dchronicle.announcer.disable=true \
-			--add-exports java.base/jdk.internal.misc=ALL-UNNAMED \
-			--add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED \
-			--add-exports java.management/com.sun.jmx.remote.security=ALL-UNNAMED \
-			--add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED \
-			--add-exports java.rmi/sun.rmi.server=ALL-UNNAMED \
-			--add-exports java.sql/java.sql=ALL-UNNAMED \
-			--add-exports java.base/java.lang.ref=ALL-UNNAMED \
-			--add-exports jdk.unsupported/sun.misc=ALL-UNNAMED \
-			--add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED \
-			--add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED \
-			--add-opens java.base/java.lang.module=ALL-UNNAMED \
-			--add-opens java.base/jdk.internal.loader=ALL-UNNAMED \
-			--add-opens java.base/jdk.internal.ref=ALL-UNNAMED \
-			--add-opens java.base/jdk.internal.reflect=ALL-UNNAMED \
-			--add-opens java.base/jdk.internal.math=ALL-UNNAMED \
-			--add-opens java.base/jdk.internal.module=ALL-UNNAMED \
-			--add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED \
-			--add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED \
-			--add-opens java.base/sun.nio.ch=ALL-UNNAMED \
-			--add-opens java.base/java.io=ALL-UNNAMED \
-			--add-opens java.base/java.lang.reflect=ALL-UNNAMED \
-			--add-opens java.base/java.lang=ALL-UNNAMED \
-			--add-opens java.base/java.util=ALL-UNNAMED \
-			--add-opens java.base/java.nio=ALL-UNNAMED \
-			--add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED \
+			$JAVA_MODULES \
 			-Dcassandra-foreground=yes \
 			-Dcassandra.config="file://$node/conf/cassandra.yaml" \
 			-Dcassandra-rackdc.properties="file://$node/conf/cassandra-rackdc.properties" \
@@ -233,6 +246,7 @@ launch_node() {
 			-Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000 \
 			-Dcassandra.skip_sync=true -Dcassandra.unsafesystem=true \
 			-Dcassandra.superuser_setup_delay_ms=0 -Dcassandra.available_processors=2 \
+			-Dcassandra.jmx.local.port=$((7300 + $2)) \
 			-Dtern.node="$node" \
 			-cp "$node/conf:$LIB/*" org.apache.cassandra.service.CassandraDaemon \
 			>"$node/logs/stdout.log" 2>&1 </dev/null
@@ -350,8 +364,11 @@ start-two-dc)
 		start_relay "$dir" 1 127.0.0.3 127.0.0.1
 		start_relay "$dir" 2 127.0.0.4 127.0.0.2
 	fi
-	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "$seeds" \
-		"${TERN_CASSANDRA_COMMITLOG_SYNC:-periodic}" $b1
+	# dc1's periodic log is compressed: a kill -9 there loses what a power
+	# cut would (the crash test in tests/cassandra/test_two_dc.py).
+	sync1=${TERN_CASSANDRA_COMMITLOG_SYNC:-periodic}
+	[ "$sync1" = periodic ] && sync1=periodic-lz4
+	write_node "$dir" 1 127.0.0.1 dc1 -9223372036854775808 "$seeds" "$sync1" $b1
 	write_node "$dir" 2 127.0.0.2 dc2 -9223372036854775708 "$seeds" group $b2
 	launch_node "$dir" 1
 	wait_node "$dir" 1 0
@@ -366,6 +383,18 @@ start-node)
 	peers=$(($(ls -d "$dir"/node* | wc -l) - 1))
 	launch_node "$dir" "$n"
 	wait_node "$dir" "$n" "$peers"
+	;;
+nodetool)
+	dir=$(abs_dir "${2:-}")
+	n=${3:?node number}
+	shift 3
+	node_alive "$dir/node$n" || die "node$n is not running"
+	# shellcheck disable=SC2086
+	exec java -Xmx256m $JAVA_MODULES -Dcassandra.storagedir="$dir/node$n" \
+		-Dcassandra.logdir="$dir/node$n/logs" \
+		-Dlogback.configurationFile="$dir/node$n/conf/logback.xml" \
+		-cp "$dir/node$n/conf:$LIB/*" org.apache.cassandra.tools.NodeTool \
+		-h 127.0.0.1 -p $((7300 + n)) "$@"
 	;;
 stop-node)
 	dir=$(abs_dir "${2:-}")

@@ -89,6 +89,25 @@ class CassandraCluster:
             args.append("kill")
         self._run(*args)
 
+    def nodetool(self, n, *args):
+        """Runs nodetool against node N of the running topology."""
+        return self._run("nodetool", self.dir(self.topology), str(n), *args)
+
+    def kill_now(self, n):
+        """SIGKILLs node N of the running topology from this process, with
+        no script in between (a test that kills right after an
+        acknowledgement), then lets cassandra.sh see it stopped. Only the
+        pid cassandra.sh recorded, and only while it is that node's java."""
+        node = os.path.join(self.dir(self.topology), "node%d" % n)
+        with open(os.path.join(node, "pid")) as f:
+            pid = int(f.read())
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ")
+        if ("-Dtern.node=%s " % node).encode() not in cmdline:
+            raise RuntimeError("pid %d is not node%d's java" % (pid, n))
+        os.kill(pid, 9)
+        self.stop_node(n, kill=True)
+
     def cut(self):
         """Partitions the two datacenters (two-dc only): every byte between
         them is dropped until heal()."""
