@@ -1810,6 +1810,8 @@ struct cass_cursor {
 static enum store_status cass_cursor_open(struct store_maildrop *md, unsigned int i,
 					  struct store_cursor **cursor_r)
 {
+	if (store_nowait())
+		return store_would_block(); /* every read is a round trip */
 	struct cass_store *c = (struct cass_store *)md->store;
 	char q[512];
 	struct cql_values *v = cql_values_create();
@@ -1909,6 +1911,8 @@ static enum store_status cass_cursor_read(struct store_cursor *c, uint64_t body_
 				       char *dst, size_t n)
 {
 	struct cass_cursor *cc = (struct cass_cursor *)c;
+	if (store_nowait())
+		return store_would_block();
 	while (n > 0) {
 		/* Reads only move forward: the held chunk starts at or before body_off. */
 		if (cc->held == NULL || body_off >= cc->chunk_start + cc->chunk.len) {

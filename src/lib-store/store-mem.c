@@ -454,7 +454,10 @@ static enum store_status mem_cursor_open(struct store_maildrop *md, unsigned int
 					 struct store_cursor **cursor_r)
 {
 	struct mem_store *m = (struct mem_store *)md->store;
-	pthread_mutex_lock(&m->lock);
+	if (!store_nowait())
+		pthread_mutex_lock(&m->lock);
+	else if (pthread_mutex_trylock(&m->lock) != 0)
+		return store_would_block();
 	int r = find_row(m, &md->mailbox_id, &md->entries[i].id);
 	if (r < 0) {
 		pthread_mutex_unlock(&m->lock);
@@ -1030,6 +1033,7 @@ const struct store_vfuncs store_mem_vfuncs = {
 	.cursor_open = mem_cursor_open,
 	.cursor_read = mem_cursor_read,
 	.cursor_close = mem_cursor_close,
+	.reads_nowait = true,
 	.expunge = mem_expunge,
 	.repair = mem_repair,
 	.queue_put = mem_queue_put,

@@ -111,6 +111,10 @@ struct store_vfuncs {
 	enum store_status (*cursor_read)(struct store_cursor *c, uint64_t body_off, char *dst,
 					 size_t n);
 	void (*cursor_close)(struct store_cursor *c);
+	/* The cursor calls honour store_nowait_begin(): they test
+	 * store_nowait() before anything that could wait, and answer
+	 * store_would_block() instead. */
+	bool reads_nowait;
 	enum store_status (*expunge)(struct store_maildrop *md, const unsigned int *indexes,
 				     unsigned int n);
 	enum store_status (*repair)(struct store *, const struct store_repair_options *opts,
@@ -214,5 +218,10 @@ bool store_quota_fits(const struct store_quota *limits, uint64_t used_messages,
  * recipient who is not NOTFOUND becomes OVERQUOTA (and gets no UIDL); the
  * backend then writes nothing. Returns whether it did so. */
 bool store_quota_refuse_all(struct store_delivery *d);
+
+/* Under store_nowait_begin() on this thread (store.h). */
+bool store_nowait(void);
+/* Notes that a call would have waited; returns STORE_WOULDBLOCK. */
+enum store_status store_would_block(void);
 
 #endif

@@ -97,6 +97,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "sqlite-nowait.h"
 
 #define SQLITE_SCHEMA_VERSION 4
 #define SQLITE_BUSY_TIMEOUT_MS 10000
@@ -207,6 +208,10 @@ static enum store_status status_from_rc(sqlite3 *db, int rc, const char *what)
 	case SQLITE_TOOBIG:
 		return STORE_TOOBIG;
 	default:
+		/* Reading from memory only, any failure is retried on a worker,
+		 * which reports it if it is real. */
+		if (store_nowait())
+			return store_would_block();
 		log_error("sqlite: %s: %s", what, db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		return STORE_TEMPFAIL;
 	}
@@ -364,20 +369,23 @@ static int exec_sql(sqlite3 *db, const char *sql)
 {
 	char *err = NULL;
 	int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-	if (rc != SQLITE_OK) {
+	if (rc != SQLITE_OK && store_nowait()) {
+		store_would_block();
+		sqlite3_free(err);
+	} else if (rc != SQLITE_OK) {
 		log_error("sqlite: %s: %s", sql, err != NULL ? err : sqlite3_errstr(rc));
 		sqlite3_free(err);
 	}
 	return rc;
 }
 
-static sqlite3 *conn_open(const char *path, const char **error_r)
+static sqlite3 *conn_open(const char *path, const char *vfs, const char **error_r)
 {
 	sqlite3 *db = NULL;
 	int rc = sqlite3_open_v2(path, &db,
 				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 					 SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
-				 NULL);
+				 vfs);
 	if (rc != SQLITE_OK) {
 		*error_r = sqlite3_errstr(rc);
 		sqlite3_close(db);
@@ -406,7 +414,7 @@ static sqlite3 *get_db(struct sqlite_store *s)
 		return c->db;
 	}
 	const char *error = "unknown error";
-	sqlite3 *db = conn_open(s->path, &error);
+	sqlite3 *db = conn_open(s->path, NULL, &error);
 	if (db == NULL) {
 		log_error("sqlite: cannot open %s: %s", s->path, error);
 		return NULL;
@@ -1130,9 +1138,26 @@ static enum store_status sqlite_maildrop_read(struct store *store, struct store_
 
 /* --- cursors --- */
 
+/* A reader waits for a lock as a connection's busy_timeout would, except
+ * when reading from memory only: then at once it does not. */
+static int reader_busy(void *arg, int count)
+{
+	(void)arg;
+	if (store_nowait())
+		return 0;
+	/* 1 ms steps for the first 100 ms, then 10 ms ones */
+	int waited_ms = count < 100 ? count : 100 + (count - 100) * 10;
+	if (waited_ms >= SQLITE_BUSY_TIMEOUT_MS)
+		return 0;
+	struct timespec ts = { 0, (count < 100 ? 1 : 10) * 1000000L };
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
 /* A reader connection for a cursor: an idle one, or a new one while fewer
  * than SQLITE_READERS_MAX are open; NULL when the pool is exhausted (or a
- * connection cannot be opened), and the cursor does without. */
+ * connection cannot be opened), and the cursor does without. Reading from
+ * memory only, an idle one or none: opening one reads the schema. */
 static struct sqlite_reader *reader_checkout(struct sqlite_store *s)
 {
 	pthread_mutex_lock(&s->readers_lock);
@@ -1144,7 +1169,7 @@ static struct sqlite_reader *reader_checkout(struct sqlite_store *s)
 		r->next = NULL;
 		return r;
 	}
-	if (s->readers_open >= SQLITE_READERS_MAX) {
+	if (s->readers_open >= SQLITE_READERS_MAX || store_nowait()) {
 		pthread_mutex_unlock(&s->readers_lock);
 		return NULL;
 	}
@@ -1153,7 +1178,9 @@ static struct sqlite_reader *reader_checkout(struct sqlite_store *s)
 
 	const char *error = "unknown error";
 	r = xcalloc(1, sizeof(*r));
-	r->db = conn_open(s->path, &error);
+	r->db = conn_open(s->path, sqlite_nowait_vfs(), &error);
+	if (r->db != NULL)
+		sqlite3_busy_handler(r->db, reader_busy, NULL);
 	if (r->db != NULL && exec_sql(r->db, "PRAGMA query_only = 1") == SQLITE_OK)
 		r->find = prep(r->db, "SELECT prefix, body FROM listing"
 				      " WHERE mailbox_id = ? AND sort_key = ?");
@@ -1227,7 +1254,7 @@ static enum store_status open_pooled(struct sqlite_cursor *sc, struct store_mail
 {
 	sqlite3 *db = sc->reader->db;
 	if (exec_sql(db, "BEGIN") != SQLITE_OK)
-		return STORE_TEMPFAIL;
+		return store_nowait() ? STORE_WOULDBLOCK : STORE_TEMPFAIL;
 	enum store_status st = take_listing_row(db, sc->reader->find, md, i, sc);
 	sqlite3_reset(sc->reader->find);
 	if (st != STORE_OK)
@@ -1301,7 +1328,10 @@ static enum store_status sqlite_cursor_open(struct store_maildrop *md, unsigned 
 	struct sqlite_cursor *sc = xcalloc(1, sizeof(*sc));
 	sc->c.md = md;
 	sc->reader = reader_checkout(s);
+	/* Reading from memory only, no cursor without a reader of its own:
+	 * the calling thread's connection is a worker's. */
 	enum store_status st = sc->reader != NULL ? open_pooled(sc, md, i)
+			       : store_nowait()   ? store_would_block()
 						  : open_unpooled(s, sc, md, i);
 	if (st != STORE_OK) {
 		sqlite_cursor_close(&sc->c);
@@ -2084,6 +2114,7 @@ const struct store_vfuncs store_sqlite_vfuncs = {
 	.cursor_open = sqlite_cursor_open,
 	.cursor_read = sqlite_cursor_read,
 	.cursor_close = sqlite_cursor_close,
+	.reads_nowait = true,
 	.expunge = sqlite_expunge,
 	.repair = sqlite_repair,
 	.queue_put = sqlite_queue_put,

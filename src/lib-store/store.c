@@ -81,6 +81,7 @@ const char *store_status_name(enum store_status st)
 	case STORE_INVALID: return "invalid";
 	case STORE_OVERQUOTA: return "over quota";
 	case STORE_LOOP: return "alias loop";
+	case STORE_WOULDBLOCK: return "would block";
 	}
 	return "unknown";
 }
@@ -1152,6 +1153,57 @@ void store_cursor_close(struct store_cursor **cp)
 	free(c->prefix);
 	c->prefix = NULL;
 	c->v->cursor_close(c);
+}
+
+/* --- reads from memory only (store_nowait_begin) --- */
+
+static _Thread_local struct {
+	bool active, blocked;
+} nowait_state;
+
+static const char *const nowait_labels[] = { "result", NULL };
+static const struct metrics_def nowait_def = {
+	METRICS_COUNTER, "tern_store_nowait_reads_total",
+	"Reads tried from memory only on the event loop: served there, or deferred to a worker"
+	" because they would have waited.",
+	nowait_labels, NULL, 0, 0,
+};
+
+bool store_reads_nowait(const struct store *store)
+{
+	return store->backend_v->reads_nowait;
+}
+
+void store_nowait_begin(void)
+{
+	nowait_state.active = true;
+	nowait_state.blocked = false;
+}
+
+bool store_nowait_end(void)
+{
+	static struct metrics_series *_Atomic series[2]; /* served, deferred */
+	bool blocked = nowait_state.blocked;
+	nowait_state.active = nowait_state.blocked = false;
+	struct metrics_series *m = series[blocked];
+	if (m == NULL) {
+		m = metrics_series(metrics_register(&nowait_def),
+				   (const char *const[]){ blocked ? "deferred" : "served" });
+		series[blocked] = m;
+	}
+	metrics_inc(m);
+	return blocked;
+}
+
+bool store_nowait(void)
+{
+	return nowait_state.active;
+}
+
+enum store_status store_would_block(void)
+{
+	nowait_state.blocked = true;
+	return STORE_WOULDBLOCK;
 }
 
 enum store_status store_message_read_raw(struct store_maildrop *md, unsigned int i,

@@ -47,6 +47,7 @@ enum store_status {
 	STORE_INVALID,    /* malformed input */
 	STORE_OVERQUOTA,  /* the recipient is at or would go over a quota limit (4.2.2) */
 	STORE_LOOP,       /* an alias would reach itself, or nest deeper than STORE_ALIAS_DEPTH */
+	STORE_WOULDBLOCK, /* only under store_nowait_begin(): the call would have waited */
 };
 
 const char *store_status_name(enum store_status st);
@@ -444,6 +445,21 @@ enum store_status store_cursor_next(struct store_cursor *c, size_t max, struct b
 /* The octets appended so far. */
 uint64_t store_cursor_offset(const struct store_cursor *c);
 void store_cursor_close(struct store_cursor **c);
+
+/* Reads from memory only. Between store_nowait_begin() and
+ * store_nowait_end() on a thread, a cursor call (open, next, close) that
+ * would wait for the disk, a lock or the network returns STORE_WOULDBLOCK
+ * instead; the caller then closes the cursor and makes the same calls
+ * again on a worker thread, where they may wait. Served from memory, the
+ * call returns what it always would. That lets an event loop serve a small
+ * message whose pages the kernel holds without handing it to a worker (and
+ * paying two thread wake-ups), and still never block (design.md). Only
+ * where store_reads_nowait() says the backend can: on the others every
+ * such call would say WOULDBLOCK. store_nowait_end() returns whether any
+ * call did, and counts the attempt in tern_store_nowait_reads_total. */
+bool store_reads_nowait(const struct store *store);
+void store_nowait_begin(void);
+bool store_nowait_end(void);
 
 /* Reads message i whole into out (appended; for tools and tests), through a
  * cursor. On an error out is left as it was. */

@@ -22,6 +22,7 @@
  * delivery refusing over-quota recipients (one by one, or all or nothing).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -1421,6 +1422,81 @@ static void test_cursor_basics(void)
  * holds is served, and a chunk fetched after its body was deleted gives
  * NOTFOUND; a body another mailbox still references is served whole. No
  * backend ever returns other octets. */
+/* Drops the store file's clean pages from the kernel's page cache. */
+static void drop_page_cache(void)
+{
+	const char *names[] = { "tern.db", "tern.db-wal" };
+	for (size_t k = 0; k < 2; k++) {
+		char path[PATH_MAX + 16];
+		snprintf(path, sizeof(path), "%s/%s", data_dir, names[k]);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		fdatasync(fd);
+		CHECK(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+		close(fd);
+	}
+}
+
+/* Reading from memory only (store_nowait_begin): the same octets when
+ * served; WOULDBLOCK, nothing appended and a clean reader when not (a
+ * cold SQLite file, any Cassandra read); the same read on a worker then
+ * works as ever. */
+static void test_cursor_nowait(void)
+{
+	const char *a = "nowait@cursor.test";
+	add_user(a);
+	const char *rcpt[1] = { a };
+	deliver_id_body(rcpt, 1, 200);
+	struct store_maildrop *md = open_md(a);
+	struct buf want, got;
+	buf_init(&want, 0);
+	buf_init(&got, 0);
+	CHECK_ST(read_pieces(md, 0, 4096, &want, __LINE__), STORE_OK);
+	bool cassandra = strcmp(backend, "cassandra") == 0;
+	CHECK(store_reads_nowait(store) == !cassandra);
+
+	/* warm (the read above): served, the same octets */
+	store_nowait_begin();
+	enum store_status st = read_pieces(md, 0, 4096, &got, __LINE__);
+	bool blocked = store_nowait_end();
+	if (cassandra) {
+		CHECK_ST(st, STORE_WOULDBLOCK);
+		CHECK(blocked && got.len == 0);
+	} else {
+		CHECK_ST(st, STORE_OK);
+		CHECK(!blocked);
+		CHECK(got.len == want.len && memcmp(got.data, want.data, want.len) == 0);
+	}
+	if (strcmp(backend, "sqlite") == 0) {
+		/* cold: a commit (so the readers drop their own page cache) and
+		 * the file's pages out of the kernel's */
+		const char *b = "nowait-other@cursor.test";
+		add_user(b);
+		const char *other[1] = { b };
+		deliver_id_body(other, 1, 3);
+		drop_page_cache();
+		buf_reset(&got);
+		store_nowait_begin();
+		st = read_pieces(md, 0, 4096, &got, __LINE__);
+		blocked = store_nowait_end();
+		CHECK_ST(st, STORE_WOULDBLOCK);
+		CHECK(blocked && got.len == 0);
+		/* as a worker would: waits, and reads it whole */
+		CHECK_ST(read_pieces(md, 0, 4096, &got, __LINE__), STORE_OK);
+		CHECK(got.len == want.len && memcmp(got.data, want.data, want.len) == 0);
+		/* now in memory again */
+		buf_reset(&got);
+		store_nowait_begin();
+		CHECK_ST(read_pieces(md, 0, 4096, &got, __LINE__), STORE_OK);
+		CHECK(!store_nowait_end());
+		CHECK(got.len == want.len);
+	}
+	buf_deinit(&want);
+	buf_deinit(&got);
+	store_maildrop_free(&md);
+}
+
 static void test_cursor_expunge(void)
 {
 	const char *a = "exp@cursor.test", *b = "share@cursor.test";
@@ -3263,6 +3339,7 @@ static void run_suite(void)
 	test_expunge_many();
 	test_concurrent();
 	test_cursor_basics();
+	test_cursor_nowait();
 	test_cursor_expunge();
 	test_cursor_pool();
 	test_cursor_threads();
