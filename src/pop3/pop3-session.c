@@ -44,6 +44,10 @@
  * queued output falls under the low-water mark. */
 #define POP3_READ_PIECE (128 * 1024)
 #define POP3_READ_LOW_WATER (32 * 1024)
+/* A LIST or UIDL of the whole mailbox is built and queued in pieces of
+ * about this size, the next one when the output has drained to the low
+ * water mark: a 100,000-message UIDL (4.5 MB) never sits whole in memory. */
+#define POP3_LIST_PIECE (64 * 1024)
 #define POP3_PLAINTEXT_REFUSED \
 	"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections (use STLS)"
 #define POP3_BAD_USER "-ERR [AUTH] Invalid user name (expected user@domain)"
@@ -78,6 +82,10 @@ struct pop3_session {
 	struct buf job_raw, job_out;
 	unsigned int *job_indexes;
 	unsigned int job_index_count;
+
+	/* LIST or UIDL being streamed: the next message to list */
+	unsigned int list_next;
+	bool list_uidl;
 };
 
 static struct pop3_session *pop3(struct session *s)
@@ -472,6 +480,50 @@ static void cmd_stat(struct pop3_session *p, const struct pop3_command *cmd)
 		       (unsigned long long)(p->md->total_size - p->deleted_size));
 }
 
+static void list_more(void *ctx);
+
+/* The next piece of a whole-mailbox LIST or UIDL: one line per message,
+ * built without printf in a buffer sized once. Input stays paused until
+ * the last piece (the terminating dot) is queued. */
+static void list_piece(struct pop3_session *p)
+{
+	const struct store_listing_entry *e = p->md->entries;
+	struct buf out;
+	buf_init(&out, 0);
+	buf_reserve(&out, POP3_LIST_PIECE + STORE_UIDL_MAX + 32);
+	if (p->list_next == 0)
+		buf_append_str(&out, "+OK\r\n");
+	unsigned int i = p->list_next;
+	for (; i < p->md->count && out.len < POP3_LIST_PIECE; i++) {
+		if (p->deleted[i])
+			continue;
+		buf_append_u64(&out, i + 1);
+		buf_append_c(&out, ' ');
+		if (p->list_uidl)
+			buf_append_str(&out, e[i].uidl);
+		else
+			buf_append_u64(&out, e[i].size);
+		buf_append(&out, "\r\n", 2);
+	}
+	p->list_next = i;
+	bool last = i == p->md->count;
+	if (last)
+		buf_append_str(&out, ".\r\n");
+	conn_write_buf(p->s.conn, &out);
+	buf_deinit(&out);
+	if (!last) {
+		session_hold(&p->s);
+		conn_when_drained(p->s.conn, POP3_READ_LOW_WATER, list_more);
+	} else if (p->s.held) {
+		session_resume(&p->s);
+	}
+}
+
+static void list_more(void *ctx)
+{
+	list_piece(pop3(ctx));
+}
+
 static void list_or_uidl(struct pop3_session *p, const struct pop3_command *cmd, bool uidl)
 {
 	if (cmd->argc > 1) {
@@ -489,26 +541,9 @@ static void list_or_uidl(struct pop3_session *p, const struct pop3_command *cmd,
 			session_replyf(&p->s, "+OK %u %llu", i + 1, (unsigned long long)e[i].size);
 		return;
 	}
-	/* One line per message, built without printf and in a buffer sized
-	 * once: on a 100,000-message mailbox this runs on the loop thread. */
-	struct buf out;
-	buf_init(&out, 0);
-	buf_reserve(&out, (size_t)p->md->count * (uidl ? 50 : 20) + 16);
-	buf_append_str(&out, "+OK\r\n");
-	for (unsigned int i = 0; i < p->md->count; i++) {
-		if (p->deleted[i])
-			continue;
-		buf_append_u64(&out, i + 1);
-		buf_append_c(&out, ' ');
-		if (uidl)
-			buf_append_str(&out, e[i].uidl);
-		else
-			buf_append_u64(&out, e[i].size);
-		buf_append(&out, "\r\n", 2);
-	}
-	buf_append_str(&out, ".\r\n");
-	conn_write_buf(p->s.conn, &out);
-	buf_deinit(&out);
+	p->list_next = 0;
+	p->list_uidl = uidl;
+	list_piece(p);
 }
 
 static void cmd_list(struct pop3_session *p, const struct pop3_command *cmd)

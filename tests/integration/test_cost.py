@@ -196,6 +196,25 @@ def test_pop3_listing_flood(flood_server, big_mailbox, command):
     p.quit()
 
 
+@pytest.mark.skipif(SANITIZED, reason="the sanitizers' quarantine keeps every freed piece")
+def test_a_listing_larger_than_the_output_cap_is_held_in_pieces(servers):
+    """8 clients each ask for the UIDL of a 20,000-message mailbox (about
+    900 kB) and read none of it: the server queues one piece of 64 KiB at
+    a time, not the listing, so it holds a small part of 8 x 900 kB."""
+    srv = servers.create(name="long-listing")
+    n = 20000
+    addr, pw, _ = srv.mailbox(n, "huge")
+    growth, _ = measure(srv, lambda: pop3_logged_in(srv, addr, pw), b"UIDL\r\n", 60,
+                        sessions=8, warmup=6)
+    bound = 3 * MIB  # 8.2 MiB when the listing was queued whole
+    print("8 unread UIDLs of %d messages: %.1f MiB" % (n, growth / MIB))
+    assert growth < bound, "8 unread UIDLs of %d messages grew the server by %.1f MiB" % (
+        n, growth / MIB)
+    p = srv.login(addr, pw)
+    assert len(p.uidl()) == n
+    p.quit()
+
+
 def test_several_flooders_at_once(flood_server, big_mailbox):
     user, pw = big_mailbox
     socks = [smtp_socket(flood_server), smtp_socket(flood_server),

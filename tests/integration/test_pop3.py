@@ -237,6 +237,31 @@ def test_listing_is_fixed_at_login(server):
         p.quit()
 
 
+def test_a_long_listing_streams_in_pieces_and_keeps_pipelined_order(server):
+    """A UIDL of 2,500 messages (about 110 kB, two pieces of 64 KiB) sent
+    pipelined with LIST and STAT after a DELE: every line in order, the
+    DELE'd message left out, and the replies after it in their order."""
+    n = 2500
+    addr, pw, _ = server.mailbox(n, "long")
+    with server.login(addr, pw) as p:
+        uids = p.uidl()
+        assert [k for k, _ in uids] == list(range(1, n + 1))
+        assert len({u for _, u in uids}) == n
+        assert p.cmd("DELE 1000").startswith("+OK")
+        p.send("UIDL\r\nLIST\r\nSTAT\r\nNOOP\r\n")
+        status = p.readline()
+        assert status.startswith(b"+OK"), status
+        want = [("%d %s" % (k, u)).encode() for k, u in uids if k != 1000]
+        assert p.read_multi() == want
+        assert p.readline().startswith(b"+OK")
+        listed = p.read_multi()
+        assert len(listed) == n - 1 and listed[0].startswith(b"1 ") and b"1000 " not in [
+            x[:5] for x in listed] and listed[-1].startswith(b"%d " % n)
+        assert p.readline().startswith(b"+OK %d " % (n - 1))
+        assert p.readline().startswith(b"+OK")  # NOOP
+        assert p.quit().startswith("+OK")
+
+
 def test_order_is_arrival_order(server, mode):
     addr, pw, _ = server.mailbox(6, "order")
     server.deliver_cli(addr, b"Subject: order-7\n\ncli delivered\n")
