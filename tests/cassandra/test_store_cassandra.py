@@ -7,9 +7,14 @@ import threading
 import time
 import uuid
 
-from integration.helpers import make_message, wait_until
+import pytest
+
+from integration.helpers import headers, make_message, stuff, timeuuid_unix_time, wait_until
+from integration.test_admin import start_admin_server
 
 from integration import cqlquery
+from conftest import AdminPool
+from delayrelay import DelayRelay
 
 LWT_LINE = re.compile(r"cassandra: (\d+) requests, (\d+) errors, (\d+) retries, "
                       r"(\d+) conditional statements \(LWT\), (\d+) serial reads")
@@ -323,3 +328,111 @@ def test_keyspace_from_before_quotas_is_migrated(cass_servers, cassandra_node):
     s2 = cass_servers(ks)
     assert quota_lines(s2, a)[0] == "messages: used 1, limit 1 (own)"
     assert s2.count(a, apw) == 1
+
+
+# tern's mailbox ids: version-5 UUIDs of the address in this namespace.
+MAILBOX_NS = uuid.UUID("3c6f1e52-8a41-4d0b-9e27-5ac4117de093")
+REMINT_BOUND = 10.0     # s: REMINT_BOUND_US in store-cassandra.c
+REQUEST_DELAY = 3.0     # s: each request to Cassandra, while the relay holds them
+CHUNKS = 4              # 1 MiB body chunks: 4 × 3 s > 10 s from mint to the listing write
+
+
+@pytest.fixture
+def delay_relay(cassandra_node):
+    """A relay in front of the node (tests/cassandra/delayrelay.py). A test
+    names it before cass_servers, so it outlives the servers (and their
+    keyspace drop, which goes through it)."""
+    relay = DelayRelay(cassandra_node)
+    yield relay
+    relay.close()
+
+
+def remints(server):
+    status, _, text = server.admin.request("GET", "/metrics")
+    assert status == 200, (status, text)
+    m = re.search(r"^tern_cassandra_listing_remints_total (\d+)$", text, re.M)
+    assert m, text
+    return int(m.group(1))
+
+
+def test_late_listing_write_mints_a_new_listing_id(cassandra_node, delay_relay, cass_servers):
+    """A delivery whose body takes longer than the 10 s bound to write gets
+    a listing id minted again before anything is listed (invariant 12 on the
+    writer's side): every request tern sends to Cassandra is held 3 s by a
+    relay from the end of the data on, so the 4 chunk writes alone take 12 s
+    while no single request comes near lib-cql's 12 s deadline (nor the 5 s
+    heartbeat and clock-check timeouts). The message is stored once, listed
+    once, under the new id; the body and body_refs keep the first id, and
+    body_refs names the new one."""
+    ks = keyspace("remint")
+    s = start_admin_server(AdminPool(cass_servers, ks, contact="127.0.0.1:%d" % delay_relay.port),
+                           max_message_size=8 * 1024 * 1024)
+    a, apw = s.new_user("remint")
+    # Warm up: the delivery statements are prepared, the connections busy.
+    w, _ = s.new_user("warm")
+    s.deliver_smtp(w, make_message("warm-up", to=w))
+    before = remints(s)
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-=\r\n"
+    body = line * ((CHUNKS - 1) * 1024 * 1024 // len(line) + 100)
+    message = make_message("late listing", body, to=a)
+    c = s.smtp()
+    try:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@remote.test>").code == 250
+        assert c.cmd("RCPT TO:<%s>" % a).code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(stuff(message))
+        delay_relay.delay = REQUEST_DELAY
+        try:
+            c.sock.settimeout(120)
+            t0 = time.monotonic()
+            c.send(b".\r\n")
+            r = c.reply()
+            elapsed = time.monotonic() - t0
+        finally:
+            delay_relay.delay = 0
+        c.sock.settimeout(10)
+        assert r.code == 250, "end of DATA: %r\n%s" % (r, s.log_tail())
+        # The relay did hold them: 4 chunks, body_refs and the listing row.
+        assert elapsed >= (CHUNKS + 2) * REQUEST_DELAY, elapsed
+        c.quit()
+    finally:
+        c.close()
+    assert remints(s) - before == 1
+
+    mbox = uuid.uuid5(MAILBOX_NS, a)
+    rows = cqlquery.query(cassandra_node, "SELECT message_id, body_id FROM %s.listing"
+                          " WHERE mailbox_id = %s" % (ks, mbox))
+    assert len(rows) == 1, rows
+    listing_id, body_id = (uuid.UUID(bytes=v) for v in rows[0])
+    assert listing_id != body_id
+    late = timeuuid_unix_time(str(listing_id)) - timeuuid_unix_time(str(body_id))
+    assert late > REMINT_BOUND, late
+    refs = cqlquery.query(cassandra_node, "SELECT mailbox_id, listing_id FROM %s.body_refs"
+                          " WHERE message_id = %s" % (ks, body_id))
+    assert [[uuid.UUID(bytes=v) for v in row] for row in refs] == [[mbox, listing_id]]
+    # One body, under the first id (each chunk is a partition of its own).
+    assert cqlquery.count(cassandra_node, "SELECT count(*) FROM %s.bodies WHERE message_id = %s"
+                          " AND chunk IN (%s)" % (ks, body_id, ", ".join(
+                              str(i) for i in range(CHUNKS + 1)))) == CHUNKS
+    assert "id=%s " % body_id in s.log_text()  # the delivery logs its body id
+
+    p = s.login(a, apw)
+    assert p.stat()[0] == 1
+    assert p.uidl() == [(1, str(listing_id))]
+    size = p.list()[0][1]
+    got = p.retr(1)
+    p.quit()
+    assert len(got) == size
+    # What was sent, byte for byte, after the trace fields tern adds (the
+    # Received field names the delivery by its body id).
+    trace, sent = got[:-len(message)], got[-len(message):]
+    assert sent == message
+    fields = headers(trace + b"\r\n")
+    assert [name for name, _ in fields] == ["return-path", "delivered-to", "received"], trace
+    assert fields[1][1] == a and " id %s " % body_id in fields[2][1], trace
+    # No request failed or was retried: the new id came from the first
+    # attempt's late listing write, not from a retried delivery.
+    s.stop()
+    m = LWT_LINE.findall(s.log_text())
+    assert m and (int(m[-1][1]), int(m[-1][2])) == (0, 0), s.log_tail()

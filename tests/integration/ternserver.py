@@ -402,8 +402,10 @@ class ServerPool:
             if key in seen:
                 continue
             seen.add(key)
+            host, _, port = key[0].partition(":")  # host:port: a relay in front of the node
             try:
-                cqlquery.query(key[0], "DROP KEYSPACE IF EXISTS %s" % key[1], timeout=60)
+                cqlquery.query(host, "DROP KEYSPACE IF EXISTS %s" % key[1], port=int(port or 9042),
+                               timeout=60)
             except Exception:
                 pass
 
