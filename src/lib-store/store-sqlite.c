@@ -2080,11 +2080,8 @@ static int sqlite_durability(struct store *store, struct buf *line)
 const struct store_vfuncs store_sqlite_vfuncs = {
 	.name = "sqlite",
 	.section = NULL,
-	/* Writers are serialised and group-committed, so a group holds at
-	 * most one delivery per thread: 8 let one fsync take up to 8 (LMTP
-	 * ingest, 16 sessions: about a tenth more than with 4). RETR of a
-	 * cached message needs none (reads_nowait). */
-	.worker_threads = 8,
+	/* Writers are serialised and group-committed: a few threads suffice. */
+	.worker_threads = 4,
 	.open = sqlite_open,
 	.close = sqlite_close,
 	.domain_add = sqlite_domain_add,
