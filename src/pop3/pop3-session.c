@@ -666,14 +666,17 @@ static void read_done(struct session *s)
 
 /* Whether the message goes out from memory on the loop (store.h,
  * store_nowait_begin): when the store can read so, the message is one
- * piece, and the RETR records no retrieval for EXPIRE (a write). It saves
- * the worker's round trip, two thread wake-ups per message; what is not in
- * memory still goes to a worker, so the loop never waits for the disk. */
+ * piece, the RETR records no retrieval for EXPIRE (a write), and the loop
+ * has nothing else ready to run. It saves the worker's round trip, two
+ * thread wake-ups per message; what is not in memory still goes to a
+ * worker, so the loop never waits for the disk. Under load (other events
+ * ready) the workers read, on the other CPUs, while the loop serves. */
 static bool read_on_loop(const struct pop3_session *p)
 {
 	unsigned int i = p->job_msg;
 	return store_reads_nowait(p->s.env->store) && p->md->entries[i].size <= POP3_READ_PIECE &&
-	       (p->job_lines >= 0 || p->expire_days == STORE_EXPIRE_NEVER || p->retrieved[i]);
+	       (p->job_lines >= 0 || p->expire_days == STORE_EXPIRE_NEVER || p->retrieved[i]) &&
+	       session_loop_idle(&p->s);
 }
 
 static void start_read(struct pop3_session *p, unsigned int i, long lines)

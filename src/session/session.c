@@ -13,6 +13,7 @@
  */
 #include "session.h"
 
+#include <event2/event.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,6 +278,11 @@ void session_run_job_first(struct session *s, session_fn *work, session_fn *done
 bool session_job_running(const struct session *s)
 {
 	return s->job_running;
+}
+
+bool session_loop_idle(const struct session *s)
+{
+	return event_base_get_num_events(s->env->base, EVENT_BASE_COUNT_ACTIVE) == 0;
 }
 
 void session_hold(struct session *s)

@@ -205,6 +205,11 @@ void session_run_job_first(struct session *s, session_fn *work, session_fn *done
 void session_hold(struct session *s);
 /* true while a job of the session's runs (its work or done is pending). */
 bool session_job_running(const struct session *s);
+/* Whether the event loop has no other event ready to run: then a short
+ * piece of work done on it now (a message read from memory) delays no
+ * other session and saves a worker's round trip; with events waiting, a
+ * worker does it beside the loop, which goes on serving them. */
+bool session_loop_idle(const struct session *s);
 void session_resume(struct session *s);
 
 /* --- metrics (session-metrics.c) --- */

@@ -317,9 +317,10 @@ def drop_from_page_cache(data_dir):
 
 def test_retr_from_memory_on_the_loop_and_from_disk_on_a_worker(servers, tmp_path_factory):
     """A one-piece message whose pages the kernel holds is sent from the
-    event loop (tern_store_nowait_reads_total{result="served"}); one that
-    would need the disk goes to a worker ("deferred"), and either way the
-    client gets the exact message. A large message and Cassandra never try."""
+    event loop when it has nothing else ready
+    (tern_store_nowait_reads_total{result="served"}); one that would need
+    the disk goes to a worker ("deferred"), and either way the client gets
+    the exact message. A large message and Cassandra never try."""
     srv = admin_server(servers, tmp_path_factory, "metrics-nowait")
     a, pw = srv.new_user("nowait")
     msgs = [make_message("nowait-%d" % i, os.urandom(30000).hex() + "\r\n", to=a)
@@ -350,7 +351,9 @@ def test_retr_from_memory_on_the_loop_and_from_disk_on_a_worker(servers, tmp_pat
     if BACKEND != "sqlite":
         assert (served, deferred) == (0, 0)
         return
-    # cold: some read would have waited; the big one is no attempt
-    assert deferred >= 1 and served + deferred == len(msgs), (served, deferred)
+    # cold: some read would have waited; the big one is no attempt (nor is
+    # a RETR while the loop has other events ready: a worker takes it)
+    assert deferred >= 1 and served + deferred <= len(msgs), (served, deferred)
     served, deferred = retr_all()
-    assert (served, deferred) == (len(msgs), 0)  # now in memory, all on the loop
+    # now in memory: on the loop (one may have met a timer's event)
+    assert deferred == 0 and served >= len(msgs) - 1, (served, deferred)
