@@ -17,6 +17,7 @@ import time
 import pytest
 
 from .helpers import CRLF, SANITIZED, TIMEOUT, Pop3, Smtp, client_tls_context, make_message
+from .ternserver import BACKEND
 
 MIB = 1024 * 1024
 # Growth allowed per flooding session. The output cap is 256 KiB and the
@@ -197,6 +198,8 @@ def test_pop3_listing_flood(flood_server, big_mailbox, command):
 
 
 @pytest.mark.skipif(SANITIZED, reason="the sanitizers' quarantine keeps every freed piece")
+@pytest.mark.skipif(BACKEND != "sqlite", reason="on Cassandra the 16 worker threads' allocator"
+                    " arenas keep the listings themselves (2 MB a login here), which hides the reply")
 def test_a_listing_larger_than_the_output_cap_is_held_in_pieces(servers):
     """8 clients each ask for the UIDL of a 20,000-message mailbox (about
     900 kB) and read none of it: the server queues one piece of 64 KiB at
