@@ -88,8 +88,8 @@ static const struct mapped_file *map_of(const char *path)
 			};
 			found = &mapped[mapped_count++];
 		}
-		/* A descriptor of another file than the database's own: no
-		 * lock of SQLite's is on it, closing it drops none. */
+		/* The path names another file by now (a WAL made again):
+		 * SQLite holds no lock on that one through us, closing drops none. */
 		else if (fd >= 0) {
 			close(fd);
 		}

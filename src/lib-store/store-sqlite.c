@@ -369,11 +369,11 @@ static int exec_sql(sqlite3 *db, const char *sql)
 {
 	char *err = NULL;
 	int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-	if (rc != SQLITE_OK && store_nowait()) {
-		store_would_block();
-		sqlite3_free(err);
-	} else if (rc != SQLITE_OK) {
-		log_error("sqlite: %s: %s", sql, err != NULL ? err : sqlite3_errstr(rc));
+	if (rc != SQLITE_OK) {
+		if (store_nowait())
+			store_would_block(); /* retried on a worker, which reports it */
+		else
+			log_error("sqlite: %s: %s", sql, err != NULL ? err : sqlite3_errstr(rc));
 		sqlite3_free(err);
 	}
 	return rc;
@@ -1138,22 +1138,6 @@ static enum store_status sqlite_maildrop_read(struct store *store, struct store_
 
 /* --- cursors --- */
 
-/* A reader waits for a lock as a connection's busy_timeout would, except
- * when reading from memory only: then at once it does not. */
-static int reader_busy(void *arg, int count)
-{
-	(void)arg;
-	if (store_nowait())
-		return 0;
-	/* 1 ms steps for the first 100 ms, then 10 ms ones */
-	int waited_ms = count < 100 ? count : 100 + (count - 100) * 10;
-	if (waited_ms >= SQLITE_BUSY_TIMEOUT_MS)
-		return 0;
-	struct timespec ts = { 0, (count < 100 ? 1 : 10) * 1000000L };
-	nanosleep(&ts, NULL);
-	return 1;
-}
-
 /* A reader connection for a cursor: an idle one, or a new one while fewer
  * than SQLITE_READERS_MAX are open; NULL when the pool is exhausted (or a
  * connection cannot be opened), and the cursor does without. Reading from
@@ -1167,6 +1151,8 @@ static struct sqlite_reader *reader_checkout(struct sqlite_store *s)
 		s->readers_idle_count--;
 		pthread_mutex_unlock(&s->readers_lock);
 		r->next = NULL;
+		/* reading from memory only, a lock held elsewhere is not waited for */
+		sqlite3_busy_timeout(r->db, store_nowait() ? 0 : SQLITE_BUSY_TIMEOUT_MS);
 		return r;
 	}
 	if (s->readers_open >= SQLITE_READERS_MAX || store_nowait()) {
@@ -1179,8 +1165,6 @@ static struct sqlite_reader *reader_checkout(struct sqlite_store *s)
 	const char *error = "unknown error";
 	r = xcalloc(1, sizeof(*r));
 	r->db = conn_open(s->path, sqlite_nowait_vfs(), &error);
-	if (r->db != NULL)
-		sqlite3_busy_handler(r->db, reader_busy, NULL);
 	if (r->db != NULL && exec_sql(r->db, "PRAGMA query_only = 1") == SQLITE_OK)
 		r->find = prep(r->db, "SELECT prefix, body FROM listing"
 				      " WHERE mailbox_id = ? AND sort_key = ?");
@@ -1254,7 +1238,7 @@ static enum store_status open_pooled(struct sqlite_cursor *sc, struct store_mail
 {
 	sqlite3 *db = sc->reader->db;
 	if (exec_sql(db, "BEGIN") != SQLITE_OK)
-		return store_nowait() ? STORE_WOULDBLOCK : STORE_TEMPFAIL;
+		return store_nowait() ? store_would_block() : STORE_TEMPFAIL;
 	enum store_status st = take_listing_row(db, sc->reader->find, md, i, sc);
 	sqlite3_reset(sc->reader->find);
 	if (st != STORE_OK)

@@ -664,36 +664,20 @@ static void read_done(struct session *s)
 	conn_when_drained(s->conn, POP3_READ_LOW_WATER, read_more);
 }
 
-/* Whether the message goes out from memory on the loop (store.h,
- * store_nowait_begin): when the store can read so, the message is one
- * piece, the RETR records no retrieval for EXPIRE (a write), and the loop
- * has nothing else ready to run. It saves the worker's round trip, two
- * thread wake-ups per message; what is not in memory still goes to a
- * worker, so the loop never waits for the disk. Under load (other events
- * ready) the workers read, on the other CPUs, while the loop serves. */
-static bool read_on_loop(const struct pop3_session *p)
-{
-	unsigned int i = p->job_msg;
-	return store_reads_nowait(p->s.env->store) && p->md->entries[i].size <= POP3_READ_PIECE &&
-	       (p->job_lines >= 0 || p->expire_days == STORE_EXPIRE_NEVER || p->retrieved[i]) &&
-	       session_loop_idle(&p->s);
-}
-
+/* A message of one piece may go out from memory on the loop
+ * (session_run_job_nowait): read_work then either sends it whole or, when
+ * a read would wait, has closed the cursor, and the worker reads it again
+ * from its start. Not a RETR that records a first retrieval for EXPIRE:
+ * that is a write. */
 static void start_read(struct pop3_session *p, unsigned int i, long lines)
 {
 	p->job_msg = i;
 	p->job_lines = lines;
-	if (read_on_loop(p)) {
-		store_nowait_begin();
-		read_work(&p->s);
-		if (!store_nowait_end()) {
-			read_done(&p->s);
-			return;
-		}
-		/* Something was not in memory: read_work has closed the cursor,
-		 * and the worker reads the message again from its start. */
-	}
-	session_run_job(&p->s, read_work, read_done);
+	if (p->md->entries[i].size <= POP3_READ_PIECE &&
+	    (lines >= 0 || p->expire_days == STORE_EXPIRE_NEVER || p->retrieved[i]))
+		session_run_job_nowait(&p->s, read_work, read_done);
+	else
+		session_run_job(&p->s, read_work, read_done);
 }
 
 static void cmd_retr(struct pop3_session *p, const struct pop3_command *cmd)

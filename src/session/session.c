@@ -275,14 +275,23 @@ void session_run_job_first(struct session *s, session_fn *work, session_fn *done
 	run_job(s, work, done, true);
 }
 
+void session_run_job_nowait(struct session *s, session_fn *work, session_fn *done)
+{
+	if (store_reads_nowait(s->env->store) &&
+	    event_base_get_num_events(s->env->base, EVENT_BASE_COUNT_ACTIVE) == 0) {
+		store_nowait_begin();
+		work(s);
+		if (!store_nowait_end()) {
+			done(s); /* input was never paused: nothing to resume */
+			return;
+		}
+	}
+	run_job(s, work, done, false);
+}
+
 bool session_job_running(const struct session *s)
 {
 	return s->job_running;
-}
-
-bool session_loop_idle(const struct session *s)
-{
-	return event_base_get_num_events(s->env->base, EVENT_BASE_COUNT_ACTIVE) == 0;
 }
 
 void session_hold(struct session *s)

@@ -203,13 +203,16 @@ void session_run_job_first(struct session *s, session_fn *work, session_fn *done
 /* From a job's done(): keep input paused (e.g. while a reply streams);
  * session_resume() ends the hold. */
 void session_hold(struct session *s);
+/* As session_run_job(), but work runs on the loop, at once, when the loop
+ * has no other event ready and the store can answer from memory only
+ * (store_nowait_begin): a short job (a message in the page cache) then
+ * delays no other session and saves the worker's round trip, two thread
+ * wake-ups. work must leave no trace when a store call says WOULDBLOCK:
+ * it then runs again, from the start, on a worker. With events waiting
+ * the worker runs it beside the loop, which goes on serving them. */
+void session_run_job_nowait(struct session *s, session_fn *work, session_fn *done);
 /* true while a job of the session's runs (its work or done is pending). */
 bool session_job_running(const struct session *s);
-/* Whether the event loop has no other event ready to run: then a short
- * piece of work done on it now (a message read from memory) delays no
- * other session and saves a worker's round trip; with events waiting, a
- * worker does it beside the loop, which goes on serving them. */
-bool session_loop_idle(const struct session *s);
 void session_resume(struct session *s);
 
 /* --- metrics (session-metrics.c) --- */

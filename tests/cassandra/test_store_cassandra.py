@@ -2,7 +2,11 @@
 zero lightweight transactions in messageid mode (proven by tern's own
 counters and by system.paxos), CAS-allocated UIDs in uid mode, bodies
 stored once and chunked, and what expunge leaves behind."""
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -14,7 +18,7 @@ from integration.test_admin import start_admin_server
 
 from integration import cqlquery
 from conftest import AdminPool
-from delayrelay import DelayRelay
+from integration.ternserver import free_ports
 
 LWT_LINE = re.compile(r"cassandra: (\d+) requests, (\d+) errors, (\d+) retries, "
                       r"(\d+) conditional statements \(LWT\), (\d+) serial reads")
@@ -337,12 +341,44 @@ REQUEST_DELAY = 3.0     # s: each request to Cassandra, while the relay holds th
 CHUNKS = 4              # 1 MiB body chunks: 4 × 3 s > 10 s from mint to the listing write
 
 
+DELAY_PROXY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "bench", "delayproxy.py")
+
+
+class DelayRelay:
+    """bench/delayproxy.py in front of the node: every byte, both ways, is
+    held half of `set(seconds)`, so each request takes `seconds` longer."""
+
+    def __init__(self, target, tmp_path):
+        self.port = free_ports(1)[0]
+        self.file = tmp_path / "delay-ms"
+        self.file.write_text("0")
+        self.proc = subprocess.Popen([sys.executable, DELAY_PROXY, "127.0.0.1:%d" % self.port,
+                                      "%s:9042" % target, str(self.file)])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and self.proc.poll() is None, "no delay proxy"
+                time.sleep(0.05)
+
+    def set(self, seconds):
+        self.file.write_text("%d" % (seconds * 1000 / 2))
+        time.sleep(0.3)  # the proxy reads the file every 0.2 s
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 @pytest.fixture
-def delay_relay(cassandra_node):
-    """A relay in front of the node (tests/cassandra/delayrelay.py). A test
-    names it before cass_servers, so it outlives the servers (and their
-    keyspace drop, which goes through it)."""
-    relay = DelayRelay(cassandra_node)
+def delay_relay(cassandra_node, tmp_path):
+    """A delay relay in front of the node. A test names it before
+    cass_servers, so it outlives the servers (and their keyspace drop,
+    which goes through it)."""
+    relay = DelayRelay(cassandra_node, tmp_path)
     yield relay
     relay.close()
 
@@ -358,8 +394,8 @@ def remints(server):
 def test_late_listing_write_mints_a_new_listing_id(cassandra_node, delay_relay, cass_servers):
     """A delivery whose body takes longer than the 10 s bound to write gets
     a listing id minted again before anything is listed (invariant 12 on the
-    writer's side): every request tern sends to Cassandra is held 3 s by a
-    relay from the end of the data on, so the 4 chunk writes alone take 12 s
+    writer's side): every request tern sends to Cassandra takes 3 s more through
+    bench/delayproxy.py from the end of the data on, so the 4 chunk writes alone take 12 s
     while no single request comes near lib-cql's 12 s deadline (nor the 5 s
     heartbeat and clock-check timeouts). The message is stored once, listed
     once, under the new id; the body and body_refs keep the first id, and
@@ -382,7 +418,7 @@ def test_late_listing_write_mints_a_new_listing_id(cassandra_node, delay_relay, 
         assert c.cmd("RCPT TO:<%s>" % a).code == 250
         assert c.cmd("DATA").code == 354
         c.send(stuff(message))
-        delay_relay.delay = REQUEST_DELAY
+        delay_relay.set(REQUEST_DELAY)
         try:
             c.sock.settimeout(120)
             t0 = time.monotonic()
@@ -390,7 +426,7 @@ def test_late_listing_write_mints_a_new_listing_id(cassandra_node, delay_relay, 
             r = c.reply()
             elapsed = time.monotonic() - t0
         finally:
-            delay_relay.delay = 0
+            delay_relay.set(0)
         c.sock.settimeout(10)
         assert r.code == 250, "end of DATA: %r\n%s" % (r, s.log_tail())
         # The relay did hold them: 4 chunks, body_refs and the listing row.
